@@ -1,0 +1,328 @@
+//! nodelet's configuration: command-line flags named like the kubelet's, and an optional
+//! KubeletConfiguration-style YAML file (`--config`) whose keys they override. Every value is
+//! checked at start, and an error names the option or key and what is wrong with it.
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser, Default)]
+#[command(name = "nodelet", version, about = "A Kubernetes node agent: runs pods through containerd's CRI, with its own CNI plugin")]
+pub struct Flags {
+    /// YAML file with settings (KubeletConfiguration-style keys); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The node's name (default: the host name, lower-cased).
+    #[arg(long = "hostname-override")]
+    pub hostname_override: Option<String>,
+    /// Directory of static pod manifests (YAML or JSON); standalone mode runs these.
+    #[arg(long = "pod-manifest-path")]
+    pub pod_manifest_path: Option<PathBuf>,
+    /// Port of the read-only HTTP server (/healthz, /pods, /spec); 0 disables it. Default 10255.
+    #[arg(long = "read-only-port")]
+    pub read_only_port: Option<u16>,
+    /// Address the servers listen on. Default 0.0.0.0.
+    #[arg(long)]
+    pub address: Option<IpAddr>,
+    /// CRI endpoint, unix:///path. Default unix:///run/containerd/containerd.sock.
+    #[arg(long = "container-runtime-endpoint")]
+    pub container_runtime_endpoint: Option<String>,
+    /// The sandbox (pause) image, pre-pulled so pods start without a registry round trip.
+    #[arg(long = "pod-infra-container-image")]
+    pub pod_infra_container_image: Option<String>,
+    /// Where nodelet keeps its state (pod volumes). Default /var/lib/nodelet.
+    #[arg(long = "root-dir")]
+    pub root_dir: Option<PathBuf>,
+    /// Where pod log directories go. Default /var/log/pods.
+    #[arg(long = "pod-logs-dir")]
+    pub pod_logs_dir: Option<PathBuf>,
+    /// Parent cgroup of all pods (cgroupfs driver). Default /nodelet.
+    #[arg(long = "cgroup-root")]
+    pub cgroup_root: Option<String>,
+    /// The pod network's CIDR on this node. Default 10.88.0.0/16.
+    #[arg(long = "pod-cidr")]
+    pub pod_cidr: Option<String>,
+    /// The node's IP address (default: the address of the interface holding the default route).
+    #[arg(long = "node-ip")]
+    pub node_ip: Option<IpAddr>,
+    /// Cluster DNS server addresses, comma-separated.
+    #[arg(long = "cluster-dns", value_delimiter = ',')]
+    pub cluster_dns: Option<Vec<IpAddr>>,
+    /// Cluster domain. Default cluster.local.
+    #[arg(long = "cluster-domain")]
+    pub cluster_domain: Option<String>,
+    /// CNI configuration directory that containerd reads. Default /etc/cni/net.d.
+    #[arg(long = "cni-conf-dir")]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// CNI plugin directory that containerd searches. Default /opt/cni/bin.
+    #[arg(long = "cni-bin-dir")]
+    pub cni_bin_dir: Option<PathBuf>,
+    /// The nodelet-cni binary to install. Default: next to the nodelet executable.
+    #[arg(long = "cni-plugin")]
+    pub cni_plugin: Option<PathBuf>,
+    /// Bridge that nodelet-cni creates. Default nodelet0.
+    #[arg(long = "cni-bridge")]
+    pub cni_bridge: Option<String>,
+    /// How often the static pod directory is checked, e.g. 250ms. Default 250ms.
+    #[arg(long = "file-check-frequency", value_parser = parse_duration)]
+    pub file_check_frequency: Option<Duration>,
+    /// How often every pod is resynced with the runtime regardless of events. Default 10s.
+    #[arg(long = "sync-frequency", value_parser = parse_duration)]
+    pub sync_frequency: Option<Duration>,
+    /// First delay of the crash-loop back-off. Default 10s.
+    #[arg(long = "crash-loop-backoff-initial", value_parser = parse_duration)]
+    pub crash_loop_backoff_initial: Option<Duration>,
+    /// Longest delay of the crash-loop back-off. Default 5m.
+    #[arg(long = "crash-loop-backoff-max", value_parser = parse_duration)]
+    pub crash_loop_backoff_max: Option<Duration>,
+}
+
+/// The config file's keys, in KubeletConfiguration's spelling where one exists.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileConfig {
+    pub api_version: Option<String>,
+    pub kind: Option<String>,
+    pub hostname_override: Option<String>,
+    pub static_pod_path: Option<PathBuf>,
+    pub read_only_port: Option<u16>,
+    pub address: Option<IpAddr>,
+    pub container_runtime_endpoint: Option<String>,
+    pub pod_infra_container_image: Option<String>,
+    pub root_dir: Option<PathBuf>,
+    pub pod_logs_dir: Option<PathBuf>,
+    pub cgroup_root: Option<String>,
+    #[serde(rename = "podCIDR")]
+    pub pod_cidr: Option<String>,
+    #[serde(rename = "nodeIP")]
+    pub node_ip: Option<IpAddr>,
+    #[serde(rename = "clusterDNS")]
+    pub cluster_dns: Option<Vec<IpAddr>>,
+    pub cluster_domain: Option<String>,
+    pub cni_conf_dir: Option<PathBuf>,
+    pub cni_bin_dir: Option<PathBuf>,
+    pub cni_plugin: Option<PathBuf>,
+    pub cni_bridge: Option<String>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub file_check_frequency: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub sync_frequency: Option<Duration>,
+    pub crash_loop_back_off: Option<CrashLoopBackOff>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CrashLoopBackOff {
+    #[serde(default, with = "humantime_serde_opt")]
+    pub initial_period: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub max_container_restart_period: Option<Duration>,
+}
+
+/// Durations in the file are written as "10s", "250ms", "5m".
+mod humantime_serde_opt {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| super::parse_duration(&t).map_err(serde::de::Error::custom)).transpose()
+    }
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| format!("{text:?} is not a duration like 250ms, 10s or 5m: {e}"))
+}
+
+/// The settled configuration nodelet runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_name: String,
+    pub pod_manifest_path: Option<PathBuf>,
+    pub read_only_port: u16,
+    pub address: IpAddr,
+    pub runtime_socket: PathBuf,
+    pub pod_infra_container_image: String,
+    pub root_dir: PathBuf,
+    pub pod_logs_dir: PathBuf,
+    pub cgroup_root: String,
+    pub pod_cidr: String,
+    pub node_ip: Option<IpAddr>,
+    pub cluster_dns: Vec<IpAddr>,
+    pub cluster_domain: String,
+    pub cni_conf_dir: PathBuf,
+    pub cni_bin_dir: PathBuf,
+    pub cni_plugin: PathBuf,
+    pub cni_bridge: String,
+    pub file_check_frequency: Duration,
+    pub sync_frequency: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Config {
+    pub fn from_flags(flags: Flags) -> anyhow::Result<Config> {
+        let file = match &flags.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let backoff = file.crash_loop_back_off.unwrap_or_default();
+        let node_name = match flags.hostname_override.or(file.hostname_override) {
+            Some(name) => name,
+            None => nix::unistd::gethostname().context("reading the host name")?.to_string_lossy().into_owned(),
+        }
+        .to_lowercase();
+        let endpoint = flags
+            .container_runtime_endpoint
+            .or(file.container_runtime_endpoint)
+            .unwrap_or_else(|| "unix:///run/containerd/containerd.sock".into());
+        let config = Config {
+            node_name,
+            pod_manifest_path: flags.pod_manifest_path.or(file.static_pod_path),
+            read_only_port: flags.read_only_port.or(file.read_only_port).unwrap_or(10255),
+            address: flags.address.or(file.address).unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            runtime_socket: parse_endpoint(&endpoint)?,
+            pod_infra_container_image: flags
+                .pod_infra_container_image
+                .or(file.pod_infra_container_image)
+                .unwrap_or_else(|| "localhost:5000/nodelet/pause:1".into()),
+            root_dir: flags.root_dir.or(file.root_dir).unwrap_or_else(|| "/var/lib/nodelet".into()),
+            pod_logs_dir: flags.pod_logs_dir.or(file.pod_logs_dir).unwrap_or_else(|| "/var/log/pods".into()),
+            cgroup_root: flags.cgroup_root.or(file.cgroup_root).unwrap_or_else(|| "/nodelet".into()),
+            pod_cidr: flags.pod_cidr.or(file.pod_cidr).unwrap_or_else(|| "10.88.0.0/16".into()),
+            node_ip: flags.node_ip.or(file.node_ip),
+            cluster_dns: flags.cluster_dns.or(file.cluster_dns).unwrap_or_default(),
+            cluster_domain: flags.cluster_domain.or(file.cluster_domain).unwrap_or_else(|| "cluster.local".into()),
+            cni_conf_dir: flags.cni_conf_dir.or(file.cni_conf_dir).unwrap_or_else(|| "/etc/cni/net.d".into()),
+            cni_bin_dir: flags.cni_bin_dir.or(file.cni_bin_dir).unwrap_or_else(|| "/opt/cni/bin".into()),
+            cni_plugin: match flags.cni_plugin.or(file.cni_plugin) {
+                Some(path) => path,
+                None => std::env::current_exe().context("locating the nodelet executable")?.with_file_name("nodelet-cni"),
+            },
+            cni_bridge: flags.cni_bridge.or(file.cni_bridge).unwrap_or_else(|| "nodelet0".into()),
+            file_check_frequency: flags.file_check_frequency.or(file.file_check_frequency).unwrap_or(Duration::from_millis(250)),
+            sync_frequency: flags.sync_frequency.or(file.sync_frequency).unwrap_or(Duration::from_secs(10)),
+            backoff_initial: flags.crash_loop_backoff_initial.or(backoff.initial_period).unwrap_or(Duration::from_secs(10)),
+            backoff_max: flags.crash_loop_backoff_max.or(backoff.max_container_restart_period).unwrap_or(Duration::from_secs(300)),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.node_name.is_empty() || self.node_name.len() > 253 || !self.node_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+            bail!("--hostname-override: {:?} is not a valid node name (a DNS subdomain)", self.node_name);
+        }
+        parse_cidr(&self.pod_cidr).map_err(|e| anyhow::anyhow!("--pod-cidr: {e}"))?;
+        if !self.cgroup_root.starts_with('/') {
+            bail!("--cgroup-root: {:?} must be an absolute cgroup path such as /nodelet", self.cgroup_root);
+        }
+        if self.cni_bridge.is_empty() || self.cni_bridge.len() > 15 {
+            bail!("--cni-bridge: {:?} must be an interface name of 1 to 15 characters", self.cni_bridge);
+        }
+        for (option, d) in [("--file-check-frequency", self.file_check_frequency), ("--sync-frequency", self.sync_frequency), ("--crash-loop-backoff-initial", self.backoff_initial)] {
+            if d.is_zero() {
+                bail!("{option}: must be greater than zero");
+            }
+        }
+        if self.backoff_max < self.backoff_initial {
+            bail!("--crash-loop-backoff-max: {:?} is shorter than --crash-loop-backoff-initial {:?}", self.backoff_max, self.backoff_initial);
+        }
+        if let Some(dir) = &self.pod_manifest_path {
+            if !dir.is_dir() {
+                bail!("--pod-manifest-path: {} is not a directory", dir.display());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn load_file(path: &std::path::Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("--config: reading {}", path.display()))?;
+    let file: FileConfig = serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))?;
+    if let Some(kind) = file.kind.as_deref().filter(|k| *k != "KubeletConfiguration") {
+        bail!("--config {}: kind {kind:?} should be KubeletConfiguration", path.display());
+    }
+    if let Some(version) = file.api_version.as_deref().filter(|v| !v.starts_with("kubelet.config.k8s.io/")) {
+        bail!("--config {}: apiVersion {version:?} should be kubelet.config.k8s.io/v1beta1", path.display());
+    }
+    Ok(file)
+}
+
+fn parse_endpoint(endpoint: &str) -> anyhow::Result<PathBuf> {
+    match endpoint.strip_prefix("unix://") {
+        Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
+        _ => bail!("--container-runtime-endpoint: {endpoint:?} must be a unix socket such as unix:///run/containerd/containerd.sock"),
+    }
+}
+
+/// An IPv4 CIDR as (network address, prefix length).
+pub fn parse_cidr(text: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    let (addr, prefix) = text.split_once('/').ok_or_else(|| format!("{text:?} is not a CIDR such as 10.88.0.0/16"))?;
+    let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| format!("{text:?}: {addr:?} is not an IPv4 address"))?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| (8..=30).contains(p)).ok_or_else(|| format!("{text:?}: the prefix length must be between 8 and 30"))?;
+    Ok((addr, prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        let mut all = vec!["nodelet", "--hostname-override", "node-a", "--cni-plugin", "/bin/true"];
+        all.extend_from_slice(args);
+        Flags::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn defaults_follow_the_kubelet() {
+        let c = Config::from_flags(flags(&[])).unwrap();
+        assert_eq!(c.read_only_port, 10255);
+        assert_eq!(c.runtime_socket, PathBuf::from("/run/containerd/containerd.sock"));
+        assert_eq!(c.backoff_initial, Duration::from_secs(10));
+        assert_eq!(c.backoff_max, Duration::from_secs(300));
+        assert_eq!(c.pod_logs_dir, PathBuf::from("/var/log/pods"));
+    }
+
+    #[test]
+    fn the_file_is_read_and_flags_override_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "kind: KubeletConfiguration\nreadOnlyPort: 0\npodCIDR: 10.1.0.0/24\ncrashLoopBackOff: {initialPeriod: 1s, maxContainerRestartPeriod: 4s}\n").unwrap();
+        let c = Config::from_flags(flags(&["--config", path.to_str().unwrap(), "--pod-cidr", "10.2.0.0/24"])).unwrap();
+        assert_eq!(c.read_only_port, 0);
+        assert_eq!(c.pod_cidr, "10.2.0.0/24");
+        assert_eq!((c.backoff_initial, c.backoff_max), (Duration::from_secs(1), Duration::from_secs(4)));
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (vec!["--pod-cidr", "10.0.0.0"], "--pod-cidr"),
+            (vec!["--container-runtime-endpoint", "tcp://x"], "--container-runtime-endpoint"),
+            (vec!["--pod-manifest-path", "/nonexistent/dir"], "--pod-manifest-path"),
+            (vec!["--crash-loop-backoff-initial", "5s", "--crash-loop-backoff-max", "1s"], "--crash-loop-backoff-max"),
+            (vec!["--cgroup-root", "nodelet"], "--cgroup-root"),
+        ];
+        for (args, option) in cases {
+            let err = Config::from_flags(flags(&args)).unwrap_err().to_string();
+            assert!(err.contains(option), "{args:?}: {err}");
+        }
+        let err = Flags::try_parse_from(["nodelet", "--read-only-port", "x"]).unwrap_err().to_string();
+        assert!(err.contains("--read-only-port"), "{err}");
+        let err = Flags::try_parse_from(["nodelet", "--sync-frequency", "often"]).unwrap_err().to_string();
+        assert!(err.contains("--sync-frequency"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "readOnlyPrt: 1\n").unwrap();
+        let err = Config::from_flags(flags(&["--config", path.to_str().unwrap()])).unwrap_err().to_string();
+        assert!(err.contains("readOnlyPrt"), "{err}");
+    }
+}

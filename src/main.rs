@@ -1,0 +1,136 @@
+//! nodelet: a Kubernetes node agent. This file only wires the parts together.
+
+mod cgroups;
+mod config;
+mod health;
+mod machine;
+mod network;
+mod nodeip;
+mod pods;
+mod runtime;
+mod server;
+
+use clap::Parser;
+use config::{Config, Flags};
+use health::Health;
+use pods::manager::Manager;
+use pods::source::ManifestDir;
+use pods::spec::NodeContext;
+use pods::store::PodStore;
+use pods::worker::WorkerDeps;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let config = match Config::from_flags(Flags::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("nodelet: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
+    match runtime.block_on(run(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("nodelet stopped: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    tracing::info!(node = %config.node_name, "nodelet starting");
+    let facts = machine::read_host_facts(Path::new("/"))?;
+    let host_ip = config.node_ip.or_else(nodeip::default_route_ipv4).map(|ip| ip.to_string());
+    let ctx = Arc::new(NodeContext {
+        node_name: config.node_name.clone(),
+        cgroup_root: config.cgroup_root.clone(),
+        pod_log_root: config.pod_logs_dir.clone(),
+        pod_data_root: config.root_dir.join("pods"),
+        cluster_dns: config.cluster_dns.iter().map(|ip| ip.to_string()).collect(),
+        cluster_domain: config.cluster_domain.clone(),
+        host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        host_ip,
+        memory_capacity: facts.machine.memory_capacity as i64,
+    });
+    std::fs::create_dir_all(&ctx.pod_data_root)?;
+
+    let install = network::CniInstall {
+        conf_dir: config.cni_conf_dir.clone(),
+        bin_dir: config.cni_bin_dir.clone(),
+        plugin_source: config.cni_plugin.clone(),
+        bridge: config.cni_bridge.clone(),
+        pod_cidr: config.pod_cidr.clone(),
+    };
+    install.install()?;
+
+    let cri = runtime::Cri::new(&config.runtime_socket);
+    let health = Arc::new(Health::new(Duration::from_secs(30).max(config.file_check_frequency * 10)));
+    tokio::spawn(health::watch_runtime(cri.clone(), health.clone(), Duration::from_secs(5)));
+    tokio::spawn(prepull_sandbox_image(cri.clone(), config.pod_infra_container_image.clone()));
+    let exits = runtime::events::spawn_exit_watcher(cri.channel());
+
+    let store = PodStore::default();
+    if config.read_only_port != 0 {
+        let state = server::ReadOnly { health: health.clone(), pods: store.clone(), host_root: "/".into() };
+        let addr = SocketAddr::new(config.address, config.read_only_port);
+        let listener = server::bind(addr).await?;
+        tokio::spawn(async move {
+            if let Err(e) = server::serve(listener, state).await {
+                tracing::error!("read-only server failed: {e:#}");
+            }
+        });
+    }
+
+    let deps = WorkerDeps {
+        cri,
+        ctx: ctx.clone(),
+        exits,
+        store,
+        backoff_initial: config.backoff_initial,
+        backoff_max: config.backoff_max,
+        resync: config.sync_frequency,
+    };
+    let manager = Manager::new(deps);
+    let source = config.pod_manifest_path.clone().map(|dir| ManifestDir::new(dir, config.node_name.clone()));
+    tokio::select! {
+        _ = manager.run(source, config.file_check_frequency, health) => Ok(()),
+        _ = shutdown_signal() => {
+            // Like the kubelet, leaving does not stop the pods: a restarted nodelet adopts them.
+            tracing::info!("nodelet stopping; pods keep running");
+            Ok(())
+        }
+    }
+}
+
+/// Pulls the sandbox image once at start so the first pod does not wait for it.
+async fn prepull_sandbox_image(cri: runtime::Cri, image: String) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match cri.image_id(&image).await {
+            Ok(Some(_)) => return,
+            Ok(None) => match cri.pull_image(&image, None).await {
+                Ok(_) => return tracing::info!(image = %image, "sandbox image pulled"),
+                Err(e) => tracing::warn!("--pod-infra-container-image: {e}"),
+            },
+            Err(e) => tracing::debug!("sandbox image check: {e}"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

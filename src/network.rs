@@ -1,0 +1,91 @@
+//! The pod network's installation: nodelet writes the CNI network configuration that containerd
+//! reads and installs its own plugin binary where containerd looks for plugins.
+
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+
+pub const NETWORK_NAME: &str = "nodelet";
+pub const PLUGIN_NAME: &str = "nodelet-cni";
+pub const CONFLIST_NAME: &str = "10-nodelet.conflist";
+
+pub struct CniInstall {
+    pub conf_dir: PathBuf,
+    pub bin_dir: PathBuf,
+    pub plugin_source: PathBuf,
+    pub bridge: String,
+    pub pod_cidr: String,
+}
+
+/// The conflist containerd hands to the plugin (CNI spec 1.0.0).
+pub fn conflist(bridge: &str, pod_cidr: &str) -> String {
+    let doc = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": NETWORK_NAME,
+        "plugins": [{
+            "type": PLUGIN_NAME,
+            "bridge": bridge,
+            "subnet": pod_cidr,
+            "ipMasq": true,
+        }],
+    });
+    serde_json::to_string_pretty(&doc).expect("static JSON") + "\n"
+}
+
+impl CniInstall {
+    pub fn install(&self) -> anyhow::Result<()> {
+        let plugin = std::fs::read(&self.plugin_source)
+            .with_context(|| format!("reading the CNI plugin {} (set --cni-plugin)", self.plugin_source.display()))?;
+        write_if_changed(&self.bin_dir.join(PLUGIN_NAME), &plugin, 0o755)?;
+        write_if_changed(&self.conf_dir.join(CONFLIST_NAME), conflist(&self.bridge, &self.pod_cidr).as_bytes(), 0o644)
+    }
+}
+
+/// Writes through a temporary file and a rename, so containerd never reads half a file and a
+/// running plugin binary is replaced, not rewritten in place.
+fn write_if_changed(path: &Path, content: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::read(path).is_ok_and(|current| current == content) {
+        return Ok(());
+    }
+    let dir = path.parent().context("path without a directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    std::fs::write(&tmp, content).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("installing {}", path.display()))?;
+    tracing::info!(file = %path.display(), "installed");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflist_names_the_plugin_bridge_and_subnet() {
+        let doc: serde_json::Value = serde_json::from_str(&conflist("nodelet0", "10.88.0.0/16")).unwrap();
+        assert_eq!(doc["cniVersion"], "1.0.0");
+        assert_eq!(doc["plugins"][0]["type"], PLUGIN_NAME);
+        assert_eq!(doc["plugins"][0]["bridge"], "nodelet0");
+        assert_eq!(doc["plugins"][0]["subnet"], "10.88.0.0/16");
+    }
+
+    #[test]
+    fn install_writes_once_and_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = dir.path().join("plugin");
+        std::fs::write(&plugin, b"binary").unwrap();
+        let install = CniInstall {
+            conf_dir: dir.path().join("net.d"),
+            bin_dir: dir.path().join("bin"),
+            plugin_source: plugin,
+            bridge: "b0".into(),
+            pod_cidr: "10.1.0.0/24".into(),
+        };
+        install.install().unwrap();
+        install.install().unwrap();
+        assert_eq!(std::fs::read(dir.path().join("bin").join(PLUGIN_NAME)).unwrap(), b"binary");
+        assert!(std::fs::read_to_string(dir.path().join("net.d").join(CONFLIST_NAME)).unwrap().contains("10.1.0.0/24"));
+        assert_eq!(std::fs::read_dir(dir.path().join("net.d")).unwrap().count(), 1, "no temporary file left");
+    }
+}

@@ -1,0 +1,15 @@
+//! Pods: where desired pods come from, how each is run through the runtime, and their status.
+
+pub mod backoff;
+pub mod env;
+pub mod labels;
+pub mod manager;
+pub mod manifest;
+pub mod observed;
+pub mod plan;
+pub mod quantity;
+pub mod source;
+pub mod spec;
+pub mod status;
+pub mod store;
+pub mod worker;

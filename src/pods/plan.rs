@@ -1,0 +1,420 @@
+//! What to do next for one pod, decided from its spec and what the runtime holds: the kubelet's
+//! computePodActions as a pure function. The worker executes a plan, observes again, plans again.
+
+use super::backoff::Backoff;
+use super::observed::{nanos_to_system_time, ObservedContainer, ObservedPod, RunState};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime};
+
+/// How many dead instances of a container to keep beyond the newest (for `logs --previous`).
+const KEEP_DEAD_INSTANCES: usize = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+        }
+    }
+}
+
+/// Why a container is not running, shown as its `waiting` state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub reason: String,
+    pub message: String,
+}
+
+/// A failed attempt to start a container (pull or create), remembered until a start succeeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartFailure {
+    pub reason: String,
+    pub message: String,
+    pub at: SystemTime,
+}
+
+/// What a pod's worker remembers between syncs; lost on restart, which only resets back-offs.
+#[derive(Debug, Clone)]
+pub struct Memory {
+    pub backoff: Backoff,
+    pub start_failures: HashMap<String, StartFailure>,
+}
+
+impl Memory {
+    pub fn new(backoff: Backoff) -> Self {
+        Memory { backoff, start_failures: HashMap::new() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartContainer {
+    pub name: String,
+    pub init: bool,
+    pub attempt: u32,
+    /// A restart of a container that ran before: counts against its back-off.
+    pub is_restart: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Sandboxes to stop and remove (with their containers) before anything else.
+    pub remove_sandboxes: Vec<String>,
+    /// Create a new sandbox with this attempt number.
+    pub create_sandbox: Option<u32>,
+    pub start: Vec<StartContainer>,
+    /// Running containers to stop: (container id, container name, reason for the log).
+    pub kill: Vec<(String, String, String)>,
+    /// Dead containers no longer worth keeping.
+    pub remove_containers: Vec<String>,
+    /// The pod has finished for good: stop its sandbox and keep what is left for inspection.
+    pub finished: Option<Phase>,
+    pub waiting: BTreeMap<String, Waiting>,
+    /// When to plan again even if nothing happens (a back-off ends).
+    pub wake_after: Option<Duration>,
+}
+
+pub fn backoff_key(container: &str) -> String {
+    format!("restart/{container}")
+}
+
+pub fn start_failure_key(container: &str) -> String {
+    format!("start/{container}")
+}
+
+pub fn restart_policy(pod: &Pod) -> &str {
+    pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always")
+}
+
+fn should_restart(policy: &str, exit_code: i32) -> bool {
+    match policy {
+        "Always" => true,
+        "OnFailure" => exit_code != 0,
+        _ => false,
+    }
+}
+
+/// The phase of a pod whose regular containers have all ended and will not run again.
+pub fn finished_phase(pod: &Pod, observed: &ObservedPod) -> Option<Phase> {
+    let policy = restart_policy(pod);
+    if policy == "Always" {
+        return None;
+    }
+    let spec = pod.spec.as_ref()?;
+    if let Some(phase) = failed_init(pod, observed) {
+        return Some(phase);
+    }
+    let mut all_ok = true;
+    for c in &spec.containers {
+        let latest = observed.latest(&c.name)?;
+        if latest.state != RunState::Exited || should_restart(policy, latest.exit_code) {
+            return None;
+        }
+        all_ok &= latest.exit_code == 0;
+    }
+    Some(if all_ok { Phase::Succeeded } else { Phase::Failed })
+}
+
+/// With restartPolicy Never, a failed init container fails the whole pod.
+fn failed_init(pod: &Pod, observed: &ObservedPod) -> Option<Phase> {
+    let spec = pod.spec.as_ref()?;
+    if restart_policy(pod) != "Never" {
+        return None;
+    }
+    let failed = spec.init_containers.iter().flatten().any(|c| {
+        observed.latest(&c.name).is_some_and(|l| l.state == RunState::Exited && l.exit_code != 0)
+    });
+    failed.then_some(Phase::Failed)
+}
+
+pub fn plan(pod: &Pod, observed: &ObservedPod, memory: &Memory, spec_hash: impl Fn(&Container) -> String, now: SystemTime) -> Plan {
+    let mut plan = Plan::default();
+    let Some(spec) = pod.spec.as_ref() else { return plan };
+
+    if let Some(phase) = finished_phase(pod, observed) {
+        plan.finished = Some(phase);
+        collect_garbage(observed, &mut plan);
+        return plan;
+    }
+
+    let Some(sandbox) = observed.ready_sandbox() else {
+        let ever_ran = !observed.containers.is_empty();
+        if restart_policy(pod) == "Never" && ever_ran {
+            // The sandbox died under containers that may not be restarted: the pod is over.
+            plan.finished = Some(Phase::Failed);
+            return plan;
+        }
+        plan.remove_sandboxes = observed.sandboxes.iter().map(|s| s.id.clone()).collect();
+        plan.create_sandbox = Some(observed.sandboxes.iter().map(|s| s.attempt + 1).max().unwrap_or(0));
+        return plan;
+    };
+    plan.remove_sandboxes =
+        observed.sandboxes.iter().filter(|s| s.id != sandbox.id).map(|s| s.id.clone()).collect();
+
+    let policy = restart_policy(pod);
+    let mut wake: Vec<Duration> = Vec::new();
+    let inits = spec.init_containers.as_deref().unwrap_or_default();
+    let mut inits_done = true;
+    for c in inits {
+        match observed.latest_in(&c.name, &sandbox.id) {
+            Some(done) if done.state == RunState::Exited && done.exit_code == 0 => continue,
+            Some(live) if matches!(live.state, RunState::Running | RunState::Created) => {}
+            latest => consider_start(&mut plan, &mut wake, c, true, latest, observed, memory, policy, now),
+        }
+        inits_done = false;
+        break;
+    }
+    if !inits_done {
+        for c in &spec.containers {
+            plan.waiting.insert(c.name.clone(), waiting("PodInitializing", ""));
+        }
+    } else {
+        for c in &spec.containers {
+            let latest = observed.latest_in(&c.name, &sandbox.id);
+            match latest {
+                Some(live) if live.state == RunState::Running => {
+                    let want = spec_hash(c);
+                    if !live.spec_hash.is_empty() && live.spec_hash != want {
+                        plan.kill.push((live.id.clone(), c.name.clone(), "container spec changed".into()));
+                    }
+                }
+                _ => consider_start(&mut plan, &mut wake, c, false, latest, observed, memory, policy, now),
+            }
+        }
+    }
+    collect_garbage(observed, &mut plan);
+    plan.wake_after = wake.into_iter().min();
+    plan
+}
+
+/// Decides whether a container that is not running starts now, waits out a back-off, or stays down.
+#[allow(clippy::too_many_arguments)]
+fn consider_start(
+    plan: &mut Plan,
+    wake: &mut Vec<Duration>,
+    c: &Container,
+    init: bool,
+    latest_here: Option<&ObservedContainer>,
+    observed: &ObservedPod,
+    memory: &Memory,
+    policy: &str,
+    now: SystemTime,
+) {
+    // A container created but never started (start failed) is replaced like an exited one.
+    let previous = latest_here.filter(|p| p.state != RunState::Running);
+    if let Some(prev) = previous {
+        // Init containers of a pod that may restart are retried whatever the policy says, as in the kubelet.
+        let restart = should_restart(policy, prev.exit_code) || (init && policy != "Never");
+        if prev.state == RunState::Exited && !restart {
+            return;
+        }
+        let finished = nanos_to_system_time(prev.finished_at.max(prev.created_at));
+        if let Some(left) = memory.backoff.remaining(&backoff_key(&c.name), finished, now) {
+            let delay = memory.backoff.current_delay(&backoff_key(&c.name), now).unwrap_or(left);
+            let message = format!("back-off {} restarting failed container={}", fmt_secs(delay), c.name);
+            plan.waiting.insert(c.name.clone(), waiting("CrashLoopBackOff", &message));
+            wake.push(left);
+            return;
+        }
+    }
+    if let Some(failure) = memory.start_failures.get(&c.name) {
+        if let Some(left) = memory.backoff.remaining(&start_failure_key(&c.name), failure.at, now) {
+            let reason = if failure.reason == "ErrImagePull" { "ImagePullBackOff" } else { failure.reason.as_str() };
+            let message = if reason == "ImagePullBackOff" {
+                format!("Back-off pulling image {:?}: {}", c.image.as_deref().unwrap_or(""), failure.message)
+            } else {
+                failure.message.clone()
+            };
+            plan.waiting.insert(c.name.clone(), waiting(reason, &message));
+            wake.push(left);
+            return;
+        }
+        plan.waiting.insert(c.name.clone(), waiting(&failure.reason, &failure.message));
+    } else {
+        plan.waiting.insert(c.name.clone(), waiting("ContainerCreating", ""));
+    }
+    plan.start.push(StartContainer {
+        name: c.name.clone(),
+        init,
+        attempt: observed.next_attempt(&c.name),
+        is_restart: previous.is_some(),
+    });
+}
+
+/// Keeps the newest instance of each container and a few dead ones before it.
+fn collect_garbage(observed: &ObservedPod, plan: &mut Plan) {
+    let mut names: Vec<&str> = observed.containers.iter().map(|c| c.name.as_str()).collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let dead_old = observed.instances(name).into_iter().skip(1 + KEEP_DEAD_INSTANCES).filter(|c| c.state != RunState::Running);
+        plan.remove_containers.extend(dead_old.map(|c| c.id.clone()));
+    }
+}
+
+fn waiting(reason: &str, message: &str) -> Waiting {
+    Waiting { reason: reason.into(), message: message.into() }
+}
+
+fn fmt_secs(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs.fract() == 0.0 { format!("{}s", secs as u64) } else { format!("{secs:.1}s") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pods::observed::ObservedSandbox;
+
+    const SEC: i64 = 1_000_000_000;
+
+    fn pod(policy: &str, inits: &[&str], containers: &[&str]) -> Pod {
+        let mk = |n: &&str| Container { name: n.to_string(), image: Some("img".into()), ..Default::default() };
+        Pod {
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                restart_policy: Some(policy.into()),
+                init_containers: (!inits.is_empty()).then(|| inits.iter().map(mk).collect()),
+                containers: containers.iter().map(mk).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn sandbox(id: &str, attempt: u32, ready: bool) -> ObservedSandbox {
+        ObservedSandbox { id: id.into(), attempt, ready, created_at: attempt as i64, ip: Some("10.0.0.2".into()) }
+    }
+
+    fn container(name: &str, attempt: u32, state: RunState, exit: i32, finished_s: i64) -> ObservedContainer {
+        ObservedContainer {
+            id: format!("{name}-{attempt}"),
+            sandbox_id: "sb".into(),
+            name: name.into(),
+            attempt,
+            state,
+            exit_code: exit,
+            created_at: attempt as i64,
+            finished_at: finished_s * SEC,
+            spec_hash: "h".into(),
+            ..Default::default()
+        }
+    }
+
+    fn memory() -> Memory {
+        Memory::new(Backoff::new(Duration::from_secs(10), Duration::from_secs(300)))
+    }
+
+    fn at(s: i64) -> SystemTime {
+        nanos_to_system_time(s * SEC)
+    }
+
+    fn run(pod: &Pod, obs: &ObservedPod, mem: &Memory, now: i64) -> Plan {
+        plan(pod, obs, mem, |_| "h".to_string(), at(now))
+    }
+
+    #[test]
+    fn new_pod_creates_a_sandbox_first() {
+        let p = run(&pod("Always", &[], &["a"]), &ObservedPod::default(), &memory(), 0);
+        assert_eq!(p.create_sandbox, Some(0));
+        assert!(p.start.is_empty());
+    }
+
+    #[test]
+    fn dead_sandbox_is_replaced_with_the_next_attempt() {
+        let obs = ObservedPod { sandboxes: vec![sandbox("sb", 0, false)], containers: vec![container("a", 0, RunState::Exited, 137, 5)] };
+        let p = run(&pod("Always", &[], &["a"]), &obs, &memory(), 10);
+        assert_eq!(p.remove_sandboxes, vec!["sb".to_string()]);
+        assert_eq!(p.create_sandbox, Some(1));
+    }
+
+    #[test]
+    fn init_containers_run_one_at_a_time_before_the_others() {
+        let pod = pod("Always", &["i1", "i2"], &["a"]);
+        let mut obs = ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers: vec![] };
+        let p = run(&pod, &obs, &memory(), 0);
+        assert_eq!(p.start.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), vec!["i1"]);
+        assert_eq!(p.waiting["a"].reason, "PodInitializing");
+        obs.containers.push(container("i1", 0, RunState::Running, 0, 0));
+        assert!(run(&pod, &obs, &memory(), 0).start.is_empty());
+        obs.containers[0] = container("i1", 0, RunState::Exited, 0, 1);
+        let p = run(&pod, &obs, &memory(), 1);
+        assert_eq!(p.start[0].name, "i2");
+        obs.containers.push(container("i2", 0, RunState::Exited, 0, 2));
+        let p = run(&pod, &obs, &memory(), 2);
+        assert_eq!(p.start, vec![StartContainer { name: "a".into(), init: false, attempt: 0, is_restart: false }]);
+    }
+
+    #[test]
+    fn restart_policies_decide_on_exit() {
+        let obs = |exit| ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers: vec![container("a", 0, RunState::Exited, exit, 1)] };
+        assert_eq!(run(&pod("Always", &[], &["a"]), &obs(0), &memory(), 2).start.len(), 1);
+        assert_eq!(run(&pod("OnFailure", &[], &["a"]), &obs(1), &memory(), 2).start.len(), 1);
+        let p = run(&pod("OnFailure", &[], &["a"]), &obs(0), &memory(), 2);
+        assert_eq!((p.start.len(), p.finished), (0, Some(Phase::Succeeded)));
+        let p = run(&pod("Never", &[], &["a"]), &obs(3), &memory(), 2);
+        assert_eq!((p.start.len(), p.finished), (0, Some(Phase::Failed)));
+    }
+
+    #[test]
+    fn crash_loop_waits_out_the_backoff() {
+        let pod = pod("Always", &[], &["a"]);
+        let obs = ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers: vec![container("a", 1, RunState::Exited, 1, 100)] };
+        let mut mem = memory();
+        mem.backoff.next(&backoff_key("a"), at(95));
+        let p = run(&pod, &obs, &mem, 104);
+        assert!(p.start.is_empty());
+        assert_eq!(p.waiting["a"].reason, "CrashLoopBackOff");
+        assert!(p.waiting["a"].message.starts_with("back-off 10s restarting failed container=a"), "{}", p.waiting["a"].message);
+        assert_eq!(p.wake_after, Some(Duration::from_secs(6)));
+        let p = run(&pod, &obs, &mem, 111);
+        assert_eq!(p.start, vec![StartContainer { name: "a".into(), init: false, attempt: 2, is_restart: true }]);
+    }
+
+    #[test]
+    fn failed_pulls_back_off_as_image_pull_back_off() {
+        let pod = pod("Always", &[], &["a"]);
+        let obs = ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers: vec![] };
+        let mut mem = memory();
+        mem.start_failures.insert("a".into(), StartFailure { reason: "ErrImagePull".into(), message: "not found".into(), at: at(100) });
+        mem.backoff.next(&start_failure_key("a"), at(100));
+        let p = run(&pod, &obs, &mem, 105);
+        assert_eq!(p.waiting["a"].reason, "ImagePullBackOff");
+        assert!(p.start.is_empty());
+        let p = run(&pod, &obs, &mem, 111);
+        assert_eq!(p.waiting["a"].reason, "ErrImagePull");
+        assert_eq!(p.start.len(), 1);
+    }
+
+    #[test]
+    fn changed_spec_kills_the_running_container() {
+        let obs = ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers: vec![container("a", 0, RunState::Running, 0, 0)] };
+        let p = plan(&pod("Always", &[], &["a"]), &obs, &memory(), |_| "other".into(), at(1));
+        assert_eq!(p.kill.len(), 1);
+    }
+
+    #[test]
+    fn old_dead_instances_are_collected() {
+        let containers = (0..4).map(|i| container("a", i, RunState::Exited, 1, i as i64)).collect();
+        let obs = ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers };
+        let p = run(&pod("Always", &[], &["a"]), &obs, &memory(), 100);
+        assert_eq!(p.remove_containers, vec!["a-1".to_string(), "a-0".to_string()]);
+    }
+
+    #[test]
+    fn never_restarting_pod_whose_sandbox_died_has_failed() {
+        let obs = ObservedPod { sandboxes: vec![sandbox("sb", 0, false)], containers: vec![container("a", 0, RunState::Running, 0, 0)] };
+        let p = run(&pod("Never", &[], &["a"]), &obs, &memory(), 1);
+        assert_eq!(p.finished, Some(Phase::Failed));
+        assert_eq!(p.create_sandbox, None);
+    }
+}

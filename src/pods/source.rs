@@ -1,0 +1,155 @@
+//! The static pod source: a directory of manifests, re-read when a file's stamp changes.
+//! A broken file is reported once, with its name and the reason, and does not disturb the others.
+
+use super::manifest::parse_static_pod;
+use k8s_openapi::api::core::v1::Pod;
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// What identifies a version of a file without reading it.
+type Stamp = (i64, i64, u64, u64);
+
+struct FileState {
+    stamp: Stamp,
+    /// The last version that parsed: kept while the file is broken, so a half-written edit does
+    /// not stop a running pod.
+    pod: Option<Pod>,
+}
+
+pub struct ManifestDir {
+    dir: PathBuf,
+    node_name: String,
+    files: BTreeMap<PathBuf, FileState>,
+    dir_error_logged: bool,
+    scanned: bool,
+}
+
+impl ManifestDir {
+    pub fn new(dir: PathBuf, node_name: String) -> Self {
+        ManifestDir { dir, node_name, files: BTreeMap::new(), dir_error_logged: false, scanned: false }
+    }
+
+    /// Rescans the directory; returns the desired pods when anything changed.
+    pub fn scan(&mut self) -> Option<Vec<Pod>> {
+        let entries = match list_manifests(&self.dir) {
+            Ok(entries) => {
+                self.dir_error_logged = false;
+                entries
+            }
+            Err(e) => {
+                if !self.dir_error_logged {
+                    tracing::error!(dir = %self.dir.display(), error = %e, "cannot read the static pod directory");
+                    self.dir_error_logged = true;
+                }
+                return None;
+            }
+        };
+        let mut changed = !std::mem::replace(&mut self.scanned, true);
+        let present: HashMap<&PathBuf, Stamp> = entries.iter().map(|(p, s)| (p, *s)).collect();
+        let before = self.files.len();
+        self.files.retain(|path, _| present.contains_key(path));
+        changed |= self.files.len() != before;
+        for (path, stamp) in &entries {
+            if self.files.get(path).is_some_and(|f| f.stamp == *stamp) {
+                continue;
+            }
+            changed = true;
+            let previous = self.files.remove(path).and_then(|f| f.pod);
+            let pod = match std::fs::read(path).map_err(|e| e.to_string()).and_then(|bytes| {
+                parse_static_pod(&path.to_string_lossy(), &bytes, &self.node_name)
+            }) {
+                Ok(pod) => Some(pod),
+                Err(reason) => {
+                    let kept = if previous.is_some() { "; keeping the previous version running" } else { "" };
+                    tracing::error!(file = %path.display(), "invalid static pod manifest, ignored: {reason}{kept}");
+                    previous
+                }
+            };
+            self.files.insert(path.clone(), FileState { stamp: *stamp, pod });
+        }
+        changed.then(|| self.desired())
+    }
+
+    /// The pods of all good files; a second file naming a pod already defined is refused.
+    fn desired(&self) -> Vec<Pod> {
+        let mut by_name: BTreeMap<(String, String), (&Path, &Pod)> = BTreeMap::new();
+        for (path, state) in &self.files {
+            let Some(pod) = &state.pod else { continue };
+            let key = (pod.metadata.namespace.clone().unwrap_or_default(), pod.metadata.name.clone().unwrap_or_default());
+            match by_name.get(&key) {
+                Some((first, _)) => tracing::error!(
+                    file = %path.display(),
+                    "static pod {}/{} is already defined by {}; this file is ignored", key.0, key.1, first.display()
+                ),
+                None => {
+                    by_name.insert(key, (path, pod));
+                }
+            }
+        }
+        by_name.into_values().map(|(_, pod)| pod.clone()).collect()
+    }
+}
+
+/// Regular files of the directory, skipping hidden ones (editors' swap files), as the kubelet does.
+fn list_manifests(dir: &Path) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let Ok(meta) = std::fs::metadata(entry.path()) else { continue };
+        if meta.is_file() {
+            found.push((entry.path(), (meta.mtime(), meta.mtime_nsec(), meta.ino(), meta.size())));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: NAME}\nspec: {containers: [{name: c, image: i}]}\n";
+
+    fn write(dir: &Path, file: &str, text: &str) {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+
+    fn names(pods: &[Pod]) -> Vec<String> {
+        pods.iter().map(|p| p.metadata.name.clone().unwrap()).collect()
+    }
+
+    #[test]
+    fn add_change_remove_and_broken_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut source = ManifestDir::new(dir.path().to_path_buf(), "n".into());
+        assert_eq!(source.scan().map(|p| p.len()), Some(0), "the first scan always answers");
+        write(dir.path(), "a.yaml", &POD.replace("NAME", "a"));
+        write(dir.path(), ".a.yaml.swp", "junk");
+        assert_eq!(names(&source.scan().unwrap()), vec!["a-n"]);
+        assert!(source.scan().is_none(), "nothing changed");
+
+        write(dir.path(), "b.json", "{not json");
+        let pods = source.scan().unwrap();
+        assert_eq!(names(&pods), vec!["a-n"], "a broken new file is ignored");
+
+        let uid_before = pods[0].metadata.uid.clone();
+        write(dir.path(), "a.yaml", "apiVersion: v1\nkind: Pod\nbroken: [");
+        let pods = source.scan().unwrap();
+        assert_eq!(pods[0].metadata.uid, uid_before, "a broken edit keeps the running version");
+
+        write(dir.path(), "a.yaml", &POD.replace("NAME", "a").replace("image: i", "image: j"));
+        let pods = source.scan().unwrap();
+        assert_ne!(pods[0].metadata.uid, uid_before, "a good edit replaces the pod");
+
+        write(dir.path(), "dup.yaml", &POD.replace("NAME", "a"));
+        assert_eq!(source.scan().unwrap().len(), 1, "a duplicate name is refused");
+
+        std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
+        std::fs::remove_file(dir.path().join("dup.yaml")).unwrap();
+        assert!(source.scan().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,487 @@
+//! Translates a Pod into CRI's sandbox and container configurations. Pure: everything the
+//! translation needs from the node arrives in `NodeContext`, so the mapping is unit-tested.
+
+use super::env::expand;
+use super::labels;
+use super::quantity;
+use super::status::qos_class;
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+const CPU_PERIOD: i64 = 100_000;
+const MIN_CPU_SHARES: i64 = 2;
+const MIN_CPU_QUOTA: i64 = 1_000;
+
+/// What the translation needs to know about the node.
+#[derive(Debug, Clone)]
+pub struct NodeContext {
+    pub node_name: String,
+    /// cgroupfs parent of every pod's cgroup, e.g. "/nodelet".
+    pub cgroup_root: String,
+    /// Where pod log directories go: /var/log/pods.
+    pub pod_log_root: PathBuf,
+    /// Where nodelet keeps per-pod data such as emptyDir volumes.
+    pub pod_data_root: PathBuf,
+    pub cluster_dns: Vec<String>,
+    pub cluster_domain: String,
+    /// The host's resolv.conf text, used for dnsPolicy Default and without cluster DNS.
+    pub host_resolv_conf: String,
+    pub host_ip: Option<String>,
+    pub memory_capacity: i64,
+}
+
+pub fn pod_name(pod: &Pod) -> &str {
+    pod.metadata.name.as_deref().unwrap_or("")
+}
+
+pub fn pod_namespace(pod: &Pod) -> &str {
+    pod.metadata.namespace.as_deref().unwrap_or("default")
+}
+
+pub fn pod_uid(pod: &Pod) -> &str {
+    pod.metadata.uid.as_deref().unwrap_or("")
+}
+
+/// "namespace/name", how logs and errors name a pod.
+pub fn pod_ref(pod: &Pod) -> String {
+    format!("{}/{}", pod_namespace(pod), pod_name(pod))
+}
+
+pub fn log_directory(ctx: &NodeContext, pod: &Pod) -> PathBuf {
+    ctx.pod_log_root.join(format!("{}_{}_{}", pod_namespace(pod), pod_name(pod), pod_uid(pod)))
+}
+
+pub fn pod_data_dir(ctx: &NodeContext, pod: &Pod) -> PathBuf {
+    ctx.pod_data_root.join(pod_uid(pod))
+}
+
+/// The pod's cgroup under nodelet's own hierarchy, relative to each cgroupfs controller mount.
+pub fn pod_cgroup(ctx: &NodeContext, pod: &Pod) -> String {
+    format!("{}/pod{}", ctx.cgroup_root.trim_end_matches('/'), pod_uid(pod))
+}
+
+fn spec(pod: &Pod) -> PodSpec {
+    pod.spec.clone().unwrap_or_default()
+}
+
+pub fn sandbox_config(ctx: &NodeContext, pod: &Pod, attempt: u32) -> cri::PodSandboxConfig {
+    let spec = spec(pod);
+    let mut sandbox_labels: HashMap<String, String> = pod.metadata.labels.clone().unwrap_or_default().into_iter().collect();
+    sandbox_labels.extend(identity_labels(ctx, pod));
+    let host_network = spec.host_network.unwrap_or(false);
+    let hostname = spec.hostname.clone().unwrap_or_else(|| pod_name(pod).chars().take(63).collect::<String>().trim_end_matches(['-', '.']).to_string());
+    let ports = spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.host_port.unwrap_or(0) > 0)
+        .map(|p| cri::PortMapping {
+            protocol: protocol(p.protocol.as_deref()) as i32,
+            container_port: p.container_port,
+            host_port: p.host_port.unwrap_or(0),
+            host_ip: p.host_ip.clone().unwrap_or_default(),
+        })
+        .collect();
+    let security = spec.security_context.clone().unwrap_or_default();
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: pod_name(pod).into(),
+            uid: pod_uid(pod).into(),
+            namespace: pod_namespace(pod).into(),
+            attempt,
+        }),
+        hostname: if host_network { String::new() } else { hostname },
+        log_directory: log_directory(ctx, pod).to_string_lossy().into_owned(),
+        dns_config: Some(dns_config(ctx, pod)),
+        port_mappings: ports,
+        labels: sandbox_labels,
+        annotations: sandbox_annotations(pod),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            cgroup_parent: pod_cgroup(ctx, pod),
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(namespace_options(&spec)),
+                run_as_user: security.run_as_user.map(|value| cri::Int64Value { value }),
+                run_as_group: security.run_as_group.map(|value| cri::Int64Value { value }),
+                supplemental_groups: security.supplemental_groups.clone().unwrap_or_default(),
+                ..Default::default()
+            }),
+            sysctls: security.sysctls.iter().flatten().map(|s| (s.name.clone(), s.value.clone())).collect(),
+            ..Default::default()
+        }),
+        windows: None,
+    }
+}
+
+/// The pod's annotations plus its grace period, so an orphaned sandbox is still stopped gracefully.
+fn sandbox_annotations(pod: &Pod) -> HashMap<String, String> {
+    let mut annotations: HashMap<String, String> = pod.metadata.annotations.clone().unwrap_or_default().into_iter().collect();
+    let grace = spec(pod).termination_grace_period_seconds.unwrap_or(30);
+    annotations.insert(labels::TERMINATION_GRACE.into(), grace.to_string());
+    annotations
+}
+
+fn identity_labels(ctx: &NodeContext, pod: &Pod) -> HashMap<String, String> {
+    HashMap::from([
+        (labels::POD_NAME.to_string(), pod_name(pod).to_string()),
+        (labels::POD_NAMESPACE.to_string(), pod_namespace(pod).to_string()),
+        (labels::POD_UID.to_string(), pod_uid(pod).to_string()),
+        (labels::MANAGED_BY_NODE.to_string(), ctx.node_name.clone()),
+    ])
+}
+
+fn namespace_options(spec: &PodSpec) -> cri::NamespaceOption {
+    let mode = |host: Option<bool>, otherwise: cri::NamespaceMode| {
+        (if host.unwrap_or(false) { cri::NamespaceMode::Node } else { otherwise }) as i32
+    };
+    let pid_otherwise = if spec.share_process_namespace.unwrap_or(false) { cri::NamespaceMode::Pod } else { cri::NamespaceMode::Container };
+    cri::NamespaceOption {
+        network: mode(spec.host_network, cri::NamespaceMode::Pod),
+        pid: mode(spec.host_pid, pid_otherwise),
+        ipc: mode(spec.host_ipc, cri::NamespaceMode::Pod),
+        ..Default::default()
+    }
+}
+
+fn protocol(p: Option<&str>) -> cri::Protocol {
+    match p {
+        Some("UDP") => cri::Protocol::Udp,
+        Some("SCTP") => cri::Protocol::Sctp,
+        _ => cri::Protocol::Tcp,
+    }
+}
+
+/// The pod's DNS settings from its dnsPolicy and dnsConfig, as the kubelet derives them.
+pub fn dns_config(ctx: &NodeContext, pod: &Pod) -> cri::DnsConfig {
+    let spec = spec(pod);
+    let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
+    let host_network = spec.host_network.unwrap_or(false);
+    let cluster_first = match policy {
+        "ClusterFirstWithHostNet" => true,
+        "ClusterFirst" => !host_network,
+        _ => false,
+    };
+    let mut dns = if policy == "None" {
+        cri::DnsConfig::default()
+    } else if cluster_first && !ctx.cluster_dns.is_empty() {
+        let domain = &ctx.cluster_domain;
+        let ns = pod_namespace(pod);
+        let mut searches = vec![format!("{ns}.svc.{domain}"), format!("svc.{domain}"), domain.clone()];
+        searches.extend(parse_resolv_conf(&ctx.host_resolv_conf).searches);
+        cri::DnsConfig { servers: ctx.cluster_dns.clone(), searches, options: vec!["ndots:5".into()] }
+    } else {
+        parse_resolv_conf(&ctx.host_resolv_conf)
+    };
+    if let Some(extra) = spec.dns_config {
+        dns.servers.extend(extra.nameservers.unwrap_or_default());
+        dns.searches.extend(extra.searches.unwrap_or_default());
+        for opt in extra.options.unwrap_or_default() {
+            let name = opt.name.unwrap_or_default();
+            dns.options.retain(|o| o.split(':').next() != Some(name.as_str()));
+            dns.options.push(match opt.value { Some(v) => format!("{name}:{v}"), None => name });
+        }
+    }
+    dns.searches.dedup();
+    dns
+}
+
+pub fn parse_resolv_conf(text: &str) -> cri::DnsConfig {
+    let mut dns = cri::DnsConfig::default();
+    for line in text.lines() {
+        let mut words = line.split('#').next().unwrap_or("").split_whitespace();
+        match words.next() {
+            Some("nameserver") => dns.servers.extend(words.next().map(String::from)),
+            Some("search") | Some("domain") => dns.searches = words.map(String::from).collect(),
+            Some("options") => dns.options.extend(words.map(String::from)),
+            _ => {}
+        }
+    }
+    dns
+}
+
+/// A short hash of a container's spec; a running container whose hash differs is replaced.
+pub fn container_hash(container: &Container) -> String {
+    let json = serde_json::to_vec(container).unwrap_or_default();
+    Sha256::digest(&json)[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Values for env `fieldRef`s that nodelet can answer itself.
+pub fn field_value(pod: &Pod, pod_ip: Option<&str>, host_ip: Option<&str>, path: &str) -> Option<String> {
+    let spec = pod.spec.as_ref();
+    match path {
+        "metadata.name" => pod.metadata.name.clone(),
+        "metadata.namespace" => Some(pod_namespace(pod).to_string()),
+        "metadata.uid" => pod.metadata.uid.clone(),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()),
+        "spec.serviceAccountName" => spec.map(|s| s.service_account_name.clone().unwrap_or_else(|| "default".into())),
+        "status.podIP" => pod_ip.map(String::from),
+        "status.hostIP" => host_ip.map(String::from),
+        p if p.starts_with("metadata.labels['") => {
+            let key = p.trim_start_matches("metadata.labels['").trim_end_matches("']");
+            pod.metadata.labels.as_ref().and_then(|l| l.get(key).cloned())
+        }
+        p if p.starts_with("metadata.annotations['") => {
+            let key = p.trim_start_matches("metadata.annotations['").trim_end_matches("']");
+            pod.metadata.annotations.as_ref().and_then(|l| l.get(key).cloned())
+        }
+        _ => None,
+    }
+}
+
+/// The container's environment in order, with `$(VAR)` references to earlier variables expanded.
+/// `resolve` answers `valueFrom` sources; an unresolvable required one is an error naming it.
+pub fn container_env(
+    container: &Container,
+    mut resolve: impl FnMut(&EnvVar) -> Result<Option<String>, String>,
+) -> Result<Vec<(String, String)>, String> {
+    let mut vars: HashMap<String, String> = HashMap::new();
+    let mut ordered: Vec<(String, String)> = Vec::new();
+    for var in container.env.iter().flatten() {
+        let value = match (&var.value, &var.value_from) {
+            (_, Some(_)) => match resolve(var)? {
+                Some(v) => v,
+                None => continue,
+            },
+            (Some(v), None) => expand(v, &vars),
+            (None, None) => String::new(),
+        };
+        vars.insert(var.name.clone(), value.clone());
+        ordered.retain(|(k, _)| k != &var.name);
+        ordered.push((var.name.clone(), value));
+    }
+    Ok(ordered)
+}
+
+/// Host paths of the pod's volumes, by volume name.
+pub type VolumePaths = HashMap<String, PathBuf>;
+
+/// emptyDir and hostPath volumes; other kinds are refused with their name until supported.
+pub fn volume_paths(ctx: &NodeContext, pod: &Pod) -> Result<VolumePaths, String> {
+    let mut paths = VolumePaths::new();
+    for v in spec(pod).volumes.iter().flatten() {
+        let path = if v.empty_dir.is_some() {
+            pod_data_dir(ctx, pod).join("volumes/kubernetes.io~empty-dir").join(&v.name)
+        } else if let Some(host) = &v.host_path {
+            PathBuf::from(&host.path)
+        } else {
+            return Err(format!("volume {:?}: only emptyDir and hostPath volumes are supported", v.name));
+        };
+        paths.insert(v.name.clone(), path);
+    }
+    Ok(paths)
+}
+
+pub struct ContainerInput<'a> {
+    pub pod: &'a Pod,
+    pub container: &'a Container,
+    pub attempt: u32,
+    pub env: Vec<(String, String)>,
+    pub volumes: &'a VolumePaths,
+}
+
+pub fn container_config(ctx: &NodeContext, input: &ContainerInput) -> Result<cri::ContainerConfig, String> {
+    let (pod, c) = (input.pod, input.container);
+    let vars: HashMap<String, String> = input.env.iter().cloned().collect();
+    let expand_all = |list: &Option<Vec<String>>| list.iter().flatten().map(|s| expand(s, &vars)).collect::<Vec<_>>();
+    let mut container_labels = identity_labels(ctx, pod);
+    container_labels.insert(labels::CONTAINER_NAME.into(), c.name.clone());
+    let annotations = HashMap::from([
+        (labels::CONTAINER_HASH.to_string(), container_hash(c)),
+        (labels::CONTAINER_RESTART_COUNT.to_string(), input.attempt.to_string()),
+        (labels::TERMINATION_GRACE.to_string(), spec(pod).termination_grace_period_seconds.unwrap_or(30).to_string()),
+        (labels::TERMINATION_MESSAGE_PATH.to_string(), c.termination_message_path.clone().unwrap_or_default()),
+    ]);
+    let mut mounts = Vec::new();
+    for m in c.volume_mounts.iter().flatten() {
+        let host = input.volumes.get(&m.name).ok_or_else(|| format!("volumeMount {:?}: no volume of that name in the pod", m.name))?;
+        let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            Some(sub) if sub.split('/').any(|part| part == "..") => return Err(format!("volumeMount {:?}: subPath must not contain '..'", m.name)),
+            Some(sub) => host.join(sub),
+            None => host.clone(),
+        };
+        mounts.push(cri::Mount {
+            container_path: m.mount_path.clone(),
+            host_path: host.to_string_lossy().into_owned(),
+            readonly: m.read_only.unwrap_or(false),
+            ..Default::default()
+        });
+    }
+    Ok(cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata { name: c.name.clone(), attempt: input.attempt }),
+        image: Some(cri::ImageSpec { image: c.image.clone().unwrap_or_default(), ..Default::default() }),
+        command: expand_all(&c.command),
+        args: expand_all(&c.args),
+        working_dir: c.working_dir.clone().unwrap_or_default(),
+        envs: input.env.iter().map(|(key, value)| cri::KeyValue { key: key.clone(), value: value.clone() }).collect(),
+        mounts,
+        labels: container_labels,
+        annotations,
+        log_path: container_log_path(&c.name, input.attempt).to_string_lossy().into_owned(),
+        stdin: c.stdin.unwrap_or(false),
+        stdin_once: c.stdin_once.unwrap_or(false),
+        tty: c.tty.unwrap_or(false),
+        linux: Some(cri::LinuxContainerConfig {
+            resources: Some(linux_resources(ctx, pod, c)?),
+            security_context: Some(container_security(pod, c)),
+        }),
+        ..Default::default()
+    })
+}
+
+/// The log file of one container instance, relative to the pod's log directory.
+pub fn container_log_path(container: &str, attempt: u32) -> PathBuf {
+    Path::new(container).join(format!("{attempt}.log"))
+}
+
+/// CPU and memory limits as cgroup settings, the way the kubelet computes them.
+pub fn linux_resources(ctx: &NodeContext, pod: &Pod, c: &Container) -> Result<cri::LinuxContainerResources, String> {
+    let res = c.resources.clone().unwrap_or_default();
+    let limits = res.limits.unwrap_or_default();
+    let requests = res.requests.unwrap_or_default();
+    let read = |map: &std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>, key: &str, f: fn(&str) -> Result<i64, String>, field: &str| {
+        map.get(key).map(|q| f(&q.0).map_err(|e| format!("container {:?} resources.{field}.{key}: {e}", c.name))).transpose()
+    };
+    let cpu_limit = read(&limits, "cpu", quantity::cpu_millis, "limits")?;
+    let cpu_request = read(&requests, "cpu", quantity::cpu_millis, "requests")?.or(cpu_limit);
+    let memory_limit = read(&limits, "memory", quantity::bytes, "limits")?;
+    let memory_request = read(&requests, "memory", quantity::bytes, "requests")?.or(memory_limit);
+    let mut out = cri::LinuxContainerResources {
+        cpu_period: CPU_PERIOD,
+        cpu_shares: cpu_request.map_or(MIN_CPU_SHARES, |m| (m * 1024 / 1000).max(MIN_CPU_SHARES)),
+        memory_limit_in_bytes: memory_limit.unwrap_or(0),
+        oom_score_adj: oom_score_adj(ctx, pod, memory_request),
+        ..Default::default()
+    };
+    if let Some(m) = cpu_limit {
+        out.cpu_quota = (m * CPU_PERIOD / 1000).max(MIN_CPU_QUOTA);
+    }
+    Ok(out)
+}
+
+/// The kubelet's OOM score by QoS class (the runtime clamps it where negative values are not allowed).
+fn oom_score_adj(ctx: &NodeContext, pod: &Pod, memory_request: Option<i64>) -> i64 {
+    match qos_class(&spec(pod)) {
+        "Guaranteed" => -997,
+        "BestEffort" => 1000,
+        _ => {
+            let request = memory_request.unwrap_or(0) as i128;
+            let capacity = ctx.memory_capacity.max(1) as i128;
+            (1000 - (1000 * request) / capacity).clamp(2, 999) as i64
+        }
+    }
+}
+
+fn container_security(pod: &Pod, c: &Container) -> cri::LinuxContainerSecurityContext {
+    let pod_sc = spec(pod).security_context.unwrap_or_default();
+    let sc = c.security_context.clone().unwrap_or_default();
+    let caps = sc.capabilities.clone().unwrap_or_default();
+    cri::LinuxContainerSecurityContext {
+        capabilities: Some(cri::Capability {
+            add_capabilities: caps.add.unwrap_or_default(),
+            drop_capabilities: caps.drop.unwrap_or_default(),
+            ..Default::default()
+        }),
+        privileged: sc.privileged.unwrap_or(false),
+        namespace_options: Some(namespace_options(&spec(pod))),
+        run_as_user: sc.run_as_user.or(pod_sc.run_as_user).map(|value| cri::Int64Value { value }),
+        run_as_group: sc.run_as_group.or(pod_sc.run_as_group).map(|value| cri::Int64Value { value }),
+        readonly_rootfs: sc.read_only_root_filesystem.unwrap_or(false),
+        supplemental_groups: pod_sc.supplemental_groups.unwrap_or_default(),
+        no_new_privs: sc.allow_privilege_escalation == Some(false),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pods::manifest::parse_static_pod;
+
+    fn ctx() -> NodeContext {
+        NodeContext {
+            node_name: "n1".into(),
+            cgroup_root: "/nodelet".into(),
+            pod_log_root: "/var/log/pods".into(),
+            pod_data_root: "/var/lib/nodelet/pods".into(),
+            cluster_dns: vec![],
+            cluster_domain: "cluster.local".into(),
+            host_resolv_conf: "nameserver 127.0.0.53\nsearch lan\noptions edns0\n".into(),
+            host_ip: Some("127.0.0.1".into()),
+            memory_capacity: 1 << 30,
+        }
+    }
+
+    fn pod(yaml_spec: &str) -> Pod {
+        let text = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  namespace: ns\n  labels: {{app: web}}\nspec:\n{yaml_spec}");
+        parse_static_pod("f", text.as_bytes(), "n1").unwrap()
+    }
+
+    #[test]
+    fn sandbox_carries_identity_logs_cgroup_and_dns() {
+        let pod = pod("  containers: [{name: c, image: i, ports: [{containerPort: 80, hostPort: 8080}]}]\n");
+        let cfg = sandbox_config(&ctx(), &pod, 2);
+        let meta = cfg.metadata.unwrap();
+        assert_eq!((meta.name.as_str(), meta.namespace.as_str(), meta.attempt), ("p-n1", "ns", 2));
+        assert_eq!(cfg.hostname, "p-n1");
+        assert_eq!(cfg.log_directory, format!("/var/log/pods/ns_p-n1_{}", meta.uid));
+        assert_eq!(cfg.labels["app"], "web");
+        assert_eq!(cfg.labels[labels::MANAGED_BY_NODE], "n1");
+        assert_eq!(cfg.linux.unwrap().cgroup_parent, format!("/nodelet/pod{}", meta.uid));
+        assert_eq!(cfg.dns_config.unwrap().servers, vec!["127.0.0.53"]);
+        assert_eq!(cfg.port_mappings[0].host_port, 8080);
+    }
+
+    #[test]
+    fn cluster_dns_gives_search_path_and_ndots() {
+        let mut c = ctx();
+        c.cluster_dns = vec!["10.96.0.10".into()];
+        let dns = dns_config(&c, &pod("  containers: [{name: c, image: i}]\n"));
+        assert_eq!(dns.servers, vec!["10.96.0.10"]);
+        assert_eq!(dns.searches, vec!["ns.svc.cluster.local", "svc.cluster.local", "cluster.local", "lan"]);
+        assert_eq!(dns.options, vec!["ndots:5"]);
+    }
+
+    #[test]
+    fn container_gets_expanded_command_env_and_limits() {
+        let pod = pod(concat!(
+            "  containers:\n  - name: c\n    image: i\n    command: [sh, -c]\n    args: ['echo $(GREETING) $(MISSING)']\n",
+            "    workingDir: /tmp\n    env: [{name: WHO, value: world}, {name: GREETING, value: 'hello $(WHO)'}]\n",
+            "    resources: {limits: {cpu: 500m, memory: 64Mi}}\n",
+        ));
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        let env = container_env(c, |_| Ok(None)).unwrap();
+        assert_eq!(env[1], ("GREETING".to_string(), "hello world".to_string()));
+        let vols = VolumePaths::new();
+        let cfg = container_config(&ctx(), &ContainerInput { pod: &pod, container: c, attempt: 3, env, volumes: &vols }).unwrap();
+        assert_eq!(cfg.command, vec!["sh", "-c"]);
+        assert_eq!(cfg.args, vec!["echo hello world $(MISSING)"]);
+        assert_eq!(cfg.working_dir, "/tmp");
+        assert_eq!(cfg.log_path, "c/3.log");
+        assert_eq!(cfg.labels[labels::CONTAINER_NAME], "c");
+        let r = cfg.linux.unwrap().resources.unwrap();
+        assert_eq!((r.cpu_quota, r.cpu_period, r.cpu_shares, r.memory_limit_in_bytes), (50_000, 100_000, 512, 64 << 20));
+        assert_eq!(r.oom_score_adj, -997);
+    }
+
+    #[test]
+    fn bad_quantity_names_container_and_field() {
+        let pod = pod("  containers: [{name: c, image: i, resources: {limits: {cpu: lots}}}]\n");
+        let err = linux_resources(&ctx(), &pod, &pod.spec.as_ref().unwrap().containers[0]).unwrap_err();
+        assert!(err.contains("\"c\" resources.limits.cpu"), "{err}");
+    }
+
+    #[test]
+    fn volumes_map_to_host_paths() {
+        let pod = pod(concat!(
+            "  volumes: [{name: scratch, emptyDir: {}}, {name: host, hostPath: {path: /srv}}]\n",
+            "  containers: [{name: c, image: i, volumeMounts: [{name: scratch, mountPath: /s}, {name: host, mountPath: /h, readOnly: true}]}]\n",
+        ));
+        let vols = volume_paths(&ctx(), &pod).unwrap();
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        let cfg = container_config(&ctx(), &ContainerInput { pod: &pod, container: c, attempt: 0, env: vec![], volumes: &vols }).unwrap();
+        assert!(cfg.mounts[0].host_path.ends_with("/volumes/kubernetes.io~empty-dir/scratch"));
+        assert_eq!((cfg.mounts[1].host_path.as_str(), cfg.mounts[1].readonly), ("/srv", true));
+    }
+}

@@ -1,0 +1,31 @@
+//! The pods nodelet runs, each with its latest status: written by the workers, read by the
+//! read-only server (and later by the status writer toward the apiserver).
+
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+#[derive(Clone, Default)]
+pub struct PodStore {
+    pods: Arc<RwLock<BTreeMap<String, Pod>>>,
+}
+
+impl PodStore {
+    pub fn set_status(&self, pod: &Pod, status: PodStatus) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let mut with_status = pod.clone();
+        with_status.status = Some(status);
+        self.pods.write().expect("pod store poisoned").insert(uid, with_status);
+    }
+
+    pub fn remove(&self, uid: &str) {
+        self.pods.write().expect("pod store poisoned").remove(uid);
+    }
+
+    /// Every pod with its status, ordered by namespace and name.
+    pub fn list(&self) -> Vec<Pod> {
+        let mut pods: Vec<Pod> = self.pods.read().expect("pod store poisoned").values().cloned().collect();
+        pods.sort_by(|a, b| (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name)));
+        pods
+    }
+}

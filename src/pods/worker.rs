@@ -1,0 +1,329 @@
+//! One task per pod, owning that pod's lifecycle: observe the runtime, plan, act, publish the
+//! status; wake on a container exit, a spec change, a back-off's end or the periodic resync.
+
+use super::backoff::Backoff;
+use super::observed::{ObservedPod, RunState};
+use super::plan::{self, Memory, Plan, StartContainer, StartFailure};
+use super::spec::{self, NodeContext};
+use super::status::{pod_status, StatusInput};
+use super::store::PodStore;
+use crate::runtime::{Cri, CriError};
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{broadcast, mpsc};
+
+/// How many plan-act rounds one sync may take (sandbox, then inits, then containers).
+const MAX_ROUNDS: usize = 8;
+
+#[derive(Clone)]
+pub struct WorkerDeps {
+    pub cri: Cri,
+    pub ctx: Arc<NodeContext>,
+    pub exits: broadcast::Sender<String>,
+    pub store: PodStore,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub resync: Duration,
+}
+
+pub enum WorkerMsg {
+    Update(Box<Pod>),
+    /// Stop the pod; `None` takes the grace period from the pod's spec.
+    Terminate(Option<Duration>),
+}
+
+pub fn spawn(deps: WorkerDeps, pod: Pod) -> (mpsc::UnboundedSender<WorkerMsg>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = tokio::spawn(run(deps, pod, rx));
+    (tx, handle)
+}
+
+struct Worker {
+    deps: WorkerDeps,
+    pod: Pod,
+    memory: Memory,
+    first_seen: SystemTime,
+    /// Sandbox and container IDs whose exit should wake this worker.
+    watched: HashSet<String>,
+}
+
+async fn run(deps: WorkerDeps, pod: Pod, mut rx: mpsc::UnboundedReceiver<WorkerMsg>) {
+    let mut exits = deps.exits.subscribe();
+    let backoff = Backoff::new(deps.backoff_initial, deps.backoff_max);
+    let mut worker = Worker { memory: Memory::new(backoff), first_seen: SystemTime::now(), watched: HashSet::new(), deps, pod };
+    let mut failures = 0u32;
+    loop {
+        let wait = match worker.sync().await {
+            Ok(wake) => {
+                failures = 0;
+                wake.map_or(worker.deps.resync, |w| w.min(worker.deps.resync))
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(pod = %spec::pod_ref(&worker.pod), error = %e, "sync failed; retrying");
+                Duration::from_millis(250 << failures.min(6)).min(worker.deps.resync)
+            }
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(WorkerMsg::Update(pod)) => { worker.pod = *pod; break; }
+                    Some(WorkerMsg::Terminate(grace)) => return worker.terminate(grace).await,
+                    None => return worker.terminate(None).await,
+                },
+                exit = exits.recv() => match exit {
+                    Ok(id) if worker.watched.contains(&id) => break,
+                    Ok(_) => continue,
+                    // Missed events: resync to be safe.
+                    Err(_) => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+    }
+}
+
+impl Worker {
+    fn pod_ref(&self) -> String {
+        spec::pod_ref(&self.pod)
+    }
+
+    fn uid(&self) -> String {
+        spec::pod_uid(&self.pod).to_string()
+    }
+
+    async fn observe(&self) -> Result<ObservedPod, CriError> {
+        self.deps.cri.observe_pod(&self.deps.ctx.node_name, &self.uid()).await
+    }
+
+    /// Brings the runtime in line with the spec and publishes the status; returns when to look again.
+    async fn sync(&mut self) -> Result<Option<Duration>, String> {
+        let mut observed = self.observe().await.map_err(|e| e.to_string())?;
+        let mut plan = Plan::default();
+        for _ in 0..MAX_ROUNDS {
+            plan = plan::plan(&self.pod, &observed, &self.memory, spec::container_hash, SystemTime::now());
+            let acted = self.execute(&plan, &observed).await;
+            if let Ok(false) = acted {
+                break;
+            }
+            observed = self.observe().await.map_err(|e| e.to_string())?;
+            if let Err(e) = acted {
+                self.publish(&observed, &plan);
+                return Err(e);
+            }
+        }
+        self.watched = observed.sandboxes.iter().map(|s| s.id.clone()).chain(observed.containers.iter().map(|c| c.id.clone())).collect();
+        self.publish(&observed, &plan);
+        Ok(plan.wake_after)
+    }
+
+    fn publish(&self, observed: &ObservedPod, plan: &Plan) {
+        let status = pod_status(&StatusInput {
+            pod: &self.pod,
+            observed,
+            plan,
+            host_ip: self.deps.ctx.host_ip.as_deref(),
+            start_time: self.first_seen,
+        });
+        self.deps.store.set_status(&self.pod, status);
+    }
+
+    /// Carries out a plan; Ok(true) when something changed in the runtime.
+    async fn execute(&mut self, plan: &Plan, observed: &ObservedPod) -> Result<bool, String> {
+        let mut acted = false;
+        for id in &plan.remove_sandboxes {
+            self.remove_sandbox(id).await.map_err(|e| e.to_string())?;
+            acted = true;
+        }
+        if let Some(attempt) = plan.create_sandbox {
+            self.create_sandbox(attempt).await?;
+            return Ok(true);
+        }
+        if plan.finished.is_some() {
+            for sandbox in observed.sandboxes.iter().filter(|s| s.ready) {
+                tracing::info!(pod = %self.pod_ref(), phase = ?plan.finished, "pod finished; stopping its sandbox");
+                self.deps.cri.stop_sandbox(&sandbox.id).await.map_err(|e| e.to_string())?;
+                acted = true;
+            }
+        }
+        for (id, name, reason) in &plan.kill {
+            tracing::info!(pod = %self.pod_ref(), container = %name, "killing container: {reason}");
+            self.deps.cri.stop_container(id, self.grace_period()).await.map_err(|e| e.to_string())?;
+            acted = true;
+        }
+        if let Some(sandbox) = observed.ready_sandbox() {
+            let sandbox_ip = sandbox.ip.clone();
+            for start in &plan.start {
+                acted |= self.start_container(&sandbox.id, sandbox.attempt, sandbox_ip.as_deref(), start).await;
+            }
+        }
+        for id in &plan.remove_containers {
+            if let Err(e) = self.deps.cri.remove_container(id).await {
+                tracing::warn!(pod = %self.pod_ref(), error = %e, "could not remove an old container");
+            }
+        }
+        Ok(acted)
+    }
+
+    fn grace_period(&self) -> Duration {
+        let secs = self.pod.metadata.deletion_grace_period_seconds.or_else(|| self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds));
+        Duration::from_secs(secs.unwrap_or(30).max(0) as u64)
+    }
+
+    async fn create_sandbox(&mut self, attempt: u32) -> Result<(), String> {
+        let ctx = &self.deps.ctx;
+        let config = spec::sandbox_config(ctx, &self.pod, attempt);
+        let volumes = spec::volume_paths(ctx, &self.pod).map_err(|e| format!("pod {}: {e}", self.pod_ref()))?;
+        let mut dirs = vec![spec::log_directory(ctx, &self.pod), spec::pod_data_dir(ctx, &self.pod)];
+        let data_dir = spec::pod_data_dir(ctx, &self.pod);
+        dirs.extend(volumes.values().filter(|p| p.starts_with(&data_dir)).cloned());
+        for dir in dirs {
+            tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("pod {}: creating {}: {e}", self.pod_ref(), dir.display()))?;
+        }
+        let started = std::time::Instant::now();
+        let id = self.deps.cri.run_sandbox(config).await.map_err(|e| e.to_string())?;
+        tracing::info!(pod = %self.pod_ref(), sandbox = %id, attempt, elapsed = ?started.elapsed(), "sandbox ready");
+        Ok(())
+    }
+
+    async fn remove_sandbox(&self, id: &str) -> Result<(), CriError> {
+        tracing::info!(pod = %self.pod_ref(), sandbox = %id, "removing old sandbox");
+        self.deps.cri.stop_sandbox(id).await?;
+        self.deps.cri.remove_sandbox(id).await
+    }
+
+    fn container(&self, name: &str) -> Option<Container> {
+        let spec = self.pod.spec.as_ref()?;
+        spec.init_containers.iter().flatten().chain(spec.containers.iter()).find(|c| c.name == name).cloned()
+    }
+
+    /// Pulls, creates and starts one container; a failure is remembered for status and back-off.
+    async fn start_container(&mut self, sandbox_id: &str, sandbox_attempt: u32, pod_ip: Option<&str>, start: &StartContainer) -> bool {
+        let Some(container) = self.container(&start.name) else { return false };
+        let now = SystemTime::now();
+        match self.try_start(sandbox_id, sandbox_attempt, pod_ip, &container, start).await {
+            Ok(id) => {
+                tracing::info!(pod = %self.pod_ref(), container = %start.name, id = %id, attempt = start.attempt, "container started");
+                self.memory.start_failures.remove(&start.name);
+                self.memory.backoff.forget(&plan::start_failure_key(&start.name));
+                if start.is_restart {
+                    self.memory.backoff.next(&plan::backoff_key(&start.name), now);
+                }
+                true
+            }
+            Err((reason, message)) => {
+                tracing::warn!(pod = %self.pod_ref(), container = %start.name, reason, "{message}");
+                self.memory.backoff.next(&plan::start_failure_key(&start.name), now);
+                self.memory.start_failures.insert(start.name.clone(), StartFailure { reason: reason.into(), message, at: now });
+                // A created but unstartable container counts as a change: observe it again.
+                reason == "RunContainerError"
+            }
+        }
+    }
+
+    async fn try_start(&self, sandbox_id: &str, sandbox_attempt: u32, pod_ip: Option<&str>, c: &Container, start: &StartContainer) -> Result<String, (&'static str, String)> {
+        let ctx = &self.deps.ctx;
+        self.ensure_image(c).await?;
+        let config_error = |e: String| ("CreateContainerConfigError", e);
+        let env = spec::container_env(c, |var| {
+            let source = var.value_from.as_ref().expect("only called for valueFrom");
+            match &source.field_ref {
+                Some(field) => spec::field_value(&self.pod, pod_ip, ctx.host_ip.as_deref(), &field.field_path)
+                    .map(Some)
+                    .ok_or_else(|| format!("env {:?}: unsupported fieldPath {:?}", var.name, field.field_path)),
+                None => Err(format!("env {:?}: only fieldRef values are supported without an apiserver", var.name)),
+            }
+        })
+        .map_err(config_error)?;
+        let volumes = spec::volume_paths(ctx, &self.pod).map_err(config_error)?;
+        let input = spec::ContainerInput { pod: &self.pod, container: c, attempt: start.attempt, env, volumes: &volumes };
+        let config = spec::container_config(ctx, &input).map_err(config_error)?;
+        let sandbox = spec::sandbox_config(ctx, &self.pod, sandbox_attempt);
+        let id = self.deps.cri.create_container(sandbox_id, config, sandbox).await.map_err(|e| ("CreateContainerError", e.to_string()))?;
+        self.deps.cri.start_container(&id).await.map_err(|e| ("RunContainerError", e.to_string()))?;
+        Ok(id)
+    }
+
+    /// Makes the image present as the container's imagePullPolicy asks.
+    async fn ensure_image(&self, c: &Container) -> Result<(), (&'static str, String)> {
+        let image = c.image.clone().unwrap_or_default();
+        let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
+        let pull_error = |e: CriError| ("ErrImagePull", format!("failed to pull image {image:?}: {}", e.message));
+        if policy != "Always" {
+            let present = self.deps.cri.image_id(&image).await.map_err(pull_error)?;
+            match (present, policy) {
+                (Some(_), _) => return Ok(()),
+                (None, "Never") => {
+                    return Err(("ErrImageNeverPull", format!("container image {image:?} is not present with pull policy of Never")));
+                }
+                _ => {}
+            }
+        }
+        let started = std::time::Instant::now();
+        tracing::info!(pod = %self.pod_ref(), image = %image, "pulling image");
+        let sandbox = spec::sandbox_config(&self.deps.ctx, &self.pod, 0);
+        self.deps.cri.pull_image(&image, Some(sandbox)).await.map_err(pull_error)?;
+        tracing::info!(pod = %self.pod_ref(), image = %image, elapsed = ?started.elapsed(), "pulled image");
+        Ok(())
+    }
+
+    /// Stops every container with the grace period (SIGTERM, then SIGKILL), removes the sandbox
+    /// and the pod's directories, retrying until the runtime has let go of everything.
+    async fn terminate(self, grace: Option<Duration>) {
+        let grace = grace.unwrap_or_else(|| self.grace_period());
+        tracing::info!(pod = %self.pod_ref(), ?grace, "stopping pod");
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.try_terminate(grace).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(pod = %self.pod_ref(), error = %e, "stopping pod failed; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        remove_pod_leftovers(&self.deps.ctx, &self.pod).await;
+        self.deps.store.remove(&self.uid());
+        tracing::info!(pod = %self.pod_ref(), "pod stopped and removed");
+    }
+
+    async fn try_terminate(&self, grace: Duration) -> Result<(), CriError> {
+        let observed = self.observe().await?;
+        let running = observed.containers.iter().filter(|c| c.state == RunState::Running);
+        let stops = running.map(|c| self.deps.cri.stop_container(&c.id, grace));
+        join_all(stops).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+        for sandbox in &observed.sandboxes {
+            self.deps.cri.stop_sandbox(&sandbox.id).await?;
+            self.deps.cri.remove_sandbox(&sandbox.id).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Stops and removes everything the runtime holds for a pod nodelet no longer knows
+/// (its manifest vanished while nodelet was down): a short grace, as for an orphan.
+pub async fn remove_orphan(cri: &Cri, sandbox_id: &str, grace: Duration) -> Result<(), CriError> {
+    let selector = std::collections::HashMap::new();
+    let containers = cri.list_containers(selector).await?;
+    let in_sandbox = containers.iter().filter(|c| c.pod_sandbox_id == sandbox_id && c.state == k8s_cri::v1::ContainerState::ContainerRunning as i32);
+    join_all(in_sandbox.map(|c| cri.stop_container(&c.id, grace))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+    cri.stop_sandbox(sandbox_id).await?;
+    cri.remove_sandbox(sandbox_id).await
+}
+
+/// Deletes the pod's log and data directories and its (now empty) cgroups.
+pub async fn remove_pod_leftovers(ctx: &NodeContext, pod: &Pod) {
+    for dir in [spec::log_directory(ctx, pod), spec::pod_data_dir(ctx, pod)] {
+        if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(pod = %spec::pod_ref(pod), dir = %dir.display(), error = %e, "could not remove pod directory");
+            }
+        }
+    }
+    crate::cgroups::remove_pod_cgroup(&spec::pod_cgroup(ctx, pod));
+}

@@ -1,0 +1,271 @@
+//! The one CRI client: every call to containerd's runtime and image services goes through here,
+//! with a deadline and an error that names the call and the object.
+
+pub mod events;
+
+use crate::pods::labels;
+use crate::pods::observed::{ObservedContainer, ObservedPod, ObservedSandbox, RunState};
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+const PULL_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+#[error("CRI {call} {target}: {message}")]
+pub struct CriError {
+    pub call: &'static str,
+    pub target: String,
+    pub message: String,
+    pub code: tonic::Code,
+}
+
+impl CriError {
+    pub fn is_not_found(&self) -> bool {
+        self.code == tonic::Code::NotFound
+    }
+}
+
+pub type CriResult<T> = Result<T, CriError>;
+
+#[derive(Clone)]
+pub struct Cri {
+    channel: Channel,
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+}
+
+/// A channel to a Unix socket that connects on first use and reconnects after the runtime
+/// restarts, so nodelet starts and keeps running while containerd is down.
+pub fn unix_channel(socket: &Path) -> Channel {
+    let socket: PathBuf = socket.to_path_buf();
+    Endpoint::from_static("http://[::]")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(&socket).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+}
+
+fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    req.set_timeout(timeout);
+    req
+}
+
+fn fail(call: &'static str, target: impl Into<String>) -> impl FnOnce(tonic::Status) -> CriError {
+    let target = target.into();
+    move |status| CriError { call, target, message: status.message().to_string(), code: status.code() }
+}
+
+/// The runtime's answer to Status: ready or not, with the failing condition named.
+pub struct RuntimeReadiness {
+    pub problems: Vec<String>,
+}
+
+impl Cri {
+    pub fn new(socket: &Path) -> Self {
+        let channel = unix_channel(socket);
+        // Image pulls and config-heavy requests can be larger than tonic's default limit.
+        let runtime = RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20);
+        let images = ImageServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20);
+        Cri { channel, runtime, images }
+    }
+
+    /// The same connection, for containerd's own services (events).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    pub async fn version(&self) -> CriResult<cri::VersionResponse> {
+        let req = request(cri::VersionRequest { version: "v1".into() }, Duration::from_secs(5));
+        Ok(self.runtime.clone().version(req).await.map_err(fail("Version", "runtime"))?.into_inner())
+    }
+
+    pub async fn readiness(&self) -> CriResult<RuntimeReadiness> {
+        let req = request(cri::StatusRequest { verbose: false }, Duration::from_secs(5));
+        let status = self.runtime.clone().status(req).await.map_err(fail("Status", "runtime"))?.into_inner();
+        let problems = status
+            .status
+            .map(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| !c.status)
+            .map(|c| format!("{} is false: {} {}", c.r#type, c.reason, c.message).trim().to_string())
+            .collect();
+        Ok(RuntimeReadiness { problems })
+    }
+
+    /// Sandboxes carrying the given labels (all of them must match).
+    pub async fn list_sandboxes(&self, selector: HashMap<String, String>) -> CriResult<Vec<cri::PodSandbox>> {
+        let filter = cri::PodSandboxFilter { label_selector: selector, ..Default::default() };
+        let req = request(cri::ListPodSandboxRequest { filter: Some(filter) }, CALL_TIMEOUT);
+        Ok(self.runtime.clone().list_pod_sandbox(req).await.map_err(fail("ListPodSandbox", "sandboxes"))?.into_inner().items)
+    }
+
+    pub async fn list_containers(&self, selector: HashMap<String, String>) -> CriResult<Vec<cri::Container>> {
+        let filter = cri::ContainerFilter { label_selector: selector, ..Default::default() };
+        let req = request(cri::ListContainersRequest { filter: Some(filter) }, CALL_TIMEOUT);
+        Ok(self.runtime.clone().list_containers(req).await.map_err(fail("ListContainers", "containers"))?.into_inner().containers)
+    }
+
+    pub async fn sandbox_status(&self, id: &str) -> CriResult<cri::PodSandboxStatus> {
+        let req = request(cri::PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose: false }, CALL_TIMEOUT);
+        let resp = self.runtime.clone().pod_sandbox_status(req).await.map_err(fail("PodSandboxStatus", format!("sandbox {id}")))?;
+        resp.into_inner().status.ok_or_else(|| empty_answer("PodSandboxStatus", id))
+    }
+
+    pub async fn container_status(&self, id: &str) -> CriResult<cri::ContainerStatus> {
+        let req = request(cri::ContainerStatusRequest { container_id: id.into(), verbose: false }, CALL_TIMEOUT);
+        let resp = self.runtime.clone().container_status(req).await.map_err(fail("ContainerStatus", format!("container {id}")))?;
+        resp.into_inner().status.ok_or_else(|| empty_answer("ContainerStatus", id))
+    }
+
+    /// Everything the runtime holds for one pod, by its UID label.
+    pub async fn observe_pod(&self, node: &str, uid: &str) -> CriResult<ObservedPod> {
+        let selector = HashMap::from([
+            (labels::POD_UID.to_string(), uid.to_string()),
+            (labels::MANAGED_BY_NODE.to_string(), node.to_string()),
+        ]);
+        let mut observed = ObservedPod::default();
+        for sandbox in self.list_sandboxes(selector.clone()).await? {
+            let ready = sandbox.state == cri::PodSandboxState::SandboxReady as i32;
+            // Only a ready sandbox has an address worth asking for.
+            let ip = if ready {
+                match self.sandbox_status(&sandbox.id).await {
+                    Ok(status) => status.network.map(|n| n.ip),
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(e),
+                }
+            } else {
+                None
+            };
+            observed.sandboxes.push(ObservedSandbox {
+                attempt: sandbox.metadata.as_ref().map_or(0, |m| m.attempt),
+                id: sandbox.id,
+                ready,
+                created_at: sandbox.created_at,
+                ip,
+            });
+        }
+        for container in self.list_containers(selector).await? {
+            let status = match self.container_status(&container.id).await {
+                Ok(status) => status,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
+            observed.containers.push(observed_container(&container, status));
+        }
+        Ok(observed)
+    }
+
+    pub async fn run_sandbox(&self, config: cri::PodSandboxConfig) -> CriResult<String> {
+        let target = format!("pod {}", sandbox_ref(&config));
+        let req = request(cri::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() }, CALL_TIMEOUT);
+        Ok(self.runtime.clone().run_pod_sandbox(req).await.map_err(fail("RunPodSandbox", target))?.into_inner().pod_sandbox_id)
+    }
+
+    /// Stops a sandbox: kills what is left in it and releases its network (CNI DEL).
+    pub async fn stop_sandbox(&self, id: &str) -> CriResult<()> {
+        let req = request(cri::StopPodSandboxRequest { pod_sandbox_id: id.into() }, CALL_TIMEOUT);
+        match self.runtime.clone().stop_pod_sandbox(req).await.map_err(fail("StopPodSandbox", format!("sandbox {id}"))) {
+            Err(e) if !e.is_not_found() => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn remove_sandbox(&self, id: &str) -> CriResult<()> {
+        let req = request(cri::RemovePodSandboxRequest { pod_sandbox_id: id.into() }, CALL_TIMEOUT);
+        match self.runtime.clone().remove_pod_sandbox(req).await.map_err(fail("RemovePodSandbox", format!("sandbox {id}"))) {
+            Err(e) if !e.is_not_found() => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn create_container(&self, sandbox_id: &str, config: cri::ContainerConfig, sandbox: cri::PodSandboxConfig) -> CriResult<String> {
+        let target = format!("container {:?} of pod {}", config.metadata.as_ref().map_or("", |m| m.name.as_str()), sandbox_ref(&sandbox));
+        let req = request(
+            cri::CreateContainerRequest { pod_sandbox_id: sandbox_id.into(), config: Some(config), sandbox_config: Some(sandbox) },
+            CALL_TIMEOUT,
+        );
+        Ok(self.runtime.clone().create_container(req).await.map_err(fail("CreateContainer", target))?.into_inner().container_id)
+    }
+
+    pub async fn start_container(&self, id: &str) -> CriResult<()> {
+        let req = request(cri::StartContainerRequest { container_id: id.into() }, CALL_TIMEOUT);
+        self.runtime.clone().start_container(req).await.map_err(fail("StartContainer", format!("container {id}")))?;
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL once `grace` has passed (the runtime does both).
+    pub async fn stop_container(&self, id: &str, grace: Duration) -> CriResult<()> {
+        let req = request(cri::StopContainerRequest { container_id: id.into(), timeout: grace.as_secs() as i64 }, grace + CALL_TIMEOUT);
+        match self.runtime.clone().stop_container(req).await.map_err(fail("StopContainer", format!("container {id}"))) {
+            Err(e) if !e.is_not_found() => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn remove_container(&self, id: &str) -> CriResult<()> {
+        let req = request(cri::RemoveContainerRequest { container_id: id.into() }, CALL_TIMEOUT);
+        match self.runtime.clone().remove_container(req).await.map_err(fail("RemoveContainer", format!("container {id}"))) {
+            Err(e) if !e.is_not_found() => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The image's ID when the runtime already has it.
+    pub async fn image_id(&self, image: &str) -> CriResult<Option<String>> {
+        let spec = cri::ImageSpec { image: image.into(), ..Default::default() };
+        let req = request(cri::ImageStatusRequest { image: Some(spec), verbose: false }, CALL_TIMEOUT);
+        let resp = self.images.clone().image_status(req).await.map_err(fail("ImageStatus", format!("image {image:?}")))?;
+        Ok(resp.into_inner().image.map(|i| i.id))
+    }
+
+    pub async fn pull_image(&self, image: &str, sandbox: Option<cri::PodSandboxConfig>) -> CriResult<String> {
+        let spec = cri::ImageSpec { image: image.into(), ..Default::default() };
+        let req = request(cri::PullImageRequest { image: Some(spec), auth: None, sandbox_config: sandbox }, PULL_TIMEOUT);
+        Ok(self.images.clone().pull_image(req).await.map_err(fail("PullImage", format!("image {image:?}")))?.into_inner().image_ref)
+    }
+}
+
+fn empty_answer(call: &'static str, id: &str) -> CriError {
+    CriError { call, target: id.into(), message: "the runtime answered without a status".into(), code: tonic::Code::Internal }
+}
+
+fn sandbox_ref(config: &cri::PodSandboxConfig) -> String {
+    config.metadata.as_ref().map(|m| format!("{}/{}", m.namespace, m.name)).unwrap_or_default()
+}
+
+fn observed_container(container: &cri::Container, status: cri::ContainerStatus) -> ObservedContainer {
+    let state = match cri::ContainerState::try_from(status.state) {
+        Ok(cri::ContainerState::ContainerCreated) => RunState::Created,
+        Ok(cri::ContainerState::ContainerRunning) => RunState::Running,
+        Ok(cri::ContainerState::ContainerExited) => RunState::Exited,
+        _ => RunState::Unknown,
+    };
+    ObservedContainer {
+        id: container.id.clone(),
+        sandbox_id: container.pod_sandbox_id.clone(),
+        name: status.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+        attempt: status.metadata.as_ref().map_or(0, |m| m.attempt),
+        state,
+        created_at: status.created_at,
+        started_at: status.started_at,
+        finished_at: status.finished_at,
+        exit_code: status.exit_code,
+        reason: status.reason,
+        message: status.message,
+        image: status.image.map(|i| i.image).unwrap_or_default(),
+        image_ref: status.image_ref,
+        spec_hash: container.annotations.get(labels::CONTAINER_HASH).cloned().unwrap_or_default(),
+    }
+}

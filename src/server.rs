@@ -1,0 +1,108 @@
+//! The read-only HTTP port (10255 by default): /healthz, /pods and /spec, so an operator can
+//! check a node with curl. Unknown paths answer 404, other methods 405.
+
+use crate::health::Health;
+use crate::pods::store::PodStore;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use k8s_openapi::api::core::v1::Pod;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct ReadOnly {
+    pub health: Arc<Health>,
+    pub pods: PodStore,
+    /// Root of the file system the machine facts are read from ("/").
+    pub host_root: PathBuf,
+}
+
+pub fn router(state: ReadOnly) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/pods", get(pods))
+        .route("/pods/", get(pods))
+        .route("/spec", get(spec))
+        .route("/spec/", get(spec))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found\n") })
+        .with_state(state)
+}
+
+/// Binds before serving, so a port already in use fails nodelet's start with the option named.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("--read-only-port: cannot listen on {addr}: {e}"))?;
+    tracing::info!(%addr, "read-only server listening");
+    Ok(listener)
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, state: ReadOnly) -> anyhow::Result<()> {
+    axum::serve(listener, router(state)).await?;
+    Ok(())
+}
+
+async fn healthz(State(state): State<ReadOnly>) -> Response {
+    match state.health.report() {
+        Ok(()) => "ok".into_response(),
+        Err(failures) => {
+            let body: String = failures.iter().map(|f| format!("[-]{f}\n")).collect::<String>() + "healthz check failed\n";
+            (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
+        }
+    }
+}
+
+/// A v1 PodList of the pods on this node with their current status.
+pub fn pod_list(pods: Vec<Pod>) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "PodList",
+        "apiVersion": "v1",
+        "metadata": {},
+        "items": pods.into_iter().map(with_type_meta).collect::<Vec<_>>(),
+    })
+}
+
+fn with_type_meta(pod: Pod) -> serde_json::Value {
+    let mut value = serde_json::to_value(&pod).unwrap_or_default();
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("kind".into(), "Pod".into());
+        obj.insert("apiVersion".into(), "v1".into());
+    }
+    value
+}
+
+async fn pods(State(state): State<ReadOnly>) -> Json<serde_json::Value> {
+    Json(pod_list(state.pods.list()))
+}
+
+async fn spec(State(state): State<ReadOnly>) -> Response {
+    let root = state.host_root.clone();
+    match tokio::task::spawn_blocking(move || crate::machine::read_host_facts(&root)).await {
+        Ok(Ok(facts)) => Json(facts.machine).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reading machine facts: {e:#}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reading machine facts: {e}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::PodStatus;
+
+    #[test]
+    fn pod_list_has_type_meta_and_status() {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("web-n".into());
+        pod.status = Some(PodStatus { phase: Some("Running".into()), pod_ip: Some("10.88.0.2".into()), ..Default::default() });
+        let list = pod_list(vec![pod]);
+        assert_eq!(list["kind"], "PodList");
+        assert_eq!(list["apiVersion"], "v1");
+        assert_eq!(list["items"][0]["kind"], "Pod");
+        assert_eq!(list["items"][0]["metadata"]["name"], "web-n");
+        assert_eq!(list["items"][0]["status"]["podIP"], "10.88.0.2");
+        let back: k8s_openapi::List<Pod> = serde_json::from_value(list).unwrap();
+        assert_eq!(back.items.len(), 1);
+    }
+}

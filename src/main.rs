@@ -1,23 +1,14 @@
 //! nodelet: a Kubernetes node agent. This file only wires the parts together.
 
-mod cgroups;
-mod config;
-mod health;
-mod machine;
-mod network;
-mod nodeip;
-mod pods;
-mod runtime;
-mod server;
-
 use clap::Parser;
-use config::{Config, Flags};
-use health::Health;
-use pods::manager::Manager;
-use pods::source::ManifestDir;
-use pods::spec::NodeContext;
-use pods::store::PodStore;
-use pods::worker::WorkerDeps;
+use nodelet::config::{Config, Flags};
+use nodelet::health::{self, Health};
+use nodelet::pods::manager::Manager;
+use nodelet::pods::source::ManifestDir;
+use nodelet::pods::spec::NodeContext;
+use nodelet::pods::store::PodStore;
+use nodelet::pods::worker::WorkerDeps;
+use nodelet::{machine, network, nodeip, runtime, server};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;

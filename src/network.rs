@@ -49,12 +49,26 @@ fn write_if_changed(path: &Path, content: &[u8], mode: u32) -> anyhow::Result<()
     }
     let dir = path.parent().context("path without a directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    let tmp_prefix = format!(".{}.tmp-", path.file_name().unwrap_or_default().to_string_lossy());
+    remove_abandoned_temporaries(dir, &tmp_prefix);
+    let tmp = dir.join(format!("{tmp_prefix}{}", std::process::id()));
     std::fs::write(&tmp, content).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
     std::fs::rename(&tmp, path).with_context(|| format!("installing {}", path.display()))?;
     tracing::info!(file = %path.display(), "installed");
     Ok(())
+}
+
+/// Temporary files left by a nodelet killed mid-write: their PID no longer runs.
+fn remove_abandoned_temporaries(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(prefix).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]

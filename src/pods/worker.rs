@@ -18,6 +18,10 @@ use tokio::sync::{broadcast, mpsc};
 /// How many plan-act rounds one sync may take (sandbox, then inits, then containers).
 const MAX_ROUNDS: usize = 8;
 
+/// A failed start shows its own reason (ErrImagePull) until the next sync, which comes this soon
+/// and shows the back-off (ImagePullBackOff), as the kubelet's statuses go.
+const FAILURE_RECHECK: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 pub struct WorkerDeps {
     pub cri: Cri,
@@ -48,18 +52,32 @@ struct Worker {
     first_seen: SystemTime,
     /// Sandbox and container IDs whose exit should wake this worker.
     watched: HashSet<String>,
+    /// Exits announced by containerd that CRI does not show yet (it updates its store after
+    /// publishing the event): looked at again shortly.
+    unconfirmed_exits: HashSet<String>,
 }
+
+/// How soon to look again when CRI has not caught up with an exit event.
+const EXIT_RECHECK: Duration = Duration::from_millis(20);
 
 async fn run(deps: WorkerDeps, pod: Pod, mut rx: mpsc::UnboundedReceiver<WorkerMsg>) {
     let mut exits = deps.exits.subscribe();
     let backoff = Backoff::new(deps.backoff_initial, deps.backoff_max);
-    let mut worker = Worker { memory: Memory::new(backoff), first_seen: SystemTime::now(), watched: HashSet::new(), deps, pod };
+    let mut worker = Worker {
+        memory: Memory::new(backoff),
+        first_seen: SystemTime::now(),
+        watched: HashSet::new(),
+        unconfirmed_exits: HashSet::new(),
+        deps,
+        pod,
+    };
     let mut failures = 0u32;
     loop {
         let wait = match worker.sync().await {
             Ok(wake) => {
                 failures = 0;
-                wake.map_or(worker.deps.resync, |w| w.min(worker.deps.resync))
+                let wait = wake.map_or(worker.deps.resync, |w| w.min(worker.deps.resync));
+                if worker.unconfirmed_exits.is_empty() { wait } else { wait.min(EXIT_RECHECK) }
             }
             Err(e) => {
                 failures += 1;
@@ -76,7 +94,10 @@ async fn run(deps: WorkerDeps, pod: Pod, mut rx: mpsc::UnboundedReceiver<WorkerM
                     None => return worker.terminate(None).await,
                 },
                 exit = exits.recv() => match exit {
-                    Ok(id) if worker.watched.contains(&id) => break,
+                    Ok(id) if worker.watched.contains(&id) => {
+                        worker.unconfirmed_exits.insert(id);
+                        break;
+                    }
                     Ok(_) => continue,
                     // Missed events: resync to be safe.
                     Err(_) => break,
@@ -102,6 +123,7 @@ impl Worker {
 
     /// Brings the runtime in line with the spec and publishes the status; returns when to look again.
     async fn sync(&mut self) -> Result<Option<Duration>, String> {
+        let sync_started = SystemTime::now();
         let mut observed = self.observe().await.map_err(|e| e.to_string())?;
         let mut plan = Plan::default();
         for _ in 0..MAX_ROUNDS {
@@ -117,6 +139,15 @@ impl Worker {
             }
         }
         self.watched = observed.sandboxes.iter().map(|s| s.id.clone()).chain(observed.containers.iter().map(|c| c.id.clone())).collect();
+        let still_running = |id: &String| {
+            observed.containers.iter().any(|c| &c.id == id && c.state == RunState::Running)
+                || observed.sandboxes.iter().any(|s| &s.id == id && s.ready)
+        };
+        self.unconfirmed_exits.retain(still_running);
+        for (name, failure) in self.memory.start_failures.iter().filter(|(_, f)| f.at >= sync_started) {
+            plan.waiting.insert(name.clone(), plan::Waiting { reason: failure.reason.clone(), message: failure.message.clone() });
+            plan.wake_after = Some(plan.wake_after.map_or(FAILURE_RECHECK, |w| w.min(FAILURE_RECHECK)));
+        }
         self.publish(&observed, &plan);
         Ok(plan.wake_after)
     }

@@ -41,7 +41,10 @@ async fn watch_once(channel: Channel, sender: &broadcast::Sender<ExitedId>) -> R
         let Some(any) = envelope.event else { continue };
         match TaskExit::decode(any.value.as_slice()) {
             // Nobody listening is fine: workers resync on their own.
-            Ok(exit) => drop(sender.send(exit.container_id)),
+            Ok(exit) => {
+                tracing::debug!(container = %exit.container_id, status = exit.exit_status, "task exited");
+                drop(sender.send(exit.container_id));
+            }
             Err(e) => tracing::debug!(error = %e, "undecodable task exit event"),
         }
     }

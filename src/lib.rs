@@ -1,0 +1,12 @@
+//! nodelet: a Kubernetes node agent in one daemon. The binary (`main.rs`) wires these parts;
+//! the integration tests drive them against the real runtime.
+
+pub mod cgroups;
+pub mod config;
+pub mod health;
+pub mod machine;
+pub mod network;
+pub mod nodeip;
+pub mod pods;
+pub mod runtime;
+pub mod server;

@@ -1,0 +1,181 @@
+//! Standalone mode against the real containerd, runc and nodelet-cni: static pods from a
+//! directory run, get addresses, restart, stop and survive a restart of nodelet.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+fn ip_in_pod_cidr(ip: &str) -> bool {
+    let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+    ip.octets()[0] == 10 && ip.octets()[1] == 88
+}
+
+#[test]
+fn static_pod_runs_with_an_ip_from_nodelet_cni_and_logs_in_cri_format() {
+    let node = Node::start("run", &[]);
+    node.write_manifest("web.yaml", &busybox_pod("web", "Always", 1, "echo started; exec httpd -f -p 8080"));
+    let pod = node.wait_running("web");
+    let ip = pod["status"]["podIP"].as_str().expect("a pod IP");
+    assert!(ip_in_pod_cidr(ip), "pod IP {ip} is not in 10.88.0.0/16");
+    assert_eq!(pod["metadata"]["name"], node.pod_name("web"));
+    assert!(pod["status"]["containerStatuses"][0]["containerID"].as_str().unwrap().starts_with("containerd://"));
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    let log = node.pod_logs().join(format!("default_{}_{uid}/main/0.log", node.pod_name("web")));
+    eventually("the container's log", Duration::from_secs(10), || std::fs::read_to_string(&log).is_ok_and(|l| !l.is_empty()));
+    let line = std::fs::read_to_string(&log).unwrap();
+    let fields: Vec<&str> = line.splitn(4, ' ').collect();
+    assert_eq!((fields[1], fields[2]), ("stdout", "F"), "CRI log format: {line}");
+    assert!(fields[3].starts_with("started"), "{line}");
+}
+
+#[test]
+fn two_pods_on_the_bridge_reach_each_other_by_ip() {
+    let node = Node::start("reach", &[]);
+    node.write_manifest(
+        "server.yaml",
+        &busybox_pod("server", "Always", 1, "mkdir -p /www && echo pong > /www/index.html && exec httpd -f -p 8080 -h /www"),
+    );
+    let server_ip = node.wait_running("server")["status"]["podIP"].as_str().unwrap().to_string();
+    let script = format!("for i in 1 2 3 4 5; do timeout 3 wget -qO- http://{server_ip}:8080/ && exit 0; sleep 0.5; done; exit 1");
+    node.write_manifest("client.yaml", &busybox_pod("client", "Never", 1, &script));
+    let client = node.wait_phase("client", "Succeeded");
+    assert_eq!(client["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 0);
+    let uid = client["metadata"]["uid"].as_str().unwrap();
+    let log = std::fs::read_to_string(node.pod_logs().join(format!("default_{}_{uid}/main/0.log", node.pod_name("client")))).unwrap();
+    assert!(log.contains("pong"), "{log}");
+}
+
+#[test]
+fn exited_containers_follow_the_restart_policy_with_backoff() {
+    let node = Node::start("restart", &["--crash-loop-backoff-initial", "1s", "--crash-loop-backoff-max", "4s"]);
+    node.write_manifest("crash.yaml", &busybox_pod("crash", "Always", 1, "exit 3"));
+    node.write_manifest("done.yaml", &busybox_pod("done", "OnFailure", 1, "exit 0"));
+    node.write_manifest("fail.yaml", &busybox_pod("fail", "Never", 1, "exit 2"));
+
+    let done = node.wait_phase("done", "Succeeded");
+    assert_eq!(done["status"]["containerStatuses"][0]["restartCount"], 0);
+    let failed = node.wait_phase("fail", "Failed");
+    assert_eq!(failed["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 2);
+    assert_eq!(failed["status"]["containerStatuses"][0]["restartCount"], 0);
+
+    // Record when each restart shows up: the gaps must grow as the back-off doubles.
+    let mut seen_backoff = false;
+    let mut restarts: Vec<(i64, Instant)> = Vec::new();
+    node.wait_pod("crash", "four restarts", Duration::from_secs(60), |p| {
+        let status = &p["status"]["containerStatuses"][0];
+        seen_backoff |= status["state"]["waiting"]["reason"] == "CrashLoopBackOff";
+        let count = status["restartCount"].as_i64().unwrap_or(0);
+        if restarts.last().is_none_or(|(c, _)| *c < count) {
+            restarts.push((count, Instant::now()));
+        }
+        (count >= 4).then_some(())
+    });
+    assert!(seen_backoff, "the crashing container was never shown in CrashLoopBackOff");
+    let crash = node.pod("crash").unwrap();
+    let last = &crash["status"]["containerStatuses"][0]["lastState"]["terminated"];
+    assert_eq!(last["exitCode"], 3, "{crash:#}");
+    let gaps: Vec<Duration> = restarts.windows(2).map(|w| w[1].1 - w[0].1).collect();
+    let longest = gaps.iter().max().unwrap();
+    assert!(*longest >= Duration::from_millis(1500), "restarts were not held back: gaps {gaps:?}");
+}
+
+#[test]
+fn removing_a_manifest_stops_the_pod_within_its_grace_period() {
+    let node = Node::start("delete", &[]);
+    // One container leaves on SIGTERM; the other ignores it and must be killed after the grace period.
+    node.write_manifest("polite.yaml", &busybox_pod("polite", "Always", 30, "trap 'exit 0' TERM; while true; do sleep 0.1; done"));
+    node.write_manifest("stubborn.yaml", &busybox_pod("stubborn", "Always", 2, "trap '' TERM; while true; do sleep 0.1; done"));
+    node.wait_running("polite");
+    node.wait_running("stubborn");
+
+    let start = Instant::now();
+    node.remove_manifest("polite.yaml");
+    node.wait_gone("polite", Duration::from_secs(15));
+    let polite = start.elapsed();
+    assert!(polite < Duration::from_secs(10), "a pod that honours SIGTERM took {polite:?}");
+
+    let start = Instant::now();
+    node.remove_manifest("stubborn.yaml");
+    node.wait_gone("stubborn", Duration::from_secs(20));
+    let stubborn = start.elapsed();
+    assert!(stubborn >= Duration::from_secs(2), "SIGKILL came before the 2 s grace period: {stubborn:?}");
+    let (sandboxes, containers) = node.runtime_objects();
+    assert!(sandboxes.is_empty() && containers.is_empty(), "left in the runtime: {sandboxes:?} {containers:?}");
+}
+
+#[test]
+fn a_restarted_nodelet_adopts_running_pods_and_removes_vanished_ones() {
+    let mut node = Node::start("adopt", &[]);
+    node.write_manifest("keep.yaml", &busybox_pod("keep", "Always", 1, "exec sleep 3600"));
+    node.write_manifest("drop.yaml", &busybox_pod("drop", "Always", 1, "exec sleep 3600"));
+    let before = node.wait_running("keep")["status"]["containerStatuses"][0].clone();
+    node.wait_running("drop");
+
+    node.kill9();
+    node.remove_manifest("drop.yaml");
+    node.spawn();
+
+    let after = node.wait_running("keep")["status"]["containerStatuses"][0].clone();
+    assert_eq!(after["containerID"], before["containerID"], "the container was recreated");
+    assert_eq!(after["state"]["running"]["startedAt"], before["state"]["running"]["startedAt"]);
+    assert_eq!(after["restartCount"], 0);
+    eventually("the vanished pod's sandbox to be removed", Duration::from_secs(20), || node.runtime_objects().0.len() == 1);
+}
+
+#[test]
+fn bad_manifests_and_missing_images_are_reported_and_contained() {
+    let node = Node::start("bad", &["--crash-loop-backoff-initial", "1s", "--crash-loop-backoff-max", "2s"]);
+    node.write_manifest("good.yaml", &busybox_pod("good", "Always", 1, "exec sleep 3600"));
+    node.write_manifest("broken.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: [oops\n");
+    node.write_manifest("noimage.yaml", &busybox_pod("noimage", "Always", 1, "true").replace(BUSYBOX, "localhost:5000/nodelet/does-not-exist:1"));
+    node.wait_running("good");
+    eventually("the broken file named in the log", Duration::from_secs(10), || node.log().contains("broken.yaml"));
+
+    let mut reasons = Vec::new();
+    node.wait_pod("noimage", "ErrImagePull then ImagePullBackOff", Duration::from_secs(30), |p| {
+        let reason = p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"].as_str().unwrap_or("").to_string();
+        if reasons.last() != Some(&reason) {
+            reasons.push(reason);
+        }
+        (reasons.contains(&"ErrImagePull".to_string()) && reasons.contains(&"ImagePullBackOff".to_string())).then_some(())
+    });
+    let pod = node.pod("noimage").unwrap();
+    assert_eq!(pod["status"]["phase"], "Pending");
+    let good = node.pod("good").unwrap();
+    assert_eq!(good["status"]["containerStatuses"][0]["restartCount"], 0);
+}
+
+#[test]
+fn read_only_port_serves_healthz_pods_and_spec() {
+    let node = Node::start("http", &[]);
+    eventually("/healthz ok", Duration::from_secs(30), || node.get("/healthz") == (200, "ok".to_string()));
+    let (code, body) = node.get("/spec");
+    assert_eq!(code, 200);
+    let spec: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(spec["num_cores"].as_u64().unwrap() >= 1);
+    assert!(spec["memory_capacity"].as_u64().unwrap() > 0);
+    assert!(!spec["boot_id"].as_str().unwrap().is_empty());
+    let pods = node.pods();
+    assert_eq!((pods["kind"].as_str(), pods["apiVersion"].as_str()), (Some("PodList"), Some("v1")));
+    assert_eq!(node.get("/nope").0, 404);
+    assert_eq!(http_request(node.port, "POST", "/pods").0, 405);
+}
+
+#[test]
+fn healthz_names_an_unreachable_runtime_and_nodelet_keeps_running() {
+    let mut node = Node::start("noruntime", &["--container-runtime-endpoint", "unix:///nonexistent/containerd.sock"]);
+    let (code, body) = node.get("/healthz");
+    assert_eq!(code, 500);
+    assert!(body.contains("runtime"), "{body}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(node.is_running(), "nodelet exited:\n{}", node.log());
+}
+
+#[test]
+fn invalid_flags_fail_at_start_naming_the_option() {
+    let out = std::process::Command::new(nodelet_binary()).args(["--pod-cidr", "300.1.0.0/16"]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--pod-cidr"), "{stderr}");
+}

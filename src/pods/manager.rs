@@ -38,8 +38,19 @@ impl Manager {
         let mut last_sweep: Option<tokio::time::Instant> = None;
         let mut ticker = tokio::time::interval(poll);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = match source.as_ref().map(|s| super::source::watch_dir(s.dir())) {
+            Some(Ok(rx)) => Some(rx),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "cannot watch the static pod directory; polling only");
+                None
+            }
+            None => None,
+        };
         loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                Some(()) = async { match changes.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {}
+            }
             health.sync_loop_ran();
             if let Some(pods) = source.as_mut().and_then(ManifestDir::scan) {
                 self.apply(pods);

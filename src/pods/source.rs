@@ -26,6 +26,10 @@ pub struct ManifestDir {
 }
 
 impl ManifestDir {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn new(dir: PathBuf, node_name: String) -> Self {
         ManifestDir { dir, node_name, files: BTreeMap::new(), dir_error_logged: false, scanned: false }
     }
@@ -89,6 +93,34 @@ impl ManifestDir {
         }
         by_name.into_values().map(|(_, pod)| pod.clone()).collect()
     }
+}
+
+/// Wakes the caller as soon as something in the directory changes, so a new manifest starts
+/// its pod without waiting for the next poll (the poll stays as the safety net).
+pub fn watch_dir(dir: &Path) -> std::io::Result<tokio::sync::mpsc::Receiver<()>> {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC).map_err(std::io::Error::from)?;
+    let mask = AddWatchFlags::IN_CREATE
+        | AddWatchFlags::IN_CLOSE_WRITE
+        | AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_MOVED_FROM
+        | AddWatchFlags::IN_DELETE
+        | AddWatchFlags::IN_ATTRIB;
+    inotify.add_watch(dir, mask).map_err(std::io::Error::from)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    // A blocking read on a thread of its own: events are rare and the thread sleeps in the kernel.
+    std::thread::Builder::new().name("manifest-watch".into()).spawn(move || loop {
+        match inotify.read_events() {
+            Ok(_) => {
+                if tx.blocking_send(()).is_err() {
+                    return;
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return tracing::warn!(error = %e, "watching the static pod directory stopped; polling only"),
+        }
+    })?;
+    Ok(rx)
 }
 
 /// Regular files of the directory, skipping hidden ones (editors' swap files), as the kubelet does.

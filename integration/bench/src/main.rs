@@ -1,0 +1,151 @@
+//! Pod start-up figures for `make bench`: time from writing a static pod manifest to its
+//! container running (observed through CRI), for one pod and for 20 written at once, and
+//! nodelet's memory at idle and with 20 pods. Prints `bench: <name> <value> <unit>` lines.
+
+use nodelet::pods::labels;
+use nodelet::runtime::Cri;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const IMAGE: &str = "localhost:5000/nodelet/busybox:1";
+const SOCKET: &str = "/run/containerd/containerd.sock";
+const SINGLE_RUNS: usize = 7;
+const BATCH: usize = 20;
+
+struct Nodelet {
+    child: Child,
+    name: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Nodelet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn binary(name: &str) -> PathBuf {
+    std::env::current_exe().unwrap().with_file_name(name)
+}
+
+fn manifest(name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: main\n    image: {IMAGE}\n    command: [sleep, '3600']\n"
+    )
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0.0);
+    kb / 1024.0
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Names of the pods (without the node suffix) whose container runs now.
+async fn running_pods(cri: &Cri, node: &str) -> HashSet<String> {
+    let selector = HashMap::from([(labels::MANAGED_BY_NODE.to_string(), node.to_string())]);
+    let running = k8s_cri::v1::ContainerState::ContainerRunning as i32;
+    cri.list_containers(selector)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.state == running)
+        .filter_map(|c| c.labels.get(labels::POD_NAME).map(|n| n.trim_end_matches(&format!("-{node}")).to_string()))
+        .collect()
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn start_nodelet() -> Nodelet {
+    let dir = tempfile::Builder::new().prefix("nodelet-bench-").tempdir().unwrap();
+    let name = format!("bench-{}", std::process::id());
+    std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
+    let log = std::fs::File::create(dir.path().join("nodelet.log")).unwrap();
+    let child = Command::new(binary("nodelet"))
+        .args(["--hostname-override", &name, "--read-only-port", "0"])
+        .args(["--pod-manifest-path", dir.path().join("manifests").to_str().unwrap()])
+        .args(["--root-dir", dir.path().join("root").to_str().unwrap()])
+        .args(["--pod-logs-dir", dir.path().join("logs").to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("starting nodelet (build it with cargo build --release first)");
+    Nodelet { child, name, dir }
+}
+
+async fn write_and_time(cri: &Cri, node: &Nodelet, names: &[String]) -> Vec<Duration> {
+    let manifests = node.dir.path().join("manifests");
+    let start = Instant::now();
+    for name in names {
+        std::fs::write(manifests.join(format!("{name}.yaml")), manifest(name)).unwrap();
+    }
+    let mut started: HashMap<String, Duration> = HashMap::new();
+    wait_until("pods to run", Duration::from_secs(120), async || {
+        for pod in running_pods(cri, &node.name).await {
+            started.entry(pod).or_insert_with(|| start.elapsed());
+        }
+        names.iter().all(|n| started.contains_key(n))
+    })
+    .await;
+    let mut times: Vec<Duration> = names.iter().map(|n| started[n]).collect();
+    times.sort();
+    times
+}
+
+async fn remove_all(cri: &Cri, node: &Nodelet, names: &[String]) {
+    for name in names {
+        let _ = std::fs::remove_file(node.dir.path().join("manifests").join(format!("{name}.yaml")));
+    }
+    let selector = HashMap::from([(labels::MANAGED_BY_NODE.to_string(), node.name.clone())]);
+    wait_until("pods to be removed", Duration::from_secs(120), async || {
+        cri.list_sandboxes(selector.clone()).await.map(|s| s.is_empty()).unwrap_or(false)
+    })
+    .await;
+}
+
+fn print(name: &str, value: f64, unit: &str) {
+    println!("bench: {name} {value:.3} {unit}");
+}
+
+#[tokio::main]
+async fn main() {
+    assert!(Path::new(SOCKET).exists(), "containerd is not running: run `make setup` first");
+    let cri = Cri::new(Path::new(SOCKET));
+    cri.pull_image(IMAGE, None).await.expect("pulling the busybox image (make setup pushes it)");
+    let node = start_nodelet();
+    // Let nodelet pull the sandbox image and settle before measuring.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    print("static_pod_rss_idle", rss_mb(node.child.id()), "MB");
+
+    let mut singles = Vec::new();
+    for i in 0..SINGLE_RUNS {
+        let names = vec![format!("single{i}")];
+        singles.extend(write_and_time(&cri, &node, &names).await);
+        remove_all(&cri, &node, &names).await;
+    }
+    singles.sort();
+    print("static_pod_start_1_p50", percentile(&singles, 50.0).as_secs_f64(), "s");
+    print("static_pod_start_1_p99", percentile(&singles, 99.0).as_secs_f64(), "s");
+
+    let names: Vec<String> = (0..BATCH).map(|i| format!("batch{i}")).collect();
+    let times = write_and_time(&cri, &node, &names).await;
+    print("static_pod_start_20_p50", percentile(&times, 50.0).as_secs_f64(), "s");
+    print("static_pod_start_20_p99", percentile(&times, 99.0).as_secs_f64(), "s");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    print("static_pod_rss_20_pods", rss_mb(node.child.id()), "MB");
+    remove_all(&cri, &node, &names).await;
+}

@@ -179,3 +179,84 @@ fn invalid_flags_fail_at_start_naming_the_option() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--pod-cidr"), "{stderr}");
 }
+
+#[test]
+fn init_containers_volumes_env_and_limits_reach_the_containers() {
+    let node = Node::start("init", &[]);
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: init}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: shared, emptyDir: {{}}}}]
+  initContainers:
+  - name: first
+    image: {BUSYBOX}
+    command: [sh, -c, "echo one > /shared/order"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  - name: second
+    image: {BUSYBOX}
+    command: [sh, -c, "echo two >> /shared/order"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    command: [sh, -c]
+    args: ["cat /shared/order; echo greeting=$(GREETING) pod=$POD; exec sleep 3600"]
+    workingDir: /shared
+    env:
+    - {{name: WHO, value: world}}
+    - {{name: GREETING, value: "hello $(WHO)"}}
+    - {{name: POD, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+    resources: {{limits: {{memory: 48Mi, cpu: 250m}}}}
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+"#
+    );
+    node.write_manifest("init.yaml", &manifest);
+    let pod = node.wait_running("init");
+    let inits = pod["status"]["initContainerStatuses"].as_array().unwrap();
+    assert!(inits.iter().all(|s| s["state"]["terminated"]["exitCode"] == 0), "{inits:?}");
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    let log_path = node.pod_logs().join(format!("default_{}_{uid}/main/0.log", node.pod_name("init")));
+    eventually("the main container's output", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("greeting="))
+    });
+    let log: String = std::fs::read_to_string(&log_path).unwrap().lines().map(|l| l.splitn(4, ' ').nth(3).unwrap_or("").to_string() + "\n").collect();
+    assert_eq!(log, format!("one\ntwo\ngreeting=hello world pod={}\n", node.pod_name("init")));
+
+    // The limits reach the container's cgroup (cgroup v1, cgroupfs driver, under nodelet's hierarchy).
+    let id = pod["status"]["containerStatuses"][0]["containerID"].as_str().unwrap().trim_start_matches("containerd://");
+    let cgroup = format!("/sys/fs/cgroup/memory/nodelet/pod{uid}/{id}/memory.limit_in_bytes");
+    assert_eq!(std::fs::read_to_string(&cgroup).unwrap().trim(), (48u64 << 20).to_string(), "{cgroup}");
+    let quota = format!("/sys/fs/cgroup/cpu/nodelet/pod{uid}/{id}/cpu.cfs_quota_us");
+    assert_eq!(std::fs::read_to_string(&quota).unwrap().trim(), "25000", "{quota}");
+}
+
+#[test]
+fn changing_a_manifest_replaces_the_pod() {
+    let node = Node::start("change", &[]);
+    node.write_manifest("web.yaml", &busybox_pod("web", "Always", 1, "echo v1; exec sleep 3600"));
+    let first = node.wait_running("web");
+    let first_uid = first["metadata"]["uid"].as_str().unwrap().to_string();
+    node.write_manifest("web.yaml", &busybox_pod("web", "Always", 1, "echo v2; exec sleep 3600"));
+    let second = node.wait_pod("web", "the replacement pod", Duration::from_secs(30), |p| {
+        (p["metadata"]["uid"] != first_uid.as_str() && p["status"]["phase"] == "Running").then(|| p.clone())
+    });
+    assert_ne!(second["status"]["containerStatuses"][0]["containerID"], first["status"]["containerStatuses"][0]["containerID"]);
+    eventually("the old pod's sandbox to go", Duration::from_secs(20), || node.runtime_objects().0.len() == 1);
+}
+
+#[test]
+fn pull_policy_never_without_the_image_waits_with_err_image_never_pull() {
+    let node = Node::start("never", &[]);
+    let manifest = busybox_pod("never", "Always", 1, "true")
+        .replace(BUSYBOX, "localhost:5000/nodelet/not-pulled:1")
+        .replace("    command:", "    imagePullPolicy: Never\n    command:");
+    node.write_manifest("never.yaml", &manifest);
+    let waiting = node.wait_pod("never", "ErrImageNeverPull", Duration::from_secs(30), |p| {
+        let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+        (w["reason"] == "ErrImageNeverPull").then(|| w.clone())
+    });
+    assert!(waiting["message"].as_str().unwrap().contains("not-pulled"), "{waiting}");
+}

@@ -5,6 +5,8 @@
 use anyhow::{bail, Context};
 use clap::Parser;
 use serde::Deserialize;
+use k8s_openapi::api::core::v1::Taint;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -78,6 +80,36 @@ pub struct Flags {
     /// Longest delay of the crash-loop back-off. Default 5m.
     #[arg(long = "crash-loop-backoff-max", value_parser = parse_duration)]
     pub crash_loop_backoff_max: Option<Duration>,
+    /// kubeconfig of the cluster to join; without it nodelet runs standalone (static pods only).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Extra labels for the Node, key=value,...
+    #[arg(long = "node-labels", value_delimiter = ',')]
+    pub node_labels: Option<Vec<String>>,
+    /// Taints the Node is registered with, key=value:Effect,...
+    #[arg(long = "register-with-taints", value_delimiter = ',')]
+    pub register_with_taints: Option<Vec<String>>,
+    /// Pods this node accepts. Default 110.
+    #[arg(long = "max-pods")]
+    pub max_pods: Option<u32>,
+    /// Resources held back for the system, cpu=100m,memory=256Mi.
+    #[arg(long = "system-reserved", value_delimiter = ',')]
+    pub system_reserved: Option<Vec<String>>,
+    /// Resources held back for Kubernetes daemons, cpu=100m,memory=256Mi.
+    #[arg(long = "kube-reserved", value_delimiter = ',')]
+    pub kube_reserved: Option<Vec<String>>,
+    /// Lease duration in seconds. Default 40 (renewed every quarter of it).
+    #[arg(long = "node-lease-duration-seconds")]
+    pub node_lease_duration_seconds: Option<u32>,
+    /// How often the node status is computed (and patched if changed). Default 10s.
+    #[arg(long = "node-status-update-frequency", value_parser = parse_duration)]
+    pub node_status_update_frequency: Option<Duration>,
+    /// Longest time between two node status patches. Default 5m.
+    #[arg(long = "node-status-report-frequency", value_parser = parse_duration)]
+    pub node_status_report_frequency: Option<Duration>,
+    /// The secure port advertised in the Node's daemonEndpoints. Default 10250.
+    #[arg(long)]
+    pub port: Option<u16>,
 }
 
 /// The config file's keys, in KubeletConfiguration's spelling where one exists.
@@ -111,6 +143,18 @@ pub struct FileConfig {
     #[serde(default, with = "humantime_serde_opt")]
     pub sync_frequency: Option<Duration>,
     pub crash_loop_back_off: Option<CrashLoopBackOff>,
+    pub kubeconfig: Option<PathBuf>,
+    pub node_labels: Option<BTreeMap<String, String>>,
+    pub register_with_taints: Option<Vec<Taint>>,
+    pub max_pods: Option<u32>,
+    pub system_reserved: Option<BTreeMap<String, String>>,
+    pub kube_reserved: Option<BTreeMap<String, String>>,
+    pub node_lease_duration_seconds: Option<u32>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub node_status_update_frequency: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub node_status_report_frequency: Option<Duration>,
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -161,6 +205,16 @@ pub struct Config {
     pub sync_frequency: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    pub kubeconfig: Option<PathBuf>,
+    pub node_labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub max_pods: u32,
+    /// system- plus kube-reserved: (cpu millicores, memory bytes).
+    pub reserved: (i64, i64),
+    pub lease_duration: Duration,
+    pub node_status_update_frequency: Duration,
+    pub node_status_report_frequency: Duration,
+    pub port: u16,
 }
 
 impl Config {
@@ -207,6 +261,26 @@ impl Config {
             sync_frequency: flags.sync_frequency.or(file.sync_frequency).unwrap_or(Duration::from_secs(10)),
             backoff_initial: flags.crash_loop_backoff_initial.or(backoff.initial_period).unwrap_or(Duration::from_secs(10)),
             backoff_max: flags.crash_loop_backoff_max.or(backoff.max_container_restart_period).unwrap_or(Duration::from_secs(300)),
+            kubeconfig: flags.kubeconfig.or(file.kubeconfig),
+            node_labels: match flags.node_labels {
+                Some(list) => parse_pairs("--node-labels", &list)?,
+                None => file.node_labels.unwrap_or_default(),
+            },
+            taints: match flags.register_with_taints {
+                Some(list) => list.iter().map(|t| crate::node::object::parse_taint(t)).collect::<Result<_, _>>().map_err(|e| anyhow::anyhow!("--register-with-taints: {e}"))?,
+                None => file.register_with_taints.unwrap_or_default(),
+            },
+            max_pods: flags.max_pods.or(file.max_pods).unwrap_or(110),
+            reserved: {
+                let system = match flags.system_reserved { Some(l) => parse_pairs("--system-reserved", &l)?, None => file.system_reserved.unwrap_or_default() };
+                let kube = match flags.kube_reserved { Some(l) => parse_pairs("--kube-reserved", &l)?, None => file.kube_reserved.unwrap_or_default() };
+                let (a, b) = (reserved("--system-reserved", &system)?, reserved("--kube-reserved", &kube)?);
+                (a.0 + b.0, a.1 + b.1)
+            },
+            lease_duration: Duration::from_secs(flags.node_lease_duration_seconds.or(file.node_lease_duration_seconds).unwrap_or(40).into()),
+            node_status_update_frequency: flags.node_status_update_frequency.or(file.node_status_update_frequency).unwrap_or(Duration::from_secs(10)),
+            node_status_report_frequency: flags.node_status_report_frequency.or(file.node_status_report_frequency).unwrap_or(Duration::from_secs(300)),
+            port: flags.port.or(file.port).unwrap_or(10250),
         };
         config.validate()?;
         Ok(config)
@@ -231,6 +305,14 @@ impl Config {
         if self.backoff_max < self.backoff_initial {
             bail!("--crash-loop-backoff-max: {:?} is shorter than --crash-loop-backoff-initial {:?}", self.backoff_max, self.backoff_initial);
         }
+        if self.lease_duration.is_zero() {
+            bail!("--node-lease-duration-seconds: must be greater than zero");
+        }
+        if let Some(path) = &self.kubeconfig {
+            if !path.is_file() {
+                bail!("--kubeconfig: {} is not a file", path.display());
+            }
+        }
         if let Some(dir) = &self.pod_manifest_path {
             if !dir.is_dir() {
                 bail!("--pod-manifest-path: {} is not a directory", dir.display());
@@ -238,6 +320,32 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `key=value` items as a map; an item without `=` is an error naming the option.
+fn parse_pairs(option: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .filter(|i| !i.is_empty())
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => bail!("{option}: {item:?} is not key=value"),
+        })
+        .collect()
+}
+
+/// cpu and memory of a reservation, as (millicores, bytes).
+fn reserved(option: &str, map: &BTreeMap<String, String>) -> anyhow::Result<(i64, i64)> {
+    let mut out = (0, 0);
+    for (key, value) in map {
+        match key.as_str() {
+            "cpu" => out.0 = crate::pods::quantity::cpu_millis(value).map_err(|e| anyhow::anyhow!("{option}: cpu: {e}"))?,
+            "memory" => out.1 = crate::pods::quantity::bytes(value).map_err(|e| anyhow::anyhow!("{option}: memory: {e}"))?,
+            "ephemeral-storage" | "pid" => {}
+            other => bail!("{option}: unknown resource {other:?} (cpu, memory, ephemeral-storage, pid)"),
+        }
+    }
+    Ok(out)
 }
 
 fn load_file(path: &std::path::Path) -> anyhow::Result<FileConfig> {
@@ -306,6 +414,10 @@ mod tests {
             (vec!["--pod-manifest-path", "/nonexistent/dir"], "--pod-manifest-path"),
             (vec!["--crash-loop-backoff-initial", "5s", "--crash-loop-backoff-max", "1s"], "--crash-loop-backoff-max"),
             (vec!["--cgroup-root", "nodelet"], "--cgroup-root"),
+            (vec!["--node-labels", "novalue"], "--node-labels"),
+            (vec!["--register-with-taints", "k=v:Maybe"], "--register-with-taints"),
+            (vec!["--system-reserved", "cpu=lots"], "--system-reserved"),
+            (vec!["--kubeconfig", "/nonexistent/kubeconfig"], "--kubeconfig"),
         ];
         for (args, option) in cases {
             let err = Config::from_flags(flags(&args)).unwrap_err().to_string();

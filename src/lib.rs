@@ -6,6 +6,7 @@ pub mod config;
 pub mod health;
 pub mod machine;
 pub mod network;
+pub mod node;
 pub mod nodeip;
 pub mod pods;
 pub mod runtime;

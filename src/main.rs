@@ -8,7 +8,7 @@ use nodelet::pods::source::ManifestDir;
 use nodelet::pods::spec::NodeContext;
 use nodelet::pods::store::PodStore;
 use nodelet::pods::worker::WorkerDeps;
-use nodelet::{machine, network, nodeip, runtime, server};
+use nodelet::{machine, network, node, nodeip, runtime, server};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -80,7 +80,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let deps = WorkerDeps {
-        cri,
+        cri: cri.clone(),
         ctx: ctx.clone(),
         exits,
         store,
@@ -88,16 +88,77 @@ async fn run(config: Config) -> anyhow::Result<()> {
         backoff_max: config.backoff_max,
         resync: config.sync_frequency,
     };
-    let manager = Manager::new(deps);
+    let client = match &config.kubeconfig {
+        Some(path) => Some(kube_client(path).await?),
+        None => None,
+    };
+    let api_pods = match &client {
+        Some(client) => Some(join_cluster(client.clone(), &config, &deps, health.clone(), install)),
+        None => None,
+    };
+    let manager = Manager::new(deps, client);
     let source = config.pod_manifest_path.clone().map(|dir| ManifestDir::new(dir, config.node_name.clone()));
     tokio::select! {
-        _ = manager.run(source, config.file_check_frequency, health) => Ok(()),
+        _ = manager.run(source, api_pods, config.file_check_frequency, health) => Ok(()),
         _ = shutdown_signal() => {
             // Like the kubelet, leaving does not stop the pods: a restarted nodelet adopts them.
             tracing::info!("nodelet stopping; pods keep running");
             Ok(())
         }
     }
+}
+
+async fn kube_client(path: &Path) -> anyhow::Result<kube::Client> {
+    use anyhow::Context;
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).with_context(|| format!("--kubeconfig {}", path.display()))?;
+    let options = kube::config::KubeConfigOptions::default();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.with_context(|| format!("--kubeconfig {}", path.display()))?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Cluster mode: registers the node and keeps it fresh, writes pod statuses, and returns the
+/// stream of this node's pods from the apiserver.
+fn join_cluster(
+    client: kube::Client,
+    config: &Config,
+    deps: &WorkerDeps,
+    health: Arc<Health>,
+    mut install: network::CniInstall,
+) -> tokio::sync::mpsc::UnboundedReceiver<Vec<k8s_openapi::api::core::v1::Pod>> {
+    let settings = node::NodeSettings {
+        name: config.node_name.clone(),
+        labels: config.node_labels.clone(),
+        taints: config.taints.clone(),
+        internal_ip: deps.ctx.host_ip.clone(),
+        pod_cidr: config.pod_cidr.clone(),
+        max_pods: config.max_pods,
+        reserved_cpu_millis: config.reserved.0,
+        reserved_memory: config.reserved.1,
+        kubelet_port: config.port.into(),
+        lease_duration: config.lease_duration,
+        lease_renew_every: config.lease_duration / 4,
+        status_update_every: config.node_status_update_frequency,
+        status_report_every: config.node_status_report_frequency,
+        root_dir: config.root_dir.clone(),
+    };
+    let agent = Arc::new(node::NodeAgent { client: client.clone(), settings, cri: deps.cri.clone(), health });
+    let (registered_tx, registered_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(agent.run(registered_tx));
+    // A pod CIDR assigned by the cluster wins over --pod-cidr.
+    tokio::spawn(async move {
+        let Ok(node) = registered_rx.await else { return };
+        if let Some(cidr) = node.spec.and_then(|s| s.pod_cidr).filter(|c| *c != install.pod_cidr) {
+            tracing::info!(pod_cidr = %cidr, "using the pod CIDR the cluster assigned");
+            install.pod_cidr = cidr;
+            if let Err(e) = install.install() {
+                tracing::error!("installing the pod network: {e:#}");
+            }
+        }
+    });
+    tokio::spawn(nodelet::pods::status_sync::run(client.clone(), deps.store.clone()));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(nodelet::pods::api_source::watch_node_pods(client, config.node_name.clone(), tx));
+    rx
 }
 
 /// Pulls the sandbox image once at start so the first pod does not wait for it.

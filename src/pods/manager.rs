@@ -26,15 +26,28 @@ pub struct Manager {
     running: HashMap<String, Running>,
     /// Every worker's task by pod UID; a stopping worker owns its sandbox until it finishes.
     handles: HashMap<String, JoinHandle<()>>,
+    file_pods: Vec<Pod>,
+    api_pods: Vec<Pod>,
+    /// The apiserver, in cluster mode: pods it deletes are removed there once stopped.
+    api: Option<kube::Client>,
+    /// API pods being stopped for deletion.
+    deleting: HashSet<String>,
 }
 
 impl Manager {
-    pub fn new(deps: WorkerDeps) -> Self {
-        Manager { deps, running: HashMap::new(), handles: HashMap::new() }
+    pub fn new(deps: WorkerDeps, api: Option<kube::Client>) -> Self {
+        Manager { deps, running: HashMap::new(), handles: HashMap::new(), file_pods: Vec::new(), api_pods: Vec::new(), api, deleting: HashSet::new() }
     }
 
-    /// Polls the manifest directory for ever, keeping workers in line with it.
-    pub async fn run(mut self, mut source: Option<ManifestDir>, poll: Duration, health: Arc<Health>) {
+    /// Follows the manifest directory and the apiserver's pods for this node for ever,
+    /// keeping one worker per wanted pod.
+    pub async fn run(
+        mut self,
+        mut source: Option<ManifestDir>,
+        mut api_pods: Option<tokio::sync::mpsc::UnboundedReceiver<Vec<Pod>>>,
+        poll: Duration,
+        health: Arc<Health>,
+    ) {
         let mut last_sweep: Option<tokio::time::Instant> = None;
         let mut ticker = tokio::time::interval(poll);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -50,10 +63,15 @@ impl Manager {
             tokio::select! {
                 _ = ticker.tick() => {}
                 Some(()) = async { match changes.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {}
+                Some(pods) = async { match api_pods.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                    self.api_pods = pods;
+                    self.reconcile();
+                }
             }
             health.sync_loop_ran();
             if let Some(pods) = source.as_mut().and_then(ManifestDir::scan) {
-                self.apply(pods);
+                self.file_pods = pods;
+                self.reconcile();
             }
             // The first sweep waits for the first scan, so adopted pods are never mistaken for orphans.
             if last_sweep.is_none_or(|t| t.elapsed() >= ORPHAN_SWEEP_EVERY) {
@@ -63,14 +81,25 @@ impl Manager {
         }
     }
 
-    /// Makes the set of workers match `pods`.
-    pub fn apply(&mut self, pods: Vec<Pod>) {
-        let desired: HashMap<String, Pod> = pods.into_iter().map(|p| (spec::pod_uid(&p).to_string(), p)).collect();
+    /// Makes the set of workers match the pods of all sources.
+    fn reconcile(&mut self) {
+        let all = self.file_pods.iter().chain(self.api_pods.iter()).cloned();
+        let mut desired: HashMap<String, Pod> = all.map(|p| (spec::pod_uid(&p).to_string(), p)).collect();
+        let api_uids: HashSet<String> = self.api_pods.iter().map(|p| spec::pod_uid(p).to_string()).collect();
+        self.deleting.retain(|uid| api_uids.contains(uid));
         let gone: Vec<String> = self.running.keys().filter(|uid| !desired.contains_key(*uid)).cloned().collect();
         for uid in gone {
             let running = self.running.remove(&uid).expect("listed above");
             tracing::info!(pod = %spec::pod_ref(&running.pod), "pod removed from its source");
-            let _ = running.tx.send(WorkerMsg::Terminate(None));
+            let _ = running.tx.send(WorkerMsg::Terminate { grace: None, done: None });
+        }
+        let deleted: Vec<Pod> = desired.values().filter(|p| p.metadata.deletion_timestamp.is_some()).cloned().collect();
+        for pod in deleted {
+            let uid = spec::pod_uid(&pod).to_string();
+            desired.remove(&uid);
+            if self.deleting.insert(uid.clone()) {
+                self.stop_deleted(pod);
+            }
         }
         for (uid, pod) in desired {
             match self.running.get_mut(&uid) {
@@ -88,6 +117,42 @@ impl Manager {
                 }
             }
         }
+    }
+
+    /// Stops a pod the apiserver deletes, honouring its deletion grace period, then removes it
+    /// there (grace 0, with its UID as precondition so a new pod of the same name is safe).
+    fn stop_deleted(&mut self, pod: Pod) {
+        let uid = spec::pod_uid(&pod).to_string();
+        let grace = Duration::from_secs(pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64);
+        tracing::info!(pod = %spec::pod_ref(&pod), ?grace, "pod deleted in the apiserver; stopping it");
+        let tx = match self.running.remove(&uid) {
+            Some(running) => running.tx,
+            None => {
+                // Not running here (deleted while nodelet was down): a worker adopts what is left and stops it.
+                let (tx, handle) = worker::spawn(self.deps.clone(), pod.clone());
+                self.handles.insert(uid.clone(), handle);
+                tx
+            }
+        };
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let _ = tx.send(WorkerMsg::Terminate { grace: Some(grace), done: Some(done_tx) });
+        let Some(client) = self.api.clone() else { return };
+        tokio::spawn(async move {
+            if done_rx.await.is_err() {
+                return;
+            }
+            let api: kube::Api<Pod> = kube::Api::namespaced(client, spec::pod_namespace(&pod));
+            let params = kube::api::DeleteParams { grace_period_seconds: Some(0), preconditions: Some(kube::api::Preconditions { uid: Some(uid), resource_version: None }), ..Default::default() };
+            crate::node::retry("removing a stopped pod from the apiserver", || async {
+                match api.delete(spec::pod_name(&pod), &params).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+                    Err(e) => Err(anyhow::Error::from(e)),
+                }
+            })
+            .await;
+            tracing::info!(pod = %spec::pod_ref(&pod), "pod removed from the apiserver");
+        });
     }
 
     /// Removes sandboxes labelled with this node whose pod has no worker.

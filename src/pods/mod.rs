@@ -1,5 +1,6 @@
 //! Pods: where desired pods come from, how each is run through the runtime, and their status.
 
+pub mod api_source;
 pub mod backoff;
 pub mod env;
 pub mod labels;
@@ -11,5 +12,6 @@ pub mod quantity;
 pub mod source;
 pub mod spec;
 pub mod status;
+pub mod status_sync;
 pub mod store;
 pub mod worker;

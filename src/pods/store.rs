@@ -5,9 +5,17 @@ use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PodStore {
     pods: Arc<RwLock<BTreeMap<String, Pod>>>,
+    /// Bumped on every change, so the status writer wakes without polling.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for PodStore {
+    fn default() -> Self {
+        PodStore { pods: Arc::default(), changes: Arc::new(tokio::sync::watch::channel(0).0) }
+    }
 }
 
 impl PodStore {
@@ -15,11 +23,19 @@ impl PodStore {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let mut with_status = pod.clone();
         with_status.status = Some(status);
-        self.pods.write().expect("pod store poisoned").insert(uid, with_status);
+        let old = self.pods.write().expect("pod store poisoned").insert(uid, with_status.clone());
+        if old.as_ref() != Some(&with_status) {
+            self.changes.send_modify(|n| *n += 1);
+        }
     }
 
     pub fn remove(&self, uid: &str) {
         self.pods.write().expect("pod store poisoned").remove(uid);
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Every pod with its status, ordered by namespace and name.

@@ -35,8 +35,8 @@ pub struct WorkerDeps {
 
 pub enum WorkerMsg {
     Update(Box<Pod>),
-    /// Stop the pod; `None` takes the grace period from the pod's spec.
-    Terminate(Option<Duration>),
+    /// Stop the pod; a `grace` of None takes the pod's own; `done` hears when all is stopped.
+    Terminate { grace: Option<Duration>, done: Option<tokio::sync::oneshot::Sender<()>> },
 }
 
 pub fn spawn(deps: WorkerDeps, pod: Pod) -> (mpsc::UnboundedSender<WorkerMsg>, tokio::task::JoinHandle<()>) {
@@ -65,7 +65,13 @@ async fn run(deps: WorkerDeps, pod: Pod, mut rx: mpsc::UnboundedReceiver<WorkerM
     let backoff = Backoff::new(deps.backoff_initial, deps.backoff_max);
     let mut worker = Worker {
         memory: Memory::new(backoff),
-        first_seen: SystemTime::now(),
+        // An API pod keeps the startTime it was given, so a restart of nodelet does not move it.
+        first_seen: pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| std::time::UNIX_EPOCH + Duration::from_secs(t.0.as_second().max(0) as u64))
+            .unwrap_or_else(SystemTime::now),
         watched: HashSet::new(),
         unconfirmed_exits: HashSet::new(),
         deps,
@@ -90,7 +96,13 @@ async fn run(deps: WorkerDeps, pod: Pod, mut rx: mpsc::UnboundedReceiver<WorkerM
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(WorkerMsg::Update(pod)) => { worker.pod = *pod; break; }
-                    Some(WorkerMsg::Terminate(grace)) => return worker.terminate(grace).await,
+                    Some(WorkerMsg::Terminate { grace, done }) => {
+                        worker.terminate(grace).await;
+                        if let Some(done) = done {
+                            let _ = done.send(());
+                        }
+                        return;
+                    }
                     None => return worker.terminate(None).await,
                 },
                 exit = exits.recv() => match exit {

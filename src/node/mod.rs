@@ -1,0 +1,216 @@
+//! The node's presence in the cluster: registration of the Node object (or taking over an
+//! existing one), its status patched when it changes and at least every few minutes, and the
+//! Lease heartbeat in kube-node-lease. Failures are retried; pods are never touched here.
+
+pub mod object;
+
+use crate::health::Health;
+use crate::machine::read_host_facts;
+use crate::runtime::Cri;
+use anyhow::Context;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeStatus, Taint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use object::{node_status, status_changed, NodeHealth, NodeInput};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+pub const KUBELET_VERSION: &str = concat!("v1.33.0-nodelet-", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub internal_ip: Option<String>,
+    pub pod_cidr: String,
+    pub max_pods: u32,
+    pub reserved_cpu_millis: i64,
+    pub reserved_memory: i64,
+    pub kubelet_port: i32,
+    pub lease_duration: Duration,
+    pub lease_renew_every: Duration,
+    pub status_update_every: Duration,
+    pub status_report_every: Duration,
+    pub root_dir: PathBuf,
+}
+
+pub struct NodeAgent {
+    pub client: kube::Client,
+    pub settings: NodeSettings,
+    pub cri: Cri,
+    pub health: Arc<Health>,
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+impl NodeAgent {
+    fn nodes(&self) -> Api<Node> {
+        Api::all(self.client.clone())
+    }
+
+    async fn input(&self) -> anyhow::Result<NodeInput> {
+        let facts = tokio::task::spawn_blocking(|| read_host_facts(std::path::Path::new("/"))).await??;
+        let runtime_version = match self.cri.version().await {
+            Ok(v) => format!("{}://{}", v.runtime_name, v.runtime_version),
+            Err(_) => String::new(),
+        };
+        let runtime_problem = self.health.report().err().map(|failures| failures.join("; "));
+        let ephemeral_storage = nix::sys::statvfs::statvfs(&self.settings.root_dir)
+            .map(|s| s.blocks() as u64 * s.fragment_size() as u64)
+            .unwrap_or(0);
+        let s = &self.settings;
+        Ok(NodeInput {
+            name: s.name.clone(),
+            labels: s.labels.clone(),
+            taints: s.taints.clone(),
+            internal_ip: s.internal_ip.clone(),
+            facts,
+            runtime_version,
+            kubelet_version: KUBELET_VERSION.into(),
+            pod_cidr: Some(s.pod_cidr.clone()),
+            max_pods: s.max_pods,
+            reserved_cpu_millis: s.reserved_cpu_millis,
+            reserved_memory: s.reserved_memory,
+            ephemeral_storage,
+            kubelet_port: s.kubelet_port,
+            health: NodeHealth { runtime_problem, ..Default::default() },
+        })
+    }
+
+    /// Creates the Node, or takes over the one of the same name; returns it as the cluster has it.
+    pub async fn register(&self) -> anyhow::Result<Node> {
+        let input = self.input().await?;
+        let mut node = object::new_node(&input, &now());
+        // The cluster may assign the pod CIDR itself; a node that has one keeps it.
+        node.spec.as_mut().expect("new_node sets a spec").pod_cidr = None;
+        node.spec.as_mut().expect("new_node sets a spec").pod_cidrs = None;
+        match self.nodes().create(&PostParams::default(), &node).await {
+            Ok(created) => {
+                tracing::info!(node = %self.settings.name, "registered the node");
+                Ok(created)
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let labels = object::node_labels(&input.name, &input.labels);
+                let patch = serde_json::json!({ "metadata": { "labels": labels } });
+                let existing = self.nodes().patch(&self.settings.name, &PatchParams::default(), &Patch::Merge(&patch)).await.context("taking over the existing Node")?;
+                tracing::info!(node = %self.settings.name, "took over the existing node");
+                Ok(existing)
+            }
+            Err(e) => Err(e).context("registering the Node"),
+        }
+    }
+
+    /// Registers (retrying with back-off until the apiserver answers), then keeps the status
+    /// and the Lease fresh for ever.
+    pub async fn run(self: Arc<Self>, registered: tokio::sync::oneshot::Sender<Node>) {
+        let node = retry("registering the node", || self.register()).await;
+        let node_uid = node.metadata.uid.clone().unwrap_or_default();
+        let conditions = node.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        let _ = registered.send(node);
+        let lease = tokio::spawn(self.clone().keep_lease(node_uid));
+        self.keep_status(conditions).await;
+        lease.abort();
+    }
+
+    async fn keep_status(&self, mut previous: Vec<NodeCondition>) {
+        let mut last: Option<(NodeStatus, Instant)> = None;
+        loop {
+            match self.input().await {
+                Ok(input) => {
+                    let status = node_status(&input, &previous, &now());
+                    let due = match &last {
+                        None => true,
+                        Some((old, at)) => status_changed(old, &status) || at.elapsed() >= self.settings.status_report_every,
+                    };
+                    if due {
+                        let patch = serde_json::json!({ "status": status });
+                        match self.nodes().patch_status(&self.settings.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                            Ok(_) => {
+                                previous = status.conditions.clone().unwrap_or_default();
+                                last = Some((status, Instant::now()));
+                            }
+                            Err(e) => tracing::warn!(node = %self.settings.name, error = %e, "patching the node status failed; retrying"),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "gathering the node status failed"),
+            }
+            tokio::time::sleep(self.settings.status_update_every).await;
+        }
+    }
+
+    async fn keep_lease(self: Arc<Self>, node_uid: String) {
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), LEASE_NAMESPACE);
+        let mut failures = 0u32;
+        loop {
+            match self.renew_lease(&leases, &node_uid).await {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(node = %self.settings.name, error = %e, "renewing the node lease failed");
+                }
+            }
+            // After a failure retry sooner (the kubelet backs off from 200 ms up to the interval).
+            let wait = if failures == 0 { self.settings.lease_renew_every } else { Duration::from_millis(200 << failures.min(5)).min(self.settings.lease_renew_every) };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn renew_lease(&self, leases: &Api<Lease>, node_uid: &str) -> anyhow::Result<()> {
+        let name = &self.settings.name;
+        let spec = LeaseSpec {
+            holder_identity: Some(name.clone()),
+            lease_duration_seconds: Some(self.settings.lease_duration.as_secs() as i32),
+            renew_time: Some(MicroTime(Timestamp::now())),
+            ..Default::default()
+        };
+        match leases.get_opt(name).await? {
+            Some(mut lease) => {
+                lease.spec = Some(spec);
+                leases.replace(name, &PostParams::default(), &lease).await?;
+            }
+            None => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        namespace: Some(LEASE_NAMESPACE.into()),
+                        owner_references: (!node_uid.is_empty()).then(|| {
+                            vec![OwnerReference { api_version: "v1".into(), kind: "Node".into(), name: name.clone(), uid: node_uid.into(), ..Default::default() }]
+                        }),
+                        ..Default::default()
+                    },
+                    spec: Some(spec),
+                };
+                leases.create(&PostParams::default(), &lease).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Retries an operation with back-off (200 ms doubling to 10 s) until it succeeds.
+pub async fn retry<T, F, Fut>(what: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::warn!("{what} failed: {e:#}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}

@@ -11,3 +11,4 @@ pub mod nodeip;
 pub mod pods;
 pub mod runtime;
 pub mod server;
+pub mod volumes;

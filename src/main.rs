@@ -79,7 +79,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
 
+    let client = match &config.kubeconfig {
+        Some(path) => Some(kube_client(path).await?),
+        None => None,
+    };
     let deps = WorkerDeps {
+        api: client.clone(),
         cri: cri.clone(),
         ctx: ctx.clone(),
         exits,
@@ -87,10 +92,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         backoff_initial: config.backoff_initial,
         backoff_max: config.backoff_max,
         resync: config.sync_frequency,
-    };
-    let client = match &config.kubeconfig {
-        Some(path) => Some(kube_client(path).await?),
-        None => None,
     };
     let api_pods = match &client {
         Some(client) => Some(join_cluster(client.clone(), &config, &deps, health.clone(), install)),

@@ -49,6 +49,9 @@ impl Manager {
         health: Arc<Health>,
     ) {
         let mut last_sweep: Option<tokio::time::Instant> = None;
+        // Orphans are only judged once every source has said what it wants: a pod the
+        // apiserver has not listed yet is not an orphan.
+        let mut api_listed = api_pods.is_none();
         let mut ticker = tokio::time::interval(poll);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut changes = match source.as_ref().map(|s| super::source::watch_dir(s.dir())) {
@@ -65,6 +68,7 @@ impl Manager {
                 Some(()) = async { match changes.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {}
                 Some(pods) = async { match api_pods.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
                     self.api_pods = pods;
+                    api_listed = true;
                     self.reconcile();
                 }
             }
@@ -74,7 +78,7 @@ impl Manager {
                 self.reconcile();
             }
             // The first sweep waits for the first scan, so adopted pods are never mistaken for orphans.
-            if last_sweep.is_none_or(|t| t.elapsed() >= ORPHAN_SWEEP_EVERY) {
+            if api_listed && last_sweep.is_none_or(|t| t.elapsed() >= ORPHAN_SWEEP_EVERY) {
                 self.sweep_orphans().await;
                 last_sweep = Some(tokio::time::Instant::now());
             }

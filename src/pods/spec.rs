@@ -257,18 +257,28 @@ pub fn container_env(
 /// Host paths of the pod's volumes, by volume name.
 pub type VolumePaths = HashMap<String, PathBuf>;
 
-/// emptyDir and hostPath volumes; other kinds are refused with their name until supported.
+/// Where each volume lives on the host, by the kubelet's layout; kinds nodelet cannot provide
+/// are refused with the volume's name.
 pub fn volume_paths(ctx: &NodeContext, pod: &Pod) -> Result<VolumePaths, String> {
     let mut paths = VolumePaths::new();
     for v in spec(pod).volumes.iter().flatten() {
-        let path = if v.empty_dir.is_some() {
-            pod_data_dir(ctx, pod).join("volumes/kubernetes.io~empty-dir").join(&v.name)
+        let kind = if v.empty_dir.is_some() {
+            "empty-dir"
+        } else if v.config_map.is_some() {
+            "configmap"
+        } else if v.secret.is_some() {
+            "secret"
+        } else if v.downward_api.is_some() {
+            "downward-api"
+        } else if v.projected.is_some() {
+            "projected"
         } else if let Some(host) = &v.host_path {
-            PathBuf::from(&host.path)
+            paths.insert(v.name.clone(), PathBuf::from(&host.path));
+            continue;
         } else {
-            return Err(format!("volume {:?}: only emptyDir and hostPath volumes are supported", v.name));
+            return Err(format!("volume {:?}: unsupported volume type (emptyDir, hostPath, configMap, secret, downwardAPI and projected are)", v.name));
         };
-        paths.insert(v.name.clone(), path);
+        paths.insert(v.name.clone(), pod_data_dir(ctx, pod).join("volumes").join(format!("kubernetes.io~{kind}")).join(&v.name));
     }
     Ok(paths)
 }
@@ -279,6 +289,31 @@ pub struct ContainerInput<'a> {
     pub attempt: u32,
     pub env: Vec<(String, String)>,
     pub volumes: &'a VolumePaths,
+    /// The pod's managed /etc/hosts file, mounted unless the container mounts its own.
+    pub etc_hosts: Option<PathBuf>,
+}
+
+/// The kubelet's managed /etc/hosts: loopback names, the pod's address and hostname, hostAliases.
+pub fn etc_hosts(pod: &Pod, pod_ip: Option<&str>) -> String {
+    let spec = spec(pod);
+    let mut out = String::from(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
+    );
+    if let Some(ip) = pod_ip.filter(|ip| !ip.is_empty()) {
+        let hostname = spec.hostname.clone().unwrap_or_else(|| pod_name(pod).to_string());
+        match &spec.subdomain {
+            Some(sub) => out.push_str(&format!("{ip}\t{hostname}.{sub}.{}.svc.cluster.local\t{hostname}\n", pod_namespace(pod))),
+            None => out.push_str(&format!("{ip}\t{hostname}\n")),
+        }
+    }
+    let aliases = spec.host_aliases.unwrap_or_default();
+    if !aliases.is_empty() {
+        out.push_str("\n# Entries added by HostAliases.\n");
+        for alias in aliases {
+            out.push_str(&format!("{}\t{}\n", alias.ip, alias.hostnames.unwrap_or_default().join("\t")));
+        }
+    }
+    out
 }
 
 pub fn container_config(ctx: &NodeContext, input: &ContainerInput) -> Result<cri::ContainerConfig, String> {
@@ -307,6 +342,11 @@ pub fn container_config(ctx: &NodeContext, input: &ContainerInput) -> Result<cri
             readonly: m.read_only.unwrap_or(false),
             ..Default::default()
         });
+    }
+    if let Some(hosts) = &input.etc_hosts {
+        if !mounts.iter().any(|m| m.container_path == "/etc/hosts") {
+            mounts.push(cri::Mount { container_path: "/etc/hosts".into(), host_path: hosts.to_string_lossy().into_owned(), ..Default::default() });
+        }
     }
     Ok(cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata { name: c.name.clone(), attempt: input.attempt }),
@@ -454,7 +494,7 @@ mod tests {
         let env = container_env(c, |_| Ok(None)).unwrap();
         assert_eq!(env[1], ("GREETING".to_string(), "hello world".to_string()));
         let vols = VolumePaths::new();
-        let cfg = container_config(&ctx(), &ContainerInput { pod: &pod, container: c, attempt: 3, env, volumes: &vols }).unwrap();
+        let cfg = container_config(&ctx(), &ContainerInput { pod: &pod, container: c, attempt: 3, env, volumes: &vols, etc_hosts: None }).unwrap();
         assert_eq!(cfg.command, vec!["sh", "-c"]);
         assert_eq!(cfg.args, vec!["echo hello world $(MISSING)"]);
         assert_eq!(cfg.working_dir, "/tmp");
@@ -480,8 +520,18 @@ mod tests {
         ));
         let vols = volume_paths(&ctx(), &pod).unwrap();
         let c = &pod.spec.as_ref().unwrap().containers[0];
-        let cfg = container_config(&ctx(), &ContainerInput { pod: &pod, container: c, attempt: 0, env: vec![], volumes: &vols }).unwrap();
+        let cfg = container_config(&ctx(), &ContainerInput { pod: &pod, container: c, attempt: 0, env: vec![], volumes: &vols, etc_hosts: Some("/p/etc-hosts".into()) }).unwrap();
         assert!(cfg.mounts[0].host_path.ends_with("/volumes/kubernetes.io~empty-dir/scratch"));
         assert_eq!((cfg.mounts[1].host_path.as_str(), cfg.mounts[1].readonly), ("/srv", true));
+        assert_eq!((cfg.mounts[2].container_path.as_str(), cfg.mounts[2].host_path.as_str()), ("/etc/hosts", "/p/etc-hosts"));
+    }
+
+    #[test]
+    fn etc_hosts_has_the_pod_and_its_aliases() {
+        let pod = pod("  hostAliases: [{ip: 10.1.2.3, hostnames: [db, db.local]}]\n  containers: [{name: c, image: i}]\n");
+        let hosts = etc_hosts(&pod, Some("10.88.0.7"));
+        assert!(hosts.contains("127.0.0.1\tlocalhost\n"));
+        assert!(hosts.contains("10.88.0.7\tp-n1\n"), "{hosts}");
+        assert!(hosts.contains("10.1.2.3\tdb\tdb.local\n"), "{hosts}");
     }
 }

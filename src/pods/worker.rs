@@ -31,6 +31,8 @@ pub struct WorkerDeps {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub resync: Duration,
+    /// The apiserver in cluster mode: volumes and env read configMaps, secrets and tokens from it.
+    pub api: Option<kube::Client>,
 }
 
 pub enum WorkerMsg {
@@ -55,6 +57,8 @@ struct Worker {
     /// Exits announced by containerd that CRI does not show yet (it updates its store after
     /// publishing the event): looked at again shortly.
     unconfirmed_exits: HashSet<String>,
+    /// When the volumes' written content (a token) must be renewed; None until first written.
+    volumes_refresh: Option<Option<SystemTime>>,
 }
 
 /// How soon to look again when CRI has not caught up with an exit event.
@@ -74,6 +78,7 @@ async fn run(deps: WorkerDeps, pod: Pod, mut rx: mpsc::UnboundedReceiver<WorkerM
             .unwrap_or_else(SystemTime::now),
         watched: HashSet::new(),
         unconfirmed_exits: HashSet::new(),
+        volumes_refresh: None,
         deps,
         pod,
     };
@@ -137,6 +142,10 @@ impl Worker {
     async fn sync(&mut self) -> Result<Option<Duration>, String> {
         let sync_started = SystemTime::now();
         let mut observed = self.observe().await.map_err(|e| e.to_string())?;
+        if let Err(e) = self.prepare_volumes(&observed).await {
+            self.publish_error(&observed, &e);
+            return Err(e);
+        }
         let mut plan = Plan::default();
         for _ in 0..MAX_ROUNDS {
             plan = plan::plan(&self.pod, &observed, &self.memory, spec::container_hash, SystemTime::now());
@@ -146,7 +155,7 @@ impl Worker {
             }
             observed = self.observe().await.map_err(|e| e.to_string())?;
             if let Err(e) = acted {
-                self.publish(&observed, &plan);
+                self.publish_error(&observed, &e);
                 return Err(e);
             }
         }
@@ -160,8 +169,36 @@ impl Worker {
             plan.waiting.insert(name.clone(), plan::Waiting { reason: failure.reason.clone(), message: failure.message.clone() });
             plan.wake_after = Some(plan.wake_after.map_or(FAILURE_RECHECK, |w| w.min(FAILURE_RECHECK)));
         }
+        if let Some(Some(refresh)) = self.volumes_refresh {
+            let until = refresh.duration_since(SystemTime::now()).unwrap_or_default();
+            plan.wake_after = Some(plan.wake_after.map_or(until, |w| w.min(until)));
+        }
         self.publish(&observed, &plan);
         Ok(plan.wake_after)
+    }
+
+    /// Writes the pod's volumes before its first container, and again when a token needs renewing.
+    async fn prepare_volumes(&mut self, observed: &ObservedPod) -> Result<(), String> {
+        let due = match self.volumes_refresh {
+            None => true,
+            Some(at) => at.is_some_and(|at| at <= SystemTime::now()),
+        };
+        let finished = plan::finished_phase(&self.pod, observed).is_some();
+        if !due || finished {
+            return Ok(());
+        }
+        let prepared = crate::volumes::prepare(&self.deps.ctx, &self.pod, self.deps.api.as_ref()).await.map_err(|e| format!("pod {}: {e}", self.pod_ref()))?;
+        self.volumes_refresh = Some(prepared.refresh_at);
+        Ok(())
+    }
+
+    /// A pod that cannot go further shows why, on every container not yet running.
+    fn publish_error(&self, observed: &ObservedPod, error: &str) {
+        let mut plan = Plan::default();
+        for c in self.pod.spec.iter().flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter())) {
+            plan.waiting.insert(c.name.clone(), plan::Waiting { reason: "ContainerCreating".into(), message: error.to_string() });
+        }
+        self.publish(observed, &plan);
     }
 
     fn publish(&self, observed: &ObservedPod, plan: &Plan) {
@@ -220,11 +257,7 @@ impl Worker {
     async fn create_sandbox(&mut self, attempt: u32) -> Result<(), String> {
         let ctx = &self.deps.ctx;
         let config = spec::sandbox_config(ctx, &self.pod, attempt);
-        let volumes = spec::volume_paths(ctx, &self.pod).map_err(|e| format!("pod {}: {e}", self.pod_ref()))?;
-        let mut dirs = vec![spec::log_directory(ctx, &self.pod), spec::pod_data_dir(ctx, &self.pod)];
-        let data_dir = spec::pod_data_dir(ctx, &self.pod);
-        dirs.extend(volumes.values().filter(|p| p.starts_with(&data_dir)).cloned());
-        for dir in dirs {
+        for dir in [spec::log_directory(ctx, &self.pod), spec::pod_data_dir(ctx, &self.pod)] {
             tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("pod {}: creating {}: {e}", self.pod_ref(), dir.display()))?;
         }
         let started = std::time::Instant::now();
@@ -283,12 +316,26 @@ impl Worker {
         })
         .map_err(config_error)?;
         let volumes = spec::volume_paths(ctx, &self.pod).map_err(config_error)?;
-        let input = spec::ContainerInput { pod: &self.pod, container: c, attempt: start.attempt, env, volumes: &volumes };
+        let etc_hosts = self.write_etc_hosts(pod_ip).await.map_err(config_error)?;
+        let input = spec::ContainerInput { pod: &self.pod, container: c, attempt: start.attempt, env, volumes: &volumes, etc_hosts };
         let config = spec::container_config(ctx, &input).map_err(config_error)?;
         let sandbox = spec::sandbox_config(ctx, &self.pod, sandbox_attempt);
         let id = self.deps.cri.create_container(sandbox_id, config, sandbox).await.map_err(|e| ("CreateContainerError", e.to_string()))?;
         self.deps.cri.start_container(&id).await.map_err(|e| ("RunContainerError", e.to_string()))?;
         Ok(id)
+    }
+
+    /// The pod's /etc/hosts (its address and hostname, then hostAliases); none with the host's network.
+    async fn write_etc_hosts(&self, pod_ip: Option<&str>) -> Result<Option<std::path::PathBuf>, String> {
+        if self.pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false) {
+            return Ok(None);
+        }
+        let path = spec::pod_data_dir(&self.deps.ctx, &self.pod).join("etc-hosts");
+        let content = spec::etc_hosts(&self.pod, pod_ip);
+        let tmp = path.with_extension("tmp");
+        tokio::fs::write(&tmp, content).await.map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+        tokio::fs::rename(&tmp, &path).await.map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Ok(Some(path))
     }
 
     /// Makes the image present as the container's imagePullPolicy asks.

@@ -1,0 +1,146 @@
+//! The end-to-end suite: nodelet joins a cluster and runs the pods created through the API.
+//! By default the cluster is the project's test apiserver, started per test; with
+//! NODELET_E2E_KUBECONFIG (and optionally NODELET_E2E_NODE_KUBECONFIG) it is a real cluster,
+//! and the cases that must stop the apiserver are skipped.
+
+mod common;
+mod e2e_support;
+
+use common::*;
+use e2e_support::*;
+use serde_json::json;
+use std::time::Duration;
+
+#[test]
+fn the_node_registers_ready_and_renews_its_lease() {
+    let e2e = E2e::start("node", &["--node-labels", "nodelet.io/e2e=yes", "--node-lease-duration-seconds", "4"]);
+    let node = e2e.wait_node_ready();
+    let labels = &node["metadata"]["labels"];
+    assert_eq!(labels["kubernetes.io/hostname"], e2e.node.name.as_str());
+    assert_eq!(labels["kubernetes.io/os"], "linux");
+    assert_eq!(labels["nodelet.io/e2e"], "yes");
+    let status = &node["status"];
+    assert!(status["nodeInfo"]["containerRuntimeVersion"].as_str().unwrap().starts_with("containerd://"), "{status:#}");
+    assert!(!status["nodeInfo"]["bootID"].as_str().unwrap().is_empty());
+    assert!(status["capacity"]["cpu"].is_string() && status["allocatable"]["memory"].is_string());
+    assert_eq!(status["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
+    let conditions: Vec<&str> = status["conditions"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
+    for kind in ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"] {
+        assert!(conditions.contains(&kind), "{conditions:?}");
+    }
+    let first = e2e.lease_renew_time();
+    eventually("the lease to be renewed", Duration::from_secs(15), || e2e.lease_renew_time() != first);
+}
+
+#[test]
+fn a_pod_created_through_the_api_runs_and_reports_its_status() {
+    let e2e = E2e::start("pod", &[]);
+    e2e.wait_node_ready();
+    e2e.create_pod(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "main", "image": BUSYBOX,
+                "command": ["sh", "-c", "echo name=$POD_NAME ns=$POD_NS ip=$POD_IP node=$NODE; exec httpd -f -p 8080"],
+                "env": [
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "POD_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+                ]
+            }]
+        }
+    }));
+    let pod = e2e.wait_pod("web", "Running and ready", |p| {
+        p["status"]["phase"] == "Running" && p["status"]["containerStatuses"][0]["ready"] == true
+    });
+    let status = &pod["status"];
+    let ip = status["podIP"].as_str().unwrap();
+    assert!(ip.starts_with("10.88."), "{status:#}");
+    assert_eq!(status["podIPs"][0]["ip"], ip);
+    assert!(status["hostIP"].is_string() && status["startTime"].is_string());
+    let c = &status["containerStatuses"][0];
+    assert!(c["containerID"].as_str().unwrap().starts_with("containerd://"));
+    assert!(c["imageID"].as_str().unwrap().contains("sha256:"));
+    assert_eq!((c["started"].clone(), c["restartCount"].clone()), (json!(true), json!(0)));
+    assert!(c["state"]["running"]["startedAt"].is_string());
+    for kind in ["PodScheduled", "Initialized", "ContainersReady", "Ready", "PodReadyToStartContainers"] {
+        let cond = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == kind).unwrap_or_else(|| panic!("no {kind}: {status:#}"));
+        assert_eq!(cond["status"], "True", "{kind}: {status:#}");
+    }
+    let log = e2e.container_log(&pod, "main");
+    assert!(log.contains(&format!("name=web ns={} ip={ip} node={}", e2e.namespace, e2e.node.name)), "{log}");
+}
+
+#[test]
+fn a_crashing_container_is_restarted_and_counted() {
+    let e2e = E2e::start("restart", &["--crash-loop-backoff-initial", "1s", "--crash-loop-backoff-max", "2s"]);
+    e2e.wait_node_ready();
+    e2e.create_pod(json!({
+        "metadata": {"name": "crash"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX, "command": ["sh", "-c", "exit 7"]}]}
+    }));
+    let pod = e2e.wait_pod("crash", "two restarts", |p| p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(2));
+    let c = &pod["status"]["containerStatuses"][0];
+    assert_eq!(c["lastState"]["terminated"]["exitCode"], 7, "{c:#}");
+}
+
+#[test]
+fn a_deleted_pod_is_stopped_gracefully_and_removed() {
+    let e2e = E2e::start("delete", &[]);
+    e2e.wait_node_ready();
+    e2e.create_pod(json!({
+        "metadata": {"name": "polite"},
+        "spec": {"terminationGracePeriodSeconds": 30, "containers": [{"name": "main", "image": BUSYBOX,
+            "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]}]}
+    }));
+    e2e.wait_pod("polite", "Running", |p| p["status"]["phase"] == "Running");
+    let started = std::time::Instant::now();
+    e2e.delete_pod("polite", Some(30));
+    e2e.wait_pod_gone("polite", Duration::from_secs(25));
+    assert!(started.elapsed() < Duration::from_secs(25));
+    eventually("the runtime to let go of the pod", Duration::from_secs(20), || e2e.node.runtime_objects().0.is_empty());
+}
+
+#[test]
+fn a_restarted_nodelet_adopts_api_pods() {
+    let mut e2e = E2e::start("adopt", &[]);
+    e2e.wait_node_ready();
+    e2e.create_pod(json!({
+        "metadata": {"name": "keep"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"]}]}
+    }));
+    let before = e2e.wait_pod("keep", "Running", |p| p["status"]["phase"] == "Running")["status"]["containerStatuses"][0].clone();
+    e2e.node.kill9();
+    e2e.node.spawn();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = e2e.wait_pod("keep", "Running", |p| p["status"]["phase"] == "Running")["status"]["containerStatuses"][0].clone();
+    assert_eq!(after["containerID"], before["containerID"]);
+    assert_eq!(after["restartCount"], 0);
+}
+
+#[test]
+fn pods_keep_running_through_an_apiserver_outage() {
+    let mut e2e = E2e::start("outage", &["--node-lease-duration-seconds", "4"]);
+    if !e2e.can_stop_apiserver() {
+        eprintln!("skipped: the cluster's apiserver cannot be stopped by the suite");
+        return;
+    }
+    e2e.wait_node_ready();
+    e2e.create_pod(json!({
+        "metadata": {"name": "steady"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"]}]}
+    }));
+    let before = e2e.wait_pod("steady", "Running", |p| p["status"]["phase"] == "Running")["status"]["containerStatuses"][0]["containerID"].clone();
+    let (sandboxes, _) = e2e.node.runtime_objects();
+    e2e.stop_apiserver();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(e2e.node.runtime_objects().0, sandboxes, "the pod's sandbox changed during the outage");
+    assert!(e2e.node.is_running(), "nodelet exited during the outage:\n{}", e2e.node.log());
+    e2e.start_apiserver();
+    let first = e2e.lease_renew_time();
+    eventually("the lease to be renewed after the outage", Duration::from_secs(30), || e2e.lease_renew_time() != first);
+    let after = e2e.wait_pod("steady", "Running", |p| p["status"]["phase"] == "Running")["status"]["containerStatuses"][0]["containerID"].clone();
+    assert_eq!(before, after);
+}

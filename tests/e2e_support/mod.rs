@@ -1,0 +1,236 @@
+//! The end-to-end harness: a cluster (the test apiserver as a process of its own, or a real
+//! one named by NODELET_E2E_KUBECONFIG), a nodelet joined to it as a node, an admin client and
+//! a namespace per test. Dropping it stops nodelet, removes what it ran and the test's objects.
+
+#![allow(dead_code)]
+
+use super::common::{eventually, nodelet_binary, Node};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod};
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const REAL_CLUSTER_ENV: &str = "NODELET_E2E_KUBECONFIG";
+pub const REAL_NODE_CREDENTIALS_ENV: &str = "NODELET_E2E_NODE_KUBECONFIG";
+
+/// The project's test apiserver, run as the binary built beside nodelet.
+struct TestApiserver {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    port: u16,
+    node: String,
+}
+
+impl TestApiserver {
+    fn start(node: &str) -> TestApiserver {
+        let dir = tempfile::Builder::new().prefix("nodelet-e2e-apiserver-").tempdir().unwrap();
+        let mut server = TestApiserver { child: None, dir, port: 0, node: node.to_string() };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let binary = nodelet_binary().with_file_name("nodelet-test-apiserver");
+        assert!(binary.exists(), "{} is missing: build the workspace first", binary.display());
+        let _ = std::fs::remove_file(self.dir.path().join("port"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("apiserver.log")).unwrap();
+        let child = Command::new(binary)
+            .args(["--listen", &format!("127.0.0.1:{}", self.port), "--dir", self.dir.path().to_str().unwrap(), "--node", &self.node])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("starting the test apiserver");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(port) = std::fs::read_to_string(self.dir.path().join("port")).ok().and_then(|p| p.trim().parse().ok()) {
+                self.port = port;
+                break;
+            }
+            assert!(Instant::now() < deadline, "the test apiserver did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, so it writes its state and a restart finds the same objects.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = child.wait();
+        }
+    }
+
+    fn admin_kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("admin.kubeconfig")
+    }
+
+    fn node_kubeconfig(&self) -> PathBuf {
+        self.dir.path().join(format!("node-{}.kubeconfig", self.node))
+    }
+}
+
+impl Drop for TestApiserver {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub struct E2e {
+    // Dropped first: nodelet stops and the runtime is cleaned before the apiserver goes.
+    pub node: Node,
+    pub namespace: String,
+    client: kube::Client,
+    rt: tokio::runtime::Runtime,
+    apiserver: Option<TestApiserver>,
+}
+
+pub fn node_name(test: &str) -> String {
+    format!("t-{test}-{}", std::process::id()).replace('_', "-")
+}
+
+async fn client_from(path: &Path) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+impl E2e {
+    pub fn start(test: &str, args: &[&str]) -> E2e {
+        let node = node_name(test);
+        let (apiserver, admin, node_credentials) = match std::env::var_os(REAL_CLUSTER_ENV) {
+            Some(admin) => {
+                let node_credentials = std::env::var_os(REAL_NODE_CREDENTIALS_ENV).unwrap_or(admin.clone());
+                (None, PathBuf::from(admin), PathBuf::from(node_credentials))
+            }
+            None => {
+                let server = TestApiserver::start(&node);
+                let (admin, creds) = (server.admin_kubeconfig(), server.node_kubeconfig());
+                (Some(server), admin, creds)
+            }
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let client = rt.block_on(client_from(&admin));
+        let namespace = format!("e2e-{}", node.trim_start_matches("t-"));
+        rt.block_on(async {
+            let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+            Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+        });
+        let mut all_args = vec!["--kubeconfig", node_credentials.to_str().unwrap()];
+        all_args.extend_from_slice(args);
+        let node = Node::start(test, &all_args);
+        E2e { node, namespace, client, rt, apiserver }
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn can_stop_apiserver(&self) -> bool {
+        self.apiserver.is_some()
+    }
+
+    pub fn stop_apiserver(&mut self) {
+        self.apiserver.as_mut().expect("only the test apiserver can be stopped").stop();
+    }
+
+    pub fn start_apiserver(&mut self) {
+        self.apiserver.as_mut().expect("only the test apiserver can be started").spawn();
+    }
+
+    fn get_node(&self) -> Option<Value> {
+        let api: Api<KubeNode> = Api::all(self.client.clone());
+        let node = self.rt.block_on(api.get_opt(&self.node.name)).ok().flatten()?;
+        Some(serde_json::to_value(node).unwrap())
+    }
+
+    pub fn wait_node_ready(&self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let node = self.get_node();
+            let ready = node.as_ref().and_then(|n| n["status"]["conditions"].as_array().cloned()).unwrap_or_default().iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
+            if ready {
+                return node.unwrap();
+            }
+            assert!(Instant::now() < deadline, "node {} not Ready; last seen {node:#?}\nnodelet log:\n{}", self.node.name, self.node.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn lease_renew_time(&self) -> String {
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
+        let lease = self.rt.block_on(api.get_opt(&self.node.name)).ok().flatten();
+        lease.and_then(|l| l.spec?.renew_time).map(|t| format!("{:?}", t.0)).unwrap_or_default()
+    }
+
+    /// Creates a pod in the test's namespace, bound to this node (no scheduler needed).
+    pub fn create_pod(&self, mut body: Value) {
+        body["apiVersion"] = json!("v1");
+        body["kind"] = json!("Pod");
+        body["metadata"]["namespace"] = json!(self.namespace);
+        body["spec"]["nodeName"] = json!(self.node.name);
+        let pod: Pod = serde_json::from_value(body).unwrap();
+        self.rt.block_on(self.pods().create(&PostParams::default(), &pod)).unwrap();
+    }
+
+    pub fn get_pod(&self, name: &str) -> Option<Value> {
+        let pod = self.rt.block_on(self.pods().get_opt(name)).ok().flatten()?;
+        Some(serde_json::to_value(pod).unwrap())
+    }
+
+    pub fn wait_pod(&self, name: &str, what: &str, mut check: impl FnMut(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = None;
+        loop {
+            if let Some(pod) = self.get_pod(name) {
+                if check(&pod) {
+                    return pod;
+                }
+                last = Some(pod);
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what} of pod {name}; last seen {last:#?}\nnodelet log:\n{}", self.node.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn delete_pod(&self, name: &str, grace: Option<i64>) {
+        let params = DeleteParams { grace_period_seconds: grace.map(|g| g as u32), ..Default::default() };
+        self.rt.block_on(self.pods().delete(name, &params)).unwrap();
+    }
+
+    pub fn wait_pod_gone(&self, name: &str, timeout: Duration) {
+        eventually(&format!("pod {name} to be removed from the API"), timeout, || self.get_pod(name).is_none());
+    }
+
+    /// A container's output, from the CRI log file nodelet's runtime wrote on this machine.
+    pub fn container_log(&self, pod: &Value, container: &str) -> String {
+        let dir = self.node.pod_logs().join(format!(
+            "{}_{}_{}",
+            pod["metadata"]["namespace"].as_str().unwrap(),
+            pod["metadata"]["name"].as_str().unwrap(),
+            pod["metadata"]["uid"].as_str().unwrap()
+        ));
+        let path = dir.join(container).join("0.log");
+        eventually("the container's log", Duration::from_secs(10), || std::fs::metadata(&path).is_ok_and(|m| m.len() > 0));
+        std::fs::read_to_string(&path).unwrap().lines().filter_map(|l| l.splitn(4, ' ').nth(3)).collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for E2e {
+    fn drop(&mut self) {
+        // On a real cluster, leave nothing behind: the test's namespace and this node.
+        if self.apiserver.is_none() {
+            let client = self.client.clone();
+            let (ns, node) = (self.namespace.clone(), self.node.name.clone());
+            self.rt.block_on(async move {
+                let _ = Api::<Namespace>::all(client.clone()).delete(&ns, &DeleteParams::default()).await;
+                let _ = Api::<KubeNode>::all(client).delete(&node, &DeleteParams::default()).await;
+            });
+        }
+    }
+}

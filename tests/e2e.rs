@@ -144,3 +144,54 @@ fn pods_keep_running_through_an_apiserver_outage() {
     let after = e2e.wait_pod("steady", "Running", |p| p["status"]["phase"] == "Running")["status"]["containerStatuses"][0]["containerID"].clone();
     assert_eq!(before, after);
 }
+
+#[test]
+fn pods_get_env_from_configmaps_secrets_and_services_and_the_service_account_volume() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let e2e = E2e::start("env", &[]);
+    e2e.wait_node_ready();
+    e2e.create_namespaced::<ConfigMap>(json!({"metadata": {"name": "settings"}, "data": {"color": "blue", "size": "L"}}));
+    e2e.create_namespaced::<Secret>(json!({"metadata": {"name": "creds"}, "stringData": {"password": "s3cret"}}));
+    let script = "echo color=$COLOR size=$CFG_size password=$PASSWORD missing=${MISSING:-unset} api=$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT; \
+                  echo ns=$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace); \
+                  test -s /var/run/secrets/kubernetes.io/serviceaccount/token && echo token=yes; \
+                  test -s /var/run/secrets/kubernetes.io/serviceaccount/ca.crt && echo ca=yes; \
+                  touch /var/run/secrets/kubernetes.io/serviceaccount/x 2>/dev/null || echo readonly=yes; \
+                  grep -q \"$(hostname)\" /etc/hosts && echo hosts=yes; exec sleep 3600";
+    e2e.create_pod(json!({
+        "metadata": {"name": "env"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "main", "image": BUSYBOX, "command": ["sh", "-c", script],
+            "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
+            "env": [
+                {"name": "COLOR", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "color"}}},
+                {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+                {"name": "MISSING", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "nope", "optional": true}}}
+            ]
+        }]}
+    }));
+    let pod = e2e.wait_pod("env", "Running", |p| p["status"]["phase"] == "Running");
+    let volumes = pod["spec"]["volumes"].as_array().unwrap();
+    assert!(volumes.iter().any(|v| v["name"].as_str().unwrap().starts_with("kube-api-access-")), "the apiserver added no token volume: {volumes:?}");
+    eventually("the container's report", Duration::from_secs(10), || e2e.container_log(&pod, "main").contains("hosts=yes"));
+    let log = e2e.container_log(&pod, "main");
+    assert!(log.contains("color=blue size=L password=s3cret missing=unset api=10.96.0.1:443"), "{log}");
+    assert!(log.contains(&format!("ns={}", e2e.namespace)), "{log}");
+    for line in ["token=yes", "ca=yes", "readonly=yes", "hosts=yes"] {
+        assert!(log.contains(line), "{line} missing from:\n{log}");
+    }
+}
+
+#[test]
+fn a_missing_configmap_is_reported_in_the_pod_status() {
+    let e2e = E2e::start("badenv", &[]);
+    e2e.wait_node_ready();
+    e2e.create_pod(json!({
+        "metadata": {"name": "bad"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"],
+            "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "k"}}}]}]}
+    }));
+    let pod = e2e.wait_pod("bad", "CreateContainerConfigError", |p| p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CreateContainerConfigError");
+    let message = pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("absent"), "{message}");
+}

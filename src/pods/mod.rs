@@ -3,6 +3,7 @@
 pub mod api_source;
 pub mod backoff;
 pub mod env;
+pub mod env_sources;
 pub mod labels;
 pub mod manager;
 pub mod manifest;

@@ -230,14 +230,18 @@ pub fn field_value(pod: &Pod, pod_ip: Option<&str>, host_ip: Option<&str>, path:
     }
 }
 
-/// The container's environment in order, with `$(VAR)` references to earlier variables expanded.
-/// `resolve` answers `valueFrom` sources; an unresolvable required one is an error naming it.
+/// The container's environment in the kubelet's order: `envFrom` variables, then `env` (with
+/// `$(VAR)` references to anything defined before expanded), then service variables not yet
+/// defined. `resolve` answers `valueFrom` sources; an unresolvable required one is an error.
 pub fn container_env(
     container: &Container,
+    env_from: Vec<(String, String)>,
+    service_env: &[(String, String)],
     mut resolve: impl FnMut(&EnvVar) -> Result<Option<String>, String>,
 ) -> Result<Vec<(String, String)>, String> {
-    let mut vars: HashMap<String, String> = HashMap::new();
-    let mut ordered: Vec<(String, String)> = Vec::new();
+    let mut vars: HashMap<String, String> = service_env.iter().cloned().collect();
+    vars.extend(env_from.iter().cloned());
+    let mut ordered: Vec<(String, String)> = env_from;
     for var in container.env.iter().flatten() {
         let value = match (&var.value, &var.value_from) {
             (_, Some(_)) => match resolve(var)? {
@@ -250,6 +254,11 @@ pub fn container_env(
         vars.insert(var.name.clone(), value.clone());
         ordered.retain(|(k, _)| k != &var.name);
         ordered.push((var.name.clone(), value));
+    }
+    for (key, value) in service_env {
+        if !ordered.iter().any(|(k, _)| k == key) {
+            ordered.push((key.clone(), value.clone()));
+        }
     }
     Ok(ordered)
 }
@@ -491,7 +500,12 @@ mod tests {
             "    resources: {limits: {cpu: 500m, memory: 64Mi}}\n",
         ));
         let c = &pod.spec.as_ref().unwrap().containers[0];
-        let env = container_env(c, |_| Ok(None)).unwrap();
+        let services = vec![("WEB_SERVICE_HOST".to_string(), "10.96.0.9".to_string()), ("WHO".to_string(), "ignored".to_string())];
+        let env = container_env(c, vec![("FROM".into(), "cm".into())], &services, |_| Ok(None)).unwrap();
+        assert_eq!(env[0], ("FROM".to_string(), "cm".to_string()));
+        assert!(env.contains(&("WEB_SERVICE_HOST".to_string(), "10.96.0.9".to_string())));
+        assert!(env.contains(&("WHO".to_string(), "world".to_string())) && !env.contains(&("WHO".to_string(), "ignored".to_string())));
+        let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k != "FROM" && k != "WEB_SERVICE_HOST").collect();
         assert_eq!(env[1], ("GREETING".to_string(), "hello world".to_string()));
         let vols = VolumePaths::new();
         let cfg = container_config(&ctx(), &ContainerInput { pod: &pod, container: c, attempt: 3, env, volumes: &vols, etc_hosts: None }).unwrap();

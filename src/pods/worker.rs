@@ -2,6 +2,7 @@
 //! status; wake on a container exit, a spec change, a back-off's end or the periodic resync.
 
 use super::backoff::Backoff;
+use super::env_sources::EnvSources;
 use super::observed::{ObservedPod, RunState};
 use super::plan::{self, Memory, Plan, StartContainer, StartFailure};
 use super::spec::{self, NodeContext};
@@ -305,13 +306,19 @@ impl Worker {
         let ctx = &self.deps.ctx;
         self.ensure_image(c).await?;
         let config_error = |e: String| ("CreateContainerConfigError", e);
-        let env = spec::container_env(c, |var| {
+        let sources = EnvSources::gather(self.deps.api.as_ref(), &self.pod, c).await.map_err(config_error)?;
+        let env_from = sources.env_from(c).map_err(config_error)?;
+        let env = spec::container_env(c, env_from, &sources.service_env, |var| {
             let source = var.value_from.as_ref().expect("only called for valueFrom");
-            match &source.field_ref {
-                Some(field) => spec::field_value(&self.pod, pod_ip, ctx.host_ip.as_deref(), &field.field_path)
+            if let Some(field) = &source.field_ref {
+                return spec::field_value(&self.pod, pod_ip, ctx.host_ip.as_deref(), &field.field_path)
                     .map(Some)
-                    .ok_or_else(|| format!("env {:?}: unsupported fieldPath {:?}", var.name, field.field_path)),
-                None => Err(format!("env {:?}: only fieldRef values are supported without an apiserver", var.name)),
+                    .ok_or_else(|| format!("env {:?}: unsupported fieldPath {:?}", var.name, field.field_path));
+            }
+            match sources.key_ref(var) {
+                Some(found) => found,
+                None if self.deps.api.is_none() => Err(format!("env {:?}: configMap and secret references need an apiserver", var.name)),
+                None => Err(format!("env {:?}: unsupported valueFrom (fieldRef, configMapKeyRef and secretKeyRef are)", var.name)),
             }
         })
         .map_err(config_error)?;

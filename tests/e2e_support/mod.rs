@@ -178,6 +178,18 @@ impl E2e {
         self.rt.block_on(self.pods().create(&PostParams::default(), &pod)).unwrap();
     }
 
+    /// Creates a ConfigMap or Secret (or any namespaced core object) in the test's namespace.
+    pub fn create_namespaced<K>(&self, mut body: Value)
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        body["metadata"]["namespace"] = json!(self.namespace);
+        let object: K = serde_json::from_value(body).unwrap();
+        let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
+        self.rt.block_on(api.create(&PostParams::default(), &object)).unwrap();
+    }
+
     pub fn get_pod(&self, name: &str) -> Option<Value> {
         let pod = self.rt.block_on(self.pods().get_opt(name)).ok().flatten()?;
         Some(serde_json::to_value(pod).unwrap())

@@ -3,6 +3,7 @@
 
 pub mod cgroups;
 pub mod config;
+pub mod events;
 pub mod health;
 pub mod machine;
 pub mod network;

@@ -83,7 +83,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(path) => Some(kube_client(path).await?),
         None => None,
     };
+    let events = match &client {
+        Some(client) => nodelet::events::Recorder::to_apiserver(client.clone(), config.node_name.clone()),
+        None => nodelet::events::Recorder::log_only(),
+    };
     let deps = WorkerDeps {
+        events,
         api: client.clone(),
         cri: cri.clone(),
         ctx: ctx.clone(),

@@ -84,6 +84,10 @@ fn a_crashing_container_is_restarted_and_counted() {
     let pod = e2e.wait_pod("crash", "two restarts", |p| p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(2));
     let c = &pod["status"]["containerStatuses"][0];
     assert_eq!(c["lastState"]["terminated"]["exitCode"], 7, "{c:#}");
+    eventually("the kubelet's events for the pod", Duration::from_secs(10), || {
+        let reasons = e2e.event_reasons("crash");
+        ["Pulled", "Created", "Started", "BackOff"].iter().all(|r| reasons.iter().any(|x| x == r))
+    });
 }
 
 #[test]
@@ -100,6 +104,7 @@ fn a_deleted_pod_is_stopped_gracefully_and_removed() {
     e2e.delete_pod("polite", Some(30));
     e2e.wait_pod_gone("polite", Duration::from_secs(25));
     assert!(started.elapsed() < Duration::from_secs(25));
+    assert!(e2e.event_reasons("polite").iter().any(|r| r == "Killing"), "{:?}", e2e.event_reasons("polite"));
     eventually("the runtime to let go of the pod", Duration::from_secs(20), || e2e.node.runtime_objects().0.is_empty());
 }
 

@@ -3,6 +3,7 @@
 
 use super::backoff::Backoff;
 use super::env_sources::EnvSources;
+use crate::events::Kind::{Normal, Warning};
 use super::observed::{ObservedPod, RunState};
 use super::plan::{self, Memory, Plan, StartContainer, StartFailure};
 use super::spec::{self, NodeContext};
@@ -34,6 +35,7 @@ pub struct WorkerDeps {
     pub resync: Duration,
     /// The apiserver in cluster mode: volumes and env read configMaps, secrets and tokens from it.
     pub api: Option<kube::Client>,
+    pub events: crate::events::Recorder,
 }
 
 pub enum WorkerMsg {
@@ -131,6 +133,10 @@ impl Worker {
         spec::pod_ref(&self.pod)
     }
 
+    fn event(&self, container: Option<&str>, kind: crate::events::Kind, reason: &'static str, message: String) {
+        self.deps.events.record(&self.pod, container, kind, reason, message);
+    }
+
     fn uid(&self) -> String {
         spec::pod_uid(&self.pod).to_string()
     }
@@ -169,6 +175,12 @@ impl Worker {
         for (name, failure) in self.memory.start_failures.iter().filter(|(_, f)| f.at >= sync_started) {
             plan.waiting.insert(name.clone(), plan::Waiting { reason: failure.reason.clone(), message: failure.message.clone() });
             plan.wake_after = Some(plan.wake_after.map_or(FAILURE_RECHECK, |w| w.min(FAILURE_RECHECK)));
+        }
+        for (name, waiting) in &plan.waiting {
+            if waiting.reason == "CrashLoopBackOff" || waiting.reason == "ImagePullBackOff" {
+                let what = if waiting.reason == "CrashLoopBackOff" { "restarting failed container" } else { "pulling image" };
+                self.event(Some(name), Warning, "BackOff", format!("Back-off {what} {name} in pod {}", self.pod_ref()));
+            }
         }
         if let Some(Some(refresh)) = self.volumes_refresh {
             let until = refresh.duration_since(SystemTime::now()).unwrap_or_default();
@@ -232,7 +244,7 @@ impl Worker {
             }
         }
         for (id, name, reason) in &plan.kill {
-            tracing::info!(pod = %self.pod_ref(), container = %name, "killing container: {reason}");
+            self.event(Some(name), Normal, "Killing", format!("Stopping container {name}: {reason}"));
             self.deps.cri.stop_container(id, self.grace_period()).await.map_err(|e| e.to_string())?;
             acted = true;
         }
@@ -284,7 +296,7 @@ impl Worker {
         let now = SystemTime::now();
         match self.try_start(sandbox_id, sandbox_attempt, pod_ip, &container, start).await {
             Ok(id) => {
-                tracing::info!(pod = %self.pod_ref(), container = %start.name, id = %id, attempt = start.attempt, "container started");
+                tracing::debug!(pod = %self.pod_ref(), container = %start.name, id = %id, attempt = start.attempt, "container started");
                 self.memory.start_failures.remove(&start.name);
                 self.memory.backoff.forget(&plan::start_failure_key(&start.name));
                 if start.is_restart {
@@ -293,7 +305,7 @@ impl Worker {
                 true
             }
             Err((reason, message)) => {
-                tracing::warn!(pod = %self.pod_ref(), container = %start.name, reason, "{message}");
+                self.event(Some(&start.name), Warning, "Failed", format!("Error: {reason}: {message}"));
                 self.memory.backoff.next(&plan::start_failure_key(&start.name), now);
                 self.memory.start_failures.insert(start.name.clone(), StartFailure { reason: reason.into(), message, at: now });
                 // A created but unstartable container counts as a change: observe it again.
@@ -328,7 +340,9 @@ impl Worker {
         let config = spec::container_config(ctx, &input).map_err(config_error)?;
         let sandbox = spec::sandbox_config(ctx, &self.pod, sandbox_attempt);
         let id = self.deps.cri.create_container(sandbox_id, config, sandbox).await.map_err(|e| ("CreateContainerError", e.to_string()))?;
+        self.event(Some(&c.name), Normal, "Created", format!("Created container {}", c.name));
         self.deps.cri.start_container(&id).await.map_err(|e| ("RunContainerError", e.to_string()))?;
+        self.event(Some(&c.name), Normal, "Started", format!("Started container {}", c.name));
         Ok(id)
     }
 
@@ -353,7 +367,10 @@ impl Worker {
         if policy != "Always" {
             let present = self.deps.cri.image_id(&image).await.map_err(pull_error)?;
             match (present, policy) {
-                (Some(_), _) => return Ok(()),
+                (Some(_), _) => {
+                    self.event(Some(&c.name), Normal, "Pulled", format!("Container image {image:?} already present on machine"));
+                    return Ok(());
+                }
                 (None, "Never") => {
                     return Err(("ErrImageNeverPull", format!("container image {image:?} is not present with pull policy of Never")));
                 }
@@ -361,10 +378,10 @@ impl Worker {
             }
         }
         let started = std::time::Instant::now();
-        tracing::info!(pod = %self.pod_ref(), image = %image, "pulling image");
+        self.event(Some(&c.name), Normal, "Pulling", format!("Pulling image {image:?}"));
         let sandbox = spec::sandbox_config(&self.deps.ctx, &self.pod, 0);
         self.deps.cri.pull_image(&image, Some(sandbox)).await.map_err(pull_error)?;
-        tracing::info!(pod = %self.pod_ref(), image = %image, elapsed = ?started.elapsed(), "pulled image");
+        self.event(Some(&c.name), Normal, "Pulled", format!("Successfully pulled image {image:?} in {:.3}s", started.elapsed().as_secs_f64()));
         Ok(())
     }
 
@@ -391,8 +408,11 @@ impl Worker {
 
     async fn try_terminate(&self, grace: Duration) -> Result<(), CriError> {
         let observed = self.observe().await?;
-        let running = observed.containers.iter().filter(|c| c.state == RunState::Running);
-        let stops = running.map(|c| self.deps.cri.stop_container(&c.id, grace));
+        let running: Vec<_> = observed.containers.iter().filter(|c| c.state == RunState::Running).collect();
+        for c in &running {
+            self.event(Some(&c.name), Normal, "Killing", format!("Stopping container {}", c.name));
+        }
+        let stops = running.iter().map(|c| self.deps.cri.stop_container(&c.id, grace));
         join_all(stops).await.into_iter().collect::<Result<Vec<_>, _>>()?;
         for sandbox in &observed.sandboxes {
             self.deps.cri.stop_sandbox(&sandbox.id).await?;

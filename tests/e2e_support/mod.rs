@@ -190,6 +190,13 @@ impl E2e {
         self.rt.block_on(api.create(&PostParams::default(), &object)).unwrap();
     }
 
+    /// Reasons of the events recorded for a pod.
+    pub fn event_reasons(&self, pod: &str) -> Vec<String> {
+        let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let events = self.rt.block_on(api.list(&Default::default())).map(|l| l.items).unwrap_or_default();
+        events.into_iter().filter(|e| e.involved_object.name.as_deref() == Some(pod)).filter_map(|e| e.reason).collect()
+    }
+
     pub fn get_pod(&self, name: &str) -> Option<Value> {
         let pod = self.rt.block_on(self.pods().get_opt(name)).ok().flatten()?;
         Some(serde_json::to_value(pod).unwrap())

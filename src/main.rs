@@ -161,7 +161,7 @@ fn join_cluster(
             }
         }
     });
-    tokio::spawn(nodelet::pods::status_sync::run(client.clone(), deps.store.clone()));
+    tokio::spawn(nodelet::pods::status_sync::run(client.clone(), deps.store.clone(), config.node_name.clone()));
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(nodelet::pods::api_source::watch_node_pods(client, config.node_name.clone(), tx));
     rx

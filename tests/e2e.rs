@@ -200,3 +200,17 @@ fn a_missing_configmap_is_reported_in_the_pod_status() {
     let message = pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap().to_string();
     assert!(message.contains("absent"), "{message}");
 }
+
+#[test]
+fn static_pods_get_mirror_pods_in_the_apiserver() {
+    let e2e = E2e::start("mirror", &[]);
+    e2e.wait_node_ready();
+    let manifest = busybox_pod("static-web", "Always", 1, "exec sleep 3600").replace("metadata:\n", &format!("metadata:\n  namespace: {}\n", e2e.namespace));
+    e2e.node.write_manifest("web.yaml", &manifest);
+    let name = e2e.node.pod_name("static-web");
+    let mirror = e2e.wait_pod(&name, "a Running mirror pod", |p| p["status"]["phase"] == "Running");
+    assert!(mirror["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string(), "{mirror:#}");
+    assert_eq!(mirror["spec"]["nodeName"], e2e.node.name.as_str());
+    e2e.node.remove_manifest("web.yaml");
+    e2e.wait_pod_gone(&name, Duration::from_secs(30));
+}

@@ -42,7 +42,9 @@ pub async fn watch_node_pods(client: kube::Client, node: String, updates: mpsc::
                 false
             }
         };
-        if changed && updates.send(pods.values().cloned().collect()).is_err() {
+        // Mirror pods are the apiserver's view of this node's static pods, not pods to run.
+        let wanted: Vec<Pod> = pods.values().filter(|p| !super::status_sync::is_mirror_pod(p)).cloned().collect();
+        if changed && updates.send(wanted).is_err() {
             return;
         }
     }

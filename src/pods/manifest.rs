@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 
 pub const CONFIG_SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
 pub const CONFIG_HASH_ANNOTATION: &str = "kubernetes.io/config.hash";
+/// Marks the apiserver's copy of a static pod; its value is the static pod's config hash.
+pub const CONFIG_MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
 /// Parses one manifest file (YAML or JSON) into a Pod ready to run on `node_name`.
 /// `file` only labels errors and feeds the identity; the error says what is wrong, not where.

@@ -1,12 +1,15 @@
-//! The one place that writes pod status to the apiserver: statuses of API pods that changed are
-//! patched in batches; a status is written only when it differs from the last one written, and
-//! conditions keep the transition times they had.
+//! The one place that writes pod status to the apiserver: statuses that changed are patched in
+//! batches, only when they differ from the last one written, with conditions keeping the
+//! transition times they had. Static pods are shown through mirror pods, created, replaced and
+//! removed here, and their status goes to the mirror.
 
-use super::manifest::CONFIG_SOURCE_ANNOTATION;
+use super::manifest::{CONFIG_HASH_ANNOTATION, CONFIG_MIRROR_ANNOTATION, CONFIG_SOURCE_ANNOTATION};
+use super::spec;
 use super::store::PodStore;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
-use kube::api::{Api, Patch, PatchParams};
-use std::collections::HashMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 const BATCH_DELAY: Duration = Duration::from_millis(50);
@@ -27,9 +30,40 @@ pub fn keep_transition_times(previous: Option<&PodStatus>, status: &mut PodStatu
     }
 }
 
-pub async fn run(client: kube::Client, store: PodStore) {
+/// A mirror pod: the API's copy of a static pod, pointing at its config hash.
+pub fn is_mirror_pod(pod: &Pod) -> bool {
+    pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(CONFIG_MIRROR_ANNOTATION))
+}
+
+fn config_hash(pod: &Pod) -> String {
+    pod.metadata.annotations.as_ref().and_then(|a| a.get(CONFIG_HASH_ANNOTATION).cloned()).unwrap_or_default()
+}
+
+/// The mirror pod of a static pod, owned by the Node so it goes when the Node goes.
+pub fn mirror_of(pod: &Pod, node_uid: Option<&str>) -> Pod {
+    let mut annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    annotations.insert(CONFIG_MIRROR_ANNOTATION.into(), config_hash(pod));
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            name: pod.metadata.name.clone(),
+            namespace: pod.metadata.namespace.clone(),
+            labels: pod.metadata.labels.clone(),
+            annotations: Some(annotations),
+            owner_references: node_uid.map(|uid| vec![OwnerReference { api_version: "v1".into(), kind: "Node".into(), name: node, uid: uid.into(), controller: Some(true), ..Default::default() }]),
+            ..Default::default()
+        },
+        spec: pod.spec.clone(),
+        status: None,
+    }
+}
+
+pub async fn run(client: kube::Client, store: PodStore, node: String) {
     let mut written: HashMap<String, PodStatus> = HashMap::new();
+    // Static pod UID -> UID of its mirror pod in the apiserver.
+    let mut mirrors: HashMap<String, String> = HashMap::new();
     let mut changes = store.subscribe();
+    let mut last_sweep: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = changes.changed() => {}
@@ -38,33 +72,101 @@ pub async fn run(client: kube::Client, store: PodStore) {
         tokio::time::sleep(BATCH_DELAY).await;
         let pods = store.list();
         written.retain(|uid, _| pods.iter().any(|p| p.metadata.uid.as_deref() == Some(uid)));
-        for pod in pods.into_iter().filter(is_api_pod) {
+        let had_mirrors = mirrors.len();
+        mirrors.retain(|uid, _| pods.iter().any(|p| p.metadata.uid.as_deref() == Some(uid)));
+        // A static pod went away: its mirror goes now, not at the next periodic sweep.
+        if mirrors.len() != had_mirrors || last_sweep.is_none_or(|t| t.elapsed() >= RESYNC) {
+            remove_stale_mirrors(&client, &node, &pods).await;
+            last_sweep = Some(std::time::Instant::now());
+        }
+        for pod in pods {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             let Some(mut status) = pod.status.clone() else { continue };
+            // A static pod's status goes to its mirror pod, created first if needed.
+            let target_uid = if is_api_pod(&pod) {
+                uid.clone()
+            } else {
+                match mirrors.get(&uid) {
+                    Some(mirror) => mirror.clone(),
+                    None => match ensure_mirror(&client, &node, &pod).await {
+                        Ok(mirror) => {
+                            mirrors.insert(uid.clone(), mirror.clone());
+                            written.remove(&uid);
+                            mirror
+                        }
+                        Err(e) => {
+                            tracing::warn!(pod = %spec::pod_ref(&pod), error = %e, "creating the mirror pod failed; retrying");
+                            continue;
+                        }
+                    },
+                }
+            };
             let previous = written.get(&uid);
             keep_transition_times(previous, &mut status);
             if previous == Some(&status) {
                 continue;
             }
-            match patch_status(&client, &pod, &status).await {
+            match patch_status(&client, &pod, &target_uid, &status).await {
                 Ok(()) => {
                     written.insert(uid, status);
                 }
                 Err(kube::Error::Api(e)) if e.code == 404 => {
+                    // A deleted mirror pod is created again on the next round.
+                    mirrors.remove(&uid);
                     written.insert(uid, status);
                 }
-                Err(e) => tracing::warn!(pod = %super::spec::pod_ref(&pod), error = %e, "writing the pod status failed; retrying"),
+                Err(e) => tracing::warn!(pod = %spec::pod_ref(&pod), error = %e, "writing the pod status failed; retrying"),
             }
         }
     }
 }
 
-async fn patch_status(client: &kube::Client, pod: &Pod, status: &PodStatus) -> Result<(), kube::Error> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), super::spec::pod_namespace(pod));
+async fn patch_status(client: &kube::Client, pod: &Pod, uid: &str, status: &PodStatus) -> Result<(), kube::Error> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), spec::pod_namespace(pod));
     // The UID in the patch makes the apiserver refuse it for a recreated pod of the same name.
-    let patch = serde_json::json!({ "metadata": { "uid": pod.metadata.uid }, "status": status });
-    api.patch_status(super::spec::pod_name(pod), &PatchParams::default(), &Patch::Strategic(&patch)).await?;
+    let patch = serde_json::json!({ "metadata": { "uid": uid }, "status": status });
+    api.patch_status(spec::pod_name(pod), &PatchParams::default(), &Patch::Strategic(&patch)).await?;
     Ok(())
+}
+
+/// Makes the static pod's mirror exist with the current config hash; returns the mirror's UID.
+async fn ensure_mirror(client: &kube::Client, node: &str, pod: &Pod) -> Result<String, kube::Error> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), spec::pod_namespace(pod));
+    let name = spec::pod_name(pod);
+    if let Some(existing) = api.get_opt(name).await? {
+        let current = existing.metadata.annotations.as_ref().and_then(|a| a.get(CONFIG_MIRROR_ANNOTATION)).cloned();
+        if current.as_deref() == Some(config_hash(pod).as_str()) && existing.metadata.deletion_timestamp.is_none() {
+            return Ok(existing.metadata.uid.unwrap_or_default());
+        }
+        if current.is_none() {
+            // Not ours to replace: the error is logged and the next round tries again.
+            return Err(kube::Error::Service(format!("pod {} exists and is not this static pod's mirror", spec::pod_ref(pod)).into()));
+        }
+        let params = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+        let _ = api.delete(name, &params).await;
+    }
+    let node_uid = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()).get_opt(node).await?.and_then(|n| n.metadata.uid);
+    let created = api.create(&PostParams::default(), &mirror_of(pod, node_uid.as_deref())).await?;
+    tracing::info!(pod = %spec::pod_ref(pod), "created the mirror pod");
+    Ok(created.metadata.uid.unwrap_or_default())
+}
+
+/// Deletes mirror pods on this node whose static pod no longer runs here.
+async fn remove_stale_mirrors(client: &kube::Client, node: &str, pods: &[Pod]) {
+    let hashes: HashSet<String> = pods.iter().filter(|p| !is_api_pod(p)).map(config_hash).collect();
+    let api: Api<Pod> = Api::all(client.clone());
+    let Ok(list) = api.list(&ListParams::default().fields(&format!("spec.nodeName={node}"))).await else { return };
+    for mirror in list.items.into_iter().filter(is_mirror_pod) {
+        let hash = mirror.metadata.annotations.as_ref().and_then(|a| a.get(CONFIG_MIRROR_ANNOTATION)).cloned().unwrap_or_default();
+        if hashes.contains(&hash) {
+            continue;
+        }
+        let ns_api: Api<Pod> = Api::namespaced(client.clone(), spec::pod_namespace(&mirror));
+        let params = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+        if ns_api.delete(spec::pod_name(&mirror), &params).await.is_ok() {
+            tracing::info!(pod = %spec::pod_ref(&mirror), "removed the mirror pod of a static pod that is gone");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -21,8 +21,20 @@ test: setup
 	$(CARGO) build --workspace --exclude nodelet-pause
 	$(CARGO) test --workspace --exclude nodelet-pause -- --test-threads=4
 
-e2e:
-	@echo "make e2e: the end-to-end suite against an apiserver is not written yet; nothing to run"
+# The end-to-end suite. Without KUBECONFIG it runs against the project's test apiserver (as
+# make test does); with KUBECONFIG=path it joins this machine to that cluster as a node, one
+# case at a time. NODE_KUBECONFIG=path gives nodelet a node's own credentials, which must be
+# those of system:node:$(NODE_NAME) (NODE_NAME defaults to this host's name).
+e2e: setup
+	$(CARGO) build --workspace --exclude nodelet-pause
+ifdef KUBECONFIG
+	NODELET_E2E_KUBECONFIG="$(abspath $(KUBECONFIG))" \
+	NODELET_E2E_NODE_KUBECONFIG="$(if $(NODE_KUBECONFIG),$(abspath $(NODE_KUBECONFIG)))" \
+	NODELET_E2E_NODE_NAME="$(if $(NODE_KUBECONFIG),$(or $(NODE_NAME),$(shell hostname | tr A-Z a-z)))" \
+	$(CARGO) test --test e2e -- --test-threads=1
+else
+	$(CARGO) test --test e2e
+endif
 
 bench:
 	@if [ -f $(ENV)/bench.sh ]; then bash $(ENV)/bench.sh; \

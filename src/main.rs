@@ -173,7 +173,7 @@ async fn prepull_sandbox_image(cri: runtime::Cri, image: String) {
     loop {
         match cri.image_id(&image).await {
             Ok(Some(_)) => return,
-            Ok(None) => match cri.pull_image(&image, None).await {
+            Ok(None) => match cri.pull_image(&image, None, None).await {
                 Ok(_) => return tracing::info!(image = %image, "sandbox image pulled"),
                 Err(e) => tracing::warn!("--pod-infra-container-image: {e}"),
             },

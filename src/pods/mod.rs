@@ -9,6 +9,7 @@ pub mod manager;
 pub mod manifest;
 pub mod observed;
 pub mod plan;
+pub mod pull_secrets;
 pub mod quantity;
 pub mod source;
 pub mod spec;

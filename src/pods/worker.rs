@@ -380,7 +380,11 @@ impl Worker {
         let started = std::time::Instant::now();
         self.event(Some(&c.name), Normal, "Pulling", format!("Pulling image {image:?}"));
         let sandbox = spec::sandbox_config(&self.deps.ctx, &self.pod, 0);
-        self.deps.cri.pull_image(&image, Some(sandbox)).await.map_err(pull_error)?;
+        let auth = match &self.deps.api {
+            Some(client) => super::pull_secrets::auth_for(&image, &super::pull_secrets::read(client, &self.pod).await),
+            None => None,
+        };
+        self.deps.cri.pull_image(&image, auth, Some(sandbox)).await.map_err(pull_error)?;
         self.event(Some(&c.name), Normal, "Pulled", format!("Successfully pulled image {image:?} in {:.3}s", started.elapsed().as_secs_f64()));
         Ok(())
     }

@@ -230,9 +230,9 @@ impl Cri {
         Ok(resp.into_inner().image.map(|i| i.id))
     }
 
-    pub async fn pull_image(&self, image: &str, sandbox: Option<cri::PodSandboxConfig>) -> CriResult<String> {
+    pub async fn pull_image(&self, image: &str, auth: Option<cri::AuthConfig>, sandbox: Option<cri::PodSandboxConfig>) -> CriResult<String> {
         let spec = cri::ImageSpec { image: image.into(), ..Default::default() };
-        let req = request(cri::PullImageRequest { image: Some(spec), auth: None, sandbox_config: sandbox }, PULL_TIMEOUT);
+        let req = request(cri::PullImageRequest { image: Some(spec), auth, sandbox_config: sandbox }, PULL_TIMEOUT);
         Ok(self.images.clone().pull_image(req).await.map_err(fail("PullImage", format!("image {image:?}")))?.into_inner().image_ref)
     }
 }

@@ -51,7 +51,11 @@ impl Node {
     /// Starts a nodelet named after the test; `args` are extra flags.
     pub fn start(test: &str, args: &[&str]) -> Node {
         require_runtime();
-        let name = format!("t-{test}-{}", std::process::id()).replace('_', "-");
+        // A real cluster's node credentials fix the node's name (make e2e NODE_NAME=...).
+        let name = std::env::var("NODELET_E2E_NODE_NAME")
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("t-{test}-{}", std::process::id()).replace('_', "-"));
         let dir = tempfile::Builder::new().prefix(&format!("nodelet-{test}-")).tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
         let mut node = Node { name, dir, port: free_port(), args: args.iter().map(|s| s.to_string()).collect(), child: None, starts: 0 };

@@ -90,8 +90,12 @@ pub struct E2e {
     apiserver: Option<TestApiserver>,
 }
 
+/// The node name `Node::start` will use for this test.
 pub fn node_name(test: &str) -> String {
-    format!("t-{test}-{}", std::process::id()).replace('_', "-")
+    std::env::var("NODELET_E2E_NODE_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| format!("t-{test}-{}", std::process::id()).replace('_', "-"))
 }
 
 async fn client_from(path: &Path) -> kube::Client {
@@ -103,9 +107,10 @@ async fn client_from(path: &Path) -> kube::Client {
 impl E2e {
     pub fn start(test: &str, args: &[&str]) -> E2e {
         let node = node_name(test);
-        let (apiserver, admin, node_credentials) = match std::env::var_os(REAL_CLUSTER_ENV) {
+        let set = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let (apiserver, admin, node_credentials) = match set(REAL_CLUSTER_ENV) {
             Some(admin) => {
-                let node_credentials = std::env::var_os(REAL_NODE_CREDENTIALS_ENV).unwrap_or(admin.clone());
+                let node_credentials = set(REAL_NODE_CREDENTIALS_ENV).unwrap_or(admin.clone());
                 (None, PathBuf::from(admin), PathBuf::from(node_credentials))
             }
             None => {
@@ -116,7 +121,7 @@ impl E2e {
         };
         let rt = tokio::runtime::Runtime::new().unwrap();
         let client = rt.block_on(client_from(&admin));
-        let namespace = format!("e2e-{}", node.trim_start_matches("t-"));
+        let namespace = format!("e2e-{}-{}", test.replace('_', "-"), std::process::id());
         rt.block_on(async {
             let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
             Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();

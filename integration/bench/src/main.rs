@@ -125,7 +125,7 @@ fn print(name: &str, value: f64, unit: &str) {
 async fn main() {
     assert!(Path::new(SOCKET).exists(), "containerd is not running: run `make setup` first");
     let cri = Cri::new(Path::new(SOCKET));
-    cri.pull_image(IMAGE, None).await.expect("pulling the busybox image (make setup pushes it)");
+    cri.pull_image(IMAGE, None, None).await.expect("pulling the busybox image (make setup pushes it)");
     let node = start_nodelet();
     // Let nodelet pull the sandbox image and settle before measuring.
     tokio::time::sleep(Duration::from_secs(3)).await;

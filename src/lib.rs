@@ -10,6 +10,7 @@ pub mod network;
 pub mod node;
 pub mod nodeip;
 pub mod pods;
+pub mod proxy;
 pub mod runtime;
 pub mod server;
 pub mod volumes;

@@ -7,8 +7,8 @@ need_root
 cd "$REPO_ROOT"
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
 
-cargo build --release -p nodelet -p nodelet-cni -p nodelet-bench
-log "static pods: start-up latency and memory"
+cargo build --release -p nodelet -p nodelet-cni -p nodelet-bench -p nodelet-test-apiserver
+log "pods: start-up latency (static, and through the test apiserver) and memory"
 "$TARGET_DIR/release/nodelet-bench"
 if [[ -x $TARGET_DIR/release/nodelet-proxy-bench ]]; then
     log "service proxy: sync times at scale"

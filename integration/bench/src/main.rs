@@ -1,6 +1,11 @@
-//! Pod start-up figures for `make bench`: time from writing a static pod manifest to its
-//! container running (observed through CRI), for one pod and for 20 written at once, and
-//! nodelet's memory at idle and with 20 pods. Prints `bench: <name> <value> <unit>` lines.
+//! Pod start-up figures for `make bench`, printed as `bench: <name> <value> <unit>` lines:
+//! - static pods: time from writing a manifest to its container running (observed through
+//!   CRI), one pod and 20 written at once, and nodelet's memory at idle and with 20 pods;
+//! - pods through the API (the project's test apiserver): the Kubernetes SLO's start-up
+//!   latency, pod created to all its containers started as a watch shows it, one pod and 30
+//!   created at once, and nodelet's memory with 30 pods.
+
+mod api;
 
 use nodelet::pods::labels;
 use nodelet::runtime::Cri;
@@ -9,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const IMAGE: &str = "localhost:5000/nodelet/busybox:1";
+pub const IMAGE: &str = "localhost:5000/nodelet/busybox:1";
 const SOCKET: &str = "/run/containerd/containerd.sock";
 const SINGLE_RUNS: usize = 7;
 const BATCH: usize = 20;
@@ -27,7 +32,7 @@ impl Drop for Nodelet {
     }
 }
 
-fn binary(name: &str) -> PathBuf {
+pub fn binary(name: &str) -> PathBuf {
     std::env::current_exe().unwrap().with_file_name(name)
 }
 
@@ -37,13 +42,13 @@ fn manifest(name: &str) -> String {
     )
 }
 
-fn rss_mb(pid: u32) -> f64 {
+pub fn rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0.0);
     kb / 1024.0
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
@@ -61,7 +66,7 @@ async fn running_pods(cri: &Cri, node: &str) -> HashSet<String> {
         .collect()
 }
 
-async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+pub async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -117,7 +122,7 @@ async fn remove_all(cri: &Cri, node: &Nodelet, names: &[String]) {
     .await;
 }
 
-fn print(name: &str, value: f64, unit: &str) {
+pub fn print(name: &str, value: f64, unit: &str) {
     println!("bench: {name} {value:.3} {unit}");
 }
 
@@ -148,4 +153,6 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     print("static_pod_rss_20_pods", rss_mb(node.child.id()), "MB");
     remove_all(&cri, &node, &names).await;
+    drop(node);
+    api::run(&cri).await;
 }

@@ -1,0 +1,135 @@
+//! Start-up latency of pods created through the API, as the Kubernetes SLO measures it.
+
+use crate::{binary, percentile, print, rss_mb, wait_until, IMAGE};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::watcher;
+use nodelet::pods::labels;
+use nodelet::runtime::Cri;
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SINGLE_RUNS: usize = 7;
+const BATCH: usize = 30;
+const NAMESPACE: &str = "bench";
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cmd: &mut Command, log: &std::path::Path) -> Process {
+    let log = std::fs::File::create(log).unwrap();
+    Process(cmd.stdout(Stdio::from(log.try_clone().unwrap())).stderr(Stdio::from(log)).spawn().expect("starting a process"))
+}
+
+fn pod(name: &str, node: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0, "automountServiceAccountToken": false,
+                 "containers": [{"name": "main", "image": IMAGE, "command": ["sleep", "3600"]}]}
+    }))
+    .unwrap()
+}
+
+fn all_started(pod: &Pod) -> bool {
+    pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some())))
+}
+
+/// Creates pods and returns, per pod, the time from its creation call to the watch showing all
+/// its containers started.
+async fn create_and_time(api: &Api<Pod>, node: &str, names: &[String]) -> Vec<Duration> {
+    let mut events = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
+    // The watch must be established before the pods exist.
+    loop {
+        if let Some(Ok(watcher::Event::InitDone)) = events.next().await {
+            break;
+        }
+    }
+    let mut created: HashMap<String, Instant> = HashMap::new();
+    for name in names {
+        created.insert(name.clone(), Instant::now());
+        api.create(&PostParams::default(), &pod(name, node)).await.expect("creating a pod");
+    }
+    let mut started: HashMap<String, Duration> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while started.len() < names.len() {
+        assert!(Instant::now() < deadline, "pods did not start in time");
+        let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(5), events.next()).await else { continue };
+        if let Ok(watcher::Event::Apply(p)) = event {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            if all_started(&p) {
+                if let Some(t) = created.get(&name) {
+                    started.entry(name).or_insert_with(|| t.elapsed());
+                }
+            }
+        }
+    }
+    let mut times: Vec<Duration> = started.into_values().collect();
+    times.sort();
+    times
+}
+
+async fn delete_all(api: &Api<Pod>, cri: &Cri, node: &str, names: &[String]) {
+    for name in names {
+        let _ = api.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
+    }
+    let selector = HashMap::from([(labels::MANAGED_BY_NODE.to_string(), node.to_string())]);
+    wait_until("pods to be removed", Duration::from_secs(120), async || {
+        cri.list_sandboxes(selector.clone()).await.map(|s| s.is_empty()).unwrap_or(false)
+    })
+    .await;
+}
+
+pub async fn run(cri: &Cri) {
+    let dir = tempfile::Builder::new().prefix("nodelet-bench-api-").tempdir().unwrap();
+    let node = format!("bench-api-{}", std::process::id());
+    let _apiserver = spawn(
+        Command::new(binary("nodelet-test-apiserver")).args(["--dir", dir.path().to_str().unwrap(), "--node", &node, "--no-persist"]),
+        &dir.path().join("apiserver.log"),
+    );
+    wait_until("the test apiserver", Duration::from_secs(20), async || dir.path().join("port").exists()).await;
+    let kubeconfig = kube::config::Kubeconfig::read_from(dir.path().join("admin.kubeconfig")).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": NAMESPACE}})).unwrap();
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+
+    let nodelet = spawn(
+        Command::new(binary("nodelet"))
+            .args(["--hostname-override", &node, "--read-only-port", "0"])
+            .args(["--kubeconfig", dir.path().join(format!("node-{node}.kubeconfig")).to_str().unwrap()])
+            .args(["--root-dir", dir.path().join("root").to_str().unwrap()])
+            .args(["--pod-logs-dir", dir.path().join("logs").to_str().unwrap()])
+            .env("RUST_LOG", "warn"),
+        &dir.path().join("nodelet.log"),
+    );
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    wait_until("the node to register", Duration::from_secs(30), async || nodes.get_opt(&node).await.ok().flatten().is_some()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let api: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let mut singles = Vec::new();
+    for i in 0..SINGLE_RUNS {
+        let names = vec![format!("single{i}")];
+        singles.extend(create_and_time(&api, &node, &names).await);
+        delete_all(&api, cri, &node, &names).await;
+    }
+    singles.sort();
+    print("api_pod_startup_1_p50", percentile(&singles, 50.0).as_secs_f64(), "s");
+    print("api_pod_startup_1_p99", percentile(&singles, 99.0).as_secs_f64(), "s");
+
+    let names: Vec<String> = (0..BATCH).map(|i| format!("batch{i}")).collect();
+    let times = create_and_time(&api, &node, &names).await;
+    print("api_pod_startup_30_p50", percentile(&times, 50.0).as_secs_f64(), "s");
+    print("api_pod_startup_30_p99", percentile(&times, 99.0).as_secs_f64(), "s");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    print("api_pod_rss_30_pods", rss_mb(nodelet.0.id()), "MB");
+    delete_all(&api, cri, &node, &names).await;
+}

@@ -1,0 +1,520 @@
+//! The service proxy (kube-proxy's job, nftables mode): Services and EndpointSlices in,
+//! one nftables table out. Changes are batched (a short debounce) and applied as one atomic
+//! transaction that touches only the changed Services' elements; a periodic full resync
+//! rewrites the whole table in one transaction to repair drift.
+//!
+//! - `model`: plain data; `convert`: apiserver objects -> model (pure, with warnings);
+//! - `render`: model -> nft script, full and incremental (pure);
+//! - `apply`: runs `nft -f -`; `conntrack`: UDP flow cleanup after endpoints go away.
+
+pub mod apply;
+pub mod conntrack;
+pub mod convert;
+pub mod model;
+pub mod render;
+
+use apply::{ApplyError, Netns, Nft};
+use conntrack::{Conntrack, Flow};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use model::{join_endpoints, Model, ServiceEntry, ServiceKey, ServiceName, ServicePort, Slice};
+use render::{Context, CountChain, Rendered};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How the proxy is set up.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// The nftables table (family ip) the proxy owns, "nodelet" by default.
+    pub table: String,
+    /// This node's name (endpoints with this nodeName are local).
+    pub node_name: String,
+    /// The pod network, e.g. "10.88.0.0/16": ClusterIP traffic from outside it is masqueraded.
+    pub pod_cidr: Option<String>,
+    /// Where nft and conntrack run (the caller's network namespace by default).
+    pub netns: Netns,
+    pub nft: PathBuf,
+    pub conntrack: PathBuf,
+    /// How long changes are collected before they are applied together.
+    pub debounce: Duration,
+    /// How often the whole table is rewritten.
+    pub resync_interval: Duration,
+}
+
+impl ProxyConfig {
+    pub fn new(node_name: impl Into<String>) -> Self {
+        ProxyConfig {
+            table: "nodelet".into(),
+            node_name: node_name.into(),
+            pod_cidr: None,
+            netns: Netns::default(),
+            nft: "nft".into(),
+            conntrack: "conntrack".into(),
+            debounce: Duration::from_millis(50),
+            resync_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What the proxy reports for /healthz and metrics.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProxyHealth {
+    /// When a sync (incremental or full) last succeeded.
+    pub last_sync: Option<SystemTime>,
+    pub last_full_sync: Option<SystemTime>,
+    pub last_sync_duration: Option<Duration>,
+    pub last_full_sync_duration: Option<Duration>,
+    /// Failed syncs since start, and in a row now (0 when the last sync succeeded).
+    pub failed_syncs: u64,
+    pub consecutive_failures: u64,
+    pub last_error: Option<String>,
+    /// Service ports programmed, rules and set/map elements in the table.
+    pub service_ports: usize,
+    pub rules: usize,
+    pub elements: usize,
+    /// Inputs skipped as invalid since start.
+    pub invalid_objects: u64,
+}
+
+/// A Service's ports joined with their endpoints.
+type PortsWithEndpoints = Vec<(ServicePort, Vec<model::Endpoint>)>;
+
+/// What the proxy was told: Services and slices as converted, and which Services changed.
+#[derive(Default)]
+struct Inputs {
+    services: HashMap<ServiceName, Vec<ServicePort>>,
+    slices: HashMap<ServiceName, Slice>,
+    slices_of: HashMap<ServiceName, BTreeSet<ServiceName>>,
+    dirty: BTreeSet<ServiceName>,
+    /// Bumped by every change, so a sync knows whether it saw the latest.
+    generation: u64,
+}
+
+impl Inputs {
+    fn entries_of(&self, svc: &ServiceName) -> PortsWithEndpoints {
+        let Some(ports) = self.services.get(svc) else { return Vec::new() };
+        let slices: Vec<&Slice> =
+            self.slices_of.get(svc).into_iter().flatten().filter_map(|n| self.slices.get(n)).collect();
+        ports.iter().map(|p| (p.clone(), join_endpoints(p, slices.iter().copied()))).collect()
+    }
+}
+
+/// What is in the kernel (as far as the proxy knows).
+#[derive(Default)]
+struct Applied {
+    entries: BTreeMap<ServiceKey, (ServiceEntry, Rendered)>,
+    by_service: HashMap<ServiceName, BTreeSet<ServiceKey>>,
+    ids: HashMap<ServiceKey, u32>,
+    next_id: u32,
+    count_chains: BTreeSet<CountChain>,
+    hairpin: HashMap<Ipv4Addr, usize>,
+    /// Rules and elements of the Services' own parts (not the fixed chains, count chains, hairpin).
+    service_rules: usize,
+    service_elements: usize,
+    /// A full sync is due: at start, after a failure, or on request.
+    need_full: bool,
+}
+
+impl Applied {
+    fn id_for(&mut self, key: &ServiceKey) -> u32 {
+        if let Some(id) = self.ids.get(key) {
+            return *id;
+        }
+        self.next_id += 1;
+        self.ids.insert(key.clone(), self.next_id);
+        self.next_id
+    }
+}
+
+/// The service proxy. Feed it objects from the watch; `run` applies them.
+pub struct Proxier {
+    ctx: Context,
+    config: ProxyConfig,
+    nft: Nft,
+    conntrack: Conntrack,
+    inputs: Mutex<Inputs>,
+    applied: tokio::sync::Mutex<Applied>,
+    health: Mutex<ProxyHealth>,
+    changed: tokio::sync::Notify,
+}
+
+fn valid_table_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 64
+}
+
+fn valid_cidr(cidr: &str) -> bool {
+    let Some((ip, len)) = cidr.split_once('/') else { return false };
+    ip.parse::<Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32)
+}
+
+impl Proxier {
+    pub fn new(config: ProxyConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(valid_table_name(&config.table), "invalid nftables table name {:?}", config.table);
+        if let Some(cidr) = &config.pod_cidr {
+            anyhow::ensure!(valid_cidr(cidr), "invalid IPv4 pod CIDR {cidr:?}");
+        }
+        let ctx = Context { table: config.table.clone(), node_name: config.node_name.clone(), pod_cidr: config.pod_cidr.clone() };
+        let nft = Nft { program: config.nft.clone(), netns: config.netns.clone() };
+        let conntrack = Conntrack { program: config.conntrack.clone(), netns: config.netns.clone() };
+        let applied = Applied { need_full: true, ..Default::default() };
+        Ok(Proxier {
+            ctx,
+            config,
+            nft,
+            conntrack,
+            inputs: Mutex::new(Inputs::default()),
+            applied: tokio::sync::Mutex::new(applied),
+            health: Mutex::new(ProxyHealth::default()),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    pub fn config(&self) -> &ProxyConfig {
+        &self.config
+    }
+
+    fn warn_all(&self, warnings: &[String]) {
+        for w in warnings {
+            tracing::warn!(table = %self.ctx.table, "{w}");
+        }
+        if !warnings.is_empty() {
+            self.health.lock().unwrap().invalid_objects += warnings.len() as u64;
+        }
+    }
+
+    fn mark_dirty(&self, inputs: &mut Inputs, svc: ServiceName) {
+        inputs.dirty.insert(svc);
+        inputs.generation += 1;
+        self.changed.notify_one();
+    }
+
+    /// A Service was added or changed.
+    pub fn upsert_service(&self, svc: &Service) {
+        let converted = convert::service(svc);
+        self.warn_all(&converted.warnings);
+        let Some(name) = convert::service_name(svc) else { return };
+        let mut inputs = self.inputs.lock().unwrap();
+        if inputs.services.get(&name) == Some(&converted.value) {
+            return;
+        }
+        inputs.services.insert(name.clone(), converted.value);
+        self.mark_dirty(&mut inputs, name);
+    }
+
+    /// A Service was deleted.
+    pub fn delete_service(&self, namespace: &str, name: &str) {
+        let name = ServiceName::new(namespace, name);
+        let mut inputs = self.inputs.lock().unwrap();
+        if inputs.services.remove(&name).is_some() {
+            self.mark_dirty(&mut inputs, name);
+        }
+    }
+
+    /// An EndpointSlice was added or changed.
+    pub fn upsert_slice(&self, slice: &EndpointSlice) {
+        let converted = convert::slice(slice);
+        self.warn_all(&converted.warnings);
+        let Some(name) = convert::slice_name(slice) else { return };
+        let mut inputs = self.inputs.lock().unwrap();
+        let old = inputs.slices.get(&name).map(|s| s.service.clone());
+        if let Some(old_svc) = &old {
+            if converted.value.as_ref() == inputs.slices.get(&name) {
+                return;
+            }
+            inputs.slices_of.entry(old_svc.clone()).or_default().remove(&name);
+            inputs.slices.remove(&name);
+            self.mark_dirty(&mut inputs, old_svc.clone());
+        }
+        if let Some(s) = converted.value {
+            let svc = s.service.clone();
+            inputs.slices_of.entry(svc.clone()).or_default().insert(name.clone());
+            inputs.slices.insert(name, s);
+            self.mark_dirty(&mut inputs, svc);
+        }
+    }
+
+    /// An EndpointSlice was deleted.
+    pub fn delete_slice(&self, namespace: &str, name: &str) {
+        let name = ServiceName::new(namespace, name);
+        let mut inputs = self.inputs.lock().unwrap();
+        if let Some(old) = inputs.slices.remove(&name) {
+            if let Some(set) = inputs.slices_of.get_mut(&old.service) {
+                set.remove(&name);
+                if set.is_empty() {
+                    inputs.slices_of.remove(&old.service);
+                }
+            }
+            self.mark_dirty(&mut inputs, old.service);
+        }
+    }
+
+    /// What is currently programmed (or about to be, before a failed sync is repaired).
+    pub async fn model(&self) -> Model {
+        let applied = self.applied.lock().await;
+        applied.entries.iter().map(|(k, (e, _))| (k.clone(), e.clone())).collect()
+    }
+
+    pub fn health(&self) -> ProxyHealth {
+        self.health.lock().unwrap().clone()
+    }
+
+    /// Applies the pending changes now: incrementally, or as a full sync when one is due.
+    /// A rejected incremental transaction is logged and retried as a full sync.
+    pub async fn sync(&self) -> Result<(), ApplyError> {
+        let mut applied = self.applied.lock().await;
+        if applied.need_full {
+            return self.full_sync_locked(&mut applied).await;
+        }
+        let started = Instant::now();
+        let (dirty, wanted): (Vec<ServiceName>, Vec<PortsWithEndpoints>) = {
+            let mut inputs = self.inputs.lock().unwrap();
+            let dirty: Vec<ServiceName> = std::mem::take(&mut inputs.dirty).into_iter().collect();
+            let wanted = dirty.iter().map(|s| inputs.entries_of(s)).collect();
+            (dirty, wanted)
+        };
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let mut script = String::new();
+        let mut count_chains = applied.count_chains.clone();
+        let mut flows: Vec<Flow> = Vec::new();
+        let mut hairpin_delta: HashMap<Ipv4Addr, isize> = HashMap::new();
+        let mut changes: Vec<(ServiceKey, Option<(ServiceEntry, Rendered)>)> = Vec::new();
+        let mut new_ids: Vec<ServiceKey> = Vec::new();
+        for (svc, entries) in dirty.iter().zip(wanted) {
+            let old_keys = applied.by_service.get(svc).cloned().unwrap_or_default();
+            let mut new_entries: BTreeMap<ServiceKey, ServiceEntry> = BTreeMap::new();
+            for (port, endpoints) in entries {
+                let key = port.key.clone();
+                if !applied.ids.contains_key(&key) {
+                    new_ids.push(key.clone());
+                }
+                let id = applied.id_for(&key);
+                new_entries.insert(key, ServiceEntry { id, port, endpoints });
+            }
+            let keys: BTreeSet<ServiceKey> = old_keys.iter().cloned().chain(new_entries.keys().cloned()).collect();
+            for key in keys {
+                let old = applied.entries.get(&key);
+                let new = new_entries.remove(&key);
+                if old.map(|(e, _)| e) == new.as_ref() {
+                    continue;
+                }
+                let rendered = new.as_ref().map(|e| render::render_service(&self.ctx, e));
+                render::diff(&self.ctx, old.map(|(_, r)| r), rendered.as_ref(), &mut count_chains, &mut script);
+                flows.extend(conntrack::stale_flows(old.map(|(e, _)| e), new.as_ref(), &self.ctx.node_name));
+                for ip in old.iter().flat_map(|(_, r)| r.endpoint_ips.iter()) {
+                    *hairpin_delta.entry(*ip).or_default() -= 1;
+                }
+                for ip in rendered.iter().flat_map(|r| r.endpoint_ips.iter()) {
+                    *hairpin_delta.entry(*ip).or_default() += 1;
+                }
+                changes.push((key, new.zip(rendered)));
+            }
+        }
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        for (ip, d) in &hairpin_delta {
+            let before = applied.hairpin.get(ip).copied().unwrap_or(0) as isize;
+            let after = before + d;
+            if before == 0 && after > 0 {
+                added.push(*ip);
+            } else if before > 0 && after == 0 {
+                removed.push(*ip);
+            }
+        }
+        added.sort();
+        removed.sort();
+        render::hairpin_diff(&self.ctx, &added, &removed, &mut script);
+        if script.is_empty() {
+            for (key, new) in changes {
+                self.commit_entry(&mut applied, key, new);
+            }
+            return Ok(());
+        }
+        tracing::debug!(table = %self.ctx.table, services = dirty.len(), bytes = script.len(), "applying incremental sync");
+        match self.nft.apply(&script).await {
+            Ok(()) => {
+                for (key, new) in changes {
+                    self.commit_entry(&mut applied, key, new);
+                }
+                for (ip, d) in hairpin_delta {
+                    let n = applied.hairpin.entry(ip).or_default();
+                    *n = (*n as isize + d).max(0) as usize;
+                    if *n == 0 {
+                        applied.hairpin.remove(&ip);
+                    }
+                }
+                applied.count_chains = count_chains;
+                self.record_success(&applied, started.elapsed(), false);
+                drop(applied);
+                self.conntrack.delete(&flows).await;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(table = %self.ctx.table, error = %e, "incremental sync failed; the previous ruleset stays; retrying with a full sync");
+                self.record_failure(&e);
+                for key in new_ids {
+                    applied.ids.remove(&key);
+                }
+                self.full_sync_locked(&mut applied).await
+            }
+        }
+    }
+
+    fn commit_entry(&self, applied: &mut Applied, key: ServiceKey, new: Option<(ServiceEntry, Rendered)>) {
+        if let Some((_, r)) = applied.entries.remove(&key) {
+            applied.service_rules -= r.rule_count();
+            applied.service_elements -= r.element_count();
+        }
+        let svc = key.service.clone();
+        match new {
+            Some((e, r)) => {
+                applied.service_rules += r.rule_count();
+                applied.service_elements += r.element_count();
+                applied.by_service.entry(svc).or_default().insert(key.clone());
+                applied.entries.insert(key, (e, r));
+            }
+            None => {
+                applied.ids.remove(&key);
+                if let Some(keys) = applied.by_service.get_mut(&svc) {
+                    keys.remove(&key);
+                    if keys.is_empty() {
+                        applied.by_service.remove(&svc);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rewrites the whole table in one transaction.
+    pub async fn full_sync(&self) -> Result<(), ApplyError> {
+        let mut applied = self.applied.lock().await;
+        self.full_sync_locked(&mut applied).await
+    }
+
+    async fn full_sync_locked(&self, applied: &mut Applied) -> Result<(), ApplyError> {
+        let started = Instant::now();
+        let wanted: PortsWithEndpoints = {
+            let mut inputs = self.inputs.lock().unwrap();
+            inputs.dirty.clear();
+            let mut names: Vec<&ServiceName> = inputs.services.keys().collect();
+            names.sort();
+            names.iter().flat_map(|n| inputs.entries_of(n)).collect()
+        };
+        let mut entries: BTreeMap<ServiceKey, (ServiceEntry, Rendered)> = BTreeMap::new();
+        let mut ids = HashMap::new();
+        for (port, endpoints) in wanted {
+            let key = port.key.clone();
+            let id = applied.id_for(&key);
+            ids.insert(key.clone(), id);
+            let entry = ServiceEntry { id, port, endpoints };
+            let rendered = render::render_service(&self.ctx, &entry);
+            entries.insert(key, (entry, rendered));
+        }
+        let (script, counts) = render::full_from_rendered(&self.ctx, entries.values().map(|(_, r)| r));
+        tracing::debug!(table = %self.ctx.table, service_ports = entries.len(), bytes = script.len(), "applying full sync");
+        match self.nft.apply(&script).await {
+            Ok(()) => {
+                let mut flows = Vec::new();
+                for (key, (old, _)) in &applied.entries {
+                    flows.extend(conntrack::stale_flows(Some(old), entries.get(key).map(|(e, _)| e), &self.ctx.node_name));
+                }
+                for (key, (new, _)) in &entries {
+                    if !applied.entries.contains_key(key) {
+                        flows.extend(conntrack::stale_flows(None, Some(new), &self.ctx.node_name));
+                    }
+                }
+                let mut fresh = Applied { ids, next_id: applied.next_id, ..Default::default() };
+                for (key, (e, r)) in entries {
+                    fresh.count_chains.extend(r.count_chains.iter().copied());
+                    for ip in &r.endpoint_ips {
+                        *fresh.hairpin.entry(*ip).or_default() += 1;
+                    }
+                    self.commit_entry(&mut fresh, key, Some((e, r)));
+                }
+                *applied = fresh;
+                self.record_success(applied, started.elapsed(), true);
+                let _ = counts;
+                self.conntrack.delete(&flows).await;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(table = %self.ctx.table, error = %e, "full sync failed; the previous ruleset stays; will retry");
+                self.record_failure(&e);
+                applied.need_full = true;
+                Err(e)
+            }
+        }
+    }
+
+    fn totals(&self, applied: &Applied) -> (usize, usize) {
+        let count_rules: usize = applied.count_chains.iter().map(|c| render::count_chain(&self.ctx, *c).rules.len()).sum();
+        (render::SKELETON_RULES + count_rules + applied.service_rules, applied.service_elements + applied.hairpin.len())
+    }
+
+    fn record_success(&self, applied: &Applied, took: Duration, full: bool) {
+        let (rules, elements) = self.totals(applied);
+        let mut h = self.health.lock().unwrap();
+        let now = SystemTime::now();
+        h.last_sync = Some(now);
+        h.last_sync_duration = Some(took);
+        if full {
+            h.last_full_sync = Some(now);
+            h.last_full_sync_duration = Some(took);
+        }
+        h.consecutive_failures = 0;
+        h.service_ports = applied.entries.len();
+        h.rules = rules;
+        h.elements = elements;
+        tracing::debug!(table = %self.ctx.table, full, took_ms = took.as_secs_f64() * 1e3, rules, elements, "proxy sync done");
+    }
+
+    fn record_failure(&self, e: &ApplyError) {
+        let mut h = self.health.lock().unwrap();
+        h.failed_syncs += 1;
+        h.consecutive_failures += 1;
+        h.last_error = Some(e.to_string());
+    }
+
+    /// Applies changes as they come (after the debounce) and resyncs periodically, forever.
+    /// A failed sync is retried with a growing delay (up to 30 s).
+    pub async fn run(&self) {
+        let mut next_full = Instant::now();
+        let mut retry = Duration::from_millis(500);
+        loop {
+            let failing = self.health().consecutive_failures > 0;
+            let wake = if failing { Instant::now() + retry } else { next_full };
+            tokio::select! {
+                _ = self.changed.notified() => tokio::time::sleep(self.config.debounce).await,
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    if !failing {
+                        self.applied.lock().await.need_full = true;
+                    }
+                }
+            }
+            let full_due = self.applied.lock().await.need_full;
+            match self.sync().await {
+                Ok(()) => {
+                    retry = Duration::from_millis(500);
+                    if full_due {
+                        next_full = Instant::now() + self.config.resync_interval;
+                    }
+                }
+                Err(_) => retry = (retry * 2).min(Duration::from_secs(30)),
+            }
+        }
+    }
+
+    /// Deletes the proxy's table (the proxy's rules stop applying at once).
+    pub async fn cleanup(&self) -> Result<(), ApplyError> {
+        let mut applied = self.applied.lock().await;
+        self.nft.apply(&render::delete_table(&self.ctx.table)).await?;
+        *applied = Applied { need_full: true, next_id: applied.next_id, ..Default::default() };
+        Ok(())
+    }
+}

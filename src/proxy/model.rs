@@ -1,0 +1,230 @@
+//! The service proxy's plain data: what a Service port looks like once validated, what an
+//! endpoint looks like, and which endpoints a kind of traffic may use. No effects here.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+/// A transport protocol a Service port may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    /// Kubernetes spells it "TCP"; an absent protocol means TCP.
+    pub fn parse(s: Option<&str>) -> Result<Protocol, String> {
+        match s.unwrap_or("TCP") {
+            "TCP" => Ok(Protocol::Tcp),
+            "UDP" => Ok(Protocol::Udp),
+            "SCTP" => Ok(Protocol::Sctp),
+            other => Err(format!("unknown protocol {other:?}")),
+        }
+    }
+
+    /// The name nft uses.
+    pub fn nft(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// Names a Service (namespace/name).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceName {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ServiceName {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ServiceName { namespace: namespace.into(), name: name.into() }
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Names one port of a Service: namespace/name:port-name (the port name may be empty when the
+/// Service has a single port). The unit the proxy programs.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceKey {
+    pub service: ServiceName,
+    pub port_name: String,
+    /// Two ports may share a name only if their protocols differ (e.g. DNS over TCP and UDP).
+    pub protocol: Protocol,
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}/{}", self.service, self.port_name, self.protocol.nft())
+    }
+}
+
+/// One validated Service port with every address it is reachable on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    pub key: ServiceKey,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub node_port: Option<u16>,
+    pub cluster_ips: Vec<Ipv4Addr>,
+    pub external_ips: Vec<Ipv4Addr>,
+    pub lb_ips: Vec<Ipv4Addr>,
+    /// sessionAffinity ClientIP: how long a client sticks to its endpoint, in seconds.
+    pub affinity_timeout: Option<u32>,
+    /// externalTrafficPolicy Local: external traffic only to this node's endpoints, source kept.
+    pub external_local: bool,
+    /// internalTrafficPolicy Local: cluster traffic only to this node's endpoints.
+    pub internal_local: bool,
+}
+
+/// One endpoint of a Service port, resolved to the port it listens on.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Endpoint {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub node_name: Option<String>,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+}
+
+/// A Service port with its endpoints and the number the ruleset knows it by (it names the
+/// Service's own chains and maps when it has any).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceEntry {
+    pub id: u32,
+    pub port: ServicePort,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Everything the proxy programs.
+pub type Model = BTreeMap<ServiceKey, ServiceEntry>;
+
+/// One address of an EndpointSlice, before it is joined with a Service port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceEndpoint {
+    pub ip: Ipv4Addr,
+    pub node_name: Option<String>,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+}
+
+/// One port of an EndpointSlice: the Service port's name and the port the endpoints listen on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlicePort {
+    pub name: String,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+/// A validated EndpointSlice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slice {
+    pub service: ServiceName,
+    pub ports: Vec<SlicePort>,
+    pub endpoints: Vec<SliceEndpoint>,
+}
+
+/// Joins a Service port with the slices of its Service: a slice port with the same name and
+/// protocol gives each of the slice's addresses its port. Duplicates are dropped; the result is
+/// sorted so the same input always renders the same way.
+pub fn join_endpoints<'a>(port: &ServicePort, slices: impl IntoIterator<Item = &'a Slice>) -> Vec<Endpoint> {
+    let mut out: BTreeMap<(Ipv4Addr, u16), Endpoint> = BTreeMap::new();
+    for slice in slices {
+        let Some(sp) = slice.ports.iter().find(|p| p.name == port.key.port_name && p.protocol == port.protocol) else {
+            continue;
+        };
+        for e in &slice.endpoints {
+            out.entry((e.ip, sp.port)).or_insert_with(|| Endpoint {
+                ip: e.ip,
+                port: sp.port,
+                node_name: e.node_name.clone(),
+                ready: e.ready,
+                serving: e.serving,
+                terminating: e.terminating,
+            });
+        }
+    }
+    out.into_values().collect()
+}
+
+/// The endpoints traffic may go to, as kube-proxy picks them: only this node's when
+/// `local_only`; the ready ones, or when none is ready the serving and terminating ones.
+pub fn usable_endpoints<'a>(endpoints: &'a [Endpoint], local_only: bool, node_name: &str) -> Vec<&'a Endpoint> {
+    let candidates: Vec<&Endpoint> =
+        endpoints.iter().filter(|e| !local_only || e.node_name.as_deref() == Some(node_name)).collect();
+    let ready: Vec<&Endpoint> = candidates.iter().copied().filter(|e| e.ready).collect();
+    if !ready.is_empty() {
+        return ready;
+    }
+    candidates.into_iter().filter(|e| e.serving && e.terminating).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(ip: [u8; 4], node: &str, ready: bool, serving: bool, terminating: bool) -> Endpoint {
+        Endpoint { ip: ip.into(), port: 80, node_name: Some(node.into()), ready, serving, terminating }
+    }
+
+    #[test]
+    fn ready_endpoints_win_and_terminating_serving_ones_are_the_fallback() {
+        let eps = vec![ep([10, 0, 0, 1], "a", true, true, false), ep([10, 0, 0, 2], "a", false, true, true)];
+        assert_eq!(usable_endpoints(&eps, false, "a"), vec![&eps[0]]);
+        let eps = vec![
+            ep([10, 0, 0, 1], "a", false, false, true),
+            ep([10, 0, 0, 2], "a", false, true, true),
+            ep([10, 0, 0, 3], "a", false, true, false),
+        ];
+        assert_eq!(usable_endpoints(&eps, false, "a"), vec![&eps[1]]);
+    }
+
+    #[test]
+    fn local_only_keeps_this_nodes_endpoints() {
+        let eps = vec![ep([10, 0, 0, 1], "a", true, true, false), ep([10, 0, 0, 2], "b", true, true, false)];
+        assert_eq!(usable_endpoints(&eps, true, "b"), vec![&eps[1]]);
+        assert!(usable_endpoints(&eps, true, "c").is_empty());
+    }
+
+    #[test]
+    fn join_matches_port_name_and_protocol_and_dedups() {
+        let port = ServicePort {
+            key: ServiceKey { service: ServiceName::new("ns", "s"), port_name: "dns".into(), protocol: Protocol::Udp },
+            protocol: Protocol::Udp,
+            port: 53,
+            node_port: None,
+            cluster_ips: vec![],
+            external_ips: vec![],
+            lb_ips: vec![],
+            affinity_timeout: None,
+            external_local: false,
+            internal_local: false,
+        };
+        let se = |ip: [u8; 4]| SliceEndpoint { ip: ip.into(), node_name: None, ready: true, serving: true, terminating: false };
+        let slice = |ports: Vec<SlicePort>, eps| Slice { service: ServiceName::new("ns", "s"), ports, endpoints: eps };
+        let a = slice(
+            vec![
+                SlicePort { name: "dns".into(), port: 5353, protocol: Protocol::Udp },
+                SlicePort { name: "dns".into(), port: 5354, protocol: Protocol::Tcp },
+            ],
+            vec![se([10, 0, 0, 2]), se([10, 0, 0, 1])],
+        );
+        let b = slice(vec![SlicePort { name: "dns".into(), port: 5353, protocol: Protocol::Udp }], vec![se([10, 0, 0, 1])]);
+        let c = slice(vec![SlicePort { name: "other".into(), port: 1, protocol: Protocol::Udp }], vec![se([10, 0, 0, 9])]);
+        let got = join_endpoints(&port, [&a, &b, &c]);
+        let got: Vec<(Ipv4Addr, u16)> = got.iter().map(|e| (e.ip, e.port)).collect();
+        assert_eq!(got, vec![([10, 0, 0, 1].into(), 5353), ([10, 0, 0, 2].into(), 5353)]);
+    }
+}

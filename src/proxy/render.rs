@@ -1,0 +1,778 @@
+//! Pure rendering of the proxy's model into nft scripts: the whole table (full sync) and the
+//! smallest script that turns one Service port's rules into another's (incremental sync).
+//!
+//! The shape, chosen by measurement (see shared/notes/nftables-costs.md): few chains, large maps.
+//! - `service_ips` (daddr . proto . port -> verdict) and `service_nodeports` (proto . port ->
+//!   verdict, only for local destination addresses) send a new connection to a chain shared by
+//!   every Service with the same endpoint count N and traffic path, e.g. `cluster_3`;
+//! - that chain marks for masquerade when needed and DNATs with
+//!   `numgen random mod N` through `backends` / `np_backends`, which hold one element per
+//!   (frontend, endpoint index);
+//! - Services with ClientIP affinity get chains of their own (a sticky map with a timeout
+//!   remembers the client's endpoint; a per-endpoint chain records it) since they are few;
+//! - frontends without usable endpoints are in `no_endpoints` / `no_endpoint_nodeports` and
+//!   rejected by filter chains (TCP reset, ICMP port unreachable);
+//! - `postrouting` masquerades marked packets and hairpin traffic (`hairpin` holds ip . ip for
+//!   every endpoint address).
+
+use super::model::{usable_endpoints, Endpoint, Model, Protocol, ServiceEntry, ServicePort};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+/// The packet mark bit that asks postrouting to masquerade (kube-proxy's default).
+pub const MASQ_MARK: u32 = 0x4000;
+/// Rules in the fixed chains of the table (see `skeleton`).
+pub const SKELETON_RULES: usize = 13;
+const COMMENT_MAX: usize = 120;
+
+/// What the rendering needs to know about the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Context {
+    /// The nftables table (family ip), e.g. "nodelet".
+    pub table: String,
+    /// This node's name: endpoints with this nodeName are local.
+    pub node_name: String,
+    /// The pod network ("10.88.0.0/16"): ClusterIP traffic from outside it is masqueraded.
+    /// None: ClusterIP traffic is never masqueraded (except hairpin).
+    pub pod_cidr: Option<String>,
+}
+
+/// How a frontend's traffic is handled: which endpoints, which backend map, masquerade or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Path {
+    /// ClusterIP: masquerade when the client is outside the pod network.
+    Cluster,
+    /// externalIPs and load balancer IPs with externalTrafficPolicy Cluster: always masquerade.
+    External,
+    /// externalIPs and load balancer IPs with externalTrafficPolicy Local: keep the source.
+    ExternalLocal,
+    /// NodePort with externalTrafficPolicy Cluster.
+    NodePort,
+    /// NodePort with externalTrafficPolicy Local.
+    NodePortLocal,
+}
+
+impl Path {
+    fn name(self) -> &'static str {
+        match self {
+            Path::Cluster => "cluster",
+            Path::External => "external",
+            Path::ExternalLocal => "local",
+            Path::NodePort => "nodeport",
+            Path::NodePortLocal => "nodeport_local",
+        }
+    }
+    fn short(self) -> &'static str {
+        match self {
+            Path::Cluster => "c",
+            Path::External => "x",
+            Path::ExternalLocal => "l",
+            Path::NodePort => "n",
+            Path::NodePortLocal => "nl",
+        }
+    }
+    fn is_node_port(self) -> bool {
+        matches!(self, Path::NodePort | Path::NodePortLocal)
+    }
+    fn masquerade_rule(self, ctx: &Context) -> Option<String> {
+        let mark = format!("meta mark set meta mark | {MASQ_MARK:#x}");
+        match self {
+            Path::Cluster => ctx.pod_cidr.as_ref().map(|cidr| format!("ip saddr != {cidr} {mark}")),
+            Path::External | Path::NodePort => Some(mark),
+            Path::ExternalLocal | Path::NodePortLocal => None,
+        }
+    }
+    fn dispatch_map(self) -> &'static str {
+        if self.is_node_port() {
+            "service_nodeports"
+        } else {
+            "service_ips"
+        }
+    }
+    /// One backend map per protocol: the map's data type names the protocol, and nft derives
+    /// the rule's protocol match from it.
+    fn backend_map(self, proto: Protocol) -> &'static str {
+        match (self.is_node_port(), proto) {
+            (false, Protocol::Tcp) => "backends_tcp",
+            (false, Protocol::Udp) => "backends_udp",
+            (false, Protocol::Sctp) => "backends_sctp",
+            (true, Protocol::Tcp) => "np_backends_tcp",
+            (true, Protocol::Udp) => "np_backends_udp",
+            (true, Protocol::Sctp) => "np_backends_sctp",
+        }
+    }
+    fn reject_set(self) -> &'static str {
+        if self.is_node_port() {
+            "no_endpoint_nodeports"
+        } else {
+            "no_endpoints"
+        }
+    }
+}
+
+/// A chain: its name, comment and rules, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chain {
+    pub name: String,
+    pub comment: Option<String>,
+    pub rules: Vec<String>,
+}
+
+/// A map or set element value and comment; the key is the map's key in `Rendered::elements`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElementValue {
+    pub value: Option<String>,
+    pub comment: Option<String>,
+}
+
+/// A dynamic map remembering each client's endpoint for ClientIP affinity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StickyMap {
+    /// sticky<id>_<path>_<timeout>: a new timeout is a new map (a set's timeout is fixed).
+    pub name: String,
+    /// The affinity chain that uses it.
+    pub chain: String,
+    pub protocol: Protocol,
+    pub timeout: u32,
+    pub comment: String,
+}
+
+/// A chain shared by all frontends of one path and protocol with the same endpoint count.
+pub type CountChain = (Path, Protocol, usize);
+
+/// What one Service port contributes to the table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rendered {
+    /// (map or set name, key) -> value.
+    pub elements: BTreeMap<(&'static str, String), ElementValue>,
+    /// The Service's own chains, each after the chains it jumps to.
+    pub chains: Vec<Chain>,
+    pub sticky: Vec<StickyMap>,
+    pub count_chains: BTreeSet<CountChain>,
+    /// Addresses of the endpoints in use that may be on this node (a pod can only hairpin
+    /// through its own node); the hairpin set holds each once.
+    pub endpoint_ips: BTreeSet<Ipv4Addr>,
+}
+
+impl Rendered {
+    pub fn rule_count(&self) -> usize {
+        self.chains.iter().map(|c| c.rules.len()).sum()
+    }
+    pub fn element_count(&self) -> usize {
+        self.elements.len()
+    }
+}
+
+fn comment_text(s: &str) -> String {
+    let mut s: String = s.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
+    if s.len() > COMMENT_MAX {
+        let mut end = COMMENT_MAX;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+/// The rules of a shared count chain.
+pub fn count_chain(ctx: &Context, (path, proto, n): CountChain) -> Chain {
+    let mut rules: Vec<String> = path.masquerade_rule(ctx).into_iter().collect();
+    let p = proto.nft();
+    let key = if path.is_node_port() { format!("{p} dport") } else { format!("ip daddr . {p} dport") };
+    rules.push(format!("dnat ip to {key} . numgen random mod {n} map @{}", path.backend_map(proto)));
+    Chain { name: count_chain_name(path, proto, n), comment: None, rules }
+}
+
+fn count_chain_name(path: Path, proto: Protocol, n: usize) -> String {
+    format!("{}_{}_{n}", path.name(), proto.nft())
+}
+
+/// What a Service port contributes: dispatch elements, backend elements or affinity chains,
+/// reject elements for frontends without usable endpoints.
+pub fn render_service(ctx: &Context, entry: &ServiceEntry) -> Rendered {
+    let mut out = Rendered::default();
+    let port = &entry.port;
+    let name = comment_text(&format!("{}:{}", port.key.service, port.key.port_name));
+    let proto = port.protocol.nft();
+    let cluster_eps = usable_endpoints(&entry.endpoints, port.internal_local, &ctx.node_name);
+    let external_eps = usable_endpoints(&entry.endpoints, port.external_local, &ctx.node_name);
+    let (ext_path, np_path) =
+        if port.external_local { (Path::ExternalLocal, Path::NodePortLocal) } else { (Path::External, Path::NodePort) };
+    // (path, dispatch key, backend key prefix, endpoints)
+    let mut frontends: Vec<(Path, String, String, &[&Endpoint])> = Vec::new();
+    for ip in &port.cluster_ips {
+        frontends.push((Path::Cluster, format!("{ip} . {proto} . {}", port.port), format!("{ip} . {}", port.port), &cluster_eps));
+    }
+    for ip in port.external_ips.iter().chain(&port.lb_ips) {
+        frontends.push((ext_path, format!("{ip} . {proto} . {}", port.port), format!("{ip} . {}", port.port), &external_eps));
+    }
+    if let Some(np) = port.node_port {
+        frontends.push((np_path, format!("{proto} . {np}"), np.to_string(), &external_eps));
+    }
+    let mut affinity_paths = BTreeSet::new();
+    for (path, key, backend_key, eps) in frontends {
+        let here = |e: &&&Endpoint| e.node_name.as_deref().is_none_or(|n| n == ctx.node_name);
+        out.endpoint_ips.extend(eps.iter().filter(here).map(|e| e.ip));
+        let comment = Some(name.clone());
+        if eps.is_empty() {
+            out.elements.insert((path.reject_set(), key), ElementValue { value: None, comment });
+            continue;
+        }
+        let target = match port.affinity_timeout {
+            Some(timeout) => {
+                let chain = format!("aff{}_{}", entry.id, path.short());
+                if affinity_paths.insert(path) {
+                    affinity_chains(ctx, &mut out, &chain, path, port, eps, timeout, &name);
+                }
+                chain
+            }
+            None => {
+                for (i, e) in eps.iter().enumerate() {
+                    let value = ElementValue { value: Some(format!("{} . {}", e.ip, e.port)), comment: None };
+                    out.elements.insert((path.backend_map(port.protocol), format!("{backend_key} . {i}")), value);
+                }
+                out.count_chains.insert((path, port.protocol, eps.len()));
+                count_chain_name(path, port.protocol, eps.len())
+            }
+        };
+        out.elements.insert((path.dispatch_map(), key), ElementValue { value: Some(format!("goto {target}")), comment });
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn affinity_chains(
+    ctx: &Context,
+    out: &mut Rendered,
+    chain: &str,
+    path: Path,
+    port: &ServicePort,
+    eps: &[&Endpoint],
+    timeout: u32,
+    name: &str,
+) {
+    let sticky = format!("sticky{}_{timeout}", &chain[3..]);
+    let proto = port.protocol.nft();
+    let mut gotos = Vec::new();
+    for (i, e) in eps.iter().enumerate() {
+        let ep_chain = format!("{chain}_{i}");
+        out.chains.push(Chain {
+            name: ep_chain.clone(),
+            comment: None,
+            rules: vec![
+                format!("update @{sticky} {{ ip saddr : {} . {} }}", e.ip, e.port),
+                format!("meta l4proto {proto} dnat ip to {}:{}", e.ip, e.port),
+            ],
+        });
+        gotos.push(format!("{i} : goto {ep_chain}"));
+    }
+    let mut rules: Vec<String> = path.masquerade_rule(ctx).into_iter().collect();
+    rules.push(format!("meta l4proto {proto} dnat ip to ip saddr map @{sticky}"));
+    rules.push(format!("numgen random mod {} vmap {{ {} }}", eps.len(), gotos.join(", ")));
+    out.chains.push(Chain {
+        name: chain.to_string(),
+        comment: Some(comment_text(&format!("{name} {} ClientIP {timeout}s", path.name()))),
+        rules,
+    });
+    out.sticky.push(StickyMap { name: sticky, chain: chain.to_string(), protocol: port.protocol, timeout, comment: name.to_string() });
+}
+
+fn skeleton(ctx: &Context, s: &mut String) {
+    let m = MASQ_MARK;
+    let mut backend_maps = String::new();
+    for p in ["tcp", "udp", "sctp"] {
+        let _ = write!(
+            backend_maps,
+            "\tmap backends_{p} {{\n\t\ttypeof ip daddr . {p} dport . numgen random mod 1 : ip daddr . {p} dport\n\t}}\n\
+             \tmap np_backends_{p} {{\n\t\ttypeof {p} dport . numgen random mod 1 : ip daddr . {p} dport\n\t}}\n"
+        );
+    }
+    let _ = write!(
+        s,
+        r#"	comment "nodelet service proxy: managed by nodelet, rewritten on every resync"
+	map service_ips {{
+		type ipv4_addr . inet_proto . inet_service : verdict
+	}}
+	map service_nodeports {{
+		type inet_proto . inet_service : verdict
+	}}
+{backend_maps}	set no_endpoints {{
+		type ipv4_addr . inet_proto . inet_service
+	}}
+	set no_endpoint_nodeports {{
+		type inet_proto . inet_service
+	}}
+	set hairpin {{
+		typeof ip saddr . ip daddr
+	}}
+	chain services {{
+		ip daddr . meta l4proto . th dport vmap @service_ips
+		ip daddr != 127.0.0.0/8 fib daddr type local meta l4proto . th dport vmap @service_nodeports
+	}}
+	chain reject_services {{
+		ip daddr . meta l4proto . th dport @no_endpoints goto reject_it
+		fib daddr type local meta l4proto . th dport @no_endpoint_nodeports goto reject_it
+	}}
+	chain reject_it {{
+		meta l4proto tcp reject with tcp reset
+		reject
+	}}
+	chain nat_prerouting {{
+		type nat hook prerouting priority dstnat; policy accept;
+		jump services
+	}}
+	chain nat_output {{
+		type nat hook output priority -100; policy accept;
+		jump services
+	}}
+	chain nat_postrouting {{
+		type nat hook postrouting priority srcnat; policy accept;
+		meta mark & {m:#x} == {m:#x} meta mark set meta mark ^ {m:#x} masquerade fully-random
+		ct status dnat ip saddr . ip daddr @hairpin masquerade fully-random
+	}}
+	chain filter_input {{
+		type filter hook input priority filter - 1; policy accept;
+		ct state new jump reject_services
+	}}
+	chain filter_forward {{
+		type filter hook forward priority filter - 1; policy accept;
+		ct state new jump reject_services
+	}}
+	chain filter_output {{
+		type filter hook output priority filter - 1; policy accept;
+		ct state new jump reject_services
+	}}
+"#
+    );
+    let _ = ctx;
+}
+
+fn write_chain_block(s: &mut String, c: &Chain) {
+    let _ = writeln!(s, "\tchain {} {{", c.name);
+    if let Some(comment) = &c.comment {
+        let _ = writeln!(s, "\t\tcomment \"{comment}\"");
+    }
+    for r in &c.rules {
+        let _ = writeln!(s, "\t\t{r}");
+    }
+    s.push_str("\t}\n");
+}
+
+fn sticky_decl(m: &StickyMap) -> String {
+    format!(
+        "{{ typeof ip saddr : ip daddr . {} dport; size 65535; flags timeout; timeout {}s; comment \"{}\"; }}",
+        m.protocol.nft(),
+        m.timeout,
+        m.comment
+    )
+}
+
+fn write_element(s: &mut String, key: &str, v: &ElementValue) {
+    s.push_str(key);
+    if let Some(c) = &v.comment {
+        let _ = write!(s, " comment \"{c}\"");
+    }
+    if let Some(value) = &v.value {
+        let _ = write!(s, " : {value}");
+    }
+}
+
+/// Totals of a whole table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub rules: usize,
+    pub elements: usize,
+    pub chains: usize,
+}
+
+/// The hairpin set's elements for a set of endpoint addresses.
+fn hairpin_key(ip: Ipv4Addr) -> String {
+    format!("{ip} . {ip}")
+}
+
+/// The script that replaces the whole table in one transaction (create, delete, define), and
+/// the table's totals.
+pub fn full(ctx: &Context, model: &Model) -> (String, Counts) {
+    let renders: Vec<Rendered> = model.values().map(|e| render_service(ctx, e)).collect();
+    full_from_rendered(ctx, renders.iter())
+}
+
+/// As `full`, from already rendered Service ports.
+pub fn full_from_rendered<'a>(ctx: &Context, renders: impl Iterator<Item = &'a Rendered> + Clone) -> (String, Counts) {
+    let t = &ctx.table;
+    let mut s = String::with_capacity(1 << 20);
+    let _ = writeln!(s, "add table ip {t}\ndelete table ip {t}\ntable ip {t} {{");
+    skeleton(ctx, &mut s);
+    let mut counts = Counts { rules: SKELETON_RULES, elements: 0, chains: 12 };
+    let mut count_chains = BTreeSet::new();
+    let mut hairpin = BTreeSet::new();
+    let mut elements: BTreeMap<&'static str, Vec<(&String, &ElementValue)>> = BTreeMap::new();
+    for r in renders.clone() {
+        count_chains.extend(r.count_chains.iter().copied());
+        hairpin.extend(r.endpoint_ips.iter().copied());
+        for m in &r.sticky {
+            let _ = writeln!(s, "\tmap {} {}", m.name, sticky_decl(m));
+        }
+        for c in &r.chains {
+            write_chain_block(&mut s, c);
+            counts.rules += c.rules.len();
+            counts.chains += 1;
+        }
+        for ((map, key), v) in &r.elements {
+            elements.entry(map).or_default().push((key, v));
+        }
+    }
+    for cc in &count_chains {
+        let c = count_chain(ctx, *cc);
+        write_chain_block(&mut s, &c);
+        counts.rules += c.rules.len();
+        counts.chains += 1;
+    }
+    s.push_str("}\n");
+    for (map, elems) in &elements {
+        counts.elements += elems.len();
+        let _ = write!(s, "add element ip {t} {map} {{ ");
+        for (i, (key, v)) in elems.iter().enumerate() {
+            if i > 0 {
+                s.push_str(",\n");
+            }
+            write_element(&mut s, key, v);
+        }
+        s.push_str(" }\n");
+    }
+    if !hairpin.is_empty() {
+        counts.elements += hairpin.len();
+        let keys: Vec<String> = hairpin.iter().map(|ip| hairpin_key(*ip)).collect();
+        let _ = writeln!(s, "add element ip {t} hairpin {{ {} }}", keys.join(", "));
+    }
+    (s, counts)
+}
+
+/// The commands that turn one Service port's part of the table into another's. `existing`
+/// are the count chains already in the table; the ones this adds are inserted into it.
+/// Returns whether a sticky map was flushed because endpoints went away.
+pub fn diff(ctx: &Context, old: Option<&Rendered>, new: Option<&Rendered>, existing: &mut BTreeSet<CountChain>, s: &mut String) {
+    let t = &ctx.table;
+    let empty = Rendered::default();
+    let old = old.unwrap_or(&empty);
+    let new = new.unwrap_or(&empty);
+    // 1. chains the new elements jump to, before the elements
+    for cc in &new.count_chains {
+        if existing.insert(*cc) {
+            let c = count_chain(ctx, *cc);
+            let _ = writeln!(s, "add chain ip {t} {}", c.name);
+            for r in &c.rules {
+                let _ = writeln!(s, "add rule ip {t} {} {r}", c.name);
+            }
+        }
+    }
+    let old_sticky: BTreeMap<&str, &StickyMap> = old.sticky.iter().map(|m| (m.name.as_str(), m)).collect();
+    let new_sticky: BTreeMap<&str, &StickyMap> = new.sticky.iter().map(|m| (m.name.as_str(), m)).collect();
+    for (name, m) in &new_sticky {
+        if !old_sticky.contains_key(name) {
+            let _ = writeln!(s, "add map ip {t} {name} {}", sticky_decl(m));
+        }
+    }
+    let old_chains: BTreeMap<&str, &Chain> = old.chains.iter().map(|c| (c.name.as_str(), c)).collect();
+    for c in &new.chains {
+        match old_chains.get(c.name.as_str()) {
+            Some(o) if *o == c => continue,
+            Some(_) => {
+                let _ = writeln!(s, "flush chain ip {t} {}", c.name);
+            }
+            None => {
+                let _ = match &c.comment {
+                    Some(comment) => writeln!(s, "add chain ip {t} {} {{ comment \"{comment}\"; }}", c.name),
+                    None => writeln!(s, "add chain ip {t} {}", c.name),
+                };
+            }
+        }
+        for r in &c.rules {
+            let _ = writeln!(s, "add rule ip {t} {} {r}", c.name);
+        }
+    }
+    // 2. elements: deletions first so a changed value is a delete and an add
+    let mut deletes: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut adds: BTreeMap<&str, Vec<(&str, &ElementValue)>> = BTreeMap::new();
+    for ((map, key), v) in &old.elements {
+        match new.elements.get(&(*map, key.clone())) {
+            Some(nv) if nv == v => {}
+            _ => deletes.entry(map).or_default().push(key),
+        }
+    }
+    for ((map, key), v) in &new.elements {
+        match old.elements.get(&(*map, key.clone())) {
+            Some(ov) if ov == v => {}
+            _ => adds.entry(map).or_default().push((key, v)),
+        }
+    }
+    for (map, keys) in &deletes {
+        let _ = writeln!(s, "delete element ip {t} {map} {{ {} }}", keys.join(", "));
+    }
+    for (map, elems) in &adds {
+        let _ = write!(s, "add element ip {t} {map} {{ ");
+        for (i, (key, v)) in elems.iter().enumerate() {
+            if i > 0 {
+                s.push_str(", ");
+            }
+            write_element(s, key, v);
+        }
+        s.push_str(" }\n");
+    }
+    // 3. what nothing refers to any more: parents before the chains they jump to
+    let new_chain_names: BTreeSet<&str> = new.chains.iter().map(|c| c.name.as_str()).collect();
+    for c in old.chains.iter().rev() {
+        if !new_chain_names.contains(c.name.as_str()) {
+            let _ = writeln!(s, "delete chain ip {t} {}", c.name);
+        }
+    }
+    for name in old_sticky.keys() {
+        if !new_sticky.contains_key(name) {
+            let _ = writeln!(s, "delete map ip {t} {name}");
+        }
+    }
+    // 4. clients stuck to an endpoint that is gone must choose again
+    for (name, m) in &new_sticky {
+        if !old_sticky.contains_key(name) {
+            continue;
+        }
+        let endpoints_of = |r: &Rendered| -> BTreeSet<String> {
+            let prefix = format!("{}_", m.chain);
+            r.chains
+                .iter()
+                .filter(|c| c.name.starts_with(&prefix) && c.comment.is_none())
+                .flat_map(|c| c.rules.first().cloned())
+                .collect()
+        };
+        if !endpoints_of(old).is_subset(&endpoints_of(new)) {
+            let _ = writeln!(s, "flush map ip {t} {name}");
+        }
+    }
+}
+
+/// Commands adding and removing hairpin elements for endpoint addresses that appear or vanish.
+pub fn hairpin_diff(ctx: &Context, added: &[Ipv4Addr], removed: &[Ipv4Addr], s: &mut String) {
+    let t = &ctx.table;
+    if !removed.is_empty() {
+        let keys: Vec<String> = removed.iter().map(|ip| hairpin_key(*ip)).collect();
+        let _ = writeln!(s, "delete element ip {t} hairpin {{ {} }}", keys.join(", "));
+    }
+    if !added.is_empty() {
+        let keys: Vec<String> = added.iter().map(|ip| hairpin_key(*ip)).collect();
+        let _ = writeln!(s, "add element ip {t} hairpin {{ {} }}", keys.join(", "));
+    }
+}
+
+/// The script that removes the table (it need not exist).
+pub fn delete_table(table: &str) -> String {
+    format!("add table ip {table}\ndelete table ip {table}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::model::{Protocol, ServiceKey, ServiceName};
+
+    fn ctx() -> Context {
+        Context { table: "nodelet".into(), node_name: "n1".into(), pod_cidr: Some("10.88.0.0/16".into()) }
+    }
+
+    fn port(ns: &str, name: &str, ip: [u8; 4], p: u16) -> ServicePort {
+        ServicePort {
+            key: ServiceKey { service: ServiceName::new(ns, name), port_name: "http".into(), protocol: Protocol::Tcp },
+            protocol: Protocol::Tcp,
+            port: p,
+            node_port: None,
+            cluster_ips: vec![ip.into()],
+            external_ips: vec![],
+            lb_ips: vec![],
+            affinity_timeout: None,
+            external_local: false,
+            internal_local: false,
+        }
+    }
+
+    fn ep(ip: [u8; 4], node: &str) -> Endpoint {
+        Endpoint { ip: ip.into(), port: 8080, node_name: Some(node.into()), ready: true, serving: true, terminating: false }
+    }
+
+    fn entry(id: u32, port: ServicePort, endpoints: Vec<Endpoint>) -> ServiceEntry {
+        ServiceEntry { id, port, endpoints }
+    }
+
+    fn model(entries: Vec<ServiceEntry>) -> Model {
+        entries.into_iter().map(|e| (e.port.key.clone(), e)).collect()
+    }
+
+    #[test]
+    fn cluster_ip_goes_to_the_count_chain_and_one_backend_element_per_endpoint() {
+        let e = entry(1, port("web", "front", [10, 96, 0, 10], 80), vec![ep([10, 88, 0, 5], "n1"), ep([10, 88, 0, 6], "n2")]);
+        let (s, counts) = full(&ctx(), &model(vec![e]));
+        assert!(s.starts_with("add table ip nodelet\ndelete table ip nodelet\ntable ip nodelet {\n"), "{s}");
+        assert!(s.contains("add element ip nodelet service_ips { 10.96.0.10 . tcp . 80 comment \"web/front:http\" : goto cluster_tcp_2 }"), "{s}");
+        assert!(s.contains("add element ip nodelet backends_tcp { 10.96.0.10 . 80 . 0 : 10.88.0.5 . 8080,\n10.96.0.10 . 80 . 1 : 10.88.0.6 . 8080 }"), "{s}");
+        assert!(s.contains(
+            "\tchain cluster_tcp_2 {\n\t\tip saddr != 10.88.0.0/16 meta mark set meta mark | 0x4000\n\t\tdnat ip to ip daddr . tcp dport . numgen random mod 2 map @backends_tcp\n\t}"
+        ), "{s}");
+        // only this node's endpoints can hairpin
+        assert!(s.contains("add element ip nodelet hairpin { 10.88.0.5 . 10.88.0.5 }"), "{s}");
+        assert_eq!(counts, Counts { rules: SKELETON_RULES + 2, elements: 4, chains: 13 });
+    }
+
+    #[test]
+    fn node_port_external_and_lb_ips_with_local_policy() {
+        let mut p = port("ns", "lb", [10, 96, 0, 11], 443);
+        p.node_port = Some(30443);
+        p.external_ips = vec![[192, 0, 2, 7].into()];
+        p.lb_ips = vec![[198, 51, 100, 1].into()];
+        p.external_local = true;
+        let e = entry(2, p, vec![ep([10, 88, 0, 5], "n1"), ep([10, 88, 0, 6], "n2")]);
+        let r = render_service(&ctx(), &e);
+        let get = |m: &'static str, k: &str| r.elements.get(&(m, k.to_string())).and_then(|v| v.value.clone());
+        assert_eq!(get("service_ips", "10.96.0.11 . tcp . 443").as_deref(), Some("goto cluster_tcp_2"));
+        assert_eq!(get("service_ips", "192.0.2.7 . tcp . 443").as_deref(), Some("goto local_tcp_1"));
+        assert_eq!(get("service_ips", "198.51.100.1 . tcp . 443").as_deref(), Some("goto local_tcp_1"));
+        assert_eq!(get("service_nodeports", "tcp . 30443").as_deref(), Some("goto nodeport_local_tcp_1"));
+        assert_eq!(get("np_backends_tcp", "30443 . 0").as_deref(), Some("10.88.0.5 . 8080"));
+        assert_eq!(get("backends_tcp", "192.0.2.7 . 443 . 0").as_deref(), Some("10.88.0.5 . 8080"));
+        assert_eq!(get("backends_tcp", "192.0.2.7 . 443 . 1"), None);
+        let chains: Vec<CountChain> = r.count_chains.iter().copied().collect();
+        assert_eq!(chains, vec![(Path::Cluster, Protocol::Tcp, 2), (Path::ExternalLocal, Protocol::Tcp, 1), (Path::NodePortLocal, Protocol::Tcp, 1)]);
+        assert_eq!(count_chain(&ctx(), (Path::NodePortLocal, Protocol::Udp, 1)).rules, vec![
+            "dnat ip to udp dport . numgen random mod 1 map @np_backends_udp".to_string()
+        ]);
+        assert_eq!(count_chain(&ctx(), (Path::NodePort, Protocol::Tcp, 3)).rules[0], "meta mark set meta mark | 0x4000");
+    }
+
+    #[test]
+    fn no_usable_endpoints_means_reject_elements() {
+        let mut p = port("ns", "empty", [10, 96, 0, 12], 80);
+        p.node_port = Some(30080);
+        p.internal_local = true;
+        let e = entry(3, p, vec![ep([10, 88, 0, 5], "n2")]);
+        let r = render_service(&ctx(), &e);
+        assert!(r.elements.contains_key(&("no_endpoints", "10.96.0.12 . tcp . 80".to_string())));
+        assert!(!r.elements.contains_key(&("service_ips", "10.96.0.12 . tcp . 80".to_string())));
+        // the node port follows externalTrafficPolicy Cluster: the remote endpoint is fine
+        assert!(r.elements.contains_key(&("service_nodeports", "tcp . 30080".to_string())));
+        let e = entry(3, port("ns", "empty", [10, 96, 0, 12], 80), vec![]);
+        let (s, _) = full(&ctx(), &model(vec![e]));
+        assert!(s.contains("add element ip nodelet no_endpoints { 10.96.0.12 . tcp . 80 comment \"ns/empty:http\" }"), "{s}");
+    }
+
+    #[test]
+    fn session_affinity_gets_its_own_chains_and_sticky_map() {
+        let mut p = port("ns", "sticky", [10, 96, 0, 13], 80);
+        p.affinity_timeout = Some(600);
+        let e = entry(7, p, vec![ep([10, 88, 0, 5], "n1"), ep([10, 88, 0, 6], "n1")]);
+        let r = render_service(&ctx(), &e);
+        assert_eq!(r.elements[&("service_ips", "10.96.0.13 . tcp . 80".to_string())].value.as_deref(), Some("goto aff7_c"));
+        let names: Vec<&str> = r.chains.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["aff7_c_0", "aff7_c_1", "aff7_c"]);
+        assert_eq!(r.chains[0].rules, vec![
+            "update @sticky7_c_600 { ip saddr : 10.88.0.5 . 8080 }".to_string(),
+            "meta l4proto tcp dnat ip to 10.88.0.5:8080".to_string()
+        ]);
+        assert_eq!(r.chains[2].rules[1], "meta l4proto tcp dnat ip to ip saddr map @sticky7_c_600");
+        assert_eq!(r.chains[2].rules[2], "numgen random mod 2 vmap { 0 : goto aff7_c_0, 1 : goto aff7_c_1 }");
+        assert_eq!(r.sticky[0].timeout, 600);
+        assert!(r.count_chains.is_empty());
+        let (s, _) = full(&ctx(), &model(vec![e]));
+        assert!(s.contains("\tmap sticky7_c_600 { typeof ip saddr : ip daddr . tcp dport; size 65535; flags timeout; timeout 600s;"), "{s}");
+    }
+
+    #[test]
+    fn one_endpoint_change_touches_only_that_services_elements() {
+        let c = ctx();
+        let a = entry(1, port("ns", "a", [10, 96, 0, 1], 80), vec![ep([10, 88, 0, 5], "n1"), ep([10, 88, 0, 6], "n1")]);
+        let b = entry(2, port("ns", "b", [10, 96, 0, 2], 80), vec![ep([10, 88, 1, 5], "n1"), ep([10, 88, 1, 6], "n1")]);
+        let mut a2 = a.clone();
+        a2.endpoints[1].ip = [10, 88, 0, 7].into();
+        let mut existing: BTreeSet<CountChain> = [(Path::Cluster, Protocol::Tcp, 2)].into();
+        let mut s = String::new();
+        diff(&c, Some(&render_service(&c, &a)), Some(&render_service(&c, &a2)), &mut existing, &mut s);
+        assert_eq!(
+            s,
+            "delete element ip nodelet backends_tcp { 10.96.0.1 . 80 . 1 }\n\
+             add element ip nodelet backends_tcp { 10.96.0.1 . 80 . 1 : 10.88.0.7 . 8080 }\n"
+        );
+        assert!(!s.contains("10.96.0.2") && !s.contains("service_ips"));
+        // unchanged service: nothing at all
+        let mut s = String::new();
+        diff(&c, Some(&render_service(&c, &b)), Some(&render_service(&c, &b)), &mut existing, &mut s);
+        assert_eq!(s, "");
+    }
+
+    #[test]
+    fn growing_a_service_adds_a_count_chain_once_and_repoints_the_dispatch_element() {
+        let c = ctx();
+        let a = entry(1, port("ns", "a", [10, 96, 0, 1], 80), vec![ep([10, 88, 0, 5], "n1")]);
+        let mut a3 = a.clone();
+        a3.endpoints.extend([ep([10, 88, 0, 6], "n1"), ep([10, 88, 0, 7], "n1")]);
+        let mut existing: BTreeSet<CountChain> = [(Path::Cluster, Protocol::Tcp, 1)].into();
+        let mut s = String::new();
+        diff(&c, Some(&render_service(&c, &a)), Some(&render_service(&c, &a3)), &mut existing, &mut s);
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines, vec![
+            "add chain ip nodelet cluster_tcp_3",
+            "add rule ip nodelet cluster_tcp_3 ip saddr != 10.88.0.0/16 meta mark set meta mark | 0x4000",
+            "add rule ip nodelet cluster_tcp_3 dnat ip to ip daddr . tcp dport . numgen random mod 3 map @backends_tcp",
+            "delete element ip nodelet service_ips { 10.96.0.1 . tcp . 80 }",
+            "add element ip nodelet backends_tcp { 10.96.0.1 . 80 . 1 : 10.88.0.6 . 8080, 10.96.0.1 . 80 . 2 : 10.88.0.7 . 8080 }",
+            "add element ip nodelet service_ips { 10.96.0.1 . tcp . 80 comment \"ns/a:http\" : goto cluster_tcp_3 }",
+        ]);
+        assert!(existing.contains(&(Path::Cluster, Protocol::Tcp, 3)));
+    }
+
+    #[test]
+    fn removing_a_service_deletes_its_elements_chains_and_maps() {
+        let c = ctx();
+        let mut p = port("ns", "s", [10, 96, 0, 13], 80);
+        p.affinity_timeout = Some(60);
+        let e = entry(9, p, vec![ep([10, 88, 0, 5], "n1")]);
+        let mut s = String::new();
+        diff(&c, Some(&render_service(&c, &e)), None, &mut BTreeSet::new(), &mut s);
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines, vec![
+            "delete element ip nodelet service_ips { 10.96.0.13 . tcp . 80 }",
+            "delete chain ip nodelet aff9_c",
+            "delete chain ip nodelet aff9_c_0",
+            "delete map ip nodelet sticky9_c_60",
+        ]);
+    }
+
+    #[test]
+    fn affinity_endpoint_removal_flushes_the_sticky_map() {
+        let c = ctx();
+        let mut p = port("ns", "s", [10, 96, 0, 13], 80);
+        p.affinity_timeout = Some(60);
+        let e = entry(9, p, vec![ep([10, 88, 0, 5], "n1"), ep([10, 88, 0, 6], "n1")]);
+        let mut e1 = e.clone();
+        e1.endpoints.pop();
+        let mut s = String::new();
+        diff(&c, Some(&render_service(&c, &e)), Some(&render_service(&c, &e1)), &mut BTreeSet::new(), &mut s);
+        assert!(s.contains("flush chain ip nodelet aff9_c\n"), "{s}");
+        assert!(s.contains("delete chain ip nodelet aff9_c_1\n"), "{s}");
+        assert!(s.ends_with("flush map ip nodelet sticky9_c_60\n"), "{s}");
+        // adding an endpoint keeps the clients where they are
+        let mut s = String::new();
+        diff(&c, Some(&render_service(&c, &e1)), Some(&render_service(&c, &e)), &mut BTreeSet::new(), &mut s);
+        assert!(!s.contains("flush map"), "{s}");
+        assert!(s.contains("add chain ip nodelet aff9_c_1\n"), "{s}");
+    }
+
+    #[test]
+    fn comments_are_cleaned_and_bounded() {
+        assert_eq!(comment_text("a\"b\\c"), "abc");
+        assert_eq!(comment_text(&"x".repeat(300)).len(), COMMENT_MAX);
+    }
+
+    #[test]
+    fn hairpin_changes() {
+        let mut s = String::new();
+        hairpin_diff(&ctx(), &[[10, 0, 0, 1].into()], &[[10, 0, 0, 2].into()], &mut s);
+        assert_eq!(s, "delete element ip nodelet hairpin { 10.0.0.2 . 10.0.0.2 }\nadd element ip nodelet hairpin { 10.0.0.1 . 10.0.0.1 }\n");
+    }
+}

@@ -110,6 +110,15 @@ pub struct Flags {
     /// The secure port advertised in the Node's daemonEndpoints. Default 10250.
     #[arg(long)]
     pub port: Option<u16>,
+    /// Run only the Service proxy (for a node that keeps another kubelet); needs --kubeconfig.
+    #[arg(long = "proxy-only")]
+    pub proxy_only: bool,
+    /// Do not run the Service proxy.
+    #[arg(long = "disable-proxy")]
+    pub disable_proxy: bool,
+    /// The nftables table the proxy owns (family ip). Default nodelet.
+    #[arg(long = "proxy-table")]
+    pub proxy_table: Option<String>,
 }
 
 /// The config file's keys, in KubeletConfiguration's spelling where one exists.
@@ -155,6 +164,9 @@ pub struct FileConfig {
     #[serde(default, with = "humantime_serde_opt")]
     pub node_status_report_frequency: Option<Duration>,
     pub port: Option<u16>,
+    pub proxy_only: Option<bool>,
+    pub disable_proxy: Option<bool>,
+    pub proxy_table: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -215,6 +227,9 @@ pub struct Config {
     pub node_status_update_frequency: Duration,
     pub node_status_report_frequency: Duration,
     pub port: u16,
+    pub proxy_only: bool,
+    pub proxy_enabled: bool,
+    pub proxy_table: String,
 }
 
 impl Config {
@@ -281,6 +296,9 @@ impl Config {
             node_status_update_frequency: flags.node_status_update_frequency.or(file.node_status_update_frequency).unwrap_or(Duration::from_secs(10)),
             node_status_report_frequency: flags.node_status_report_frequency.or(file.node_status_report_frequency).unwrap_or(Duration::from_secs(300)),
             port: flags.port.or(file.port).unwrap_or(10250),
+            proxy_only: flags.proxy_only || file.proxy_only.unwrap_or(false),
+            proxy_enabled: !(flags.disable_proxy || file.disable_proxy.unwrap_or(false)),
+            proxy_table: flags.proxy_table.or(file.proxy_table).unwrap_or_else(|| "nodelet".into()),
         };
         config.validate()?;
         Ok(config)
@@ -304,6 +322,12 @@ impl Config {
         }
         if self.backoff_max < self.backoff_initial {
             bail!("--crash-loop-backoff-max: {:?} is shorter than --crash-loop-backoff-initial {:?}", self.backoff_max, self.backoff_initial);
+        }
+        if self.proxy_only && (self.kubeconfig.is_none() || !self.proxy_enabled) {
+            bail!("--proxy-only: needs --kubeconfig (Services come from the apiserver) and the proxy enabled");
+        }
+        if self.proxy_table.is_empty() || self.proxy_table.len() > 64 || !self.proxy_table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            bail!("--proxy-table: {:?} is not a valid nftables table name", self.proxy_table);
         }
         if self.lease_duration.is_zero() {
             bail!("--node-lease-duration-seconds: must be greater than zero");
@@ -418,6 +442,8 @@ mod tests {
             (vec!["--register-with-taints", "k=v:Maybe"], "--register-with-taints"),
             (vec!["--system-reserved", "cpu=lots"], "--system-reserved"),
             (vec!["--kubeconfig", "/nonexistent/kubeconfig"], "--kubeconfig"),
+            (vec!["--proxy-only"], "--proxy-only"),
+            (vec!["--proxy-table", "bad name"], "--proxy-table"),
         ];
         for (args, option) in cases {
             let err = Config::from_flags(flags(&args)).unwrap_err().to_string();

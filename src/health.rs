@@ -18,9 +18,7 @@ fn now_ms() -> u64 {
 
 impl Health {
     pub fn new(sync_loop_deadline: Duration) -> Self {
-        let health = Health { checks: RwLock::new(BTreeMap::new()), last_sync_loop_ms: AtomicU64::new(now_ms()), sync_loop_deadline };
-        health.set("runtime", Err("not checked yet".into()));
-        health
+        Health { checks: RwLock::new(BTreeMap::new()), last_sync_loop_ms: AtomicU64::new(now_ms()), sync_loop_deadline }
     }
 
     pub fn set(&self, check: &'static str, result: Result<(), String>) {
@@ -50,6 +48,7 @@ impl Health {
 
 /// Asks the runtime for its status every few seconds and records the answer as the "runtime" check.
 pub async fn watch_runtime(cri: crate::runtime::Cri, health: std::sync::Arc<Health>, every: Duration) {
+    health.set("runtime", Err("not checked yet".into()));
     let mut was_ok = None;
     loop {
         let result = match cri.readiness().await {
@@ -72,6 +71,20 @@ pub async fn watch_runtime(cri: crate::runtime::Cri, health: std::sync::Arc<Heal
     }
 }
 
+/// The proxy's check: failing once several syncs in a row have failed.
+pub async fn watch_proxy(proxier: std::sync::Arc<crate::proxy::Proxier>, health: std::sync::Arc<Health>, every: Duration) {
+    loop {
+        let h = proxier.health();
+        let result = if h.consecutive_failures >= 3 {
+            Err(format!("{} syncs in a row failed: {}", h.consecutive_failures, h.last_error.unwrap_or_default()))
+        } else {
+            Ok(())
+        };
+        health.set("proxy", result);
+        tokio::time::sleep(every).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +92,7 @@ mod tests {
     #[test]
     fn failing_checks_are_named() {
         let health = Health::new(Duration::from_secs(60));
+        health.set("runtime", Err("not checked yet".into()));
         assert_eq!(health.report(), Err(vec!["runtime: not checked yet".to_string()]));
         health.set("runtime", Ok(()));
         assert_eq!(health.report(), Ok(()));

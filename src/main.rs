@@ -52,21 +52,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     });
     std::fs::create_dir_all(&ctx.pod_data_root)?;
 
-    let install = network::CniInstall {
-        conf_dir: config.cni_conf_dir.clone(),
-        bin_dir: config.cni_bin_dir.clone(),
-        plugin_source: config.cni_plugin.clone(),
-        bridge: config.cni_bridge.clone(),
-        pod_cidr: config.pod_cidr.clone(),
-    };
-    install.install()?;
-
-    let cri = runtime::Cri::new(&config.runtime_socket);
     let health = Arc::new(Health::new(Duration::from_secs(30).max(config.file_check_frequency * 10)));
-    tokio::spawn(health::watch_runtime(cri.clone(), health.clone(), Duration::from_secs(5)));
-    tokio::spawn(prepull_sandbox_image(cri.clone(), config.pod_infra_container_image.clone()));
-    let exits = runtime::events::spawn_exit_watcher(cri.channel());
-
+    let client = match &config.kubeconfig {
+        Some(path) => Some(kube_client(path).await?),
+        None => None,
+    };
+    if let (true, Some(client)) = (config.proxy_enabled, &client) {
+        start_proxy(client.clone(), &config, health.clone())?;
+    }
     let store = PodStore::default();
     if config.read_only_port != 0 {
         let state = server::ReadOnly { health: health.clone(), pods: store.clone(), host_root: "/".into() };
@@ -78,11 +71,31 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
+    if config.proxy_only {
+        tracing::info!("running the Service proxy only");
+        loop {
+            health.sync_loop_ran();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown_signal() => return Ok(()),
+            }
+        }
+    }
 
-    let client = match &config.kubeconfig {
-        Some(path) => Some(kube_client(path).await?),
-        None => None,
+    let install = network::CniInstall {
+        conf_dir: config.cni_conf_dir.clone(),
+        bin_dir: config.cni_bin_dir.clone(),
+        plugin_source: config.cni_plugin.clone(),
+        bridge: config.cni_bridge.clone(),
+        pod_cidr: config.pod_cidr.clone(),
     };
+    install.install()?;
+
+    let cri = runtime::Cri::new(&config.runtime_socket);
+    tokio::spawn(health::watch_runtime(cri.clone(), health.clone(), Duration::from_secs(5)));
+    tokio::spawn(prepull_sandbox_image(cri.clone(), config.pod_infra_container_image.clone()));
+    let exits = runtime::events::spawn_exit_watcher(cri.channel());
+
     let events = match &client {
         Some(client) => nodelet::events::Recorder::to_apiserver(client.clone(), config.node_name.clone()),
         None => nodelet::events::Recorder::log_only(),
@@ -165,6 +178,19 @@ fn join_cluster(
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(nodelet::pods::api_source::watch_node_pods(client, config.node_name.clone(), tx));
     rx
+}
+
+/// The Service proxy: its own nftables table, fed by Services and EndpointSlices.
+fn start_proxy(client: kube::Client, config: &Config, health: Arc<Health>) -> anyhow::Result<()> {
+    let mut settings = nodelet::proxy::ProxyConfig::new(config.node_name.clone());
+    settings.table = config.proxy_table.clone();
+    settings.pod_cidr = Some(config.pod_cidr.clone());
+    let proxier = Arc::new(nodelet::proxy::Proxier::new(settings).map_err(|e| anyhow::anyhow!("--proxy-table/--pod-cidr: {e:#}"))?);
+    let runner = proxier.clone();
+    tokio::spawn(async move { runner.run().await });
+    tokio::spawn(nodelet::proxy::watch::follow(client, proxier.clone()));
+    tokio::spawn(health::watch_proxy(proxier, health, Duration::from_secs(5)));
+    Ok(())
 }
 
 /// Pulls the sandbox image once at start so the first pod does not wait for it.

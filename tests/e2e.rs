@@ -214,3 +214,128 @@ fn static_pods_get_mirror_pods_in_the_apiserver() {
     e2e.node.remove_manifest("web.yaml");
     e2e.wait_pod_gone(&name, Duration::from_secs(30));
 }
+
+/// One HTTP GET through TCP, answering the body (the test's servers answer their pod's name).
+fn http_body(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_once("\r\n\r\n").map(|(_, body)| body.trim().to_string())
+}
+
+/// Routes the test's Service addresses onto nodelet's own bridge, so a packet to one is either
+/// DNATed to a pod or left unanswered on the bridge, never sent off the machine (a blackhole
+/// route would refuse the node's own connections before nat output could rewrite them).
+struct ServiceRangeGuard(Option<&'static str>);
+
+impl ServiceRangeGuard {
+    fn install(range: &'static str) -> ServiceRangeGuard {
+        let added = std::process::Command::new("ip").args(["route", "add", range, "dev", "nodelet0"]).status().unwrap().success();
+        ServiceRangeGuard(added.then_some(range))
+    }
+}
+
+impl Drop for ServiceRangeGuard {
+    fn drop(&mut self) {
+        if let Some(range) = self.0 {
+            let _ = std::process::Command::new("ip").args(["route", "del", range, "dev", "nodelet0"]).status();
+        }
+    }
+}
+
+#[test]
+fn services_reach_their_endpoints_through_cluster_ip_and_node_port() {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let table = format!("nodelet_e2e_{}", std::process::id());
+    let e2e = E2e::start("svc", &["--proxy-table", &table]);
+    let node = e2e.wait_node_ready();
+    let node_ip = node["status"]["addresses"].as_array().unwrap().iter().find(|a| a["type"] == "InternalIP").unwrap()["address"].as_str().unwrap().to_string();
+    let mut ips = Vec::new();
+    for name in ["a", "b"] {
+        e2e.create_pod(json!({
+            "metadata": {"name": name, "labels": {"app": "web"}},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX,
+                "command": ["sh", "-c", format!("mkdir -p /www && echo {name} > /www/index.html && exec httpd -f -p 8080 -h /www")]}]}
+        }));
+        ips.push(e2e.wait_pod(name, "Running", |p| p["status"]["phase"] == "Running")["status"]["podIP"].as_str().unwrap().to_string());
+    }
+    // No selector: the test writes the EndpointSlice itself, so no controller is needed.
+    let mut service = json!({
+        "metadata": {"name": "web"},
+        "spec": {"type": "NodePort", "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}
+    });
+    // After the pods run, so the bridge exists.
+    let _range = e2e.is_test_apiserver().then(|| ServiceRangeGuard::install("10.96.255.0/24"));
+    if e2e.is_test_apiserver() {
+        service["spec"]["clusterIP"] = json!("10.96.255.10");
+        service["spec"]["ports"][0]["nodePort"] = json!(30080);
+    }
+    e2e.apply_namespaced::<Service>(service);
+    let service = e2e.get_service("web");
+    let cluster_ip = service["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let node_port = service["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    let slice = |addresses: &[&String]| {
+        json!({
+            "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": addresses.iter().map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}, "nodeName": e2e.node.name})).collect::<Vec<_>>()
+        })
+    };
+    e2e.apply_namespaced::<EndpointSlice>(slice(&[&ips[0], &ips[1]]));
+    let rules = || String::from_utf8_lossy(&std::process::Command::new("nft").args(["list", "table", "ip", &table]).output().unwrap().stdout).into_owned();
+    // Traffic starts only once the rules are there.
+    eventually("the proxy's rules for the service", Duration::from_secs(20), || rules().contains(&cluster_ip) && rules().contains(&ips[1]));
+
+    let cluster = format!("{cluster_ip}:80");
+    let nodeport = format!("{node_ip}:{node_port}");
+    for target in [&cluster, &nodeport] {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            seen.extend(http_body(target));
+        }
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec!["a", "b"], "from the node to {target}");
+    }
+    // From a pod, through the ClusterIP.
+    let script = format!("for i in $(seq 1 30); do wget -qO- http://{cluster_ip}/; done");
+    e2e.create_pod(json!({
+        "metadata": {"name": "client"},
+        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX, "command": ["sh", "-c", script]}]}
+    }));
+    let client = e2e.wait_pod("client", "Succeeded", |p| p["status"]["phase"] == "Succeeded");
+    let log = e2e.container_log(&client, "main");
+    assert!(log.lines().any(|l| l == "a") && log.lines().any(|l| l == "b"), "{log}");
+
+    // Hairpin: a pod reaching itself through a Service that has only it as endpoint.
+    let mut own = json!({"metadata": {"name": "own"}, "spec": {"ports": [{"name": "http", "port": 81, "targetPort": 8080, "protocol": "TCP"}]}});
+    if e2e.is_test_apiserver() {
+        own["spec"]["clusterIP"] = json!("10.96.255.11");
+    }
+    e2e.apply_namespaced::<Service>(own);
+    let own_ip = e2e.get_service("own")["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let script = format!("mkdir -p /www && echo self > /www/index.html && httpd -p 8080 -h /www; for i in $(seq 1 40); do timeout 2 wget -qO- http://{own_ip}:81/ && exit 0; sleep 0.25; done; exit 1");
+    e2e.create_pod(json!({
+        "metadata": {"name": "selfie"},
+        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX, "command": ["sh", "-c", script]}]}
+    }));
+    let selfie_ip = e2e.wait_pod("selfie", "an IP", |p| p["status"]["podIP"].is_string())["status"]["podIP"].as_str().unwrap().to_string();
+    e2e.apply_namespaced::<EndpointSlice>(json!({
+        "metadata": {"name": "own-1", "labels": {"kubernetes.io/service-name": "own"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [selfie_ip], "conditions": {"ready": true}, "nodeName": e2e.node.name}]
+    }));
+    let selfie = e2e.wait_pod("selfie", "Succeeded or Failed", |p| p["status"]["phase"] == "Succeeded" || p["status"]["phase"] == "Failed");
+    assert_eq!(selfie["status"]["phase"], "Succeeded", "the pod could not reach itself through its Service");
+
+    // One endpoint goes away while a client keeps connecting: it only reaches the other.
+    e2e.apply_namespaced::<EndpointSlice>(slice(&[&ips[0]]));
+    eventually("the removed endpoint to leave the rules", Duration::from_secs(20), || !rules().contains(&ips[1]));
+    for _ in 0..20 {
+        assert_eq!(http_body(&cluster).as_deref(), Some("a"));
+    }
+}

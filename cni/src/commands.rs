@@ -72,6 +72,9 @@ pub fn add(args: &Args, conf: &NetConf) -> Result<AddResult> {
         netlink::create_veth(&host, &spec)
             .await
             .map_err(|e| setup(format!("creating veth pair {host_veth}/{}", args.ifname), e))?;
+        netlink::set_hairpin(&host, &host_veth)
+            .await
+            .map_err(|e| setup(format!("setting hairpin mode on {host_veth}"), e))?;
         let inner = netns::connect_in(&ns_file)
             .map_err(|e| setup("opening netlink socket in the netns", e))?;
         let container_mac =

@@ -8,7 +8,8 @@ use rtnetlink::packet_route::link::{
 };
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
 };
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::RawFd;
@@ -155,6 +156,17 @@ pub async fn create_veth(h: &Handle, spec: &VethSpec<'_>) -> NlResult<()> {
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
         .build();
     h.link().add(msg).execute().await
+}
+
+/// Hairpin mode on the pod's bridge port: a pod reaching itself through a Service address is
+/// DNATed back to its own address, and the bridge must send that frame out the port it came in.
+pub async fn set_hairpin(h: &Handle, host_name: &str) -> NlResult<()> {
+    let Some(link) = link_by_name(h, host_name).await? else {
+        return Ok(());
+    };
+    let msg = LinkBridgePort::new(link.header.index).hairpin(true).build();
+    // Port (slave) attributes go through RTM_NEWLINK; RTM_SETLINK ignores them.
+    h.link().set_port(msg).execute().await
 }
 
 /// Delete a link by name; returns whether it existed.

@@ -12,6 +12,7 @@ pub mod conntrack;
 pub mod convert;
 pub mod model;
 pub mod render;
+pub mod watch;
 
 use apply::{ApplyError, Netns, Nft};
 use conntrack::{Conntrack, Flow};

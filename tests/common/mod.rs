@@ -85,6 +85,8 @@ impl Node {
             .args(["--root-dir", self.dir.path().join("root").to_str().unwrap()])
             .args(["--pod-logs-dir", self.pod_logs().to_str().unwrap()])
             .args(["--cni-plugin", cni_plugin_binary().to_str().unwrap()])
+            // Tests share the host: only a test that names its own proxy table runs the proxy.
+            .args(if self.args.iter().any(|a| a == "--proxy-table") { vec![] } else { vec!["--disable-proxy"] })
             .args(&self.args)
             .env("RUST_LOG", "info,nodelet=debug")
             .stdout(Stdio::from(log.try_clone().unwrap()))
@@ -199,6 +201,10 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
+        if let Some(i) = self.args.iter().position(|a| a == "--proxy-table") {
+            let table = self.args[i + 1].clone();
+            let _ = Command::new("nft").args(["delete", "table", "ip", &table]).stderr(Stdio::null()).status();
+        }
         let name = self.name.clone();
         on_runtime(move |cri| async move {
             let selector = HashMap::from([(labels::MANAGED_BY_NODE.to_string(), name.clone())]);

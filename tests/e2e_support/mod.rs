@@ -202,6 +202,41 @@ impl E2e {
         events.into_iter().filter(|e| e.involved_object.name.as_deref() == Some(pod)).filter_map(|e| e.reason).collect()
     }
 
+    /// Creates or replaces a cluster-scoped-in-namespace object from JSON (Service, EndpointSlice).
+    pub fn apply_namespaced<K>(&self, mut body: Value)
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        body["metadata"]["namespace"] = json!(self.namespace);
+        let name = body["metadata"]["name"].as_str().unwrap().to_string();
+        let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
+        self.rt.block_on(async {
+            match api.get_opt(&name).await.unwrap() {
+                Some(existing) => {
+                    let mut value = body.clone();
+                    value["metadata"]["resourceVersion"] = serde_json::to_value(&existing).unwrap()["metadata"]["resourceVersion"].clone();
+                    let object: K = serde_json::from_value(value).unwrap();
+                    api.replace(&name, &PostParams::default(), &object).await.unwrap();
+                }
+                None => {
+                    let object: K = serde_json::from_value(body).unwrap();
+                    api.create(&PostParams::default(), &object).await.unwrap();
+                }
+            }
+        });
+    }
+
+    /// Whether the cluster is the project's test apiserver (it lets tests pick ClusterIPs).
+    pub fn is_test_apiserver(&self) -> bool {
+        self.apiserver.is_some()
+    }
+
+    pub fn get_service(&self, name: &str) -> Value {
+        let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(self.client.clone(), &self.namespace);
+        serde_json::to_value(self.rt.block_on(api.get(name)).unwrap()).unwrap()
+    }
+
     pub fn get_pod(&self, name: &str) -> Option<Value> {
         let pod = self.rt.block_on(self.pods().get_opt(name)).ok().flatten()?;
         Some(serde_json::to_value(pod).unwrap())

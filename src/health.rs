@@ -48,7 +48,6 @@ impl Health {
 
 /// Asks the runtime for its status every few seconds and records the answer as the "runtime" check.
 pub async fn watch_runtime(cri: crate::runtime::Cri, health: std::sync::Arc<Health>, every: Duration) {
-    health.set("runtime", Err("not checked yet".into()));
     let mut was_ok = None;
     loop {
         let result = match cri.readiness().await {

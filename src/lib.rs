@@ -11,6 +11,7 @@ pub mod node;
 pub mod nodeip;
 pub mod pods;
 pub mod proxy;
+pub mod retry;
 pub mod runtime;
 pub mod server;
 pub mod volumes;

@@ -53,6 +53,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&ctx.pod_data_root)?;
 
     let health = Arc::new(Health::new(Duration::from_secs(30).max(config.file_check_frequency * 10)));
+    if !config.proxy_only {
+        // Unhealthy until the runtime has answered, even if /healthz is asked first.
+        health.set("runtime", Err("not checked yet".into()));
+    }
     let client = match &config.kubeconfig {
         Some(path) => Some(kube_client(path).await?),
         None => None,
@@ -195,19 +199,15 @@ fn start_proxy(client: kube::Client, config: &Config, health: Arc<Health>) -> an
 
 /// Pulls the sandbox image once at start so the first pod does not wait for it.
 async fn prepull_sandbox_image(cri: runtime::Cri, image: String) {
-    let mut delay = Duration::from_secs(1);
-    loop {
-        match cri.image_id(&image).await {
-            Ok(Some(_)) => return,
-            Ok(None) => match cri.pull_image(&image, None, None).await {
-                Ok(_) => return tracing::info!(image = %image, "sandbox image pulled"),
-                Err(e) => tracing::warn!("--pod-infra-container-image: {e}"),
-            },
-            Err(e) => tracing::debug!("sandbox image check: {e}"),
+    let what = format!("--pod-infra-container-image: pulling {image:?}");
+    nodelet::retry::until_ok(&what, || async {
+        if cri.image_id(&image).await?.is_none() {
+            cri.pull_image(&image, None, None).await?;
+            tracing::info!(image = %image, "sandbox image pulled");
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(60));
-    }
+        Ok::<(), runtime::CriError>(())
+    })
+    .await;
 }
 
 async fn shutdown_signal() {

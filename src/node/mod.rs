@@ -111,7 +111,7 @@ impl NodeAgent {
     /// Registers (retrying with back-off until the apiserver answers), then keeps the status
     /// and the Lease fresh for ever.
     pub async fn run(self: Arc<Self>, registered: tokio::sync::oneshot::Sender<Node>) {
-        let node = retry("registering the node", || self.register()).await;
+        let node = crate::retry::until_ok("registering the node", || self.register()).await;
         let node_uid = node.metadata.uid.clone().unwrap_or_default();
         let conditions = node.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
         let _ = registered.send(node);
@@ -193,24 +193,5 @@ impl NodeAgent {
             }
         }
         Ok(())
-    }
-}
-
-/// Retries an operation with back-off (200 ms doubling to 10 s) until it succeeds.
-pub async fn retry<T, F, Fut>(what: &str, mut op: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<T>>,
-{
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match op().await {
-            Ok(v) => return v,
-            Err(e) => {
-                tracing::warn!("{what} failed: {e:#}; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-        }
     }
 }

@@ -147,7 +147,7 @@ impl Manager {
             }
             let api: kube::Api<Pod> = kube::Api::namespaced(client, spec::pod_namespace(&pod));
             let params = kube::api::DeleteParams { grace_period_seconds: Some(0), preconditions: Some(kube::api::Preconditions { uid: Some(uid), resource_version: None }), ..Default::default() };
-            crate::node::retry("removing a stopped pod from the apiserver", || async {
+            crate::retry::until_ok("removing a stopped pod from the apiserver", || async {
                 match api.delete(spec::pod_name(&pod), &params).await {
                     Ok(_) => Ok(()),
                     Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),

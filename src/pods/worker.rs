@@ -394,17 +394,7 @@ impl Worker {
     async fn terminate(self, grace: Option<Duration>) {
         let grace = grace.unwrap_or_else(|| self.grace_period());
         tracing::info!(pod = %self.pod_ref(), ?grace, "stopping pod");
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match self.try_terminate(grace).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(pod = %self.pod_ref(), error = %e, "stopping pod failed; retrying in {delay:?}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
+        crate::retry::until_ok(&format!("stopping pod {}", self.pod_ref()), || self.try_terminate(grace)).await;
         remove_pod_leftovers(&self.deps.ctx, &self.pod).await;
         self.deps.store.remove(&self.uid());
         tracing::info!(pod = %self.pod_ref(), "pod stopped and removed");

@@ -176,18 +176,12 @@ impl Cri {
     /// Stops a sandbox: kills what is left in it and releases its network (CNI DEL).
     pub async fn stop_sandbox(&self, id: &str) -> CriResult<()> {
         let req = request(cri::StopPodSandboxRequest { pod_sandbox_id: id.into() }, CALL_TIMEOUT);
-        match self.runtime.clone().stop_pod_sandbox(req).await.map_err(fail("StopPodSandbox", format!("sandbox {id}"))) {
-            Err(e) if !e.is_not_found() => Err(e),
-            _ => Ok(()),
-        }
+        gone_is_done(self.runtime.clone().stop_pod_sandbox(req).await.map_err(fail("StopPodSandbox", format!("sandbox {id}"))))
     }
 
     pub async fn remove_sandbox(&self, id: &str) -> CriResult<()> {
         let req = request(cri::RemovePodSandboxRequest { pod_sandbox_id: id.into() }, CALL_TIMEOUT);
-        match self.runtime.clone().remove_pod_sandbox(req).await.map_err(fail("RemovePodSandbox", format!("sandbox {id}"))) {
-            Err(e) if !e.is_not_found() => Err(e),
-            _ => Ok(()),
-        }
+        gone_is_done(self.runtime.clone().remove_pod_sandbox(req).await.map_err(fail("RemovePodSandbox", format!("sandbox {id}"))))
     }
 
     pub async fn create_container(&self, sandbox_id: &str, config: cri::ContainerConfig, sandbox: cri::PodSandboxConfig) -> CriResult<String> {
@@ -208,18 +202,12 @@ impl Cri {
     /// SIGTERM, then SIGKILL once `grace` has passed (the runtime does both).
     pub async fn stop_container(&self, id: &str, grace: Duration) -> CriResult<()> {
         let req = request(cri::StopContainerRequest { container_id: id.into(), timeout: grace.as_secs() as i64 }, grace + CALL_TIMEOUT);
-        match self.runtime.clone().stop_container(req).await.map_err(fail("StopContainer", format!("container {id}"))) {
-            Err(e) if !e.is_not_found() => Err(e),
-            _ => Ok(()),
-        }
+        gone_is_done(self.runtime.clone().stop_container(req).await.map_err(fail("StopContainer", format!("container {id}"))))
     }
 
     pub async fn remove_container(&self, id: &str) -> CriResult<()> {
         let req = request(cri::RemoveContainerRequest { container_id: id.into() }, CALL_TIMEOUT);
-        match self.runtime.clone().remove_container(req).await.map_err(fail("RemoveContainer", format!("container {id}"))) {
-            Err(e) if !e.is_not_found() => Err(e),
-            _ => Ok(()),
-        }
+        gone_is_done(self.runtime.clone().remove_container(req).await.map_err(fail("RemoveContainer", format!("container {id}"))))
     }
 
     /// The image's ID when the runtime already has it.
@@ -234,6 +222,14 @@ impl Cri {
         let spec = cri::ImageSpec { image: image.into(), ..Default::default() };
         let req = request(cri::PullImageRequest { image: Some(spec), auth, sandbox_config: sandbox }, PULL_TIMEOUT);
         Ok(self.images.clone().pull_image(req).await.map_err(fail("PullImage", format!("image {image:?}")))?.into_inner().image_ref)
+    }
+}
+
+/// Stopping or removing something already gone has done its job.
+fn gone_is_done<T>(result: CriResult<T>) -> CriResult<()> {
+    match result {
+        Err(e) if !e.is_not_found() => Err(e),
+        _ => Ok(()),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Start-up latency of pods created through the API, as the Kubernetes SLO measures it.
 
-use crate::{binary, percentile, print, rss_mb, wait_until, IMAGE};
+use crate::{binary, percentile, print, rss_mb, spawn, wait_until, IMAGE};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
@@ -8,26 +8,12 @@ use kube::runtime::watcher;
 use nodelet::pods::labels;
 use nodelet::runtime::Cri;
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SINGLE_RUNS: usize = 7;
 const BATCH: usize = 30;
 const NAMESPACE: &str = "bench";
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(cmd: &mut Command, log: &std::path::Path) -> Process {
-    let log = std::fs::File::create(log).unwrap();
-    Process(cmd.stdout(Stdio::from(log.try_clone().unwrap())).stderr(Stdio::from(log)).spawn().expect("starting a process"))
-}
 
 fn pod(name: &str, node: &str) -> Pod {
     serde_json::from_value(serde_json::json!({

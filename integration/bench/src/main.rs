@@ -19,17 +19,26 @@ const SOCKET: &str = "/run/containerd/containerd.sock";
 const SINGLE_RUNS: usize = 7;
 const BATCH: usize = 20;
 
-struct Nodelet {
-    child: Child,
-    name: String,
-    dir: tempfile::TempDir,
+/// A process this benchmark started, ended by its PID when dropped.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
-impl Drop for Nodelet {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts a process with its output in `log`.
+pub fn spawn(cmd: &mut Command, log: &Path) -> Process {
+    let log = std::fs::File::create(log).unwrap();
+    Process(cmd.stdout(Stdio::from(log.try_clone().unwrap())).stderr(Stdio::from(log)).spawn().expect("starting a process (build with cargo build --release first)"))
+}
+
+struct Nodelet {
+    process: Process,
+    name: String,
+    dir: tempfile::TempDir,
 }
 
 pub fn binary(name: &str) -> PathBuf {
@@ -78,18 +87,16 @@ fn start_nodelet() -> Nodelet {
     let dir = tempfile::Builder::new().prefix("nodelet-bench-").tempdir().unwrap();
     let name = format!("bench-{}", std::process::id());
     std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
-    let log = std::fs::File::create(dir.path().join("nodelet.log")).unwrap();
-    let child = Command::new(binary("nodelet"))
-        .args(["--hostname-override", &name, "--read-only-port", "0"])
-        .args(["--pod-manifest-path", dir.path().join("manifests").to_str().unwrap()])
-        .args(["--root-dir", dir.path().join("root").to_str().unwrap()])
-        .args(["--pod-logs-dir", dir.path().join("logs").to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("starting nodelet (build it with cargo build --release first)");
-    Nodelet { child, name, dir }
+    let process = spawn(
+        Command::new(binary("nodelet"))
+            .args(["--hostname-override", &name, "--read-only-port", "0"])
+            .args(["--pod-manifest-path", dir.path().join("manifests").to_str().unwrap()])
+            .args(["--root-dir", dir.path().join("root").to_str().unwrap()])
+            .args(["--pod-logs-dir", dir.path().join("logs").to_str().unwrap()])
+            .env("RUST_LOG", "warn"),
+        &dir.path().join("nodelet.log"),
+    );
+    Nodelet { process, name, dir }
 }
 
 async fn write_and_time(cri: &Cri, node: &Nodelet, names: &[String]) -> Vec<Duration> {
@@ -134,7 +141,7 @@ async fn main() {
     let node = start_nodelet();
     // Let nodelet pull the sandbox image and settle before measuring.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    print("static_pod_rss_idle", rss_mb(node.child.id()), "MB");
+    print("static_pod_rss_idle", rss_mb(node.process.0.id()), "MB");
 
     let mut singles = Vec::new();
     for i in 0..SINGLE_RUNS {
@@ -151,7 +158,7 @@ async fn main() {
     print("static_pod_start_20_p50", percentile(&times, 50.0).as_secs_f64(), "s");
     print("static_pod_start_20_p99", percentile(&times, 99.0).as_secs_f64(), "s");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    print("static_pod_rss_20_pods", rss_mb(node.child.id()), "MB");
+    print("static_pod_rss_20_pods", rss_mb(node.process.0.id()), "MB");
     remove_all(&cri, &node, &names).await;
     drop(node);
     api::run(&cri).await;

@@ -3,6 +3,7 @@
 //! Lease heartbeat in kube-node-lease. Failures are retried; pods are never touched here.
 
 pub mod object;
+pub mod pressure;
 
 use crate::health::Health;
 use crate::machine::read_host_facts;
@@ -81,7 +82,10 @@ impl NodeAgent {
             reserved_memory: s.reserved_memory,
             ephemeral_storage,
             kubelet_port: s.kubelet_port,
-            health: NodeHealth { runtime_problem, ..Default::default() },
+            health: {
+                let pressure = pressure::judge(&pressure::read(&self.settings.root_dir));
+                NodeHealth { runtime_problem, memory_pressure: pressure.memory, disk_pressure: pressure.disk, pid_pressure: pressure.pid }
+            },
         })
     }
 

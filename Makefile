@@ -11,7 +11,7 @@ setup:
 	bash $(ENV)/setup.sh
 
 build:
-	$(CARGO) build --release --workspace --exclude nodelet-pause
+	$(CARGO) build --release -p nodelet -p nodelet-cni
 
 run: setup build
 	bash $(ENV)/run-demo.sh

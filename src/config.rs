@@ -119,6 +119,23 @@ pub struct Flags {
     /// The nftables table the proxy owns (family ip). Default nodelet.
     #[arg(long = "proxy-table")]
     pub proxy_table: Option<String>,
+    /// Serving certificate of the secure port (default: self-signed, kept in <root-dir>/pki).
+    #[arg(long = "tls-cert-file")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[arg(long = "tls-private-key-file")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// CA whose client certificates authenticate requests to the secure port.
+    #[arg(long = "client-ca-file")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Let unauthenticated requests in as system:anonymous. Default false.
+    #[arg(long = "anonymous-auth")]
+    pub anonymous_auth: Option<bool>,
+    /// Check bearer tokens with the TokenReview API. Default false.
+    #[arg(long = "authentication-token-webhook")]
+    pub authentication_token_webhook: Option<bool>,
+    /// AlwaysAllow or Webhook (SubjectAccessReview). Default AlwaysAllow.
+    #[arg(long = "authorization-mode")]
+    pub authorization_mode: Option<String>,
 }
 
 /// The config file's keys, in KubeletConfiguration's spelling where one exists.
@@ -167,6 +184,12 @@ pub struct FileConfig {
     pub proxy_only: Option<bool>,
     pub disable_proxy: Option<bool>,
     pub proxy_table: Option<String>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
+    pub client_ca_file: Option<PathBuf>,
+    pub anonymous_auth: Option<bool>,
+    pub authentication_token_webhook: Option<bool>,
+    pub authorization_mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -230,6 +253,12 @@ pub struct Config {
     pub proxy_only: bool,
     pub proxy_enabled: bool,
     pub proxy_table: String,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
+    pub client_ca_file: Option<PathBuf>,
+    pub anonymous_auth: bool,
+    pub authentication_token_webhook: bool,
+    pub authorization_webhook: bool,
 }
 
 impl Config {
@@ -299,6 +328,16 @@ impl Config {
             proxy_only: flags.proxy_only || file.proxy_only.unwrap_or(false),
             proxy_enabled: !(flags.disable_proxy || file.disable_proxy.unwrap_or(false)),
             proxy_table: flags.proxy_table.or(file.proxy_table).unwrap_or_else(|| "nodelet".into()),
+            tls_cert_file: flags.tls_cert_file.or(file.tls_cert_file),
+            tls_private_key_file: flags.tls_private_key_file.or(file.tls_private_key_file),
+            client_ca_file: flags.client_ca_file.or(file.client_ca_file),
+            anonymous_auth: flags.anonymous_auth.or(file.anonymous_auth).unwrap_or(false),
+            authentication_token_webhook: flags.authentication_token_webhook.or(file.authentication_token_webhook).unwrap_or(false),
+            authorization_webhook: match flags.authorization_mode.or(file.authorization_mode).as_deref() {
+                None | Some("AlwaysAllow") => false,
+                Some("Webhook") => true,
+                Some(other) => bail!("--authorization-mode: {other:?} is not AlwaysAllow or Webhook"),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -443,6 +482,7 @@ mod tests {
             (vec!["--system-reserved", "cpu=lots"], "--system-reserved"),
             (vec!["--kubeconfig", "/nonexistent/kubeconfig"], "--kubeconfig"),
             (vec!["--proxy-only"], "--proxy-only"),
+            (vec!["--authorization-mode", "Sometimes"], "--authorization-mode"),
             (vec!["--proxy-table", "bad name"], "--proxy-table"),
         ];
         for (args, option) in cases {

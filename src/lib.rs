@@ -13,5 +13,6 @@ pub mod pods;
 pub mod proxy;
 pub mod retry;
 pub mod runtime;
+pub mod secure;
 pub mod server;
 pub mod volumes;

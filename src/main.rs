@@ -75,6 +75,28 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
+    if config.port != 0 && !config.proxy_only {
+        let settings = nodelet::secure::SecureSettings {
+            addr: SocketAddr::new(config.address, config.port),
+            node_name: config.node_name.clone(),
+            node_ips: ctx.host_ip.iter().filter_map(|ip| ip.parse().ok()).collect(),
+            cert_dir: config.root_dir.join("pki"),
+            tls_cert_file: config.tls_cert_file.clone(),
+            tls_key_file: config.tls_private_key_file.clone(),
+            client_ca_file: config.client_ca_file.clone(),
+            anonymous: config.anonymous_auth,
+            authentication_webhook: config.authentication_token_webhook,
+            authorization_mode: if config.authorization_webhook { nodelet::secure::AuthorizationMode::Webhook } else { nodelet::secure::AuthorizationMode::AlwaysAllow },
+            pod_logs_dir: config.pod_logs_dir.clone(),
+        };
+        let state = server::ReadOnly { health: health.clone(), pods: store.clone(), host_root: "/".into() };
+        let secure = nodelet::secure::bind(settings, state, client.clone()).await?;
+        tokio::spawn(async move {
+            if let Err(e) = secure.run().await {
+                tracing::error!("secure server failed: {e:#}");
+            }
+        });
+    }
     if config.proxy_only {
         tracing::info!("running the Service proxy only");
         loop {

@@ -23,7 +23,7 @@ fn the_node_registers_ready_and_renews_its_lease() {
     assert!(status["nodeInfo"]["containerRuntimeVersion"].as_str().unwrap().starts_with("containerd://"), "{status:#}");
     assert!(!status["nodeInfo"]["bootID"].as_str().unwrap().is_empty());
     assert!(status["capacity"]["cpu"].is_string() && status["allocatable"]["memory"].is_string());
-    assert_eq!(status["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
+    assert_eq!(status["daemonEndpoints"]["kubeletEndpoint"]["Port"], e2e.node.secure_port);
     let conditions: Vec<&str> = status["conditions"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
     for kind in ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"] {
         assert!(conditions.contains(&kind), "{conditions:?}");

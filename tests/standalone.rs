@@ -260,3 +260,36 @@ fn pull_policy_never_without_the_image_waits_with_err_image_never_pull() {
     });
     assert!(waiting["message"].as_str().unwrap().contains("not-pulled"), "{waiting}");
 }
+
+fn curl_secure(port: u16, path: &str) -> (String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "-w", "\n%{http_code}", &format!("https://127.0.0.1:{port}{path}")])
+        .output()
+        .expect("curl (make setup installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.to_string(), body.to_string())
+}
+
+#[test]
+fn the_secure_port_refuses_anonymous_requests() {
+    let node = Node::start("secure", &[]);
+    eventually("the secure port", Duration::from_secs(10), || curl_secure(node.secure_port, "/healthz").0 != "000");
+    assert_eq!(curl_secure(node.secure_port, "/healthz").0, "401");
+    assert_eq!(curl_secure(node.secure_port, "/containerLogs/default/x/y").0, "401");
+}
+
+#[test]
+fn the_secure_port_serves_container_logs() {
+    let node = Node::start("logs", &["--anonymous-auth=true"]);
+    node.write_manifest("talk.yaml", &busybox_pod("talk", "Always", 1, "echo one; echo two; echo three; exec sleep 3600"));
+    node.wait_running("talk");
+    let path = format!("/containerLogs/default/{}/main", node.pod_name("talk"));
+    eventually("the container's output", Duration::from_secs(10), || curl_secure(node.secure_port, &path).1.contains("three"));
+    assert_eq!(curl_secure(node.secure_port, &path), ("200".to_string(), "one\ntwo\nthree\n".to_string()));
+    assert_eq!(curl_secure(node.secure_port, &format!("{path}?tailLines=1")).1, "three\n");
+    let (code, body) = curl_secure(node.secure_port, &format!("{path}?tailLines=x"));
+    assert_eq!(code, "400", "{body}");
+    assert!(body.contains("tailLines"), "{body}");
+    assert_eq!(curl_secure(node.secure_port, "/containerLogs/default/nope/main").0, "404");
+}

@@ -42,6 +42,8 @@ pub struct Node {
     pub name: String,
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The secure port (10250 on a real node): a port of its own per test.
+    pub secure_port: u16,
     pub args: Vec<String>,
     child: Option<Child>,
     starts: u32,
@@ -58,7 +60,7 @@ impl Node {
             .unwrap_or_else(|| format!("t-{test}-{}", std::process::id()).replace('_', "-"));
         let dir = tempfile::Builder::new().prefix(&format!("nodelet-{test}-")).tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
-        let mut node = Node { name, dir, port: free_port(), args: args.iter().map(|s| s.to_string()).collect(), child: None, starts: 0 };
+        let mut node = Node { name, dir, port: free_port(), secure_port: free_port(), args: args.iter().map(|s| s.to_string()).collect(), child: None, starts: 0 };
         node.spawn();
         node
     }
@@ -81,7 +83,7 @@ impl Node {
         let child = Command::new(nodelet_binary())
             .args(["--hostname-override", &self.name])
             .args(["--pod-manifest-path", self.manifests().to_str().unwrap()])
-            .args(["--read-only-port", &self.port.to_string(), "--address", "127.0.0.1"])
+            .args(["--read-only-port", &self.port.to_string(), "--address", "127.0.0.1", "--port", &self.secure_port.to_string()])
             .args(["--root-dir", self.dir.path().join("root").to_str().unwrap()])
             .args(["--pod-logs-dir", self.pod_logs().to_str().unwrap()])
             .args(["--cni-plugin", cni_plugin_binary().to_str().unwrap()])

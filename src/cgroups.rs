@@ -17,3 +17,10 @@ pub fn remove_pod_cgroup(relative: &str) {
         }
     }
 }
+
+/// UIDs of the pod cgroups under nodelet's root (read from the memory hierarchy).
+pub fn pod_cgroup_uids(cgroup_root: &str) -> Vec<String> {
+    let dir = Path::new(CGROUP_MOUNT).join("memory").join(cgroup_root.trim_start_matches('/'));
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("pod")).map(String::from)).collect()
+}

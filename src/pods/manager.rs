@@ -168,6 +168,16 @@ impl Manager {
             Err(e) => return tracing::warn!(error = %e, "cannot list sandboxes to find orphans"),
         };
         let known: HashSet<&String> = self.running.keys().collect();
+        // Pod cgroups left empty behind (the runtime was slow to let go when the pod was removed).
+        // Any sandbox of any node sharing the hierarchy keeps its pod's cgroup.
+        let all_sandboxes = self.deps.cri.list_sandboxes(HashMap::new()).await.unwrap_or_default();
+        let with_sandbox: HashSet<&String> = all_sandboxes.iter().filter_map(|s| s.labels.get(labels::POD_UID)).collect();
+        for uid in crate::cgroups::pod_cgroup_uids(&self.deps.ctx.cgroup_root) {
+            let busy = known.contains(&uid) || with_sandbox.contains(&uid) || self.handles.get(&uid).is_some_and(|h| !h.is_finished());
+            if !busy {
+                crate::cgroups::remove_pod_cgroup(&format!("{}/pod{uid}", self.deps.ctx.cgroup_root.trim_end_matches('/')));
+            }
+        }
         for sandbox in sandboxes {
             let uid = sandbox.labels.get(labels::POD_UID).cloned().unwrap_or_default();
             if known.contains(&uid) || self.handles.get(&uid).is_some_and(|h| !h.is_finished()) {

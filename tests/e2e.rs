@@ -339,3 +339,21 @@ fn services_reach_their_endpoints_through_cluster_ip_and_node_port() {
         assert_eq!(http_body(&cluster).as_deref(), Some("a"));
     }
 }
+
+#[test]
+fn a_pod_deleted_while_nodelet_was_down_is_cleaned_up_when_it_returns() {
+    let mut e2e = E2e::start("downdelete", &[]);
+    e2e.wait_node_ready();
+    e2e.create_pod(json!({
+        "metadata": {"name": "gone"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"]}]}
+    }));
+    e2e.wait_pod("gone", "Running", |p| p["status"]["phase"] == "Running");
+    e2e.node.kill9();
+    // Bound to a node, the pod only gets a deletionTimestamp: the node must finish the job.
+    e2e.delete_pod("gone", Some(1));
+    assert!(e2e.get_pod("gone").is_some_and(|p| p["metadata"]["deletionTimestamp"].is_string()));
+    e2e.node.spawn();
+    e2e.wait_pod_gone("gone", Duration::from_secs(30));
+    eventually("the runtime to let go of the pod", Duration::from_secs(20), || e2e.node.runtime_objects().0.is_empty());
+}

@@ -106,6 +106,12 @@ fn should_restart(policy: &str, exit_code: i32) -> bool {
 
 /// The phase of a pod whose regular containers have all ended and will not run again.
 pub fn finished_phase(pod: &Pod, observed: &ObservedPod) -> Option<Phase> {
+    // A phase the apiserver already holds as final stays final, whatever the runtime kept.
+    match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Some("Succeeded") => return Some(Phase::Succeeded),
+        Some("Failed") => return Some(Phase::Failed),
+        _ => {}
+    }
     let policy = restart_policy(pod);
     if policy == "Always" {
         return None;
@@ -408,6 +414,14 @@ mod tests {
         let obs = ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers };
         let p = run(&pod("Always", &[], &["a"]), &obs, &memory(), 100);
         assert_eq!(p.remove_containers, vec!["a-1".to_string(), "a-0".to_string()]);
+    }
+
+    #[test]
+    fn a_final_phase_from_the_apiserver_is_never_undone() {
+        let mut pod = pod("Never", &[], &["a"]);
+        pod.status = Some(k8s_openapi::api::core::v1::PodStatus { phase: Some("Succeeded".into()), ..Default::default() });
+        let p = run(&pod, &ObservedPod::default(), &memory(), 0);
+        assert_eq!((p.finished, p.create_sandbox), (Some(Phase::Succeeded), None));
     }
 
     #[test]

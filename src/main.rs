@@ -88,6 +88,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             authentication_webhook: config.authentication_token_webhook,
             authorization_mode: if config.authorization_webhook { nodelet::secure::AuthorizationMode::Webhook } else { nodelet::secure::AuthorizationMode::AlwaysAllow },
             pod_logs_dir: config.pod_logs_dir.clone(),
+            cri: Some(runtime::Cri::new(&config.runtime_socket)),
         };
         let state = server::ReadOnly { health: health.clone(), pods: store.clone(), host_root: "/".into() };
         let secure = nodelet::secure::bind(settings, state, client.clone()).await?;

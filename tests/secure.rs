@@ -119,6 +119,7 @@ async fn start() -> Fixture {
         authentication_webhook: false,
         authorization_mode: AuthorizationMode::AlwaysAllow,
         pod_logs_dir: logs_dir,
+        cri: None,
     };
     let state = ReadOnly { health: Arc::new(Health::new(Duration::from_secs(3600))), pods: pods.clone(), host_root: "/".into() };
     let server = nodelet::secure::bind(settings, state, None).await.expect("bind");
@@ -334,6 +335,7 @@ async fn tokens_and_webhook_authorization() {
         authentication_webhook: true,
         authorization_mode: AuthorizationMode::Webhook,
         pod_logs_dir: dir.path().join("logs"),
+        cri: None,
     };
     let state = ReadOnly { health: Arc::new(Health::new(Duration::from_secs(3600))), pods: PodStore::default(), host_root: "/".into() };
     let server = nodelet::secure::bind(settings, state, Some(api)).await.expect("bind");

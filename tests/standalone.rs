@@ -293,3 +293,72 @@ fn the_secure_port_serves_container_logs() {
     assert!(body.contains("tailLines"), "{body}");
     assert_eq!(curl_secure(node.secure_port, "/containerLogs/default/nope/main").0, "404");
 }
+
+/// Runs a command through the secure port's /exec with the websocket channel protocol
+/// (v4.channel.k8s.io), as kubectl does: (stdout, stderr, the final status JSON).
+fn ws_exec(node: &Node, pod: &str, command: &[&str]) -> (String, String, String) {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = CertificateDer::from_pem_file(node.dir.path().join("root/pki/nodelet.crt")).expect("the self-signed serving certificate");
+    let port = node.secure_port;
+    let query: Vec<String> = command
+        .iter()
+        .map(|c| format!("command={}", c.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect::<String>()))
+        .collect();
+    let path = format!("/exec/default/{pod}/main?{}&stdout=1&stderr=1", query.join("&"));
+    tokio::runtime::Runtime::new().unwrap().block_on(async move {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots).with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(ServerName::try_from("127.0.0.1").unwrap(), tcp).await.unwrap();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n"
+        );
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut data = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(20), tls.read(&mut buf)).await.map(|r| r.unwrap_or(0)).unwrap_or(0);
+            if n == 0 || std::time::Instant::now() > deadline {
+                break;
+            }
+            data.extend_from_slice(&buf[..n]);
+        }
+        let head_end = data.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP answer") + 4;
+        let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "no upgrade: {}", String::from_utf8_lossy(&data));
+        let mut channels: [String; 4] = Default::default();
+        let mut frames = &data[head_end..];
+        while frames.len() >= 2 {
+            let opcode = frames[0] & 0x0f;
+            let (len, skip) = match frames[1] & 0x7f {
+                126 => (u16::from_be_bytes([frames[2], frames[3]]) as usize, 4),
+                127 => (u64::from_be_bytes(frames[2..10].try_into().unwrap()) as usize, 10),
+                n => (n as usize, 2),
+            };
+            let payload = &frames[skip..skip + len];
+            if opcode == 2 && !payload.is_empty() && (payload[0] as usize) < 4 {
+                channels[payload[0] as usize].push_str(&String::from_utf8_lossy(&payload[1..]));
+            }
+            frames = &frames[skip + len..];
+        }
+        (channels[1].clone(), channels[2].clone(), channels[3].clone())
+    })
+}
+
+#[test]
+fn exec_through_the_secure_port_reaches_the_container_and_reports_the_exit_code() {
+    let node = Node::start("exec", &["--anonymous-auth=true"]);
+    node.write_manifest("box.yaml", &busybox_pod("box", "Always", 1, "exec sleep 3600"));
+    node.wait_running("box");
+    let pod = node.pod_name("box");
+    let (stdout, stderr, status) = ws_exec(&node, &pod, &["sh", "-c", "echo hello; echo oops >&2; exit 3"]);
+    assert_eq!((stdout.as_str(), stderr.as_str()), ("hello\n", "oops\n"), "status: {status}");
+    assert!(status.contains("NonZeroExitCode") && status.contains("\"3\""), "{status}");
+    let (stdout, _, status) = ws_exec(&node, &pod, &["hostname"]);
+    assert_eq!(stdout.trim(), pod);
+    assert!(status.contains("Success"), "{status}");
+}

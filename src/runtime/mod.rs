@@ -40,6 +40,12 @@ pub struct Cri {
     images: ImageServiceClient<Channel>,
 }
 
+impl std::fmt::Debug for Cri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cri")
+    }
+}
+
 /// A channel to a Unix socket that connects on first use and reconnects after the runtime
 /// restarts, so nodelet starts and keeps running while containerd is down.
 pub fn unix_channel(socket: &Path) -> Channel {
@@ -53,6 +59,10 @@ pub fn unix_channel(socket: &Path) -> Channel {
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
             }
         }))
+}
+
+fn request_with<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    request(message, timeout)
 }
 
 fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
@@ -208,6 +218,29 @@ impl Cri {
     pub async fn remove_container(&self, id: &str) -> CriResult<()> {
         let req = request(cri::RemoveContainerRequest { container_id: id.into() }, CALL_TIMEOUT);
         gone_is_done(self.runtime.clone().remove_container(req).await.map_err(fail("RemoveContainer", format!("container {id}"))))
+    }
+
+    /// A URL on the runtime's streaming server for a command in a running container.
+    pub async fn exec(&self, request: cri::ExecRequest) -> CriResult<String> {
+        let target = format!("container {}", request.container_id);
+        let req = request_with(request, CALL_TIMEOUT);
+        Ok(self.runtime.clone().exec(req).await.map_err(fail("Exec", target))?.into_inner().url)
+    }
+
+    pub async fn attach(&self, request: cri::AttachRequest) -> CriResult<String> {
+        let target = format!("container {}", request.container_id);
+        let req = request_with(request, CALL_TIMEOUT);
+        Ok(self.runtime.clone().attach(req).await.map_err(fail("Attach", target))?.into_inner().url)
+    }
+
+    /// A port-forward URL for the ready sandbox of the pod with this UID.
+    pub async fn port_forward_for_pod(&self, uid: &str) -> CriResult<String> {
+        let selector = HashMap::from([(labels::POD_UID.to_string(), uid.to_string())]);
+        let ready = cri::PodSandboxState::SandboxReady as i32;
+        let sandbox = self.list_sandboxes(selector).await?.into_iter().find(|s| s.state == ready);
+        let sandbox = sandbox.ok_or_else(|| CriError { call: "PortForward", target: format!("pod {uid}"), message: "the pod has no ready sandbox".into(), code: tonic::Code::NotFound })?;
+        let req = request_with(cri::PortForwardRequest { pod_sandbox_id: sandbox.id.clone(), port: vec![] }, CALL_TIMEOUT);
+        Ok(self.runtime.clone().port_forward(req).await.map_err(fail("PortForward", format!("sandbox {}", sandbox.id)))?.into_inner().url)
     }
 
     /// The image's ID when the runtime already has it.

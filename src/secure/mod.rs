@@ -12,6 +12,7 @@ pub mod auth;
 pub mod crilog;
 pub mod logopts;
 pub mod logs;
+pub mod stream;
 pub mod tls;
 
 use crate::server::ReadOnly;
@@ -48,6 +49,8 @@ pub struct SecureSettings {
     pub authentication_webhook: bool,
     pub authorization_mode: AuthorizationMode,
     pub pod_logs_dir: PathBuf,
+    /// The runtime exec, attach and port-forward go to; None serves them 503.
+    pub cri: Option<crate::runtime::Cri>,
 }
 
 impl SecureSettings {
@@ -65,6 +68,7 @@ impl SecureSettings {
             authentication_webhook: false,
             authorization_mode: AuthorizationMode::AlwaysAllow,
             pod_logs_dir: root.join("logs"),
+            cri: None,
         }
     }
 }
@@ -208,10 +212,25 @@ pub fn router(settings: &SecureSettings, state: ReadOnly, api: Option<kube::Clie
         authorizer: Authorizer::new(settings.authorization_mode, api)?,
     });
     let logs = Arc::new(logs::LogsContext { pods: state.pods.clone(), pod_logs_dir: settings.pod_logs_dir.clone() });
-    let routes = crate::server::router(state).route(
-        "/containerLogs/{namespace}/{pod}/{container}",
-        axum::routing::get(move |path, query| logs::container_logs(logs.clone(), path, query)),
-    );
+    let streams = Arc::new(stream::StreamContext { pods: state.pods.clone(), cri: settings.cri.clone() });
+    let (exec_ctx, attach_ctx, forward_ctx) = (streams.clone(), streams.clone(), streams);
+    let routes = crate::server::router(state)
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            axum::routing::get(move |path, query| logs::container_logs(logs.clone(), path, query)),
+        )
+        .route(
+            "/exec/{namespace}/{pod}/{container}",
+            axum::routing::any(move |path, query, req| stream::exec(exec_ctx.clone(), path, query, req)),
+        )
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            axum::routing::any(move |path, query, req| stream::attach(attach_ctx.clone(), path, query, req)),
+        )
+        .route(
+            "/portForward/{namespace}/{pod}",
+            axum::routing::any(move |path, req| stream::port_forward(forward_ctx.clone(), path, req)),
+        );
     Ok(routes.layer(axum::middleware::from_fn_with_state(sec, guard)))
 }
 

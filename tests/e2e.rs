@@ -253,7 +253,12 @@ fn services_reach_their_endpoints_through_cluster_ip_and_node_port() {
     let table = format!("nodelet_e2e_{}", std::process::id());
     let e2e = E2e::start("svc", &["--proxy-table", &table]);
     let node = e2e.wait_node_ready();
-    let node_ip = node["status"]["addresses"].as_array().unwrap().iter().find(|a| a["type"] == "InternalIP").unwrap()["address"].as_str().unwrap().to_string();
+    assert!(node["status"]["addresses"].as_array().unwrap().iter().any(|a| a["type"] == "InternalIP"));
+    // NodePorts answer on every local address; the test uses the bridge's own (the pod network's
+    // gateway), so its traffic stays on nodelet's network rather than the machine's uplink address.
+    let pod_cidr = node["spec"]["podCIDR"].as_str().unwrap_or("10.88.0.0/16");
+    let network: std::net::Ipv4Addr = pod_cidr.split('/').next().unwrap().parse().unwrap();
+    let node_ip = std::net::Ipv4Addr::from(u32::from(network) + 1).to_string();
     let mut ips = Vec::new();
     for name in ["a", "b"] {
         e2e.create_pod(json!({

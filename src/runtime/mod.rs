@@ -61,10 +61,6 @@ pub fn unix_channel(socket: &Path) -> Channel {
         }))
 }
 
-fn request_with<T>(message: T, timeout: Duration) -> tonic::Request<T> {
-    request(message, timeout)
-}
-
 fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     let mut req = tonic::Request::new(message);
     req.set_timeout(timeout);
@@ -221,15 +217,15 @@ impl Cri {
     }
 
     /// A URL on the runtime's streaming server for a command in a running container.
-    pub async fn exec(&self, request: cri::ExecRequest) -> CriResult<String> {
-        let target = format!("container {}", request.container_id);
-        let req = request_with(request, CALL_TIMEOUT);
+    pub async fn exec(&self, exec: cri::ExecRequest) -> CriResult<String> {
+        let target = format!("container {}", exec.container_id);
+        let req = request(exec, CALL_TIMEOUT);
         Ok(self.runtime.clone().exec(req).await.map_err(fail("Exec", target))?.into_inner().url)
     }
 
-    pub async fn attach(&self, request: cri::AttachRequest) -> CriResult<String> {
-        let target = format!("container {}", request.container_id);
-        let req = request_with(request, CALL_TIMEOUT);
+    pub async fn attach(&self, attach: cri::AttachRequest) -> CriResult<String> {
+        let target = format!("container {}", attach.container_id);
+        let req = request(attach, CALL_TIMEOUT);
         Ok(self.runtime.clone().attach(req).await.map_err(fail("Attach", target))?.into_inner().url)
     }
 
@@ -239,7 +235,7 @@ impl Cri {
         let ready = cri::PodSandboxState::SandboxReady as i32;
         let sandbox = self.list_sandboxes(selector).await?.into_iter().find(|s| s.state == ready);
         let sandbox = sandbox.ok_or_else(|| CriError { call: "PortForward", target: format!("pod {uid}"), message: "the pod has no ready sandbox".into(), code: tonic::Code::NotFound })?;
-        let req = request_with(cri::PortForwardRequest { pod_sandbox_id: sandbox.id.clone(), port: vec![] }, CALL_TIMEOUT);
+        let req = request(cri::PortForwardRequest { pod_sandbox_id: sandbox.id.clone(), port: vec![] }, CALL_TIMEOUT);
         Ok(self.runtime.clone().port_forward(req).await.map_err(fail("PortForward", format!("sandbox {}", sandbox.id)))?.into_inner().url)
     }
 

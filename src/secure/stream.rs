@@ -77,7 +77,7 @@ fn plain(status: StatusCode, message: String) -> Response {
 }
 
 /// The running container's runtime ID, or the answer to give instead.
-fn container_id(pods: &PodStore, namespace: &str, pod: &str, container: &str) -> Result<(String, String), Response> {
+fn container_id(pods: &PodStore, namespace: &str, pod: &str, container: &str) -> Result<String, Response> {
     let found = pods.list().into_iter().find(|p| p.metadata.namespace.as_deref() == Some(namespace) && p.metadata.name.as_deref() == Some(pod));
     let Some(found) = found else { return Err(plain(StatusCode::NOT_FOUND, format!("pod {namespace}/{pod} not found"))) };
     let statuses = found.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
@@ -87,14 +87,12 @@ fn container_id(pods: &PodStore, namespace: &str, pod: &str, container: &str) ->
     if status.state.as_ref().and_then(|s| s.running.as_ref()).is_none() {
         return Err(plain(StatusCode::BAD_REQUEST, format!("container {container:?} in pod {namespace}/{pod} is not running")));
     }
-    let id = status.container_id.unwrap_or_default().trim_start_matches("containerd://").to_string();
-    let sandbox_hint = found.metadata.uid.unwrap_or_default();
-    Ok((id, sandbox_hint))
+    Ok(status.container_id.unwrap_or_default().trim_start_matches("containerd://").to_string())
 }
 
 pub async fn exec(ctx: Arc<StreamContext>, Path((namespace, pod, container)): Path<(String, String, String)>, RawQuery(query): RawQuery, req: Request) -> Response {
     let Some(cri_client) = ctx.cri.clone() else { return plain(StatusCode::SERVICE_UNAVAILABLE, "no container runtime".into()) };
-    let (id, _) = match container_id(&ctx.pods, &namespace, &pod, &container) {
+    let id = match container_id(&ctx.pods, &namespace, &pod, &container) {
         Ok(found) => found,
         Err(response) => return response,
     };
@@ -111,7 +109,7 @@ pub async fn exec(ctx: Arc<StreamContext>, Path((namespace, pod, container)): Pa
 
 pub async fn attach(ctx: Arc<StreamContext>, Path((namespace, pod, container)): Path<(String, String, String)>, RawQuery(query): RawQuery, req: Request) -> Response {
     let Some(cri_client) = ctx.cri.clone() else { return plain(StatusCode::SERVICE_UNAVAILABLE, "no container runtime".into()) };
-    let (id, _) = match container_id(&ctx.pods, &namespace, &pod, &container) {
+    let id = match container_id(&ctx.pods, &namespace, &pod, &container) {
         Ok(found) => found,
         Err(response) => return response,
     };

@@ -38,6 +38,15 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The node name a test's nodelet registers: its own per test, or the one a real cluster's node
+/// credentials fix (make e2e NODE_NAME=...).
+pub fn node_name(test: &str) -> String {
+    std::env::var("NODELET_E2E_NODE_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| format!("t-{test}-{}", std::process::id()).replace('_', "-"))
+}
+
 pub struct Node {
     pub name: String,
     pub dir: tempfile::TempDir,
@@ -53,11 +62,7 @@ impl Node {
     /// Starts a nodelet named after the test; `args` are extra flags.
     pub fn start(test: &str, args: &[&str]) -> Node {
         require_runtime();
-        // A real cluster's node credentials fix the node's name (make e2e NODE_NAME=...).
-        let name = std::env::var("NODELET_E2E_NODE_NAME")
-            .ok()
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| format!("t-{test}-{}", std::process::id()).replace('_', "-"));
+        let name = node_name(test);
         let dir = tempfile::Builder::new().prefix(&format!("nodelet-{test}-")).tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
         let mut node = Node { name, dir, port: free_port(), secure_port: free_port(), args: args.iter().map(|s| s.to_string()).collect(), child: None, starts: 0 };

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use super::common::{eventually, nodelet_binary, Node};
+use super::common::{eventually, node_name, nodelet_binary, Node};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
@@ -88,14 +88,6 @@ pub struct E2e {
     client: kube::Client,
     rt: tokio::runtime::Runtime,
     apiserver: Option<TestApiserver>,
-}
-
-/// The node name `Node::start` will use for this test.
-pub fn node_name(test: &str) -> String {
-    std::env::var("NODELET_E2E_NODE_NAME")
-        .ok()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| format!("t-{test}-{}", std::process::id()).replace('_', "-"))
 }
 
 async fn client_from(path: &Path) -> kube::Client {

@@ -11,6 +11,14 @@ use e2e_support::*;
 use serde_json::json;
 use std::time::Duration;
 
+/// A pod whose one container sleeps for an hour.
+fn sleeping_pod(name: &str) -> serde_json::Value {
+    json!({
+        "metadata": {"name": name},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"]}]}
+    })
+}
+
 #[test]
 fn the_node_registers_ready_and_renews_its_lease() {
     let e2e = E2e::start("node", &["--node-labels", "nodelet.io/e2e=yes", "--node-lease-duration-seconds", "4"]);
@@ -112,10 +120,7 @@ fn a_deleted_pod_is_stopped_gracefully_and_removed() {
 fn a_restarted_nodelet_adopts_api_pods() {
     let mut e2e = E2e::start("adopt", &[]);
     e2e.wait_node_ready();
-    e2e.create_pod(json!({
-        "metadata": {"name": "keep"},
-        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"]}]}
-    }));
+    e2e.create_pod(sleeping_pod("keep"));
     let before = e2e.wait_pod("keep", "Running", |p| p["status"]["phase"] == "Running")["status"]["containerStatuses"][0].clone();
     e2e.node.kill9();
     e2e.node.spawn();
@@ -133,10 +138,7 @@ fn pods_keep_running_through_an_apiserver_outage() {
         return;
     }
     e2e.wait_node_ready();
-    e2e.create_pod(json!({
-        "metadata": {"name": "steady"},
-        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"]}]}
-    }));
+    e2e.create_pod(sleeping_pod("steady"));
     let before = e2e.wait_pod("steady", "Running", |p| p["status"]["phase"] == "Running")["status"]["containerStatuses"][0]["containerID"].clone();
     let (sandboxes, _) = e2e.node.runtime_objects();
     e2e.stop_apiserver();
@@ -349,10 +351,7 @@ fn services_reach_their_endpoints_through_cluster_ip_and_node_port() {
 fn a_pod_deleted_while_nodelet_was_down_is_cleaned_up_when_it_returns() {
     let mut e2e = E2e::start("downdelete", &[]);
     e2e.wait_node_ready();
-    e2e.create_pod(json!({
-        "metadata": {"name": "gone"},
-        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"]}]}
-    }));
+    e2e.create_pod(sleeping_pod("gone"));
     e2e.wait_pod("gone", "Running", |p| p["status"]["phase"] == "Running");
     e2e.node.kill9();
     // Bound to a node, the pod only gets a deletionTimestamp: the node must finish the job.

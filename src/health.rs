@@ -71,15 +71,18 @@ pub async fn watch_runtime(cri: crate::runtime::Cri, health: std::sync::Arc<Heal
 }
 
 /// The proxy's check: failing once several syncs in a row have failed.
-pub async fn watch_proxy(proxier: std::sync::Arc<crate::proxy::Proxier>, health: std::sync::Arc<Health>, every: Duration) {
+pub async fn watch_proxy(proxiers: Vec<std::sync::Arc<crate::proxy::Proxier>>, health: std::sync::Arc<Health>, every: Duration) {
     loop {
-        let h = proxier.health();
-        let result = if h.consecutive_failures >= 3 {
-            Err(format!("{} syncs in a row failed: {}", h.consecutive_failures, h.last_error.unwrap_or_default()))
-        } else {
-            Ok(())
-        };
-        health.set("proxy", result);
+        let failures: Vec<String> = proxiers
+            .iter()
+            .filter_map(|p| {
+                let h = p.health();
+                (h.consecutive_failures >= 3).then(|| {
+                    format!("{}: {} syncs in a row failed: {}", p.config().family, h.consecutive_failures, h.last_error.unwrap_or_default())
+                })
+            })
+            .collect();
+        health.set("proxy", if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) });
         tokio::time::sleep(every).await;
     }
 }

@@ -207,16 +207,29 @@ fn join_cluster(
     rx
 }
 
-/// The Service proxy: its own nftables table, fed by Services and EndpointSlices.
+/// The Service proxy: a table of its own per address family (`ip6` only where the node has
+/// IPv6), fed by Services and EndpointSlices.
 fn start_proxy(client: kube::Client, config: &Config, health: Arc<Health>) -> anyhow::Result<()> {
-    let mut settings = nodelet::proxy::ProxyConfig::new(config.node_name.clone());
-    settings.table = config.proxy_table.clone();
-    settings.pod_cidr = Some(config.pod_cidr.clone());
-    let proxier = Arc::new(nodelet::proxy::Proxier::new(settings).map_err(|e| anyhow::anyhow!("--proxy-table/--pod-cidr: {e:#}"))?);
-    let runner = proxier.clone();
-    tokio::spawn(async move { runner.run().await });
-    tokio::spawn(nodelet::proxy::watch::follow(client, proxier.clone()));
-    tokio::spawn(health::watch_proxy(proxier, health, Duration::from_secs(5)));
+    use nodelet::proxy::{model::Family, ProxyConfig, Proxier};
+    let mut families = vec![Family::V4];
+    if nodeip::has_global_ipv6() {
+        families.push(Family::V6);
+    }
+    let mut proxiers = Vec::new();
+    for family in families {
+        let mut settings = ProxyConfig::new(config.node_name.clone());
+        settings.table = config.proxy_table.clone();
+        settings.family = family;
+        // --pod-cidr is IPv4: IPv6 ClusterIP traffic is masqueraded only when it hairpins
+        settings.pod_cidr = (family == Family::V4).then(|| config.pod_cidr.clone());
+        let proxier = Arc::new(Proxier::new(settings).map_err(|e| anyhow::anyhow!("--proxy-table/--pod-cidr: {e:#}"))?);
+        let runner = proxier.clone();
+        tokio::spawn(async move { runner.run().await });
+        proxiers.push(proxier);
+    }
+    tracing::info!(table = %config.proxy_table, families = ?proxiers.iter().map(|p| p.config().family).collect::<Vec<_>>(), "service proxy starting");
+    tokio::spawn(nodelet::proxy::watch::follow(client, proxiers.clone()));
+    tokio::spawn(health::watch_proxy(proxiers, health, Duration::from_secs(5)));
     Ok(())
 }
 

@@ -13,6 +13,21 @@ pub fn default_route_ipv4() -> Option<IpAddr> {
         .or(Some(IpAddr::V4(Ipv4Addr::LOCALHOST)))
 }
 
+/// Whether the node has an IPv6 address to serve Services on: one that is neither loopback nor
+/// link-local (read from /proc/net/if_inet6; none when IPv6 is disabled).
+pub fn has_global_ipv6() -> bool {
+    std::fs::read_to_string("/proc/net/if_inet6").is_ok_and(|table| any_global_ipv6(&table))
+}
+
+/// /proc/net/if_inet6 lines: address (32 hex digits), index, prefix length, scope, flags, name.
+fn any_global_ipv6(table: &str) -> bool {
+    table.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // scope 00 is global (10 host, 20 link)
+        fields.len() >= 6 && fields[3] == "00" && fields[5] != "lo"
+    })
+}
+
 /// The interface of the first default route (destination 0.0.0.0, mask 0) in /proc/net/route.
 fn default_route_interface(routes: &str) -> Option<String> {
     routes.lines().skip(1).find_map(|line| {
@@ -32,5 +47,14 @@ mod tests {
                      eth0\t00000000\t0110A8C0\t0003\t0\t0\t0\t00000000\n";
         assert_eq!(default_route_interface(table).as_deref(), Some("eth0"));
         assert_eq!(default_route_interface("Iface\n"), None);
+    }
+
+    #[test]
+    fn global_ipv6_is_neither_loopback_nor_link_local() {
+        let lo = "00000000000000000000000000000001 01 80 10 80       lo\n";
+        let link = "fe8000000000000000fc00fffe000001 04 40 20 80     eth0\n";
+        let global = "fd000000000000000000000000000002 04 40 00 80     eth0\n";
+        assert!(!any_global_ipv6(&format!("{lo}{link}")));
+        assert!(any_global_ipv6(&format!("{lo}{link}{global}")));
     }
 }

@@ -7,6 +7,7 @@ mod proxy_support;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use nodelet::proxy::apply::Netns;
+use nodelet::proxy::model::Family;
 use nodelet::proxy::{ProxyConfig, Proxier};
 use proxy_support::*;
 use serde_json::{json, Value};
@@ -287,4 +288,50 @@ async fn invalid_objects_are_skipped_and_the_rest_is_programmed() {
     assert!(tcp_ask(&lab.client, addr("10.96.0.81", 80)).is_ok());
     assert_eq!(p.health().invalid_objects, 2);
     p.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dual_stack_service_is_served_by_an_ip6_table_beside_the_ip_one() {
+    let mut lab = Lab::new("dual");
+    let v4 = proxier(&lab);
+    let mut config = v4.config().clone();
+    config.family = Family::V6;
+    config.pod_cidr = Some(POD_CIDR6.into());
+    let v6 = Proxier::new(config).expect("config");
+    let (a, b) = (lab.add_pod("a", 10), lab.add_pod("b", 11));
+    lab.add_pod("d", 20); // not an endpoint
+    let svc = service("dual", "10.96.0.60", json!({"type": "NodePort", "clusterIPs": ["10.96.0.60", "fd00:96::60"],
+        "ipFamilies": ["IPv4", "IPv6"], "ports": [{"name": "http", "port": 80, "nodePort": 30060}]}));
+    let slice6: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"namespace": "default", "name": "dual-v6", "labels": {"kubernetes.io/service-name": "dual"}},
+        "addressType": "IPv6",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["fd00:244::a"], "nodeName": NODE_NAME}, {"addresses": ["fd00:244::b"], "nodeName": NODE_NAME}]
+    }))
+    .unwrap();
+    // both proxiers get every object, as from the one watch; each takes its family's part
+    for p in [&v4, &v6] {
+        p.upsert_service(&svc);
+        p.upsert_slice(&slice("dual", "http", 8080, "TCP", &[(a, NODE_NAME), (b, NODE_NAME)]));
+        p.upsert_slice(&slice6);
+        p.sync().await.expect("sync");
+    }
+    let answers = tcp_ask_many(&lab.client, addr("fd00:96::60", 80), 40);
+    assert_eq!(count_by_pod(&answers).len(), 2, "{answers:?}");
+    // the client is outside the IPv6 pod network too: masqueraded to the bridge's address
+    assert_eq!(seen_from(answers[0].as_ref().unwrap()), BRIDGE_IP6.to_string());
+    let from_node_port = tcp_ask(&lab.client, SocketAddr::new(NODE_IP6.into(), 30060)).expect("IPv6 node port");
+    assert!(["a", "b"].contains(&who(&from_node_port)), "{from_node_port}");
+    let from_v4 = tcp_ask(&lab.client, addr("10.96.0.60", 80)).expect("IPv4 ClusterIP");
+    assert_eq!(seen_from(&from_v4), BRIDGE_IP.to_string());
+    // a pod reaching the Service over IPv6 keeps its own address
+    let from_pod = tcp_ask(&lab.pod_ns("d"), addr("fd00:96::60", 80)).unwrap();
+    assert_eq!(seen_from(&from_pod), "fd00:244::14", "{from_pod}");
+    let table = lab.list_table6();
+    assert!(table.contains("fd00:96::60 . tcp . 80") && !lab.list_table().contains("fd00:"), "{table}");
+    assert_eq!((v4.health().service_ports, v6.health().service_ports), (1, 1));
+    for p in [&v4, &v6] {
+        p.cleanup().await.unwrap();
+    }
+    assert!(!lab.nft(&["list", "tables"]).contains(&lab.table));
 }

@@ -99,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
         // the full script, for timing nft on its own
         let (script, _) = nodelet::proxy::render::full(&nodelet::proxy::render::Context {
             table: "nodelet_bench".into(),
+            family: nodelet::proxy::model::Family::V4,
             node_name: "node-0".into(),
             pod_cidr: Some("10.128.0.0/9".into()),
         }, &p.model().await);

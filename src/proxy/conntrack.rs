@@ -3,29 +3,29 @@
 //! flow that was never NATed). After the ruleset changed, the flows that point at removed
 //! endpoints, and the un-NATed flows of frontends that just got endpoints, are deleted.
 
-use super::model::{usable_endpoints, Protocol, ServiceEntry};
+use super::model::{usable_endpoints, Family, Protocol, ServiceEntry};
 use super::apply::Netns;
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 /// A set of conntrack flows to delete (always UDP).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Flow {
     /// Flows to a Service address that were DNATed to `endpoint`.
-    ToEndpoint { frontend: Ipv4Addr, endpoint: Ipv4Addr },
+    ToEndpoint { frontend: IpAddr, endpoint: IpAddr },
     /// Flows to a node port (on any address) that were DNATed to `endpoint`.
-    NodePortToEndpoint { node_port: u16, endpoint: Ipv4Addr },
+    NodePortToEndpoint { node_port: u16, endpoint: IpAddr },
     /// Flows to a Service address and port, NATed or not (the frontend had no endpoints).
-    ToFrontend { frontend: Ipv4Addr, port: u16 },
+    ToFrontend { frontend: IpAddr, port: u16 },
     /// Flows to a node port, NATed or not.
     ToNodePort { node_port: u16 },
 }
 
 impl Flow {
-    /// conntrack(8) arguments deleting these flows.
-    pub fn args(&self) -> Vec<String> {
-        let mut a: Vec<String> = ["-D", "-p", "udp"].iter().map(|s| s.to_string()).collect();
+    /// conntrack(8) arguments deleting these flows from the table of `family`.
+    pub fn args(&self, family: Family) -> Vec<String> {
+        let mut a: Vec<String> = ["-D", "-f", family.conntrack(), "-p", "udp"].iter().map(|s| s.to_string()).collect();
         match self {
             Flow::ToEndpoint { frontend, endpoint } => {
                 a.extend(["--orig-dst".into(), frontend.to_string(), "--dst-nat".into(), endpoint.to_string()])
@@ -45,7 +45,7 @@ impl Flow {
 /// The UDP flows made stale by a Service port going from `old` to `new` (pure).
 pub fn stale_flows(old: Option<&ServiceEntry>, new: Option<&ServiceEntry>, node_name: &str) -> Vec<Flow> {
     let mut out = BTreeSet::new();
-    let used = |e: Option<&ServiceEntry>, external: bool| -> BTreeSet<Ipv4Addr> {
+    let used = |e: Option<&ServiceEntry>, external: bool| -> BTreeSet<IpAddr> {
         let Some(e) = e else { return BTreeSet::new() };
         let local = if external { e.port.external_local } else { e.port.internal_local };
         usable_endpoints(&e.endpoints, local, node_name).iter().map(|ep| ep.ip).collect()
@@ -75,7 +75,7 @@ pub fn stale_flows(old: Option<&ServiceEntry>, new: Option<&ServiceEntry>, node_
     for external in [false, true] {
         let before = used(old, external);
         let after = used(new, external);
-        let frontends: Vec<Ipv4Addr> = if external {
+        let frontends: Vec<IpAddr> = if external {
             old_port.external_ips.iter().chain(&old_port.lb_ips).copied().collect()
         } else {
             old_port.cluster_ips.clone()
@@ -109,6 +109,7 @@ pub fn stale_flows(old: Option<&ServiceEntry>, new: Option<&ServiceEntry>, node_
 #[derive(Clone, Debug)]
 pub struct Conntrack {
     pub program: PathBuf,
+    pub family: Family,
     pub netns: Netns,
 }
 
@@ -116,7 +117,7 @@ impl Conntrack {
     /// Deletes the flows; failures are logged, never fatal (the flows age out eventually).
     pub async fn delete(&self, flows: &[Flow]) {
         for flow in flows {
-            let args = flow.args();
+            let args = flow.args(self.family);
             let mut cmd = tokio::process::Command::new(&self.program);
             cmd.args(&args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
             self.netns.enter_on_exec(&mut cmd);
@@ -168,7 +169,7 @@ mod tests {
             Flow::ToEndpoint { frontend: [10, 96, 0, 10].into(), endpoint: [10, 88, 0, 5].into() },
             Flow::NodePortToEndpoint { node_port: 30053, endpoint: [10, 88, 0, 5].into() },
         ]);
-        assert_eq!(flows[0].args().join(" "), "-D -p udp --orig-dst 10.96.0.10 --dst-nat 10.88.0.5");
+        assert_eq!(flows[0].args(Family::V4).join(" "), "-D -f ipv4 -p udp --orig-dst 10.96.0.10 --dst-nat 10.88.0.5");
         assert!(stale_flows(Some(&old), None, "n1").len() == 4);
     }
 

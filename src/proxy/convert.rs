@@ -1,10 +1,10 @@
 //! Pure conversion of the apiserver's Service and EndpointSlice objects into the proxy's model.
 //! Bad parts are skipped with a warning that names the object and the cause; the rest stays.
 
-use super::model::{Protocol, ServiceKey, ServiceName, ServicePort, Slice, SliceEndpoint, SlicePort};
+use super::model::{Family, Protocol, ServiceKey, ServiceName, ServicePort, Slice, SliceEndpoint, SlicePort};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 /// The label an EndpointSlice names its Service with.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -23,12 +23,12 @@ pub fn service_name(svc: &Service) -> Option<ServiceName> {
     Some(ServiceName::new(svc.metadata.namespace.clone().unwrap_or_else(|| "default".into()), svc.metadata.name.clone()?))
 }
 
-/// Address parsing: Some(v4) for IPv4, None for IPv6 (the proxy programs IPv4 only), an error
-/// for garbage.
-fn parse_ip(s: &str) -> Result<Option<Ipv4Addr>, String> {
+/// Address parsing: Some for an address of `family`, None for one of the other family (the
+/// other family's table programs it), an error for garbage.
+fn parse_ip(s: &str, family: Family) -> Result<Option<IpAddr>, String> {
     match s.trim().parse::<IpAddr>() {
-        Ok(IpAddr::V4(v4)) => Ok(Some(v4)),
-        Ok(IpAddr::V6(_)) => Ok(None),
+        Ok(ip) if Family::of(&ip) == family => Ok(Some(ip)),
+        Ok(_) => Ok(None),
         Err(_) => Err(format!("invalid IP address {s:?}")),
     }
 }
@@ -37,9 +37,11 @@ fn parse_port(what: &str, p: i32) -> Result<u16, String> {
     u16::try_from(p).ok().filter(|p| *p != 0).ok_or_else(|| format!("invalid {what} {p}"))
 }
 
-/// The ports of a Service the proxy programs. Headless (clusterIP None) and ExternalName
-/// Services have none. A bad address or port skips the Service (or that port) with a warning.
-pub fn service(svc: &Service) -> Converted<Vec<ServicePort>> {
+/// The ports of a Service the proxy programs in the table of `family`, with that family's
+/// addresses. Headless (clusterIP None) and ExternalName Services, and Services without a
+/// clusterIP of the family, have none. A bad address or port skips the Service (or that port)
+/// with a warning.
+pub fn service(svc: &Service, family: Family) -> Converted<Vec<ServicePort>> {
     let mut out = Converted::default();
     let Some(name) = service_name(svc) else {
         out.warnings.push("Service without a name skipped".into());
@@ -59,7 +61,7 @@ pub fn service(svc: &Service) -> Converted<Vec<ServicePort>> {
     }
     let mut cluster_ips = Vec::new();
     for raw in raw_cluster_ips {
-        match parse_ip(raw) {
+        match parse_ip(raw, family) {
             Ok(Some(ip)) => cluster_ips.push(ip),
             Ok(None) => {}
             Err(e) => {
@@ -69,12 +71,12 @@ pub fn service(svc: &Service) -> Converted<Vec<ServicePort>> {
         }
     }
     if cluster_ips.is_empty() {
-        return out; // IPv6-only
+        return out; // of the other family only
     }
-    let mut addresses = |what: &str, raws: &mut dyn Iterator<Item = &String>| -> Vec<Ipv4Addr> {
+    let mut addresses = |what: &str, raws: &mut dyn Iterator<Item = &String>| -> Vec<IpAddr> {
         let mut ips = Vec::new();
         for raw in raws {
-            match parse_ip(raw) {
+            match parse_ip(raw, family) {
                 Ok(Some(ip)) => ips.push(ip),
                 Ok(None) => {}
                 Err(e) => out.warnings.push(format!("Service {name}: {what} {raw:?} skipped: {e}")),
@@ -166,15 +168,16 @@ pub fn slice_name(slice: &EndpointSlice) -> Option<ServiceName> {
     Some(ServiceName::new(slice.metadata.namespace.clone().unwrap_or_else(|| "default".into()), slice.metadata.name.clone()?))
 }
 
-/// An EndpointSlice as the proxy uses it: None when it does not belong to a Service or is not
-/// an IPv4 slice. Bad ports or addresses are skipped with a warning naming the slice.
-pub fn slice(slice: &EndpointSlice) -> Converted<Option<Slice>> {
+/// An EndpointSlice as the proxy's table of `family` uses it: None when it does not belong to a
+/// Service or is of another address type. Bad ports or addresses are skipped with a warning
+/// naming the slice.
+pub fn slice(slice: &EndpointSlice, family: Family) -> Converted<Option<Slice>> {
     let mut out = Converted { value: None, warnings: Vec::new() };
     let Some(name) = slice_name(slice) else {
         out.warnings.push("EndpointSlice without a name skipped".into());
         return out;
     };
-    if slice.address_type != "IPv4" {
+    if slice.address_type != family.slice_address_type() {
         return out;
     }
     let Some(service) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) else {
@@ -200,10 +203,10 @@ pub fn slice(slice: &EndpointSlice) -> Converted<Option<Slice>> {
     for e in &slice.endpoints {
         // kube-proxy uses the first address only; the others are the same pod.
         let Some(raw) = e.addresses.first() else { continue };
-        let ip = match parse_ip(raw) {
+        let ip = match parse_ip(raw, family) {
             Ok(Some(ip)) => ip,
             Ok(None) => {
-                out.warnings.push(format!("EndpointSlice {name}: endpoint {raw:?} skipped: IPv6 address in an IPv4 slice"));
+                out.warnings.push(format!("EndpointSlice {name}: endpoint {raw:?} skipped: not an address of the slice's type {}", slice.address_type));
                 continue;
             }
             Err(e) => {
@@ -239,13 +242,13 @@ mod tests {
                 {"name": "http", "port": 80, "targetPort": "http"},
                 {"name": "dns", "port": 53, "protocol": "UDP"}]}
         }));
-        let c = service(&s);
+        let c = service(&s, Family::V4);
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         assert_eq!(c.value.len(), 2);
         let http = &c.value[0];
         assert_eq!(http.key.to_string(), "web/front:http/tcp");
         assert_eq!((http.protocol, http.port, http.node_port), (Protocol::Tcp, 80, None));
-        assert_eq!(http.cluster_ips, vec![Ipv4Addr::new(10, 96, 0, 10)]);
+        assert_eq!(http.cluster_ips, vec![IpAddr::from([10, 96, 0, 10])]);
         assert_eq!(c.value[1].protocol, Protocol::Udp);
         assert_eq!(http.affinity_timeout, None);
     }
@@ -260,14 +263,14 @@ mod tests {
                 "ports": [{"port": 443, "nodePort": 30443, "protocol": "SCTP"}]},
             "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.1"}, {"hostname": "x.example"}]}}
         }));
-        let c = service(&s);
+        let c = service(&s, Family::V4);
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         let p = &c.value[0];
         assert_eq!(p.key.port_name, "");
         assert_eq!(p.node_port, Some(30443));
         assert_eq!(p.protocol, Protocol::Sctp);
-        assert_eq!(p.external_ips, vec![Ipv4Addr::new(192, 0, 2, 7)]);
-        assert_eq!(p.lb_ips, vec![Ipv4Addr::new(198, 51, 100, 1)]);
+        assert_eq!(p.external_ips, vec![IpAddr::from([192, 0, 2, 7])]);
+        assert_eq!(p.lb_ips, vec![IpAddr::from([198, 51, 100, 1])]);
         assert_eq!(p.affinity_timeout, Some(60));
         assert!(p.external_local && p.internal_local);
     }
@@ -275,21 +278,21 @@ mod tests {
     #[test]
     fn headless_and_external_name_are_skipped_silently() {
         let h = svc(json!({"metadata": {"name": "h"}, "spec": {"clusterIP": "None", "ports": [{"port": 80}]}}));
-        assert_eq!(service(&h), Converted::default());
+        assert_eq!(service(&h, Family::V4), Converted::default());
         let e = svc(json!({"metadata": {"name": "e"}, "spec": {"type": "ExternalName", "externalName": "x.example"}}));
-        assert_eq!(service(&e), Converted::default());
+        assert_eq!(service(&e, Family::V4), Converted::default());
     }
 
     #[test]
     fn bad_input_is_skipped_with_a_warning_naming_the_object() {
         let s = svc(json!({"metadata": {"namespace": "ns", "name": "bad"}, "spec": {"clusterIP": "10.96.0.300", "ports": [{"port": 80}]}}));
-        let c = service(&s);
+        let c = service(&s, Family::V4);
         assert!(c.value.is_empty());
         assert!(c.warnings[0].contains("ns/bad") && c.warnings[0].contains("10.96.0.300"), "{:?}", c.warnings);
 
         let s = svc(json!({"metadata": {"namespace": "ns", "name": "mixed"}, "spec": {"clusterIP": "10.96.0.3", "ports": [
             {"name": "a", "port": 80, "protocol": "ICMP"}, {"name": "b", "port": 70000}, {"name": "c", "port": 81}]}}));
-        let c = service(&s);
+        let c = service(&s, Family::V4);
         assert_eq!(c.value.len(), 1);
         assert_eq!(c.value[0].key.port_name, "c");
         assert_eq!(c.warnings.len(), 2);
@@ -301,9 +304,9 @@ mod tests {
     fn node_port_only_for_node_port_and_load_balancer_types() {
         let s = svc(json!({"metadata": {"name": "n"}, "spec": {"type": "NodePort", "clusterIP": "10.96.0.4",
             "ports": [{"port": 80, "nodePort": 30080}]}}));
-        assert_eq!(service(&s).value[0].node_port, Some(30080));
+        assert_eq!(service(&s, Family::V4).value[0].node_port, Some(30080));
         let s = svc(json!({"metadata": {"name": "n"}, "spec": {"clusterIP": "10.96.0.4", "ports": [{"port": 80, "nodePort": 30080}]}}));
-        assert_eq!(service(&s).value[0].node_port, None);
+        assert_eq!(service(&s, Family::V4).value[0].node_port, None);
     }
 
     #[test]
@@ -319,7 +322,7 @@ mod tests {
             ]
         }))
         .unwrap();
-        let c = slice(&s);
+        let c = slice(&s, Family::V4);
         let v = c.value.unwrap();
         assert_eq!(v.service, ServiceName::new("web", "front"));
         assert_eq!(v.ports, vec![SlicePort { name: "http".into(), port: 8080, protocol: Protocol::Tcp }]);
@@ -337,11 +340,37 @@ mod tests {
             "metadata": {"name": "x"}, "addressType": "IPv4", "endpoints": []
         }))
         .unwrap();
-        assert_eq!(slice(&s).value, None);
+        assert_eq!(slice(&s, Family::V4).value, None);
         let s: EndpointSlice = serde_json::from_value(json!({
             "metadata": {"name": "x", "labels": {SERVICE_NAME_LABEL: "s"}}, "addressType": "IPv6", "endpoints": []
         }))
         .unwrap();
-        assert_eq!(slice(&s).value, None);
+        assert_eq!(slice(&s, Family::V4).value, None);
+    }
+
+    #[test]
+    fn a_dual_stack_service_gives_each_family_its_addresses() {
+        let s = svc(json!({
+            "metadata": {"namespace": "ns", "name": "dual"},
+            "spec": {"type": "NodePort", "clusterIP": "10.96.0.12", "clusterIPs": ["10.96.0.12", "fd00:96::12"],
+                "externalIPs": ["192.0.2.7", "2001:db8::1"], "ports": [{"port": 80, "nodePort": 30080}]}
+        }));
+        let v4 = service(&s, Family::V4).value;
+        let v6 = service(&s, Family::V6).value;
+        assert_eq!(v4[0].cluster_ips, vec![IpAddr::from([10, 96, 0, 12])]);
+        assert_eq!(v6[0].cluster_ips, vec!["fd00:96::12".parse::<IpAddr>().unwrap()]);
+        assert_eq!(v6[0].external_ips, vec!["2001:db8::1".parse::<IpAddr>().unwrap()]);
+        assert_eq!((v4[0].node_port, v6[0].node_port), (Some(30080), Some(30080)));
+        let single = svc(json!({"metadata": {"name": "v4only"}, "spec": {"clusterIP": "10.96.0.13", "ports": [{"port": 80}]}}));
+        assert!(service(&single, Family::V6).value.is_empty());
+
+        let s: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "dual-v6", "labels": {SERVICE_NAME_LABEL: "dual"}}, "addressType": "IPv6",
+            "ports": [{"port": 8080}], "endpoints": [{"addresses": ["fd00:88::5"]}, {"addresses": ["10.88.0.5"]}]
+        }))
+        .unwrap();
+        let c = slice(&s, Family::V6);
+        assert_eq!(c.value.unwrap().endpoints[0].ip, "fd00:88::5".parse::<IpAddr>().unwrap());
+        assert!(c.warnings[0].contains("10.88.0.5"), "{:?}", c.warnings);
     }
 }

@@ -18,10 +18,10 @@ use apply::{ApplyError, Netns, Nft};
 use conntrack::{Conntrack, Flow};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use model::{join_endpoints, Model, ServiceEntry, ServiceKey, ServiceName, ServicePort, Slice};
+use model::{join_endpoints, Family, Model, ServiceEntry, ServiceKey, ServiceName, ServicePort, Slice};
 use render::{Context, CountChain, Rendered};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -29,11 +29,14 @@ use std::time::{Duration, Instant, SystemTime};
 /// How the proxy is set up.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
-    /// The nftables table (family ip) the proxy owns, "nodelet" by default.
+    /// The nftables table the proxy owns, "nodelet" by default, and its family: a dual-stack
+    /// node runs one proxier per family.
     pub table: String,
+    pub family: Family,
     /// This node's name (endpoints with this nodeName are local).
     pub node_name: String,
-    /// The pod network, e.g. "10.88.0.0/16": ClusterIP traffic from outside it is masqueraded.
+    /// The pod network of the family, e.g. "10.88.0.0/16": ClusterIP traffic from outside it is
+    /// masqueraded.
     pub pod_cidr: Option<String>,
     /// Where nft and conntrack run (the caller's network namespace by default).
     pub netns: Netns,
@@ -49,6 +52,7 @@ impl ProxyConfig {
     pub fn new(node_name: impl Into<String>) -> Self {
         ProxyConfig {
             table: "nodelet".into(),
+            family: Family::V4,
             node_name: node_name.into(),
             pod_cidr: None,
             netns: Netns::default(),
@@ -111,7 +115,7 @@ struct Applied {
     ids: HashMap<ServiceKey, u32>,
     next_id: u32,
     count_chains: BTreeSet<CountChain>,
-    hairpin: HashMap<Ipv4Addr, usize>,
+    hairpin: HashMap<IpAddr, usize>,
     /// Rules and elements of the Services' own parts (not the fixed chains, count chains, hairpin).
     service_rules: usize,
     service_elements: usize,
@@ -149,20 +153,29 @@ fn valid_table_name(name: &str) -> bool {
         && name.len() <= 64
 }
 
-fn valid_cidr(cidr: &str) -> bool {
+fn valid_cidr(cidr: &str, family: Family) -> bool {
     let Some((ip, len)) = cidr.split_once('/') else { return false };
-    ip.parse::<Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32)
+    let len = len.parse::<u8>();
+    match family {
+        Family::V4 => ip.parse::<Ipv4Addr>().is_ok() && len.is_ok_and(|l| l <= 32),
+        Family::V6 => ip.parse::<Ipv6Addr>().is_ok() && len.is_ok_and(|l| l <= 128),
+    }
 }
 
 impl Proxier {
     pub fn new(config: ProxyConfig) -> anyhow::Result<Self> {
         anyhow::ensure!(valid_table_name(&config.table), "invalid nftables table name {:?}", config.table);
         if let Some(cidr) = &config.pod_cidr {
-            anyhow::ensure!(valid_cidr(cidr), "invalid IPv4 pod CIDR {cidr:?}");
+            anyhow::ensure!(valid_cidr(cidr, config.family), "invalid {} pod CIDR {cidr:?}", config.family);
         }
-        let ctx = Context { table: config.table.clone(), node_name: config.node_name.clone(), pod_cidr: config.pod_cidr.clone() };
+        let ctx = Context {
+            table: config.table.clone(),
+            family: config.family,
+            node_name: config.node_name.clone(),
+            pod_cidr: config.pod_cidr.clone(),
+        };
         let nft = Nft { program: config.nft.clone(), netns: config.netns.clone() };
-        let conntrack = Conntrack { program: config.conntrack.clone(), netns: config.netns.clone() };
+        let conntrack = Conntrack { program: config.conntrack.clone(), family: config.family, netns: config.netns.clone() };
         let applied = Applied { need_full: true, ..Default::default() };
         Ok(Proxier {
             ctx,
@@ -182,7 +195,7 @@ impl Proxier {
 
     fn warn_all(&self, warnings: &[String]) {
         for w in warnings {
-            tracing::warn!(table = %self.ctx.table, "{w}");
+            tracing::warn!(table = %self.ctx.table_ref(), "{w}");
         }
         if !warnings.is_empty() {
             self.health.lock().unwrap().invalid_objects += warnings.len() as u64;
@@ -197,7 +210,7 @@ impl Proxier {
 
     /// A Service was added or changed.
     pub fn upsert_service(&self, svc: &Service) {
-        let converted = convert::service(svc);
+        let converted = convert::service(svc, self.ctx.family);
         self.warn_all(&converted.warnings);
         let Some(name) = convert::service_name(svc) else { return };
         let mut inputs = self.inputs.lock().unwrap();
@@ -219,7 +232,7 @@ impl Proxier {
 
     /// An EndpointSlice was added or changed.
     pub fn upsert_slice(&self, slice: &EndpointSlice) {
-        let converted = convert::slice(slice);
+        let converted = convert::slice(slice, self.ctx.family);
         self.warn_all(&converted.warnings);
         let Some(name) = convert::slice_name(slice) else { return };
         let mut inputs = self.inputs.lock().unwrap();
@@ -285,7 +298,7 @@ impl Proxier {
         let mut script = String::new();
         let mut count_chains = applied.count_chains.clone();
         let mut flows: Vec<Flow> = Vec::new();
-        let mut hairpin_delta: HashMap<Ipv4Addr, isize> = HashMap::new();
+        let mut hairpin_delta: HashMap<IpAddr, isize> = HashMap::new();
         let mut changes: Vec<(ServiceKey, Option<(ServiceEntry, Rendered)>)> = Vec::new();
         let mut new_ids: Vec<ServiceKey> = Vec::new();
         for (svc, entries) in dirty.iter().zip(wanted) {
@@ -337,7 +350,7 @@ impl Proxier {
             }
             return Ok(());
         }
-        tracing::debug!(table = %self.ctx.table, services = dirty.len(), bytes = script.len(), "applying incremental sync");
+        tracing::debug!(table = %self.ctx.table_ref(), services = dirty.len(), bytes = script.len(), "applying incremental sync");
         match self.nft.apply(&script).await {
             Ok(()) => {
                 for (key, new) in changes {
@@ -357,7 +370,7 @@ impl Proxier {
                 Ok(())
             }
             Err(e) => {
-                tracing::error!(table = %self.ctx.table, error = %e, "incremental sync failed; the previous ruleset stays; retrying with a full sync");
+                tracing::error!(table = %self.ctx.table_ref(), error = %e, "incremental sync failed; the previous ruleset stays; retrying with a full sync");
                 self.record_failure(&e);
                 for key in new_ids {
                     applied.ids.remove(&key);
@@ -418,7 +431,7 @@ impl Proxier {
             entries.insert(key, (entry, rendered));
         }
         let (script, counts) = render::full_from_rendered(&self.ctx, entries.values().map(|(_, r)| r));
-        tracing::debug!(table = %self.ctx.table, service_ports = entries.len(), bytes = script.len(), "applying full sync");
+        tracing::debug!(table = %self.ctx.table_ref(), service_ports = entries.len(), bytes = script.len(), "applying full sync");
         match self.nft.apply(&script).await {
             Ok(()) => {
                 let mut flows = Vec::new();
@@ -445,7 +458,7 @@ impl Proxier {
                 Ok(())
             }
             Err(e) => {
-                tracing::error!(table = %self.ctx.table, error = %e, "full sync failed; the previous ruleset stays; will retry");
+                tracing::error!(table = %self.ctx.table_ref(), error = %e, "full sync failed; the previous ruleset stays; will retry");
                 self.record_failure(&e);
                 applied.need_full = true;
                 Err(e)
@@ -472,7 +485,7 @@ impl Proxier {
         h.service_ports = applied.entries.len();
         h.rules = rules;
         h.elements = elements;
-        tracing::debug!(table = %self.ctx.table, full, took_ms = took.as_secs_f64() * 1e3, rules, elements, "proxy sync done");
+        tracing::debug!(table = %self.ctx.table_ref(), full, took_ms = took.as_secs_f64() * 1e3, rules, elements, "proxy sync done");
     }
 
     fn record_failure(&self, e: &ApplyError) {
@@ -514,7 +527,7 @@ impl Proxier {
     /// Deletes the proxy's table (the proxy's rules stop applying at once).
     pub async fn cleanup(&self) -> Result<(), ApplyError> {
         let mut applied = self.applied.lock().await;
-        self.nft.apply(&render::delete_table(&self.ctx.table)).await?;
+        self.nft.apply(&render::delete_table(&self.ctx)).await?;
         *applied = Applied { need_full: true, next_id: applied.next_id, ..Default::default() };
         Ok(())
     }

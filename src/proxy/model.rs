@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// A transport protocol a Service port may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -31,6 +31,73 @@ impl Protocol {
             Protocol::Udp => "udp",
             Protocol::Sctp => "sctp",
         }
+    }
+}
+
+/// An address family: the proxy runs one table per family (`ip nodelet`, `ip6 nodelet`), each
+/// programming the Services' addresses and endpoints of its family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(ip: &IpAddr) -> Family {
+        if ip.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+
+    /// The nftables family of the table, and the keyword of the address match (`ip daddr`).
+    pub fn nft(self) -> &'static str {
+        match self {
+            Family::V4 => "ip",
+            Family::V6 => "ip6",
+        }
+    }
+
+    /// The nftables address type.
+    pub fn addr_type(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4_addr",
+            Family::V6 => "ipv6_addr",
+        }
+    }
+
+    /// The loopback network: node ports are not served on it (as kube-proxy).
+    pub fn loopback(self) -> &'static str {
+        match self {
+            Family::V4 => "127.0.0.0/8",
+            Family::V6 => "::1",
+        }
+    }
+
+    /// An EndpointSlice's addressType for this family.
+    pub fn slice_address_type(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+
+    /// The family as conntrack(8) names it.
+    pub fn conntrack(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        })
     }
 }
 
@@ -76,9 +143,9 @@ pub struct ServicePort {
     pub protocol: Protocol,
     pub port: u16,
     pub node_port: Option<u16>,
-    pub cluster_ips: Vec<Ipv4Addr>,
-    pub external_ips: Vec<Ipv4Addr>,
-    pub lb_ips: Vec<Ipv4Addr>,
+    pub cluster_ips: Vec<IpAddr>,
+    pub external_ips: Vec<IpAddr>,
+    pub lb_ips: Vec<IpAddr>,
     /// sessionAffinity ClientIP: how long a client sticks to its endpoint, in seconds.
     pub affinity_timeout: Option<u32>,
     /// externalTrafficPolicy Local: external traffic only to this node's endpoints, source kept.
@@ -90,7 +157,7 @@ pub struct ServicePort {
 /// One endpoint of a Service port, resolved to the port it listens on.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Endpoint {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub port: u16,
     pub node_name: Option<String>,
     pub ready: bool,
@@ -113,7 +180,7 @@ pub type Model = BTreeMap<ServiceKey, ServiceEntry>;
 /// One address of an EndpointSlice, before it is joined with a Service port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SliceEndpoint {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub node_name: Option<String>,
     pub ready: bool,
     pub serving: bool,
@@ -140,7 +207,7 @@ pub struct Slice {
 /// protocol gives each of the slice's addresses its port. Duplicates are dropped; the result is
 /// sorted so the same input always renders the same way.
 pub fn join_endpoints<'a>(port: &ServicePort, slices: impl IntoIterator<Item = &'a Slice>) -> Vec<Endpoint> {
-    let mut out: BTreeMap<(Ipv4Addr, u16), Endpoint> = BTreeMap::new();
+    let mut out: BTreeMap<(IpAddr, u16), Endpoint> = BTreeMap::new();
     for slice in slices {
         let Some(sp) = slice.ports.iter().find(|p| p.name == port.key.port_name && p.protocol == port.protocol) else {
             continue;
@@ -224,7 +291,7 @@ mod tests {
         let b = slice(vec![SlicePort { name: "dns".into(), port: 5353, protocol: Protocol::Udp }], vec![se([10, 0, 0, 1])]);
         let c = slice(vec![SlicePort { name: "other".into(), port: 1, protocol: Protocol::Udp }], vec![se([10, 0, 0, 9])]);
         let got = join_endpoints(&port, [&a, &b, &c]);
-        let got: Vec<(Ipv4Addr, u16)> = got.iter().map(|e| (e.ip, e.port)).collect();
+        let got: Vec<(IpAddr, u16)> = got.iter().map(|e| (e.ip, e.port)).collect();
         assert_eq!(got, vec![([10, 0, 0, 1].into(), 5353), ([10, 0, 0, 2].into(), 5353)]);
     }
 }

@@ -15,10 +15,10 @@
 //! - `postrouting` masquerades marked packets and hairpin traffic (`hairpin` holds ip . ip for
 //!   every endpoint address).
 
-use super::model::{usable_endpoints, Endpoint, Model, Protocol, ServiceEntry, ServicePort};
+use super::model::{usable_endpoints, Endpoint, Family, Model, Protocol, ServiceEntry, ServicePort};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// The packet mark bit that asks postrouting to masquerade (kube-proxy's default).
 pub const MASQ_MARK: u32 = 0x4000;
@@ -29,13 +29,22 @@ const COMMENT_MAX: usize = 120;
 /// What the rendering needs to know about the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Context {
-    /// The nftables table (family ip), e.g. "nodelet".
+    /// The nftables table's name, e.g. "nodelet", and its family.
     pub table: String,
+    pub family: Family,
     /// This node's name: endpoints with this nodeName are local.
     pub node_name: String,
-    /// The pod network ("10.88.0.0/16"): ClusterIP traffic from outside it is masqueraded.
+    /// The pod network of the family ("10.88.0.0/16"): ClusterIP traffic from outside it is
+    /// masqueraded.
     /// None: ClusterIP traffic is never masqueraded (except hairpin).
     pub pod_cidr: Option<String>,
+}
+
+impl Context {
+    /// How commands name the table: "ip nodelet", "ip6 nodelet".
+    pub fn table_ref(&self) -> String {
+        format!("{} {}", self.family.nft(), self.table)
+    }
 }
 
 /// How a frontend's traffic is handled: which endpoints, which backend map, masquerade or not.
@@ -78,7 +87,7 @@ impl Path {
     fn masquerade_rule(self, ctx: &Context) -> Option<String> {
         let mark = format!("meta mark set meta mark | {MASQ_MARK:#x}");
         match self {
-            Path::Cluster => ctx.pod_cidr.as_ref().map(|cidr| format!("ip saddr != {cidr} {mark}")),
+            Path::Cluster => ctx.pod_cidr.as_ref().map(|cidr| format!("{} saddr != {cidr} {mark}", ctx.family.nft())),
             Path::External | Path::NodePort => Some(mark),
             Path::ExternalLocal | Path::NodePortLocal => None,
         }
@@ -152,7 +161,7 @@ pub struct Rendered {
     pub count_chains: BTreeSet<CountChain>,
     /// Addresses of the endpoints in use that may be on this node (a pod can only hairpin
     /// through its own node); the hairpin set holds each once.
-    pub endpoint_ips: BTreeSet<Ipv4Addr>,
+    pub endpoint_ips: BTreeSet<IpAddr>,
 }
 
 impl Rendered {
@@ -180,8 +189,9 @@ fn comment_text(s: &str) -> String {
 pub fn count_chain(ctx: &Context, (path, proto, n): CountChain) -> Chain {
     let mut rules: Vec<String> = path.masquerade_rule(ctx).into_iter().collect();
     let p = proto.nft();
-    let key = if path.is_node_port() { format!("{p} dport") } else { format!("ip daddr . {p} dport") };
-    rules.push(format!("dnat ip to {key} . numgen random mod {n} map @{}", path.backend_map(proto)));
+    let f = ctx.family.nft();
+    let key = if path.is_node_port() { format!("{p} dport") } else { format!("{f} daddr . {p} dport") };
+    rules.push(format!("dnat {f} to {key} . numgen random mod {n} map @{}", path.backend_map(proto)));
     Chain { name: count_chain_name(path, proto, n), comment: None, rules }
 }
 
@@ -255,6 +265,7 @@ fn affinity_chains(
 ) {
     let sticky = format!("sticky{}_{timeout}", &chain[3..]);
     let proto = port.protocol.nft();
+    let f = ctx.family.nft();
     let mut gotos = Vec::new();
     for (i, e) in eps.iter().enumerate() {
         let ep_chain = format!("{chain}_{i}");
@@ -262,14 +273,14 @@ fn affinity_chains(
             name: ep_chain.clone(),
             comment: None,
             rules: vec![
-                format!("update @{sticky} {{ ip saddr : {} . {} }}", e.ip, e.port),
-                format!("meta l4proto {proto} dnat ip to {}:{}", e.ip, e.port),
+                format!("update @{sticky} {{ {f} saddr : {} . {} }}", e.ip, e.port),
+                format!("meta l4proto {proto} dnat {f} to {}", socket_text(e.ip, e.port)),
             ],
         });
         gotos.push(format!("{i} : goto {ep_chain}"));
     }
     let mut rules: Vec<String> = path.masquerade_rule(ctx).into_iter().collect();
-    rules.push(format!("meta l4proto {proto} dnat ip to ip saddr map @{sticky}"));
+    rules.push(format!("meta l4proto {proto} dnat {f} to {f} saddr map @{sticky}"));
     rules.push(format!("numgen random mod {} vmap {{ {} }}", eps.len(), gotos.join(", ")));
     out.chains.push(Chain {
         name: chain.to_string(),
@@ -279,40 +290,49 @@ fn affinity_chains(
     out.sticky.push(StickyMap { name: sticky, chain: chain.to_string(), protocol: port.protocol, timeout, comment: name.to_string() });
 }
 
+/// `addr:port` as nft writes a NAT target (`[addr]:port` for IPv6).
+fn socket_text(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
+
 fn skeleton(ctx: &Context, s: &mut String) {
     let m = MASQ_MARK;
+    let (f, addr, lo) = (ctx.family.nft(), ctx.family.addr_type(), ctx.family.loopback());
     let mut backend_maps = String::new();
     for p in ["tcp", "udp", "sctp"] {
         let _ = write!(
             backend_maps,
-            "\tmap backends_{p} {{\n\t\ttypeof ip daddr . {p} dport . numgen random mod 1 : ip daddr . {p} dport\n\t}}\n\
-             \tmap np_backends_{p} {{\n\t\ttypeof {p} dport . numgen random mod 1 : ip daddr . {p} dport\n\t}}\n"
+            "\tmap backends_{p} {{\n\t\ttypeof {f} daddr . {p} dport . numgen random mod 1 : {f} daddr . {p} dport\n\t}}\n\
+             \tmap np_backends_{p} {{\n\t\ttypeof {p} dport . numgen random mod 1 : {f} daddr . {p} dport\n\t}}\n"
         );
     }
     let _ = write!(
         s,
         r#"	comment "nodelet service proxy: managed by nodelet, rewritten on every resync"
 	map service_ips {{
-		type ipv4_addr . inet_proto . inet_service : verdict
+		type {addr} . inet_proto . inet_service : verdict
 	}}
 	map service_nodeports {{
 		type inet_proto . inet_service : verdict
 	}}
 {backend_maps}	set no_endpoints {{
-		type ipv4_addr . inet_proto . inet_service
+		type {addr} . inet_proto . inet_service
 	}}
 	set no_endpoint_nodeports {{
 		type inet_proto . inet_service
 	}}
 	set hairpin {{
-		typeof ip saddr . ip daddr
+		typeof {f} saddr . {f} daddr
 	}}
 	chain services {{
-		ip daddr . meta l4proto . th dport vmap @service_ips
-		ip daddr != 127.0.0.0/8 fib daddr type local meta l4proto . th dport vmap @service_nodeports
+		{f} daddr . meta l4proto . th dport vmap @service_ips
+		{f} daddr != {lo} fib daddr type local meta l4proto . th dport vmap @service_nodeports
 	}}
 	chain reject_services {{
-		ip daddr . meta l4proto . th dport @no_endpoints goto reject_it
+		{f} daddr . meta l4proto . th dport @no_endpoints goto reject_it
 		fib daddr type local meta l4proto . th dport @no_endpoint_nodeports goto reject_it
 	}}
 	chain reject_it {{
@@ -330,7 +350,7 @@ fn skeleton(ctx: &Context, s: &mut String) {
 	chain nat_postrouting {{
 		type nat hook postrouting priority srcnat; policy accept;
 		meta mark & {m:#x} == {m:#x} meta mark set meta mark ^ {m:#x} masquerade fully-random
-		ct status dnat ip saddr . ip daddr @hairpin masquerade fully-random
+		ct status dnat {f} saddr . {f} daddr @hairpin masquerade fully-random
 	}}
 	chain filter_input {{
 		type filter hook input priority filter - 1; policy accept;
@@ -346,7 +366,6 @@ fn skeleton(ctx: &Context, s: &mut String) {
 	}}
 "#
     );
-    let _ = ctx;
 }
 
 fn write_chain_block(s: &mut String, c: &Chain) {
@@ -360,9 +379,10 @@ fn write_chain_block(s: &mut String, c: &Chain) {
     s.push_str("\t}\n");
 }
 
-fn sticky_decl(m: &StickyMap) -> String {
+fn sticky_decl(family: Family, m: &StickyMap) -> String {
+    let f = family.nft();
     format!(
-        "{{ typeof ip saddr : ip daddr . {} dport; size 65535; flags timeout; timeout {}s; comment \"{}\"; }}",
+        "{{ typeof {f} saddr : {f} daddr . {} dport; size 65535; flags timeout; timeout {}s; comment \"{}\"; }}",
         m.protocol.nft(),
         m.timeout,
         m.comment
@@ -388,7 +408,7 @@ pub struct Counts {
 }
 
 /// The hairpin set's elements for a set of endpoint addresses.
-fn hairpin_key(ip: Ipv4Addr) -> String {
+fn hairpin_key(ip: IpAddr) -> String {
     format!("{ip} . {ip}")
 }
 
@@ -401,9 +421,9 @@ pub fn full(ctx: &Context, model: &Model) -> (String, Counts) {
 
 /// As `full`, from already rendered Service ports.
 pub fn full_from_rendered<'a>(ctx: &Context, renders: impl Iterator<Item = &'a Rendered> + Clone) -> (String, Counts) {
-    let t = &ctx.table;
+    let t = ctx.table_ref();
     let mut s = String::with_capacity(1 << 20);
-    let _ = writeln!(s, "add table ip {t}\ndelete table ip {t}\ntable ip {t} {{");
+    let _ = writeln!(s, "add table {t}\ndelete table {t}\ntable {t} {{");
     skeleton(ctx, &mut s);
     let mut counts = Counts { rules: SKELETON_RULES, elements: 0, chains: 12 };
     let mut count_chains = BTreeSet::new();
@@ -413,7 +433,7 @@ pub fn full_from_rendered<'a>(ctx: &Context, renders: impl Iterator<Item = &'a R
         count_chains.extend(r.count_chains.iter().copied());
         hairpin.extend(r.endpoint_ips.iter().copied());
         for m in &r.sticky {
-            let _ = writeln!(s, "\tmap {} {}", m.name, sticky_decl(m));
+            let _ = writeln!(s, "\tmap {} {}", m.name, sticky_decl(ctx.family, m));
         }
         for c in &r.chains {
             write_chain_block(&mut s, c);
@@ -433,7 +453,7 @@ pub fn full_from_rendered<'a>(ctx: &Context, renders: impl Iterator<Item = &'a R
     s.push_str("}\n");
     for (map, elems) in &elements {
         counts.elements += elems.len();
-        let _ = write!(s, "add element ip {t} {map} {{ ");
+        let _ = write!(s, "add element {t} {map} {{ ");
         for (i, (key, v)) in elems.iter().enumerate() {
             if i > 0 {
                 s.push_str(",\n");
@@ -445,7 +465,7 @@ pub fn full_from_rendered<'a>(ctx: &Context, renders: impl Iterator<Item = &'a R
     if !hairpin.is_empty() {
         counts.elements += hairpin.len();
         let keys: Vec<String> = hairpin.iter().map(|ip| hairpin_key(*ip)).collect();
-        let _ = writeln!(s, "add element ip {t} hairpin {{ {} }}", keys.join(", "));
+        let _ = writeln!(s, "add element {t} hairpin {{ {} }}", keys.join(", "));
     }
     (s, counts)
 }
@@ -454,7 +474,7 @@ pub fn full_from_rendered<'a>(ctx: &Context, renders: impl Iterator<Item = &'a R
 /// are the count chains already in the table; the ones this adds are inserted into it.
 /// Returns whether a sticky map was flushed because endpoints went away.
 pub fn diff(ctx: &Context, old: Option<&Rendered>, new: Option<&Rendered>, existing: &mut BTreeSet<CountChain>, s: &mut String) {
-    let t = &ctx.table;
+    let t = ctx.table_ref();
     let empty = Rendered::default();
     let old = old.unwrap_or(&empty);
     let new = new.unwrap_or(&empty);
@@ -462,9 +482,9 @@ pub fn diff(ctx: &Context, old: Option<&Rendered>, new: Option<&Rendered>, exist
     for cc in &new.count_chains {
         if existing.insert(*cc) {
             let c = count_chain(ctx, *cc);
-            let _ = writeln!(s, "add chain ip {t} {}", c.name);
+            let _ = writeln!(s, "add chain {t} {}", c.name);
             for r in &c.rules {
-                let _ = writeln!(s, "add rule ip {t} {} {r}", c.name);
+                let _ = writeln!(s, "add rule {t} {} {r}", c.name);
             }
         }
     }
@@ -472,7 +492,7 @@ pub fn diff(ctx: &Context, old: Option<&Rendered>, new: Option<&Rendered>, exist
     let new_sticky: BTreeMap<&str, &StickyMap> = new.sticky.iter().map(|m| (m.name.as_str(), m)).collect();
     for (name, m) in &new_sticky {
         if !old_sticky.contains_key(name) {
-            let _ = writeln!(s, "add map ip {t} {name} {}", sticky_decl(m));
+            let _ = writeln!(s, "add map {t} {name} {}", sticky_decl(ctx.family, m));
         }
     }
     let old_chains: BTreeMap<&str, &Chain> = old.chains.iter().map(|c| (c.name.as_str(), c)).collect();
@@ -480,17 +500,17 @@ pub fn diff(ctx: &Context, old: Option<&Rendered>, new: Option<&Rendered>, exist
         match old_chains.get(c.name.as_str()) {
             Some(o) if *o == c => continue,
             Some(_) => {
-                let _ = writeln!(s, "flush chain ip {t} {}", c.name);
+                let _ = writeln!(s, "flush chain {t} {}", c.name);
             }
             None => {
                 let _ = match &c.comment {
-                    Some(comment) => writeln!(s, "add chain ip {t} {} {{ comment \"{comment}\"; }}", c.name),
-                    None => writeln!(s, "add chain ip {t} {}", c.name),
+                    Some(comment) => writeln!(s, "add chain {t} {} {{ comment \"{comment}\"; }}", c.name),
+                    None => writeln!(s, "add chain {t} {}", c.name),
                 };
             }
         }
         for r in &c.rules {
-            let _ = writeln!(s, "add rule ip {t} {} {r}", c.name);
+            let _ = writeln!(s, "add rule {t} {} {r}", c.name);
         }
     }
     // 2. elements: deletions first so a changed value is a delete and an add
@@ -509,10 +529,10 @@ pub fn diff(ctx: &Context, old: Option<&Rendered>, new: Option<&Rendered>, exist
         }
     }
     for (map, keys) in &deletes {
-        let _ = writeln!(s, "delete element ip {t} {map} {{ {} }}", keys.join(", "));
+        let _ = writeln!(s, "delete element {t} {map} {{ {} }}", keys.join(", "));
     }
     for (map, elems) in &adds {
-        let _ = write!(s, "add element ip {t} {map} {{ ");
+        let _ = write!(s, "add element {t} {map} {{ ");
         for (i, (key, v)) in elems.iter().enumerate() {
             if i > 0 {
                 s.push_str(", ");
@@ -525,12 +545,12 @@ pub fn diff(ctx: &Context, old: Option<&Rendered>, new: Option<&Rendered>, exist
     let new_chain_names: BTreeSet<&str> = new.chains.iter().map(|c| c.name.as_str()).collect();
     for c in old.chains.iter().rev() {
         if !new_chain_names.contains(c.name.as_str()) {
-            let _ = writeln!(s, "delete chain ip {t} {}", c.name);
+            let _ = writeln!(s, "delete chain {t} {}", c.name);
         }
     }
     for name in old_sticky.keys() {
         if !new_sticky.contains_key(name) {
-            let _ = writeln!(s, "delete map ip {t} {name}");
+            let _ = writeln!(s, "delete map {t} {name}");
         }
     }
     // 4. clients stuck to an endpoint that is gone must choose again
@@ -547,27 +567,28 @@ pub fn diff(ctx: &Context, old: Option<&Rendered>, new: Option<&Rendered>, exist
                 .collect()
         };
         if !endpoints_of(old).is_subset(&endpoints_of(new)) {
-            let _ = writeln!(s, "flush map ip {t} {name}");
+            let _ = writeln!(s, "flush map {t} {name}");
         }
     }
 }
 
 /// Commands adding and removing hairpin elements for endpoint addresses that appear or vanish.
-pub fn hairpin_diff(ctx: &Context, added: &[Ipv4Addr], removed: &[Ipv4Addr], s: &mut String) {
-    let t = &ctx.table;
+pub fn hairpin_diff(ctx: &Context, added: &[IpAddr], removed: &[IpAddr], s: &mut String) {
+    let t = ctx.table_ref();
     if !removed.is_empty() {
         let keys: Vec<String> = removed.iter().map(|ip| hairpin_key(*ip)).collect();
-        let _ = writeln!(s, "delete element ip {t} hairpin {{ {} }}", keys.join(", "));
+        let _ = writeln!(s, "delete element {t} hairpin {{ {} }}", keys.join(", "));
     }
     if !added.is_empty() {
         let keys: Vec<String> = added.iter().map(|ip| hairpin_key(*ip)).collect();
-        let _ = writeln!(s, "add element ip {t} hairpin {{ {} }}", keys.join(", "));
+        let _ = writeln!(s, "add element {t} hairpin {{ {} }}", keys.join(", "));
     }
 }
 
 /// The script that removes the table (it need not exist).
-pub fn delete_table(table: &str) -> String {
-    format!("add table ip {table}\ndelete table ip {table}\n")
+pub fn delete_table(ctx: &Context) -> String {
+    let t = ctx.table_ref();
+    format!("add table {t}\ndelete table {t}\n")
 }
 
 #[cfg(test)]
@@ -576,7 +597,7 @@ mod tests {
     use crate::proxy::model::{Protocol, ServiceKey, ServiceName};
 
     fn ctx() -> Context {
-        Context { table: "nodelet".into(), node_name: "n1".into(), pod_cidr: Some("10.88.0.0/16".into()) }
+        Context { table: "nodelet".into(), family: Family::V4, node_name: "n1".into(), pod_cidr: Some("10.88.0.0/16".into()) }
     }
 
     fn port(ns: &str, name: &str, ip: [u8; 4], p: u16) -> ServicePort {
@@ -681,6 +702,37 @@ mod tests {
         assert!(r.count_chains.is_empty());
         let (s, _) = full(&ctx(), &model(vec![e]));
         assert!(s.contains("\tmap sticky7_c_600 { typeof ip saddr : ip daddr . tcp dport; size 65535; flags timeout; timeout 600s;"), "{s}");
+    }
+
+    #[test]
+    fn an_ipv6_table_speaks_ip6() {
+        let c = Context { table: "nodelet".into(), family: Family::V6, node_name: "n1".into(), pod_cidr: Some("fd00:88::/64".into()) };
+        let mut p = port("ns", "six", [0; 4], 80);
+        p.cluster_ips = vec!["fd00:96::10".parse().unwrap()];
+        p.node_port = Some(30080);
+        let v6 = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let eps = vec![Endpoint { ip: v6("fd00:88::5"), ..ep([0; 4], "n1") }];
+        let plain = entry(1, p.clone(), eps.clone());
+        p.affinity_timeout = Some(60);
+        p.key.service.name = "six-sticky".into();
+        let sticky = entry(2, p, eps);
+        let (s, _) = full(&c, &model(vec![plain, sticky]));
+        for want in [
+            "add table ip6 nodelet\ndelete table ip6 nodelet\ntable ip6 nodelet {",
+            "type ipv6_addr . inet_proto . inet_service : verdict",
+            "ip6 daddr != ::1 fib daddr type local meta l4proto . th dport vmap @service_nodeports",
+            "ct status dnat ip6 saddr . ip6 daddr @hairpin masquerade fully-random",
+            "ip6 saddr != fd00:88::/64 meta mark set meta mark | 0x4000",
+            "dnat ip6 to ip6 daddr . tcp dport . numgen random mod 1 map @backends_tcp",
+            "meta l4proto tcp dnat ip6 to [fd00:88::5]:8080",
+            "typeof ip6 saddr : ip6 daddr . tcp dport;",
+            "add element ip6 nodelet backends_tcp { fd00:96::10 . 80 . 0 : fd00:88::5 . 8080",
+            "add element ip6 nodelet hairpin { fd00:88::5 . fd00:88::5 }",
+        ] {
+            assert!(s.contains(want), "missing {want:?} in\n{s}");
+        }
+        assert!(!s.contains(" ip saddr") && !s.contains(" ip daddr") && !s.contains("ipv4_addr"), "{s}");
+        assert_eq!(delete_table(&c), "add table ip6 nodelet\ndelete table ip6 nodelet\n");
     }
 
     #[test]

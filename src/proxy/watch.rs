@@ -12,7 +12,7 @@ use kube::{Api, Resource, ResourceExt};
 use std::collections::HashSet;
 use std::sync::Arc;
 
-/// What the proxier does with one kind of object.
+/// What the proxiers (one per address family) do with one kind of object.
 trait Feed: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static {
     fn upsert(proxier: &Proxier, object: &Self);
     fn delete(proxier: &Proxier, namespace: &str, name: &str);
@@ -36,13 +36,14 @@ impl Feed for EndpointSlice {
     }
 }
 
-pub async fn follow(client: kube::Client, proxier: Arc<Proxier>) {
-    let services = tokio::spawn(follow_kind::<Service>(client.clone(), proxier.clone()));
-    let slices = tokio::spawn(follow_kind::<EndpointSlice>(client, proxier));
+/// Feeds every object to each proxier; each takes the part of its address family.
+pub async fn follow(client: kube::Client, proxiers: Vec<Arc<Proxier>>) {
+    let services = tokio::spawn(follow_kind::<Service>(client.clone(), proxiers.clone()));
+    let slices = tokio::spawn(follow_kind::<EndpointSlice>(client, proxiers));
     let _ = tokio::join!(services, slices);
 }
 
-async fn follow_kind<K>(client: kube::Client, proxier: Arc<Proxier>)
+async fn follow_kind<K>(client: kube::Client, proxiers: Vec<Arc<Proxier>>)
 where
     K: Feed<DynamicType = ()>,
 {
@@ -56,22 +57,22 @@ where
             Ok(Event::Init) => relisted.clear(),
             Ok(Event::InitApply(o)) => {
                 relisted.insert(key(&o));
-                K::upsert(&proxier, &o);
+                proxiers.iter().for_each(|p| K::upsert(p, &o));
             }
             Ok(Event::InitDone) => {
                 for (ns, name) in known.difference(&relisted) {
-                    K::delete(&proxier, ns, name);
+                    proxiers.iter().for_each(|p| K::delete(p, ns, name));
                 }
                 known = std::mem::take(&mut relisted);
             }
             Ok(Event::Apply(o)) => {
                 known.insert(key(&o));
-                K::upsert(&proxier, &o);
+                proxiers.iter().for_each(|p| K::upsert(p, &o));
             }
             Ok(Event::Delete(o)) => {
                 let (ns, name) = key(&o);
                 known.remove(&(ns.clone(), name.clone()));
-                K::delete(&proxier, &ns, &name);
+                proxiers.iter().for_each(|p| K::delete(p, &ns, &name));
             }
             Err(e) => tracing::warn!(error = %e, "watching {} for the proxy failed; retrying", K::plural(&())),
         }

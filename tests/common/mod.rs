@@ -210,7 +210,9 @@ impl Drop for Node {
         self.kill9();
         if let Some(i) = self.args.iter().position(|a| a == "--proxy-table") {
             let table = self.args[i + 1].clone();
-            let _ = Command::new("nft").args(["delete", "table", "ip", &table]).stderr(Stdio::null()).status();
+            for family in ["ip", "ip6"] {
+                let _ = Command::new("nft").args(["delete", "table", family, &table]).stderr(Stdio::null()).status();
+            }
         }
         let name = self.name.clone();
         on_runtime(move |cri| async move {

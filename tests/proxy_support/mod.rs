@@ -1,8 +1,9 @@
 //! A small network of namespaces for the proxy's tests, all of it the test's own:
-//! - "node": a default route, a bridge br0 (10.244.0.1/24, the pod network) and a veth to the client
-//!   (192.168.77.1/24, the node's address); the proxier's table lives here;
-//! - "pods": one namespace each on br0, running a TCP server (8080) and a UDP server (5353)
-//!   that answer "<name> <peer address>";
+//! - "node": a default route, a bridge br0 (10.244.0.1/24 and fd00:244::1/64, the pod network)
+//!   and a veth to the client (192.168.77.1/24 and fd00:77::1/64, the node's addresses); the
+//!   proxiers' tables live here;
+//! - "pods": one namespace each on br0 (10.244.0.<n>, fd00:244::<n>), running a TCP server
+//!   (8080) and a UDP server (5353), both dual-stack, that answer "<name> <peer address>";
 //! - "client": outside the pod network, routed through the node.
 //!
 //! Every name carries the test's pid and tag; Drop deletes the namespaces (and with them every
@@ -11,7 +12,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,10 @@ pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
 pub const BRIDGE_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
 pub const POD_CIDR: &str = "10.244.0.0/24";
+pub const NODE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 1);
+pub const CLIENT_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 2);
+pub const BRIDGE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x244, 0, 0, 0, 0, 0, 1);
+pub const POD_CIDR6: &str = "fd00:244::/64";
 pub const NODE_NAME: &str = "node-a";
 
 pub fn sh(args: &[&str]) {
@@ -85,6 +90,7 @@ impl Lab {
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
         sh(&["ip", "netns", "exec", &node, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        sh(&["ip", "netns", "exec", &node, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
         // the client's Service traffic leaves the node the way it came (the lab has one uplink):
         // ICMP redirects for it would use up the ICMP rate limit that rejects need
         for conf in ["all", "default"] {
@@ -92,17 +98,22 @@ impl Lab {
         }
         sh(&["ip", "-n", &node, "link", "add", "br0", "type", "bridge"]);
         sh(&["ip", "-n", &node, "addr", "add", &format!("{BRIDGE_IP}/24"), "dev", "br0"]);
+        sh(&["ip", "-n", &node, "addr", "add", &format!("{BRIDGE_IP6}/64"), "dev", "br0", "nodad"]);
         sh(&["ip", "-n", &node, "link", "set", "br0", "up"]);
         sh(&["ip", "-n", &node, "link", "add", "vclient", "type", "veth", "peer", "name", "eth0", "netns", &client]);
         sh(&["ip", "-n", &node, "addr", "add", &format!("{NODE_IP}/24"), "dev", "vclient"]);
+        sh(&["ip", "-n", &node, "addr", "add", &format!("{NODE_IP6}/64"), "dev", "vclient", "nodad"]);
         sh(&["ip", "-n", &node, "link", "set", "vclient", "up"]);
         // a default route, as a real node has (to a gateway nobody answers for): Service
         // addresses are routable, so traffic to a Service without endpoints reaches the filter
         // hooks and is rejected there
         sh(&["ip", "-n", &node, "route", "add", "default", "via", "192.168.77.254"]);
+        sh(&["ip", "-n", &node, "-6", "route", "add", "default", "via", "fd00:77::fe"]);
         sh(&["ip", "-n", &client, "addr", "add", &format!("{CLIENT_IP}/24"), "dev", "eth0"]);
         sh(&["ip", "-n", &client, "link", "set", "eth0", "up"]);
+        sh(&["ip", "-n", &client, "addr", "add", &format!("{CLIENT_IP6}/64"), "dev", "eth0", "nodad"]);
         sh(&["ip", "-n", &client, "route", "add", "default", "via", &NODE_IP.to_string()]);
+        sh(&["ip", "-n", &client, "-6", "route", "add", "default", "via", &NODE_IP6.to_string()]);
         lab
     }
 
@@ -122,9 +133,11 @@ impl Lab {
         sh(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
         sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
         sh(&["ip", "-n", &ns, "route", "add", "default", "via", &BRIDGE_IP.to_string()]);
-        let (tcp, udp) = in_ns(&ns, || {
-            (TcpListener::bind("0.0.0.0:8080").expect("tcp bind"), UdpSocket::bind("0.0.0.0:5353").expect("udp bind"))
-        });
+        sh(&["ip", "-n", &ns, "addr", "add", &format!("fd00:244::{last:x}/64"), "dev", "eth0", "nodad"]);
+        sh(&["ip", "-n", &ns, "-6", "route", "add", "default", "via", &BRIDGE_IP6.to_string()]);
+        // [::] takes IPv4 too (as v4-mapped addresses, answered as plain IPv4 below)
+        let (tcp, udp) =
+            in_ns(&ns, || (TcpListener::bind("[::]:8080").expect("tcp bind"), UdpSocket::bind("[::]:5353").expect("udp bind")));
         tcp.set_nonblocking(true).unwrap();
         udp.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let (stop, me) = (self.stop.clone(), name.to_string());
@@ -132,7 +145,7 @@ impl Lab {
             while !stop.load(Ordering::Relaxed) {
                 match tcp.accept() {
                     Ok((mut s, peer)) => {
-                        let _ = s.write_all(format!("{me} {}\n", peer.ip()).as_bytes());
+                        let _ = s.write_all(format!("{me} {}\n", peer.ip().to_canonical()).as_bytes());
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
@@ -143,7 +156,7 @@ impl Lab {
             let mut buf = [0u8; 512];
             while !stop.load(Ordering::Relaxed) {
                 if let Ok((_, peer)) = udp.recv_from(&mut buf) {
-                    let _ = udp.send_to(format!("{me} {}\n", peer.ip()).as_bytes(), peer);
+                    let _ = udp.send_to(format!("{me} {}\n", peer.ip().to_canonical()).as_bytes(), peer);
                 }
             }
         }));
@@ -165,6 +178,10 @@ impl Lab {
     pub fn list_table(&self) -> String {
         self.nft(&["list", "table", "ip", &self.table])
     }
+
+    pub fn list_table6(&self) -> String {
+        self.nft(&["list", "table", "ip6", &self.table])
+    }
 }
 
 impl Drop for Lab {
@@ -173,7 +190,9 @@ impl Drop for Lab {
         for s in self.servers.drain(..) {
             let _ = s.join();
         }
-        let _ = Command::new("ip").args(["netns", "exec", &self.node, "nft", "delete", "table", "ip", &self.table]).output();
+        for family in ["ip", "ip6"] {
+            let _ = Command::new("ip").args(["netns", "exec", &self.node, "nft", "delete", "table", family, &self.table]).output();
+        }
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
@@ -202,7 +221,7 @@ pub fn tcp_ask_many(ns: &str, to: SocketAddr, n: usize) -> Vec<std::io::Result<S
 /// A UDP socket in namespace `ns`, connected to `to`.
 pub fn udp_socket(ns: &str, to: SocketAddr) -> UdpSocket {
     let s = in_ns(ns, move || {
-        let s = UdpSocket::bind("0.0.0.0:0").expect("udp bind");
+        let s = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).expect("udp bind");
         s.connect(to).expect("udp connect");
         s
     });

@@ -6,6 +6,7 @@ pub mod config;
 pub mod events;
 pub mod health;
 pub mod machine;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod nodeip;

@@ -3,6 +3,7 @@
 
 pub mod cgroups;
 pub mod config;
+pub mod configz;
 pub mod events;
 pub mod health;
 pub mod machine;
@@ -16,4 +17,5 @@ pub mod retry;
 pub mod runtime;
 pub mod secure;
 pub mod server;
+pub mod stats;
 pub mod volumes;

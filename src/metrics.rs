@@ -77,9 +77,9 @@ impl Default for Metrics {
             "Duration in seconds from nodelet seeing a pod for the first time to the pod starting to run",
             pod_start.clone(),
         );
-        registry.register("kubelet_runtime_operations_duration_seconds", "Duration in seconds of runtime operations. Broken down by operation type.", runtime_duration.clone());
+        registry.register("kubelet_runtime_operations_duration_seconds", "Duration in seconds of runtime operations. Broken down by operation type", runtime_duration.clone());
         // The registry adds the _total suffix of counters.
-        registry.register("kubelet_runtime_operations_errors", "Cumulative number of runtime operation errors by operation type.", runtime_errors.clone());
+        registry.register("kubelet_runtime_operations_errors", "Cumulative number of runtime operation errors by operation type", runtime_errors.clone());
         registry.register("kubelet_running_pods", "Number of pods that have a running pod sandbox", running_pods.clone());
         registry.register("kubelet_running_containers", "Number of containers currently running", running_containers.clone());
         registry.register("kubeproxy_sync_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds", proxy_sync_duration.clone());
@@ -203,7 +203,7 @@ mod tests {
         for line in [
             "# TYPE kubelet_pod_start_duration_seconds histogram",
             "kubelet_pod_start_duration_seconds_count 1",
-            "kubelet_pod_start_duration_seconds_bucket{le=\"1.0\"} 1",
+            "kubelet_pod_start_duration_seconds_bucket{le=\"1\"} 1",
             "kubelet_runtime_operations_duration_seconds_count{operation_type=\"list_podsandbox\"} 1",
             "kubelet_runtime_operations_errors_total{operation_type=\"start_container\"} 1",
             "kubelet_running_pods 2",

@@ -250,6 +250,19 @@ impl Cri {
         Ok(call("PortForward", format!("sandbox {}", sandbox.id), self.runtime.clone().port_forward(req)).await?.url)
     }
 
+    /// Usage figures of the containers carrying the given labels (writable layer, cpu, memory).
+    pub async fn container_stats(&self, selector: HashMap<String, String>) -> CriResult<Vec<cri::ContainerStats>> {
+        let filter = cri::ContainerStatsFilter { label_selector: selector, ..Default::default() };
+        let req = request(cri::ListContainerStatsRequest { filter: Some(filter) }, CALL_TIMEOUT);
+        Ok(call("ListContainerStats", "containers", self.runtime.clone().list_container_stats(req)).await?.stats)
+    }
+
+    /// The file systems holding the runtime's images.
+    pub async fn image_fs_info(&self) -> CriResult<Vec<cri::FilesystemUsage>> {
+        let req = request(cri::ImageFsInfoRequest {}, CALL_TIMEOUT);
+        Ok(call("ImageFsInfo", "image file systems", self.images.clone().image_fs_info(req)).await?.image_filesystems)
+    }
+
     /// The image's ID when the runtime already has it.
     pub async fn image_id(&self, image: &str) -> CriResult<Option<String>> {
         let spec = cri::ImageSpec { image: image.into(), ..Default::default() };

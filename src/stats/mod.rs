@@ -130,7 +130,8 @@ impl Collector {
         Collected { summary: Summary { node, pods: pod_stats }, at, degraded }
     }
 
-    fn cgroup(&self, relative: &str, at: SystemTime, time: &str, seen: &mut HashSet<String>) -> (Option<CpuStats>, Option<MemoryStats>) {
+    /// cpu and memory of a cgroup; `capacity` (the node's memory) gives availableBytes.
+    fn cgroup(&self, relative: &str, capacity: Option<u64>, at: SystemTime, time: &str, seen: &mut HashSet<String>) -> (Option<CpuStats>, Option<MemoryStats>) {
         let usage = cgroupv1::read(&self.cgroup_mount, relative);
         seen.insert(relative.to_string());
         let cpu = usage.cpu_nanos.map(|nanos| CpuStats {
@@ -138,14 +139,13 @@ impl Collector {
             usage_nano_cores: self.rates.observe(relative, CpuSample { at, usage_nanos: nanos }),
             usage_core_nano_seconds: Some(nanos),
         });
-        (cpu, memory_stats(&usage, time, None))
+        (cpu, memory_stats(&usage, time, capacity))
     }
 
     fn node_stats(&self, at: SystemTime, time: &str, image_fs: Option<FsStats>, seen: &mut HashSet<String>) -> NodeStats {
         let read_proc = |file: &str| std::fs::read_to_string(self.proc_root.join(file)).unwrap_or_default();
-        let (cpu, _) = self.cgroup("/", at, time, seen);
         let capacity = crate::machine::parse::meminfo_bytes(&read_proc("meminfo"), "MemTotal");
-        let memory = memory_stats(&cgroupv1::read(&self.cgroup_mount, "/"), time, capacity);
+        let (cpu, memory) = self.cgroup("/", capacity, at, time, seen);
         let default_iface = procfs::default_route_interface(&read_proc("net/route"));
         let interfaces: Vec<_> = procfs::parse_net_dev(&read_proc("net/dev")).into_iter().filter(|i| !is_pod_side(&i.name)).collect();
         let start = procfs::boot_time(&read_proc("stat")).map(|s| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s)).unwrap_or(at);
@@ -163,12 +163,12 @@ impl Collector {
     /// One pod's entry, and whether every figure could be read.
     fn pod_stats(&self, pod: &Pod, at: SystemTime, time: &str, runtime: &RuntimeFigures, image_fs: Option<&FsStats>, seen: &mut HashSet<String>) -> (PodStats, bool) {
         let pod_cgroup = spec::pod_cgroup(&self.ctx, pod);
-        let (cpu, memory) = self.cgroup(&pod_cgroup, at, time, seen);
+        let (cpu, memory) = self.cgroup(&pod_cgroup, None, at, time, seen);
         let mut complete = cpu.is_some() && memory.is_some();
         let log_dir = spec::log_directory(&self.ctx, pod);
         let mut containers = Vec::new();
         for (name, id, started) in running_containers(pod) {
-            let (cpu, memory) = self.cgroup(&format!("{pod_cgroup}/{id}"), at, time, seen);
+            let (cpu, memory) = self.cgroup(&format!("{pod_cgroup}/{id}"), None, at, time, seen);
             complete &= cpu.is_some() && memory.is_some();
             let rootfs = runtime.writable_layers.get(&id).map(|(used, inodes)| FsStats {
                 time: time.to_string(),

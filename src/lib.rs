@@ -3,9 +3,11 @@
 
 pub mod cgroups;
 pub mod config;
+pub mod configz;
 pub mod events;
 pub mod health;
 pub mod machine;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod nodeip;
@@ -15,4 +17,5 @@ pub mod retry;
 pub mod runtime;
 pub mod secure;
 pub mod server;
+pub mod stats;
 pub mod volumes;

@@ -8,8 +8,8 @@
 //! directory (normally "/", a fake tree in tests).
 
 mod host;
-mod parse;
-mod timestamp;
+pub(crate) mod parse;
+pub(crate) mod timestamp;
 mod topology;
 
 use std::collections::BTreeMap;

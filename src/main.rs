@@ -65,8 +65,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         start_proxy(client.clone(), &config, health.clone())?;
     }
     let store = PodStore::default();
+    let stats = (!config.proxy_only)
+        .then(|| Arc::new(nodelet::stats::Collector::new(runtime::Cri::new(&config.runtime_socket), store.clone(), ctx.clone(), config.root_dir.clone())));
+    let server_state = server::ReadOnly {
+        health: health.clone(),
+        pods: store.clone(),
+        host_root: "/".into(),
+        configz: Arc::new(nodelet::configz::configz(&config)),
+        stats,
+    };
     if config.read_only_port != 0 {
-        let state = server::ReadOnly { health: health.clone(), pods: store.clone(), host_root: "/".into() };
+        let state = server_state.clone();
         let addr = SocketAddr::new(config.address, config.read_only_port);
         let listener = server::bind(addr).await?;
         tokio::spawn(async move {
@@ -90,8 +99,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             pod_logs_dir: config.pod_logs_dir.clone(),
             cri: Some(runtime::Cri::new(&config.runtime_socket)),
         };
-        let state = server::ReadOnly { health: health.clone(), pods: store.clone(), host_root: "/".into() };
-        let secure = nodelet::secure::bind(settings, state, client.clone()).await?;
+        let secure = nodelet::secure::bind(settings, server_state, client.clone()).await?;
         tokio::spawn(async move {
             if let Err(e) = secure.run().await {
                 tracing::error!("secure server failed: {e:#}");

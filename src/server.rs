@@ -1,5 +1,6 @@
-//! The read-only HTTP port (10255 by default): /healthz, /pods and /spec, so an operator can
-//! check a node with curl. Unknown paths answer 404, other methods 405.
+//! The read-only HTTP port (10255 by default): /healthz, /pods, /spec, /configz, /metrics,
+//! /metrics/resource and /stats/summary, so an operator (or metrics-server) can check a node.
+//! Unknown paths answer 404, other methods 405.
 
 use crate::health::Health;
 use crate::pods::store::PodStore;
@@ -19,6 +20,17 @@ pub struct ReadOnly {
     pub pods: PodStore,
     /// Root of the file system the machine facts are read from ("/").
     pub host_root: PathBuf,
+    /// The body of /configz.
+    pub configz: Arc<serde_json::Value>,
+    /// Usage figures; None where nodelet runs no pods (--proxy-only).
+    pub stats: Option<Arc<crate::stats::Collector>>,
+}
+
+impl ReadOnly {
+    /// The state without usage figures nor configuration (tests of other paths).
+    pub fn new(health: Arc<Health>, pods: PodStore) -> ReadOnly {
+        ReadOnly { health, pods, host_root: "/".into(), configz: Arc::new(serde_json::json!({"kubeletconfig": {}})), stats: None }
+    }
 }
 
 pub fn router(state: ReadOnly) -> Router {
@@ -28,6 +40,10 @@ pub fn router(state: ReadOnly) -> Router {
         .route("/pods/", get(pods))
         .route("/spec", get(spec))
         .route("/spec/", get(spec))
+        .route("/configz", get(configz))
+        .route("/metrics", get(metrics))
+        .route("/metrics/resource", get(resource_metrics))
+        .route("/stats/summary", get(summary))
         .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found\n") })
         .with_state(state)
 }
@@ -84,6 +100,34 @@ async fn spec(State(state): State<ReadOnly>) -> Response {
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reading machine facts: {e:#}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reading machine facts: {e}\n")).into_response(),
     }
+}
+
+async fn configz(State(state): State<ReadOnly>) -> Json<serde_json::Value> {
+    Json(state.configz.as_ref().clone())
+}
+
+fn no_stats() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "stats: nodelet runs no pods here (--proxy-only)\n").into_response()
+}
+
+async fn metrics(State(state): State<ReadOnly>) -> Response {
+    if let Some(stats) = &state.stats {
+        stats.refresh_runtime_gauges().await;
+    }
+    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], crate::metrics::global().encode()).into_response()
+}
+
+async fn resource_metrics(State(state): State<ReadOnly>) -> Response {
+    let Some(stats) = &state.stats else { return no_stats() };
+    let collected = stats.collect().await;
+    let at_ms = collected.at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    let text = crate::stats::resource::render(&collected.summary, at_ms, collected.degraded);
+    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+}
+
+async fn summary(State(state): State<ReadOnly>) -> Response {
+    let Some(stats) = &state.stats else { return no_stats() };
+    Json(stats.collect().await.summary).into_response()
 }
 
 #[cfg(test)]

@@ -121,7 +121,7 @@ async fn start() -> Fixture {
         pod_logs_dir: logs_dir,
         cri: None,
     };
-    let state = ReadOnly { health: Arc::new(Health::new(Duration::from_secs(3600))), pods: pods.clone(), host_root: "/".into() };
+    let state = ReadOnly::new(Arc::new(Health::new(Duration::from_secs(3600))), pods.clone());
     let server = nodelet::secure::bind(settings, state, None).await.expect("bind");
     let addr = server.local_addr();
     tokio::spawn(server.run());
@@ -337,7 +337,7 @@ async fn tokens_and_webhook_authorization() {
         pod_logs_dir: dir.path().join("logs"),
         cri: None,
     };
-    let state = ReadOnly { health: Arc::new(Health::new(Duration::from_secs(3600))), pods: PodStore::default(), host_root: "/".into() };
+    let state = ReadOnly::new(Arc::new(Health::new(Duration::from_secs(3600))), PodStore::default());
     let server = nodelet::secure::bind(settings, state, Some(api)).await.expect("bind");
     let addr = server.local_addr();
     tokio::spawn(server.run());

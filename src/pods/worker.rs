@@ -62,6 +62,10 @@ struct Worker {
     unconfirmed_exits: HashSet<String>,
     /// When the volumes' written content (a token) must be renewed; None until first written.
     volumes_refresh: Option<Option<SystemTime>>,
+    /// When nodelet first saw the pod, until its start-up latency is recorded (or known not to
+    /// be nodelet's to measure: the pod was already running when this worker began).
+    start_pending: Option<std::time::Instant>,
+    synced_once: bool,
 }
 
 /// How soon to look again when CRI has not caught up with an exit event.
@@ -82,6 +86,8 @@ async fn run(deps: WorkerDeps, pod: Pod, mut rx: mpsc::UnboundedReceiver<WorkerM
         watched: HashSet::new(),
         unconfirmed_exits: HashSet::new(),
         volumes_refresh: None,
+        start_pending: Some(std::time::Instant::now()),
+        synced_once: false,
         deps,
         pod,
     };
@@ -149,6 +155,10 @@ impl Worker {
     async fn sync(&mut self) -> Result<Option<Duration>, String> {
         let sync_started = SystemTime::now();
         let mut observed = self.observe().await.map_err(|e| e.to_string())?;
+        if !std::mem::replace(&mut self.synced_once, true) && all_containers_running(&self.pod, &observed) {
+            // Adopted after a restart of nodelet: its start was not seen here.
+            self.start_pending = None;
+        }
         if let Err(e) = self.prepare_volumes(&observed).await {
             self.publish_error(&observed, &e);
             return Err(e);
@@ -185,6 +195,10 @@ impl Worker {
         if let Some(Some(refresh)) = self.volumes_refresh {
             let until = refresh.duration_since(SystemTime::now()).unwrap_or_default();
             plan.wake_after = Some(plan.wake_after.map_or(until, |w| w.min(until)));
+        }
+        if let Some(seen) = self.start_pending.filter(|_| all_containers_running(&self.pod, &observed)) {
+            crate::metrics::global().pod_started(seen.elapsed());
+            self.start_pending = None;
         }
         self.publish(&observed, &plan);
         Ok(plan.wake_after)
@@ -414,6 +428,13 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// True when every (regular) container of the pod has a running instance: the end of the
+/// kubelet's pod start-up latency.
+fn all_containers_running(pod: &Pod, observed: &ObservedPod) -> bool {
+    let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
+    !containers.is_empty() && containers.iter().all(|c| observed.containers.iter().any(|o| o.name == c.name && o.state == RunState::Running))
 }
 
 /// Stops and removes everything the runtime holds for a pod nodelet no longer knows

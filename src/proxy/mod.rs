@@ -485,6 +485,7 @@ impl Proxier {
         h.service_ports = applied.entries.len();
         h.rules = rules;
         h.elements = elements;
+        crate::metrics::global().proxy_synced(self.ctx.family.slice_address_type(), took, rules, elements);
         tracing::debug!(table = %self.ctx.table_ref(), full, took_ms = took.as_secs_f64() * 1e3, rules, elements, "proxy sync done");
     }
 
@@ -493,6 +494,7 @@ impl Proxier {
         h.failed_syncs += 1;
         h.consecutive_failures += 1;
         h.last_error = Some(e.to_string());
+        crate::metrics::global().proxy_sync_failed();
     }
 
     /// Applies changes as they come (after the debounce) and resyncs periodically, forever.

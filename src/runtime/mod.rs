@@ -67,9 +67,20 @@ fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     req
 }
 
-fn fail(call: &'static str, target: impl Into<String>) -> impl FnOnce(tonic::Status) -> CriError {
-    let target = target.into();
-    move |status| CriError { call, target, message: status.message().to_string(), code: status.code() }
+/// Every CRI call goes through here: a failure becomes an error naming the call and the object,
+/// and the call's latency and failure are recorded for /metrics.
+async fn call<T>(
+    call: &'static str,
+    target: impl Into<String>,
+    pending: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> CriResult<T> {
+    let started = std::time::Instant::now();
+    let result = pending.await;
+    crate::metrics::global().runtime_call(call, started.elapsed(), result.is_err());
+    match result {
+        Ok(response) => Ok(response.into_inner()),
+        Err(status) => Err(CriError { call, target: target.into(), message: status.message().to_string(), code: status.code() }),
+    }
 }
 
 /// The runtime's answer to Status: ready or not, with the failing condition named.
@@ -93,12 +104,12 @@ impl Cri {
 
     pub async fn version(&self) -> CriResult<cri::VersionResponse> {
         let req = request(cri::VersionRequest { version: "v1".into() }, Duration::from_secs(5));
-        Ok(self.runtime.clone().version(req).await.map_err(fail("Version", "runtime"))?.into_inner())
+        call("Version", "runtime", self.runtime.clone().version(req)).await
     }
 
     pub async fn readiness(&self) -> CriResult<RuntimeReadiness> {
         let req = request(cri::StatusRequest { verbose: false }, Duration::from_secs(5));
-        let status = self.runtime.clone().status(req).await.map_err(fail("Status", "runtime"))?.into_inner();
+        let status = call("Status", "runtime", self.runtime.clone().status(req)).await?;
         let problems = status
             .status
             .map(|s| s.conditions)
@@ -114,25 +125,25 @@ impl Cri {
     pub async fn list_sandboxes(&self, selector: HashMap<String, String>) -> CriResult<Vec<cri::PodSandbox>> {
         let filter = cri::PodSandboxFilter { label_selector: selector, ..Default::default() };
         let req = request(cri::ListPodSandboxRequest { filter: Some(filter) }, CALL_TIMEOUT);
-        Ok(self.runtime.clone().list_pod_sandbox(req).await.map_err(fail("ListPodSandbox", "sandboxes"))?.into_inner().items)
+        Ok(call("ListPodSandbox", "sandboxes", self.runtime.clone().list_pod_sandbox(req)).await?.items)
     }
 
     pub async fn list_containers(&self, selector: HashMap<String, String>) -> CriResult<Vec<cri::Container>> {
         let filter = cri::ContainerFilter { label_selector: selector, ..Default::default() };
         let req = request(cri::ListContainersRequest { filter: Some(filter) }, CALL_TIMEOUT);
-        Ok(self.runtime.clone().list_containers(req).await.map_err(fail("ListContainers", "containers"))?.into_inner().containers)
+        Ok(call("ListContainers", "containers", self.runtime.clone().list_containers(req)).await?.containers)
     }
 
     pub async fn sandbox_status(&self, id: &str) -> CriResult<cri::PodSandboxStatus> {
         let req = request(cri::PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose: false }, CALL_TIMEOUT);
-        let resp = self.runtime.clone().pod_sandbox_status(req).await.map_err(fail("PodSandboxStatus", format!("sandbox {id}")))?;
-        resp.into_inner().status.ok_or_else(|| empty_answer("PodSandboxStatus", id))
+        let resp = call("PodSandboxStatus", format!("sandbox {id}"), self.runtime.clone().pod_sandbox_status(req)).await?;
+        resp.status.ok_or_else(|| empty_answer("PodSandboxStatus", id))
     }
 
     pub async fn container_status(&self, id: &str) -> CriResult<cri::ContainerStatus> {
         let req = request(cri::ContainerStatusRequest { container_id: id.into(), verbose: false }, CALL_TIMEOUT);
-        let resp = self.runtime.clone().container_status(req).await.map_err(fail("ContainerStatus", format!("container {id}")))?;
-        resp.into_inner().status.ok_or_else(|| empty_answer("ContainerStatus", id))
+        let resp = call("ContainerStatus", format!("container {id}"), self.runtime.clone().container_status(req)).await?;
+        resp.status.ok_or_else(|| empty_answer("ContainerStatus", id))
     }
 
     /// Everything the runtime holds for one pod, by its UID label.
@@ -176,18 +187,18 @@ impl Cri {
     pub async fn run_sandbox(&self, config: cri::PodSandboxConfig) -> CriResult<String> {
         let target = format!("pod {}", sandbox_ref(&config));
         let req = request(cri::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() }, CALL_TIMEOUT);
-        Ok(self.runtime.clone().run_pod_sandbox(req).await.map_err(fail("RunPodSandbox", target))?.into_inner().pod_sandbox_id)
+        Ok(call("RunPodSandbox", target, self.runtime.clone().run_pod_sandbox(req)).await?.pod_sandbox_id)
     }
 
     /// Stops a sandbox: kills what is left in it and releases its network (CNI DEL).
     pub async fn stop_sandbox(&self, id: &str) -> CriResult<()> {
         let req = request(cri::StopPodSandboxRequest { pod_sandbox_id: id.into() }, CALL_TIMEOUT);
-        gone_is_done(self.runtime.clone().stop_pod_sandbox(req).await.map_err(fail("StopPodSandbox", format!("sandbox {id}"))))
+        gone_is_done(call("StopPodSandbox", format!("sandbox {id}"), self.runtime.clone().stop_pod_sandbox(req)).await)
     }
 
     pub async fn remove_sandbox(&self, id: &str) -> CriResult<()> {
         let req = request(cri::RemovePodSandboxRequest { pod_sandbox_id: id.into() }, CALL_TIMEOUT);
-        gone_is_done(self.runtime.clone().remove_pod_sandbox(req).await.map_err(fail("RemovePodSandbox", format!("sandbox {id}"))))
+        gone_is_done(call("RemovePodSandbox", format!("sandbox {id}"), self.runtime.clone().remove_pod_sandbox(req)).await)
     }
 
     pub async fn create_container(&self, sandbox_id: &str, config: cri::ContainerConfig, sandbox: cri::PodSandboxConfig) -> CriResult<String> {
@@ -196,37 +207,37 @@ impl Cri {
             cri::CreateContainerRequest { pod_sandbox_id: sandbox_id.into(), config: Some(config), sandbox_config: Some(sandbox) },
             CALL_TIMEOUT,
         );
-        Ok(self.runtime.clone().create_container(req).await.map_err(fail("CreateContainer", target))?.into_inner().container_id)
+        Ok(call("CreateContainer", target, self.runtime.clone().create_container(req)).await?.container_id)
     }
 
     pub async fn start_container(&self, id: &str) -> CriResult<()> {
         let req = request(cri::StartContainerRequest { container_id: id.into() }, CALL_TIMEOUT);
-        self.runtime.clone().start_container(req).await.map_err(fail("StartContainer", format!("container {id}")))?;
+        call("StartContainer", format!("container {id}"), self.runtime.clone().start_container(req)).await?;
         Ok(())
     }
 
     /// SIGTERM, then SIGKILL once `grace` has passed (the runtime does both).
     pub async fn stop_container(&self, id: &str, grace: Duration) -> CriResult<()> {
         let req = request(cri::StopContainerRequest { container_id: id.into(), timeout: grace.as_secs() as i64 }, grace + CALL_TIMEOUT);
-        gone_is_done(self.runtime.clone().stop_container(req).await.map_err(fail("StopContainer", format!("container {id}"))))
+        gone_is_done(call("StopContainer", format!("container {id}"), self.runtime.clone().stop_container(req)).await)
     }
 
     pub async fn remove_container(&self, id: &str) -> CriResult<()> {
         let req = request(cri::RemoveContainerRequest { container_id: id.into() }, CALL_TIMEOUT);
-        gone_is_done(self.runtime.clone().remove_container(req).await.map_err(fail("RemoveContainer", format!("container {id}"))))
+        gone_is_done(call("RemoveContainer", format!("container {id}"), self.runtime.clone().remove_container(req)).await)
     }
 
     /// A URL on the runtime's streaming server for a command in a running container.
     pub async fn exec(&self, exec: cri::ExecRequest) -> CriResult<String> {
         let target = format!("container {}", exec.container_id);
         let req = request(exec, CALL_TIMEOUT);
-        Ok(self.runtime.clone().exec(req).await.map_err(fail("Exec", target))?.into_inner().url)
+        Ok(call("Exec", target, self.runtime.clone().exec(req)).await?.url)
     }
 
     pub async fn attach(&self, attach: cri::AttachRequest) -> CriResult<String> {
         let target = format!("container {}", attach.container_id);
         let req = request(attach, CALL_TIMEOUT);
-        Ok(self.runtime.clone().attach(req).await.map_err(fail("Attach", target))?.into_inner().url)
+        Ok(call("Attach", target, self.runtime.clone().attach(req)).await?.url)
     }
 
     /// A port-forward URL for the ready sandbox of the pod with this UID.
@@ -236,21 +247,34 @@ impl Cri {
         let sandbox = self.list_sandboxes(selector).await?.into_iter().find(|s| s.state == ready);
         let sandbox = sandbox.ok_or_else(|| CriError { call: "PortForward", target: format!("pod {uid}"), message: "the pod has no ready sandbox".into(), code: tonic::Code::NotFound })?;
         let req = request(cri::PortForwardRequest { pod_sandbox_id: sandbox.id.clone(), port: vec![] }, CALL_TIMEOUT);
-        Ok(self.runtime.clone().port_forward(req).await.map_err(fail("PortForward", format!("sandbox {}", sandbox.id)))?.into_inner().url)
+        Ok(call("PortForward", format!("sandbox {}", sandbox.id), self.runtime.clone().port_forward(req)).await?.url)
+    }
+
+    /// Usage figures of the containers carrying the given labels (writable layer, cpu, memory).
+    pub async fn container_stats(&self, selector: HashMap<String, String>) -> CriResult<Vec<cri::ContainerStats>> {
+        let filter = cri::ContainerStatsFilter { label_selector: selector, ..Default::default() };
+        let req = request(cri::ListContainerStatsRequest { filter: Some(filter) }, CALL_TIMEOUT);
+        Ok(call("ListContainerStats", "containers", self.runtime.clone().list_container_stats(req)).await?.stats)
+    }
+
+    /// The file systems holding the runtime's images.
+    pub async fn image_fs_info(&self) -> CriResult<Vec<cri::FilesystemUsage>> {
+        let req = request(cri::ImageFsInfoRequest {}, CALL_TIMEOUT);
+        Ok(call("ImageFsInfo", "image file systems", self.images.clone().image_fs_info(req)).await?.image_filesystems)
     }
 
     /// The image's ID when the runtime already has it.
     pub async fn image_id(&self, image: &str) -> CriResult<Option<String>> {
         let spec = cri::ImageSpec { image: image.into(), ..Default::default() };
         let req = request(cri::ImageStatusRequest { image: Some(spec), verbose: false }, CALL_TIMEOUT);
-        let resp = self.images.clone().image_status(req).await.map_err(fail("ImageStatus", format!("image {image:?}")))?;
-        Ok(resp.into_inner().image.map(|i| i.id))
+        let resp = call("ImageStatus", format!("image {image:?}"), self.images.clone().image_status(req)).await?;
+        Ok(resp.image.map(|i| i.id))
     }
 
     pub async fn pull_image(&self, image: &str, auth: Option<cri::AuthConfig>, sandbox: Option<cri::PodSandboxConfig>) -> CriResult<String> {
         let spec = cri::ImageSpec { image: image.into(), ..Default::default() };
         let req = request(cri::PullImageRequest { image: Some(spec), auth, sandbox_config: sandbox }, PULL_TIMEOUT);
-        Ok(self.images.clone().pull_image(req).await.map_err(fail("PullImage", format!("image {image:?}")))?.into_inner().image_ref)
+        Ok(call("PullImage", format!("image {image:?}"), self.images.clone().pull_image(req)).await?.image_ref)
     }
 }
 

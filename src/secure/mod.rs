@@ -1,8 +1,8 @@
 //! The secure port (10250 by default): HTTPS with the kubelet's authentication (client
 //! certificates, TokenReview-checked bearer tokens, anonymous if enabled) and authorization
-//! (SubjectAccessReview on nodes/<subresource>, or AlwaysAllow). It serves what the read-only
-//! port does (/healthz, /pods, /spec) and /containerLogs. Exec, attach and port-forward are not
-//! served yet.
+//! (SubjectAccessReview on nodes/<subresource>, or AlwaysAllow). It serves every path of the
+//! read-only port (health, pods, spec, configz, metrics, stats), /containerLogs, and /exec,
+//! /attach and /portForward.
 //!
 //! Pure parts: `attributes` (path to authorization attributes), `logopts` (PodLogOptions),
 //! `crilog` (CRI log lines, partials, filters). Effectful: `tls`, `auth`, `logs`.

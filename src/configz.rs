@@ -1,0 +1,135 @@
+//! `GET /configz`: the effective configuration as the kubelet shows it, a KubeletConfiguration
+//! (camelCase field names, Go durations) under "kubeletconfig". nodelet's own settings keep
+//! the names its config file reads. Pure.
+
+use crate::config::Config;
+use serde_json::{json, Map, Value};
+use std::time::Duration;
+
+/// A duration as Go prints one: "250ms", "10s", "5m0s", "1h0m0s".
+pub fn go_duration(d: Duration) -> String {
+    let total = d.as_secs();
+    let nanos = d.subsec_nanos();
+    if total == 0 {
+        return match nanos {
+            0 => "0s".into(),
+            n if n % 1_000_000 == 0 => format!("{}ms", n / 1_000_000),
+            n if n % 1_000 == 0 => format!("{}µs", n / 1_000),
+            n => format!("{n}ns"),
+        };
+    }
+    let fraction = if nanos == 0 { String::new() } else { format!(".{nanos:09}").trim_end_matches('0').to_string() };
+    let (h, m, s) = (total / 3600, total % 3600 / 60, total % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}{fraction}s"),
+        (0, _) => format!("{m}m{s}{fraction}s"),
+        _ => format!("{h}h{m}m{s}{fraction}s"),
+    }
+}
+
+fn path(p: &Option<std::path::PathBuf>) -> Value {
+    p.as_ref().map_or(Value::Null, |p| p.display().to_string().into())
+}
+
+/// The body of /configz.
+pub fn configz(config: &Config) -> Value {
+    let mut c = json!({
+        "kind": "KubeletConfiguration",
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "enableServer": true,
+        "staticPodPath": path(&config.pod_manifest_path),
+        "syncFrequency": go_duration(config.sync_frequency),
+        "fileCheckFrequency": go_duration(config.file_check_frequency),
+        "address": config.address.to_string(),
+        "port": config.port,
+        "readOnlyPort": config.read_only_port,
+        "tlsCertFile": path(&config.tls_cert_file),
+        "tlsPrivateKeyFile": path(&config.tls_private_key_file),
+        "authentication": {
+            "x509": {"clientCAFile": path(&config.client_ca_file)},
+            "webhook": {"enabled": config.authentication_token_webhook},
+            "anonymous": {"enabled": config.anonymous_auth},
+        },
+        "authorization": {"mode": if config.authorization_webhook { "Webhook" } else { "AlwaysAllow" }},
+        "clusterDomain": config.cluster_domain,
+        "clusterDNS": config.cluster_dns.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
+        "nodeStatusUpdateFrequency": go_duration(config.node_status_update_frequency),
+        "nodeStatusReportFrequency": go_duration(config.node_status_report_frequency),
+        "nodeLeaseDurationSeconds": config.lease_duration.as_secs(),
+        "cgroupRoot": config.cgroup_root,
+        "cgroupDriver": "cgroupfs",
+        "maxPods": config.max_pods,
+        "podCIDR": config.pod_cidr,
+        "containerRuntimeEndpoint": format!("unix://{}", config.runtime_socket.display()),
+        "podLogsDir": config.pod_logs_dir.display().to_string(),
+        "crashLoopBackOff": {
+            "maxContainerRestartPeriod": go_duration(config.backoff_max),
+        },
+        "registerWithTaints": config.taints,
+        "nodeLabels": config.node_labels,
+        // nodelet's own settings, by the keys of its config file.
+        "hostnameOverride": config.node_name,
+        "rootDir": config.root_dir.display().to_string(),
+        "podInfraContainerImage": config.pod_infra_container_image,
+        "nodeIP": config.node_ip.map(|ip| ip.to_string()),
+        "cniConfDir": config.cni_conf_dir.display().to_string(),
+        "cniBinDir": config.cni_bin_dir.display().to_string(),
+        "cniBridge": config.cni_bridge,
+        "kubeconfig": path(&config.kubeconfig),
+        "proxyOnly": config.proxy_only,
+        "disableProxy": !config.proxy_enabled,
+        "proxyTable": config.proxy_table,
+    });
+    if let Some(obj) = c.as_object_mut() {
+        // Unset options are left out, as Go's omitempty does.
+        obj.retain(|_, v| !v.is_null());
+        let (cpu, memory) = config.reserved;
+        if cpu > 0 || memory > 0 {
+            let mut reserved = Map::new();
+            if cpu > 0 {
+                reserved.insert("cpu".into(), format!("{cpu}m").into());
+            }
+            if memory > 0 {
+                reserved.insert("memory".into(), memory.to_string().into());
+            }
+            // nodelet keeps system- and kube-reserved as one sum.
+            obj.insert("systemReserved".into(), reserved.into());
+        }
+    }
+    json!({ "kubeletconfig": c })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Flags;
+    use clap::Parser;
+
+    #[test]
+    fn durations_print_as_go_does() {
+        assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(go_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(go_duration(Duration::from_secs(300)), "5m0s");
+        assert_eq!(go_duration(Duration::from_secs(3725)), "1h2m5s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn the_effective_configuration_under_kubeletconfig() {
+        let flags = Flags::try_parse_from(["nodelet", "--hostname-override", "node-a", "--cni-plugin", "/bin/true", "--read-only-port", "0", "--system-reserved", "cpu=100m"]).unwrap();
+        let body = configz(&Config::from_flags(flags).unwrap());
+        let c = &body["kubeletconfig"];
+        assert_eq!(c["kind"], "KubeletConfiguration");
+        assert_eq!(c["readOnlyPort"], 0);
+        assert_eq!(c["port"], 10250);
+        assert_eq!(c["syncFrequency"], "10s");
+        assert_eq!(c["fileCheckFrequency"], "250ms");
+        assert_eq!(c["crashLoopBackOff"]["maxContainerRestartPeriod"], "5m0s");
+        assert_eq!(c["authentication"]["anonymous"]["enabled"], false);
+        assert_eq!(c["authorization"]["mode"], "AlwaysAllow");
+        assert_eq!(c["containerRuntimeEndpoint"], "unix:///run/containerd/containerd.sock");
+        assert_eq!(c["systemReserved"]["cpu"], "100m");
+        assert!(c.get("staticPodPath").is_none(), "{c:#}");
+    }
+}

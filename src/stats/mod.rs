@@ -1,0 +1,341 @@
+//! Resource usage of the node and its pods, for `GET /stats/summary` (the Summary API) and
+//! `GET /metrics/resource`: cgroup v1 accounting for cpu and memory, /proc for the network,
+//! statvfs and directory walks for file systems, CRI for the writable layers and the image
+//! file system. A pod whose figures cannot be read gets a thinner entry; the answer stands.
+//!
+//! Pure parts: `cgroupv1` and `procfs` parsing, `rate` (nanocores from two samples),
+//! `summary` (the JSON shape), `resource` (the metrics text). Effectful: `disk` and `Collector`.
+
+pub mod cgroupv1;
+pub mod disk;
+pub mod procfs;
+pub mod rate;
+pub mod resource;
+pub mod summary;
+
+use crate::machine::timestamp::rfc3339;
+use crate::metrics::ContainerCounts;
+use crate::pods::labels;
+use crate::pods::spec::{self, NodeContext};
+use crate::pods::store::PodStore;
+use crate::runtime::Cri;
+use cgroupv1::CgroupUsage;
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::Pod;
+use rate::{CpuRates, CpuSample};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+use summary::*;
+
+/// Where the figures come from, and the CPU samples kept between requests.
+pub struct Collector {
+    pub cri: Cri,
+    pub pods: PodStore,
+    pub ctx: Arc<NodeContext>,
+    /// nodelet's --root-dir: the node's file system figures are that of its file system.
+    pub root_dir: PathBuf,
+    /// The cgroupfs mount (/sys/fs/cgroup) and procfs (/proc).
+    pub cgroup_mount: PathBuf,
+    pub proc_root: PathBuf,
+    rates: CpuRates,
+}
+
+/// One collection: the Summary, when it was read, and whether some pod's figures were missing.
+pub struct Collected {
+    pub summary: Summary,
+    pub at: SystemTime,
+    pub degraded: bool,
+}
+
+/// What the runtime said, gathered before the blocking reads.
+#[derive(Default)]
+struct RuntimeFigures {
+    /// Writable layer usage by container ID: (bytes, inodes).
+    writable_layers: HashMap<String, (Option<u64>, Option<u64>)>,
+    image_fs: Option<cri::FilesystemUsage>,
+    failed: bool,
+}
+
+impl Collector {
+    pub fn new(cri: Cri, pods: PodStore, ctx: Arc<NodeContext>, root_dir: PathBuf) -> Collector {
+        Collector { cri, pods, ctx, root_dir, cgroup_mount: "/sys/fs/cgroup".into(), proc_root: "/proc".into(), rates: CpuRates::default() }
+    }
+
+    /// The node's and every pod's figures now.
+    pub async fn collect(self: &Arc<Self>) -> Collected {
+        let runtime = self.runtime_figures().await;
+        let me = self.clone();
+        let pods = self.pods.list();
+        match tokio::task::spawn_blocking(move || me.read_all(&pods, &runtime)).await {
+            Ok(collected) => collected,
+            Err(e) => {
+                tracing::warn!(error = %e, "stats: collecting failed");
+                Collected { summary: Summary::default(), at: SystemTime::now(), degraded: true }
+            }
+        }
+    }
+
+    async fn runtime_figures(&self) -> RuntimeFigures {
+        let mut figures = RuntimeFigures::default();
+        let selector = HashMap::from([(labels::MANAGED_BY_NODE.to_string(), self.ctx.node_name.clone())]);
+        match self.cri.container_stats(selector).await {
+            Ok(stats) => {
+                for s in stats {
+                    let (Some(attributes), Some(layer)) = (s.attributes, s.writable_layer) else { continue };
+                    figures.writable_layers.insert(attributes.id, (layer.used_bytes.map(|v| v.value), layer.inodes_used.map(|v| v.value)));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "stats: no writable layer figures");
+                figures.failed = true;
+            }
+        }
+        match self.cri.image_fs_info().await {
+            Ok(filesystems) => figures.image_fs = filesystems.into_iter().next(),
+            Err(e) => {
+                tracing::warn!(error = %e, "stats: no image file system figures");
+                figures.failed = true;
+            }
+        }
+        figures
+    }
+
+    /// Sets the running pods and containers gauges of /metrics from what the runtime holds.
+    pub async fn refresh_runtime_gauges(&self) {
+        let selector = HashMap::from([(labels::MANAGED_BY_NODE.to_string(), self.ctx.node_name.clone())]);
+        let (sandboxes, containers) = match (self.cri.list_sandboxes(selector.clone()).await, self.cri.list_containers(selector).await) {
+            (Ok(s), Ok(c)) => (s, c),
+            (Err(e), _) | (_, Err(e)) => return tracing::warn!(error = %e, "metrics: running pods and containers not counted"),
+        };
+        let ready = sandboxes.iter().filter(|s| s.state == cri::PodSandboxState::SandboxReady as i32).count();
+        crate::metrics::global().set_running(ready as i64, count_states(containers.iter().map(|c| c.state)));
+    }
+
+    fn read_all(&self, pods: &[Pod], runtime: &RuntimeFigures) -> Collected {
+        let at = SystemTime::now();
+        let time = rfc3339(at);
+        let mut seen = HashSet::new();
+        let image_fs = runtime.image_fs.as_ref().map(|fs| image_fs_stats(fs, &time));
+        let node = self.node_stats(at, &time, image_fs.clone(), &mut seen);
+        let mut degraded = runtime.failed;
+        let mut pod_stats = Vec::new();
+        for pod in pods.iter().filter(|p| is_active(p)) {
+            let (stats, complete) = self.pod_stats(pod, at, &time, runtime, image_fs.as_ref(), &mut seen);
+            degraded |= !complete;
+            pod_stats.push(stats);
+        }
+        self.rates.retain(&seen);
+        Collected { summary: Summary { node, pods: pod_stats }, at, degraded }
+    }
+
+    /// cpu and memory of a cgroup; `capacity` (the node's memory) gives availableBytes.
+    fn cgroup(&self, relative: &str, capacity: Option<u64>, at: SystemTime, time: &str, seen: &mut HashSet<String>) -> (Option<CpuStats>, Option<MemoryStats>) {
+        let usage = cgroupv1::read(&self.cgroup_mount, relative);
+        seen.insert(relative.to_string());
+        let cpu = usage.cpu_nanos.map(|nanos| CpuStats {
+            time: time.to_string(),
+            usage_nano_cores: self.rates.observe(relative, CpuSample { at, usage_nanos: nanos }),
+            usage_core_nano_seconds: Some(nanos),
+        });
+        (cpu, memory_stats(&usage, time, capacity))
+    }
+
+    fn node_stats(&self, at: SystemTime, time: &str, image_fs: Option<FsStats>, seen: &mut HashSet<String>) -> NodeStats {
+        let read_proc = |file: &str| std::fs::read_to_string(self.proc_root.join(file)).unwrap_or_default();
+        let capacity = crate::machine::parse::meminfo_bytes(&read_proc("meminfo"), "MemTotal");
+        let (cpu, memory) = self.cgroup("/", capacity, at, time, seen);
+        let default_iface = procfs::default_route_interface(&read_proc("net/route"));
+        let interfaces: Vec<_> = procfs::parse_net_dev(&read_proc("net/dev")).into_iter().filter(|i| !is_pod_side(&i.name)).collect();
+        let start = procfs::boot_time(&read_proc("stat")).map(|s| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s)).unwrap_or(at);
+        NodeStats {
+            node_name: self.ctx.node_name.clone(),
+            start_time: rfc3339(start),
+            cpu,
+            memory,
+            network: network_stats(interfaces, default_iface.as_deref(), time),
+            fs: disk::filesystem(&self.root_dir, time),
+            runtime: Some(RuntimeStats { image_fs }),
+        }
+    }
+
+    /// One pod's entry, and whether every figure could be read.
+    fn pod_stats(&self, pod: &Pod, at: SystemTime, time: &str, runtime: &RuntimeFigures, image_fs: Option<&FsStats>, seen: &mut HashSet<String>) -> (PodStats, bool) {
+        let pod_cgroup = spec::pod_cgroup(&self.ctx, pod);
+        let (cpu, memory) = self.cgroup(&pod_cgroup, None, at, time, seen);
+        let mut complete = cpu.is_some() && memory.is_some();
+        let log_dir = spec::log_directory(&self.ctx, pod);
+        let mut containers = Vec::new();
+        for (name, id, started) in running_containers(pod) {
+            let (cpu, memory) = self.cgroup(&format!("{pod_cgroup}/{id}"), None, at, time, seen);
+            complete &= cpu.is_some() && memory.is_some();
+            let rootfs = runtime.writable_layers.get(&id).map(|(used, inodes)| FsStats {
+                time: time.to_string(),
+                used_bytes: *used,
+                inodes_used: *inodes,
+                ..image_fs.cloned().map(|fs| FsStats { used_bytes: None, inodes_used: None, ..fs }).unwrap_or_default()
+            });
+            let logs = disk::directory(&log_dir.join(&name), time);
+            containers.push(ContainerStats { name, start_time: started, cpu, memory, rootfs, logs });
+        }
+        let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+        let network = if host_network {
+            None
+        } else {
+            cgroupv1::any_process(&self.cgroup_mount, &pod_cgroup)
+                .and_then(|pid| std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("net/dev")).ok())
+                .and_then(|text| network_stats(procfs::parse_net_dev(&text), Some("eth0"), time))
+        };
+        let volume: Vec<VolumeStats> = spec::volume_paths(&self.ctx, pod)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(name, _)| !is_host_path(pod, name))
+            .filter_map(|(name, path)| disk::directory(&path, time).map(|fs| VolumeStats { fs, name }))
+            .collect();
+        let ephemeral_storage = ephemeral_storage(&containers, &volume, disk::filesystem(&self.ctx.pod_data_root, time));
+        let stats = PodStats {
+            pod_ref: PodReference { name: spec::pod_name(pod).into(), namespace: spec::pod_namespace(pod).into(), uid: spec::pod_uid(pod).into() },
+            start_time: pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0.to_string()),
+            containers,
+            cpu,
+            memory,
+            network,
+            volume,
+            ephemeral_storage,
+        };
+        (stats, complete)
+    }
+}
+
+/// Pods with something that may run: not finished.
+fn is_active(pod: &Pod) -> bool {
+    !matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed") | None)
+}
+
+/// Veth ends of pods and nodelet's bridge carry pod traffic, not the node's.
+fn is_pod_side(name: &str) -> bool {
+    name.starts_with("veth")
+}
+
+fn is_host_path(pod: &Pod, volume: &str) -> bool {
+    pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()).any(|v| v.name == volume && v.host_path.is_some())
+}
+
+/// (name, container ID without the runtime prefix, start time) of the pod's running containers.
+fn running_containers(pod: &Pod) -> Vec<(String, String, Option<String>)> {
+    let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+    statuses
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let running = c.state.as_ref()?.running.as_ref()?;
+            let id = c.container_id.as_deref()?;
+            let id = id.split_once("://").map_or(id, |(_, id)| id);
+            Some((c.name.clone(), id.to_string(), running.started_at.as_ref().map(|t| t.0.to_string())))
+        })
+        .collect()
+}
+
+/// The Summary's memory figures; `capacity` (the node's) gives availableBytes.
+fn memory_stats(usage: &CgroupUsage, time: &str, capacity: Option<u64>) -> Option<MemoryStats> {
+    let m = usage.memory?;
+    Some(MemoryStats {
+        time: time.to_string(),
+        available_bytes: capacity.map(|c| c.saturating_sub(m.working_set_bytes)),
+        usage_bytes: Some(m.usage_bytes),
+        working_set_bytes: Some(m.working_set_bytes),
+        rss_bytes: Some(m.rss_bytes),
+        page_faults: Some(m.page_faults),
+        major_page_faults: Some(m.major_page_faults),
+    })
+}
+
+/// The interfaces, with `default` (or the first) as the top-level figures; None without any.
+fn network_stats(interfaces: Vec<procfs::InterfaceCounters>, default: Option<&str>, time: &str) -> Option<NetworkStats> {
+    let interfaces: Vec<InterfaceStats> = interfaces
+        .into_iter()
+        .map(|i| InterfaceStats { name: i.name, rx_bytes: i.rx_bytes, rx_errors: i.rx_errors, tx_bytes: i.tx_bytes, tx_errors: i.tx_errors })
+        .collect();
+    let chosen = default.and_then(|d| interfaces.iter().find(|i| i.name == d)).or(interfaces.first())?.clone();
+    Some(NetworkStats { time: time.to_string(), default: chosen, interfaces })
+}
+
+/// The runtime's image file system: its use from CRI, its size from statvfs of its mount point.
+fn image_fs_stats(fs: &cri::FilesystemUsage, time: &str) -> FsStats {
+    let mountpoint = fs.fs_id.as_ref().map(|id| id.mountpoint.clone()).unwrap_or_default();
+    let base = disk::filesystem(Path::new(&mountpoint), time).unwrap_or_else(|| FsStats { time: time.to_string(), ..Default::default() });
+    FsStats { used_bytes: fs.used_bytes.as_ref().map(|v| v.value), inodes_used: fs.inodes_used.as_ref().map(|v| v.value), ..base }
+}
+
+/// A pod's local ephemeral storage: its containers' writable layers and logs plus its volumes,
+/// on the file system of nodelet's pod directories (`fs`).
+pub fn ephemeral_storage(containers: &[ContainerStats], volumes: &[VolumeStats], fs: Option<FsStats>) -> Option<FsStats> {
+    let fs = fs?;
+    let parts = containers.iter().flat_map(|c| [c.rootfs.as_ref(), c.logs.as_ref()]).flatten().chain(volumes.iter().map(|v| &v.fs));
+    let (used, inodes) = parts.fold((0, 0), |(b, i), p| (b + p.used_bytes.unwrap_or(0), i + p.inodes_used.unwrap_or(0)));
+    Some(FsStats { used_bytes: Some(used), inodes_used: Some(inodes), ..fs })
+}
+
+/// Containers by CRI state, for kubelet_running_containers.
+pub fn count_states(states: impl Iterator<Item = i32>) -> ContainerCounts {
+    let mut counts = ContainerCounts::default();
+    for state in states {
+        match cri::ContainerState::try_from(state) {
+            Ok(cri::ContainerState::ContainerCreated) => counts.created += 1,
+            Ok(cri::ContainerState::ContainerRunning) => counts.running += 1,
+            Ok(cri::ContainerState::ContainerExited) => counts.exited += 1,
+            _ => counts.unknown += 1,
+        }
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateRunning, ContainerStatus, PodStatus};
+
+    #[test]
+    fn running_containers_have_bare_ids() {
+        let mut pod = Pod::default();
+        let running = ContainerState { running: Some(ContainerStateRunning::default()), ..Default::default() };
+        pod.status = Some(PodStatus {
+            phase: Some("Running".into()),
+            container_statuses: Some(vec![
+                ContainerStatus { name: "app".into(), container_id: Some("containerd://abc".into()), state: Some(running), ..Default::default() },
+                ContainerStatus { name: "waiting".into(), state: Some(ContainerState::default()), ..Default::default() },
+            ]),
+            ..Default::default()
+        });
+        assert_eq!(running_containers(&pod), vec![("app".to_string(), "abc".to_string(), None)]);
+        assert!(is_active(&pod));
+        pod.status.as_mut().unwrap().phase = Some("Succeeded".into());
+        assert!(!is_active(&pod));
+    }
+
+    #[test]
+    fn the_default_interface_leads_the_network_figures() {
+        let iface = |name: &str, rx| procfs::InterfaceCounters { name: name.into(), rx_bytes: rx, ..Default::default() };
+        let net = network_stats(vec![iface("eth1", 1), iface("eth0", 2)], Some("eth0"), "t").unwrap();
+        assert_eq!((net.default.name.as_str(), net.default.rx_bytes, net.interfaces.len()), ("eth0", 2, 2));
+        assert_eq!(network_stats(vec![iface("eth1", 1)], Some("eth0"), "t").unwrap().default.name, "eth1");
+        assert!(network_stats(vec![], None, "t").is_none());
+    }
+
+    #[test]
+    fn ephemeral_storage_adds_layers_logs_and_volumes() {
+        let used = |b| Some(FsStats { used_bytes: Some(b), inodes_used: Some(1), ..Default::default() });
+        let containers = vec![ContainerStats { name: "a".into(), rootfs: used(100), logs: used(10), ..Default::default() }];
+        let volumes = vec![VolumeStats { fs: used(1000).unwrap(), name: "v".into() }];
+        let fs = FsStats { capacity_bytes: Some(1 << 30), ..Default::default() };
+        let e = ephemeral_storage(&containers, &volumes, Some(fs)).unwrap();
+        assert_eq!((e.used_bytes, e.inodes_used, e.capacity_bytes), (Some(1110), Some(3), Some(1 << 30)));
+    }
+
+    #[test]
+    fn container_states_are_counted() {
+        let states = [cri::ContainerState::ContainerRunning as i32, cri::ContainerState::ContainerRunning as i32, cri::ContainerState::ContainerExited as i32, 99];
+        assert_eq!(count_states(states.into_iter()), ContainerCounts { created: 0, running: 2, exited: 1, unknown: 1 });
+    }
+}

@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub struct Health {
     checks: RwLock<BTreeMap<&'static str, Result<(), String>>>,
+    /// What a passing check adds to `/healthz?verbose` (e.g. when the proxy last synced).
+    notes: RwLock<BTreeMap<&'static str, String>>,
     last_sync_loop_ms: AtomicU64,
     sync_loop_deadline: Duration,
 }
@@ -18,11 +20,35 @@ fn now_ms() -> u64 {
 
 impl Health {
     pub fn new(sync_loop_deadline: Duration) -> Self {
-        Health { checks: RwLock::new(BTreeMap::new()), last_sync_loop_ms: AtomicU64::new(now_ms()), sync_loop_deadline }
+        Health { checks: RwLock::new(BTreeMap::new()), notes: RwLock::new(BTreeMap::new()), last_sync_loop_ms: AtomicU64::new(now_ms()), sync_loop_deadline }
     }
 
     pub fn set(&self, check: &'static str, result: Result<(), String>) {
         self.checks.write().expect("health poisoned").insert(check, result);
+    }
+
+    pub fn note(&self, check: &'static str, text: String) {
+        self.notes.write().expect("health poisoned").insert(check, text);
+    }
+
+    /// Every check on a line of its own, as the kubelet's `/healthz?verbose`: `[+]name ok` or
+    /// `[-]name failed: reason`; true when all pass.
+    pub fn verbose(&self) -> (bool, String) {
+        let notes = self.notes.read().expect("health poisoned");
+        let mut out = String::new();
+        for (name, result) in self.checks.read().expect("health poisoned").iter() {
+            match (result, notes.get(name)) {
+                (Ok(()), Some(note)) => out += &format!("[+]{name} ok: {note}\n"),
+                (Ok(()), None) => out += &format!("[+]{name} ok\n"),
+                (Err(e), _) => out += &format!("[-]{name} failed: {e}\n"),
+            }
+        }
+        let idle = Duration::from_millis(now_ms().saturating_sub(self.last_sync_loop_ms.load(Ordering::Relaxed)));
+        let loop_ok = idle <= self.sync_loop_deadline;
+        out += &if loop_ok { "[+]syncloop ok\n".to_string() } else { format!("[-]syncloop failed: not run for {}s\n", idle.as_secs()) };
+        let ok = self.report().is_ok();
+        out += if ok { "healthz check passed\n" } else { "healthz check failed\n" };
+        (ok, out)
     }
 
     pub fn sync_loop_ran(&self) {
@@ -73,23 +99,62 @@ pub async fn watch_runtime(cri: crate::runtime::Cri, health: std::sync::Arc<Heal
 /// The proxy's check: failing once several syncs in a row have failed.
 pub async fn watch_proxy(proxiers: Vec<std::sync::Arc<crate::proxy::Proxier>>, health: std::sync::Arc<Health>, every: Duration) {
     loop {
-        let failures: Vec<String> = proxiers
-            .iter()
-            .filter_map(|p| {
-                let h = p.health();
-                (h.consecutive_failures >= 3).then(|| {
-                    format!("{}: {} syncs in a row failed: {}", p.config().family, h.consecutive_failures, h.last_error.unwrap_or_default())
-                })
-            })
-            .collect();
+        let mut failures = Vec::new();
+        let mut notes = Vec::new();
+        for p in &proxiers {
+            let (family, h) = (p.config().family, p.health());
+            if h.consecutive_failures >= 3 {
+                failures.push(format!("{family}: {} syncs in a row failed: {}", h.consecutive_failures, h.last_error.as_deref().unwrap_or_default()));
+            }
+            notes.push(proxy_note(family, &h, SystemTime::now()));
+        }
+        health.note("proxy", notes.join("; "));
         health.set("proxy", if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) });
         tokio::time::sleep(every).await;
+    }
+}
+
+/// "IPv4 last sync 3s ago (full 40s ago), 15 rules, 111 elements", or that it has not synced yet.
+fn proxy_note(family: crate::proxy::model::Family, h: &crate::proxy::ProxyHealth, now: SystemTime) -> String {
+    let ago = |t: Option<SystemTime>| t.map(|t| format!("{}s ago", now.duration_since(t).unwrap_or_default().as_secs()));
+    match ago(h.last_sync) {
+        Some(last) => format!(
+            "{family} last sync {last} (full {}), {} rules, {} elements",
+            ago(h.last_full_sync).unwrap_or_else(|| "never".into()),
+            h.rules,
+            h.elements
+        ),
+        None => format!("{family} not synced yet"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verbose_lists_every_check_with_its_note() {
+        let health = Health::new(Duration::from_secs(60));
+        health.set("runtime", Ok(()));
+        health.set("proxy", Ok(()));
+        let now = SystemTime::now();
+        let h = crate::proxy::ProxyHealth {
+            last_sync: Some(now - Duration::from_secs(3)),
+            last_full_sync: Some(now - Duration::from_secs(40)),
+            rules: 15,
+            elements: 111,
+            ..Default::default()
+        };
+        health.note("proxy", proxy_note(crate::proxy::model::Family::V4, &h, now));
+        let (ok, text) = health.verbose();
+        assert!(ok);
+        assert_eq!(
+            text,
+            "[+]proxy ok: IPv4 last sync 3s ago (full 40s ago), 15 rules, 111 elements\n[+]runtime ok\n[+]syncloop ok\nhealthz check passed\n"
+        );
+        health.set("runtime", Err("down".into()));
+        assert_eq!(health.verbose(), (false, "[+]proxy ok: IPv4 last sync 3s ago (full 40s ago), 15 rules, 111 elements\n[-]runtime failed: down\n[+]syncloop ok\nhealthz check failed\n".into()));
+    }
 
     #[test]
     fn failing_checks_are_named() {

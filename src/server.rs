@@ -4,7 +4,7 @@
 
 use crate::health::Health;
 use crate::pods::store::PodStore;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -60,7 +60,13 @@ pub async fn serve(listener: tokio::net::TcpListener, state: ReadOnly) -> anyhow
     Ok(())
 }
 
-async fn healthz(State(state): State<ReadOnly>) -> Response {
+/// "ok", or with `?verbose` every check on a line (the kubelet's format).
+async fn healthz(State(state): State<ReadOnly>, RawQuery(query): RawQuery) -> Response {
+    if query.is_some_and(|q| q.split('&').any(|p| p == "verbose" || p.starts_with("verbose="))) {
+        let (ok, body) = state.health.verbose();
+        let code = if ok { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
+        return (code, body).into_response();
+    }
     match state.health.report() {
         Ok(()) => "ok".into_response(),
         Err(failures) => {

@@ -1,15 +1,17 @@
 //! The secure port (10250 by default): HTTPS with the kubelet's authentication (client
 //! certificates, TokenReview-checked bearer tokens, anonymous if enabled) and authorization
 //! (SubjectAccessReview on nodes/<subresource>, or AlwaysAllow). It serves what the read-only
-//! port does (/healthz, /pods, /spec) and /containerLogs. Exec, attach and port-forward are not
-//! served yet.
+//! port does (/healthz, /pods, /spec), /containerLogs, and /exec, /attach and /portForward
+//! relayed to the runtime's streaming server.
 //!
 //! Pure parts: `attributes` (path to authorization attributes), `logopts` (PodLogOptions),
-//! `crilog` (CRI log lines, partials, filters). Effectful: `tls`, `auth`, `logs`.
+//! `crilog` (CRI log lines, partials, filters), `gauge` (live-stream counts). Effectful: `tls`,
+//! `auth`, `logs`, `stream`.
 
 pub mod attributes;
 pub mod auth;
 pub mod crilog;
+pub mod gauge;
 pub mod logopts;
 pub mod logs;
 pub mod stream;
@@ -28,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use logs::active_streams;
+pub use stream::active_relays;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthorizationMode {
@@ -229,7 +232,7 @@ pub fn router(settings: &SecureSettings, state: ReadOnly, api: Option<kube::Clie
         )
         .route(
             "/portForward/{namespace}/{pod}",
-            axum::routing::any(move |path, req| stream::port_forward(forward_ctx.clone(), path, req)),
+            axum::routing::any(move |path, query, req| stream::port_forward(forward_ctx.clone(), path, query, req)),
         );
     Ok(routes.layer(axum::middleware::from_fn_with_state(sec, guard)))
 }

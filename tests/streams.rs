@@ -64,11 +64,7 @@ fn exec_with_stdin_echoes_through_cat_and_ends_when_the_client_closes() {
         assert_eq!(processes_named(&node, &pod, "cat").await, 1);
         // v4 closes stdin with the socket: cat reads its end and exits.
         cat.close().await;
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while processes_named(&node, &pod, "cat").await > 0 {
-            assert!(std::time::Instant::now() < deadline, "cat still runs after its client left");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        until_no_process(&node, &pod, "cat").await;
         // stdin read to the end of a line, and the exit code after it.
         let mut sh = open_exec(&node, &pod, &["sh", "-c", "read line; echo \"got $line\"; exit 4"], "stdin=1&stdout=1&stderr=1").await;
         sh.stdin("it\n").await;
@@ -222,6 +218,107 @@ fn logs_of_the_previous_run_and_follow_ending_with_the_container() {
         assert_eq!(kubestream::get(&node, &format!("{path}?previous=true&timestamps=true")).await.1.split_once(' ').map(|(_, l)| l.to_string()), Some("first run\n".to_string()));
     });
     node.wait_phase("runs", "Succeeded");
+}
+
+/// Open file descriptors and threads of a process.
+fn fds_and_threads(pid: u32) -> (usize, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let threads = status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0);
+    (fds, threads)
+}
+
+/// Opens `count` log follows (16 at a time), reads their first bytes and drops the connection.
+async fn abort_log_follows(node: &Node, pod: &str, count: usize) {
+    use futures::StreamExt;
+    let path = format!("/containerLogs/default/{pod}/main?follow=true");
+    futures::stream::iter(0..count)
+        .for_each_concurrent(16, |_| async {
+            let (status, mut body) = kubestream::get_stream(node, &path).await;
+            assert_eq!(status, 200);
+            body.next_chunk().await.expect("the log so far");
+        })
+        .await;
+}
+
+/// Waits until no process named `name` runs in the pod's container.
+async fn until_no_process(node: &Node, pod: &str, name: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let left = processes_named(node, pod, name).await;
+        if left == 0 {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{left} {name} processes still run in the pod");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Opens `count` interactive execs of `cat`, waits until each is streaming and drops the
+/// connection without a websocket close; cat then reads the end of its stdin and exits. They
+/// go in batches that containerd finishes before the next: its shim times out on a backlog of
+/// hundreds of exec processes to start and remove.
+async fn abort_execs(node: &Node, pod: &str, count: usize) {
+    use futures::StreamExt;
+    const BATCH: usize = 20;
+    for batch in (0..count).collect::<Vec<_>>().chunks(BATCH) {
+        futures::stream::iter(batch)
+            .for_each_concurrent(4, |_| async {
+                let mut cat = open_exec(node, pod, &["cat"], "stdin=1&stdout=1").await;
+                cat.recv().await.expect("the stream's opening message");
+                drop(cat.into_socket());
+            })
+            .await;
+        until_no_process(node, pod, "cat").await;
+    }
+}
+
+#[test]
+fn a_thousand_aborted_streams_leave_no_fd_thread_or_process_behind() {
+    let count: usize = std::env::var("NODELET_ABORTED_STREAMS").ok().and_then(|n| n.parse().ok()).unwrap_or(1000);
+    let (node, pod) = node_with("stream-leaks", "ticker", &busybox_pod("ticker", "Always", 1, "while true; do echo tick; sleep 1; done"));
+    let pid = node.pid();
+    runtime().block_on(async {
+        // A few of each first, so that what nodelet keeps between streams (pooled connections
+        // to containerd, idle blocking threads) is part of the baseline.
+        abort_log_follows(&node, &pod, 4).await;
+        abort_execs(&node, &pod, 4).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let baseline = fds_and_threads(pid);
+
+        let started = std::time::Instant::now();
+        abort_log_follows(&node, &pod, count).await;
+        let logs_took = started.elapsed();
+        let after_logs = fds_and_threads(pid);
+        let started = std::time::Instant::now();
+        abort_execs(&node, &pod, count).await;
+        let execs_took = started.elapsed();
+        let after_execs = fds_and_threads(pid);
+
+        // Idle blocking threads linger 10 s in tokio: wait for them rather than assert a time.
+        const FD_SLACK: usize = 8;
+        const THREAD_SLACK: usize = 4;
+        let started = std::time::Instant::now();
+        let mut now = fds_and_threads(pid);
+        while now.0 > baseline.0 + FD_SLACK || now.1 > baseline.1 + THREAD_SLACK {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "nodelet holds {} fds and {} threads after {count} aborted log follows and execs, {} and {} before",
+                now.0,
+                now.1,
+                baseline.0,
+                baseline.1
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            now = fds_and_threads(pid);
+        }
+        let settle_took = started.elapsed();
+        eprintln!(
+            "aborted streams: {count} log follows in {logs_took:.1?} ({:.0}/s), {count} execs in {execs_took:.1?} ({:.0}/s); nodelet fds/threads: baseline {baseline:?}, after the follows {after_logs:?}, after the execs {after_execs:?}, settled {now:?} after {settle_took:.1?}",
+            count as f64 / logs_took.as_secs_f64(),
+            count as f64 / execs_took.as_secs_f64()
+        );
+    });
 }
 
 #[test]

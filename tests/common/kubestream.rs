@@ -245,10 +245,10 @@ impl PortForward {
 pub async fn get_stream(node: &Node, path: &str) -> (u16, Body) {
     let tls = connect_tls(node).await;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.expect("HTTP handshake");
-    tokio::spawn(conn);
+    let conn = tokio::spawn(conn);
     let request = hyper::Request::get(path).header("host", "127.0.0.1").body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
     let response = sender.send_request(request).await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    (response.status().as_u16(), Body(response.into_body()))
+    (response.status().as_u16(), Body { body: response.into_body(), conn })
 }
 
 /// A GET read to its end: (status, body).
@@ -259,15 +259,24 @@ pub async fn get(node: &Node, path: &str) -> (u16, String) {
     (status, text)
 }
 
-/// A streamed response body, such as `logs -f`.
-pub struct Body(hyper::body::Incoming);
+/// A streamed response body, such as `logs -f`; dropping it drops the connection.
+pub struct Body {
+    body: hyper::body::Incoming,
+    conn: tokio::task::JoinHandle<hyper::Result<()>>,
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        self.conn.abort();
+    }
+}
 
 impl Body {
     /// The next chunk; None at the end.
     pub async fn next_chunk(&mut self) -> Option<Vec<u8>> {
         use http_body_util::BodyExt;
         loop {
-            let frame = tokio::time::timeout(PATIENCE, self.0.frame()).await.expect("no response data for a minute")?;
+            let frame = tokio::time::timeout(PATIENCE, self.body.frame()).await.expect("no response data for a minute")?;
             if let Ok(data) = frame.expect("reading the response body").into_data() {
                 return Some(data.to_vec());
             }

@@ -37,6 +37,11 @@ struct ObjectKind {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamKind {
+    kind: &'static str,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 pub struct Metrics {
@@ -50,6 +55,7 @@ pub struct Metrics {
     proxy_last_sync: FloatGauge,
     proxy_objects: Family<ObjectKind, Gauge>,
     proxy_sync_failures: Counter,
+    secure_streams: Family<StreamKind, Gauge>,
 }
 
 /// How many of nodelet's containers the runtime holds in each state.
@@ -72,6 +78,7 @@ impl Default for Metrics {
         let proxy_last_sync = FloatGauge::default();
         let proxy_objects = Family::<ObjectKind, Gauge>::default();
         let proxy_sync_failures = Counter::default();
+        let secure_streams = Family::<StreamKind, Gauge>::default();
 
         let mut registry = Registry::default();
         registry.register(
@@ -92,6 +99,11 @@ impl Default for Metrics {
             proxy_objects.clone(),
         );
         registry.register("kubeproxy_sync_proxy_rules_nftables_sync_failures", "Cumulative proxy nftables sync failures", proxy_sync_failures.clone());
+        registry.register(
+            "nodelet_secure_port_streams",
+            "Log streams (kind=log) and exec/attach/port-forward connections relayed to the runtime (kind=relay) being served",
+            secure_streams.clone(),
+        );
         Metrics {
             registry,
             pod_start,
@@ -103,6 +115,7 @@ impl Default for Metrics {
             proxy_last_sync,
             proxy_objects,
             proxy_sync_failures,
+            secure_streams,
         }
     }
 }
@@ -155,6 +168,9 @@ impl Metrics {
 
     /// Everything in the Prometheus text format.
     pub fn encode(&self) -> String {
+        use crate::secure::gauge::{LOG_STREAMS, RELAYED_STREAMS};
+        self.secure_streams.get_or_create(&StreamKind { kind: "log" }).set(LOG_STREAMS.get() as i64);
+        self.secure_streams.get_or_create(&StreamKind { kind: "relay" }).set(RELAYED_STREAMS.get() as i64);
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
@@ -212,6 +228,7 @@ mod tests {
             "kubelet_running_containers{container_state=\"running\"} 3",
             "kubelet_running_containers{container_state=\"exited\"} 1",
             "kubeproxy_sync_proxy_rules_duration_seconds_count 1",
+            "nodelet_secure_port_streams{kind=\"relay\"} 0",
             "kubeproxy_sync_proxy_rules_nftables_objects{ip_family=\"IPv4\",kind=\"element\"} 111",
             "kubeproxy_sync_proxy_rules_nftables_sync_failures_total 1",
         ] {

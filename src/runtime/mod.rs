@@ -240,13 +240,14 @@ impl Cri {
         Ok(call("Attach", target, self.runtime.clone().attach(req)).await?.url)
     }
 
-    /// A port-forward URL for the ready sandbox of the pod with this UID.
-    pub async fn port_forward_for_pod(&self, uid: &str) -> CriResult<String> {
+    /// A port-forward URL for the ready sandbox of the pod with this UID; `ports` are those a
+    /// websocket client named (a SPDY client names them per stream, and passes none here).
+    pub async fn port_forward_for_pod(&self, uid: &str, ports: Vec<i32>) -> CriResult<String> {
         let selector = HashMap::from([(labels::POD_UID.to_string(), uid.to_string())]);
         let ready = cri::PodSandboxState::SandboxReady as i32;
         let sandbox = self.list_sandboxes(selector).await?.into_iter().find(|s| s.state == ready);
         let sandbox = sandbox.ok_or_else(|| CriError { call: "PortForward", target: format!("pod {uid}"), message: "the pod has no ready sandbox".into(), code: tonic::Code::NotFound })?;
-        let req = request(cri::PortForwardRequest { pod_sandbox_id: sandbox.id.clone(), port: vec![] }, CALL_TIMEOUT);
+        let req = request(cri::PortForwardRequest { pod_sandbox_id: sandbox.id.clone(), port: ports }, CALL_TIMEOUT);
         Ok(call("PortForward", format!("sandbox {}", sandbox.id), self.runtime.clone().port_forward(req)).await?.url)
     }
 

@@ -2,6 +2,7 @@
 //! the PodLogOptions query, optionally followed until the container stops running.
 
 use super::crilog::{Reader, Record, Renderer, Tail};
+use super::gauge::LOG_STREAMS;
 use super::logopts::{self, LogOptions};
 use crate::pods::store::PodStore;
 use axum::body::Body;
@@ -11,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::jiff::Timestamp;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -21,24 +21,9 @@ use tokio::io::AsyncReadExt;
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 const CHUNK: usize = 64 * 1024;
 
-static ACTIVE_STREAMS: AtomicUsize = AtomicUsize::new(0);
-
 /// Log streams being served right now (each holds a task and an open file).
 pub fn active_streams() -> usize {
-    ACTIVE_STREAMS.load(Ordering::SeqCst)
-}
-
-struct StreamGuard;
-impl StreamGuard {
-    fn new() -> Self {
-        ACTIVE_STREAMS.fetch_add(1, Ordering::SeqCst);
-        StreamGuard
-    }
-}
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        ACTIVE_STREAMS.fetch_sub(1, Ordering::SeqCst);
-    }
+    LOG_STREAMS.get()
 }
 
 pub struct LogsContext {
@@ -139,7 +124,7 @@ pub async fn container_logs(
     };
     let follow = (opts.follow && target.running).then(|| Follow { pods: ctx.pods.clone(), uid, container, attempt: target.attempt });
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(8);
-    let guard = StreamGuard::new();
+    let guard = LOG_STREAMS.hold();
     tokio::spawn(async move {
         let _guard = guard;
         if let Err(e) = stream(file, opts, follow, &tx).await {

@@ -2,14 +2,16 @@
 //! certificates, TokenReview-checked bearer tokens, anonymous if enabled) and authorization
 //! (SubjectAccessReview on nodes/<subresource>, or AlwaysAllow). It serves every path of the
 //! read-only port (health, pods, spec, configz, metrics, stats), /containerLogs, and /exec,
-//! /attach and /portForward.
+//! /attach and /portForward relayed to the runtime's streaming server.
 //!
 //! Pure parts: `attributes` (path to authorization attributes), `logopts` (PodLogOptions),
-//! `crilog` (CRI log lines, partials, filters). Effectful: `tls`, `auth`, `logs`.
+//! `crilog` (CRI log lines, partials, filters), `gauge` (live-stream counts). Effectful: `tls`,
+//! `auth`, `logs`, `stream`.
 
 pub mod attributes;
 pub mod auth;
 pub mod crilog;
+pub mod gauge;
 pub mod logopts;
 pub mod logs;
 pub mod stream;
@@ -28,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use logs::active_streams;
+pub use stream::active_relays;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthorizationMode {
@@ -229,7 +232,7 @@ pub fn router(settings: &SecureSettings, state: ReadOnly, api: Option<kube::Clie
         )
         .route(
             "/portForward/{namespace}/{pod}",
-            axum::routing::any(move |path, req| stream::port_forward(forward_ctx.clone(), path, req)),
+            axum::routing::any(move |path, query, req| stream::port_forward(forward_ctx.clone(), path, query, req)),
         );
     Ok(routes.layer(axum::middleware::from_fn_with_state(sec, guard)))
 }

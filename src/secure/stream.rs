@@ -2,15 +2,21 @@
 //! server, which already speaks the SPDY and websocket protocols kubectl uses; the upgraded
 //! connection is relayed to it byte for byte, as the kubelet does.
 
+use super::gauge::RELAYED_STREAMS;
 use crate::pods::store::PodStore;
 use crate::runtime::Cri;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request};
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
 use std::sync::Arc;
+
+/// Exec, attach and port-forward connections being relayed right now.
+pub fn active_relays() -> usize {
+    RELAYED_STREAMS.get()
+}
 
 pub struct StreamContext {
     pub pods: PodStore,
@@ -41,6 +47,42 @@ pub fn stream_options(query: Option<&str>) -> StreamOptions {
         }
     }
     o
+}
+
+/// Whether the request asks to switch to websocket (rather than SPDY).
+pub fn is_websocket(headers: &HeaderMap) -> bool {
+    let has = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
+}
+
+/// The ports a port-forward asks for. A websocket client names them in the query
+/// (`port=8080&port=53,54`) and must name one; a SPDY client names them per stream later.
+pub fn forward_ports(query: Option<&str>, websocket: bool) -> Result<Vec<i32>, String> {
+    if !websocket {
+        return Ok(vec![]);
+    }
+    let mut ports = Vec::new();
+    for (key, value) in url_pairs(query.unwrap_or("")) {
+        if key != "port" {
+            continue;
+        }
+        if value.is_empty() {
+            return Err("query parameter \"port\" cannot be empty".into());
+        }
+        for p in value.split(',') {
+            match p.parse::<u16>() {
+                Ok(0) => return Err(format!("port {p:?} must be > 0")),
+                Ok(port) => ports.push(i32::from(port)),
+                Err(e) => return Err(format!("unable to parse {p:?} as a port: {e}")),
+            }
+        }
+    }
+    if ports.is_empty() {
+        return Err("query parameter \"port\" is required".into());
+    }
+    Ok(ports)
 }
 
 fn url_pairs(query: &str) -> Vec<(String, String)> {
@@ -121,12 +163,16 @@ pub async fn attach(ctx: Arc<StreamContext>, Path((namespace, pod, container)): 
     }
 }
 
-pub async fn port_forward(ctx: Arc<StreamContext>, Path((namespace, pod)): Path<(String, String)>, req: Request) -> Response {
+pub async fn port_forward(ctx: Arc<StreamContext>, Path((namespace, pod)): Path<(String, String)>, RawQuery(query): RawQuery, req: Request) -> Response {
     let Some(cri_client) = ctx.cri.clone() else { return plain(StatusCode::SERVICE_UNAVAILABLE, "no container runtime".into()) };
+    let ports = match forward_ports(query.as_deref(), is_websocket(req.headers())) {
+        Ok(p) => p,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("port-forward to pod {namespace}/{pod}: {e}")),
+    };
     let found = ctx.pods.list().into_iter().find(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()) && p.metadata.name.as_deref() == Some(pod.as_str()));
     let Some(found) = found else { return plain(StatusCode::NOT_FOUND, format!("pod {namespace}/{pod} not found")) };
     let uid = found.metadata.uid.clone().unwrap_or_default();
-    match cri_client.port_forward_for_pod(&uid).await {
+    match cri_client.port_forward_for_pod(&uid, ports).await {
         Ok(url) => relay(req, &url).await,
         Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -178,7 +224,9 @@ async fn relay(mut req: Request, url: &str) -> Response {
         back = back.header(name, value);
     }
     let runtime_side = hyper::upgrade::on(resp);
+    let held = RELAYED_STREAMS.hold();
     tokio::spawn(async move {
+        let _held = held;
         if let (Ok(client), Ok(runtime)) = (client_side.await, runtime_side.await) {
             let (mut a, mut b) = (TokioIo::new(client), TokioIo::new(runtime));
             let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
@@ -197,5 +245,31 @@ mod tests {
         assert_eq!(o.command, vec!["sh", "-c", "echo hi; exit 3"]);
         assert!(o.stdout && o.stderr && !o.stdin && !o.tty);
         assert_eq!(stream_options(None), StreamOptions::default());
+    }
+
+    #[test]
+    fn websocket_port_forward_names_its_ports() {
+        assert_eq!(forward_ports(Some("port=8080&port=53,54"), true), Ok(vec![8080, 53, 54]));
+        assert_eq!(forward_ports(None, false), Ok(vec![]));
+        assert_eq!(forward_ports(Some("port=8080"), false), Ok(vec![]));
+        assert_eq!(forward_ports(None, true).unwrap_err(), "query parameter \"port\" is required");
+        assert_eq!(forward_ports(Some("port="), true).unwrap_err(), "query parameter \"port\" cannot be empty");
+        assert!(forward_ports(Some("port=0"), true).unwrap_err().contains("must be > 0"));
+        assert!(forward_ports(Some("port=http"), true).unwrap_err().contains("unable to parse \"http\""));
+        assert!(forward_ports(Some("port=70000"), true).is_err());
+    }
+
+    #[test]
+    fn tells_websocket_from_spdy() {
+        let headers = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(header::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            }
+            h
+        };
+        assert!(is_websocket(&headers(&[("connection", "keep-alive, Upgrade"), ("upgrade", "WebSocket")])));
+        assert!(!is_websocket(&headers(&[("connection", "Upgrade"), ("upgrade", "SPDY/3.1")])));
+        assert!(!is_websocket(&headers(&[("upgrade", "websocket")])));
     }
 }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod kubestream;
+
 use nodelet::pods::labels;
 use nodelet::runtime::Cri;
 use serde_json::Value;
@@ -116,6 +118,11 @@ impl Node {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The running nodelet's process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("nodelet is not running").id()
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -147,6 +147,12 @@ async fn node_port_from_another_namespace_with_both_traffic_policies() {
         let a = a.as_ref().unwrap();
         assert_eq!((who(a), seen_from(a)), ("a", CLIENT_IP.to_string().as_str()), "{a}");
     }
+    // clients inside the cluster take the shortcut to every endpoint: a pod, and the node itself
+    lab.add_pod("d", 20);
+    let from_pod = count_by_pod(&tcp_ask_many(&lab.pod_ns("d"), SocketAddr::new(NODE_IP.into(), 30081), 40));
+    assert_eq!(from_pod.len(), 2, "pods reach every endpoint of a Local node port: {from_pod:?}");
+    let from_node = count_by_pod(&tcp_ask_many(&lab.node, SocketAddr::new(NODE_IP.into(), 30081), 40));
+    assert_eq!(from_node.len(), 2, "the node reaches every endpoint of a Local node port: {from_node:?}");
     println!("{}", lab.list_table()); // shown with --nocapture: what an operator sees
     // a node port is not served on addresses that are not the node's
     assert!(tcp_ask(&lab.client, addr("10.96.0.99", 30080)).is_err());

@@ -468,7 +468,7 @@ impl Proxier {
 
     fn totals(&self, applied: &Applied) -> (usize, usize) {
         let count_rules: usize = applied.count_chains.iter().map(|c| render::count_chain(&self.ctx, *c).rules.len()).sum();
-        (render::SKELETON_RULES + count_rules + applied.service_rules, applied.service_elements + applied.hairpin.len())
+        (render::skeleton_rules(&self.ctx) + count_rules + applied.service_rules, applied.service_elements + applied.hairpin.len())
     }
 
     fn record_success(&self, applied: &Applied, took: Duration, full: bool) {

@@ -12,6 +12,10 @@
 //!   remembers the client's endpoint; a per-endpoint chain records it) since they are few;
 //! - frontends without usable endpoints are in `no_endpoints` / `no_endpoint_nodeports` and
 //!   rejected by filter chains (TCP reset, ICMP port unreachable);
+//! - externalTrafficPolicy Local keeps external traffic on this node's endpoints (its own
+//!   backend maps, `local_backends` / `np_local_backends`), but traffic from pods and from the
+//!   node itself takes a shortcut to every endpoint (`shortcut_ips` / `shortcut_nodeports`,
+//!   consulted first), as kube-proxy does: such clients are inside the cluster;
 //! - `postrouting` masquerades marked packets and hairpin traffic (`hairpin` holds ip . ip for
 //!   every endpoint address).
 
@@ -23,7 +27,13 @@ use std::net::IpAddr;
 /// The packet mark bit that asks postrouting to masquerade (kube-proxy's default).
 pub const MASQ_MARK: u32 = 0x4000;
 /// Rules in the fixed chains of the table (see `skeleton`).
-pub const SKELETON_RULES: usize = 13;
+pub fn skeleton_rules(ctx: &Context) -> usize {
+    if ctx.pod_cidr.is_some() {
+        17
+    } else {
+        15
+    }
+}
 const COMMENT_MAX: usize = 120;
 
 /// What the rendering needs to know about the node.
@@ -100,15 +110,23 @@ impl Path {
         }
     }
     /// One backend map per protocol: the map's data type names the protocol, and nft derives
-    /// the rule's protocol match from it.
+    /// the rule's protocol match from it. The Local paths have their own, since the same
+    /// frontend's shortcut uses the shared ones with every endpoint.
     fn backend_map(self, proto: Protocol) -> &'static str {
-        match (self.is_node_port(), proto) {
-            (false, Protocol::Tcp) => "backends_tcp",
-            (false, Protocol::Udp) => "backends_udp",
-            (false, Protocol::Sctp) => "backends_sctp",
-            (true, Protocol::Tcp) => "np_backends_tcp",
-            (true, Protocol::Udp) => "np_backends_udp",
-            (true, Protocol::Sctp) => "np_backends_sctp",
+        use Protocol::*;
+        match (self, proto) {
+            (Path::Cluster | Path::External, Tcp) => "backends_tcp",
+            (Path::Cluster | Path::External, Udp) => "backends_udp",
+            (Path::Cluster | Path::External, Sctp) => "backends_sctp",
+            (Path::ExternalLocal, Tcp) => "local_backends_tcp",
+            (Path::ExternalLocal, Udp) => "local_backends_udp",
+            (Path::ExternalLocal, Sctp) => "local_backends_sctp",
+            (Path::NodePort, Tcp) => "np_backends_tcp",
+            (Path::NodePort, Udp) => "np_backends_udp",
+            (Path::NodePort, Sctp) => "np_backends_sctp",
+            (Path::NodePortLocal, Tcp) => "np_local_backends_tcp",
+            (Path::NodePortLocal, Udp) => "np_local_backends_udp",
+            (Path::NodePortLocal, Sctp) => "np_local_backends_sctp",
         }
     }
     fn reject_set(self) -> &'static str {
@@ -249,7 +267,41 @@ pub fn render_service(ctx: &Context, entry: &ServiceEntry) -> Rendered {
         };
         out.elements.insert((path.dispatch_map(), key), ElementValue { value: Some(format!("goto {target}")), comment });
     }
+    if port.external_local {
+        shortcut(ctx, &mut out, port, &entry.endpoints, &name);
+    }
     out
+}
+
+/// externalTrafficPolicy Local's shortcut: clients in the pod network or on the node reach the
+/// external addresses and node port through every endpoint, as ClusterIP clients do (the
+/// Cluster path's chain masquerades the node's own traffic; the NodePort one masquerades all).
+fn shortcut(ctx: &Context, out: &mut Rendered, port: &ServicePort, endpoints: &[Endpoint], name: &str) {
+    let eps = usable_endpoints(endpoints, false, &ctx.node_name);
+    if eps.is_empty() {
+        return;
+    }
+    let proto = port.protocol.nft();
+    let here = |e: &&&Endpoint| e.node_name.as_deref().is_none_or(|n| n == ctx.node_name);
+    out.endpoint_ips.extend(eps.iter().filter(here).map(|e| e.ip));
+    let mut frontends: Vec<(Path, &'static str, String, String)> = port
+        .external_ips
+        .iter()
+        .chain(&port.lb_ips)
+        .map(|ip| (Path::Cluster, "shortcut_ips", format!("{ip} . {proto} . {}", port.port), format!("{ip} . {}", port.port)))
+        .collect();
+    if let Some(np) = port.node_port {
+        frontends.push((Path::NodePort, "shortcut_nodeports", format!("{proto} . {np}"), np.to_string()));
+    }
+    for (path, map, key, backend_key) in frontends {
+        for (i, e) in eps.iter().enumerate() {
+            let value = ElementValue { value: Some(format!("{} . {}", e.ip, e.port)), comment: None };
+            out.elements.insert((path.backend_map(port.protocol), format!("{backend_key} . {i}")), value);
+        }
+        out.count_chains.insert((path, port.protocol, eps.len()));
+        let target = count_chain_name(path, port.protocol, eps.len());
+        out.elements.insert((map, key), ElementValue { value: Some(format!("goto {target}")), comment: Some(name.to_string()) });
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -303,12 +355,20 @@ fn skeleton(ctx: &Context, s: &mut String) {
     let (f, addr, lo) = (ctx.family.nft(), ctx.family.addr_type(), ctx.family.loopback());
     let mut backend_maps = String::new();
     for p in ["tcp", "udp", "sctp"] {
-        let _ = write!(
-            backend_maps,
-            "\tmap backends_{p} {{\n\t\ttypeof {f} daddr . {p} dport . numgen random mod 1 : {f} daddr . {p} dport\n\t}}\n\
-             \tmap np_backends_{p} {{\n\t\ttypeof {p} dport . numgen random mod 1 : {f} daddr . {p} dport\n\t}}\n"
-        );
+        for prefix in ["", "local_"] {
+            let _ = write!(
+                backend_maps,
+                "\tmap {prefix}backends_{p} {{\n\t\ttypeof {f} daddr . {p} dport . numgen random mod 1 : {f} daddr . {p} dport\n\t}}\n\
+                 \tmap np_{prefix}backends_{p} {{\n\t\ttypeof {p} dport . numgen random mod 1 : {f} daddr . {p} dport\n\t}}\n"
+            );
+        }
     }
+    // externalTrafficPolicy Local's shortcut for clients in the pod network and on the node
+    let from_pods = |rest: &str| ctx.pod_cidr.as_ref().map(|c| format!("\t\t{f} saddr {c} {rest}\n")).unwrap_or_default();
+    let shortcut_ips = "{f} daddr . meta l4proto . th dport vmap @shortcut_ips".replace("{f}", f);
+    let shortcut_nodeports = format!("{f} daddr != {lo} fib daddr type local meta l4proto . th dport vmap @shortcut_nodeports");
+    let shortcuts_ips = from_pods(&shortcut_ips) + &format!("\t\tfib saddr type local {shortcut_ips}\n");
+    let shortcuts_nodeports = from_pods(&shortcut_nodeports) + &format!("\t\tfib saddr type local {shortcut_nodeports}\n");
     let _ = write!(
         s,
         r#"	comment "nodelet service proxy: managed by nodelet, rewritten on every resync"
@@ -316,6 +376,12 @@ fn skeleton(ctx: &Context, s: &mut String) {
 		type {addr} . inet_proto . inet_service : verdict
 	}}
 	map service_nodeports {{
+		type inet_proto . inet_service : verdict
+	}}
+	map shortcut_ips {{
+		type {addr} . inet_proto . inet_service : verdict
+	}}
+	map shortcut_nodeports {{
 		type inet_proto . inet_service : verdict
 	}}
 {backend_maps}	set no_endpoints {{
@@ -328,8 +394,8 @@ fn skeleton(ctx: &Context, s: &mut String) {
 		typeof {f} saddr . {f} daddr
 	}}
 	chain services {{
-		{f} daddr . meta l4proto . th dport vmap @service_ips
-		{f} daddr != {lo} fib daddr type local meta l4proto . th dport vmap @service_nodeports
+{shortcuts_ips}		{f} daddr . meta l4proto . th dport vmap @service_ips
+{shortcuts_nodeports}		{f} daddr != {lo} fib daddr type local meta l4proto . th dport vmap @service_nodeports
 	}}
 	chain reject_services {{
 		{f} daddr . meta l4proto . th dport @no_endpoints goto reject_it
@@ -425,7 +491,7 @@ pub fn full_from_rendered<'a>(ctx: &Context, renders: impl Iterator<Item = &'a R
     let mut s = String::with_capacity(1 << 20);
     let _ = writeln!(s, "add table {t}\ndelete table {t}\ntable {t} {{");
     skeleton(ctx, &mut s);
-    let mut counts = Counts { rules: SKELETON_RULES, elements: 0, chains: 12 };
+    let mut counts = Counts { rules: skeleton_rules(ctx), elements: 0, chains: 12 };
     let mut count_chains = BTreeSet::new();
     let mut hairpin = BTreeSet::new();
     let mut elements: BTreeMap<&'static str, Vec<(&String, &ElementValue)>> = BTreeMap::new();
@@ -639,7 +705,7 @@ mod tests {
         ), "{s}");
         // only this node's endpoints can hairpin
         assert!(s.contains("add element ip nodelet hairpin { 10.88.0.5 . 10.88.0.5 }"), "{s}");
-        assert_eq!(counts, Counts { rules: SKELETON_RULES + 2, elements: 4, chains: 13 });
+        assert_eq!(counts, Counts { rules: skeleton_rules(&ctx()) + 2, elements: 4, chains: 13 });
     }
 
     #[test]
@@ -656,14 +722,33 @@ mod tests {
         assert_eq!(get("service_ips", "192.0.2.7 . tcp . 443").as_deref(), Some("goto local_tcp_1"));
         assert_eq!(get("service_ips", "198.51.100.1 . tcp . 443").as_deref(), Some("goto local_tcp_1"));
         assert_eq!(get("service_nodeports", "tcp . 30443").as_deref(), Some("goto nodeport_local_tcp_1"));
-        assert_eq!(get("np_backends_tcp", "30443 . 0").as_deref(), Some("10.88.0.5 . 8080"));
-        assert_eq!(get("backends_tcp", "192.0.2.7 . 443 . 0").as_deref(), Some("10.88.0.5 . 8080"));
-        assert_eq!(get("backends_tcp", "192.0.2.7 . 443 . 1"), None);
+        // external clients: this node's endpoint only
+        assert_eq!(get("np_local_backends_tcp", "30443 . 0").as_deref(), Some("10.88.0.5 . 8080"));
+        assert_eq!(get("local_backends_tcp", "192.0.2.7 . 443 . 0").as_deref(), Some("10.88.0.5 . 8080"));
+        assert_eq!(get("local_backends_tcp", "192.0.2.7 . 443 . 1"), None);
+        // clients in the cluster: the shortcut to both endpoints
+        assert_eq!(get("shortcut_ips", "192.0.2.7 . tcp . 443").as_deref(), Some("goto cluster_tcp_2"));
+        assert_eq!(get("shortcut_ips", "198.51.100.1 . tcp . 443").as_deref(), Some("goto cluster_tcp_2"));
+        assert_eq!(get("backends_tcp", "192.0.2.7 . 443 . 1").as_deref(), Some("10.88.0.6 . 8080"));
+        assert_eq!(get("shortcut_nodeports", "tcp . 30443").as_deref(), Some("goto nodeport_tcp_2"));
+        assert_eq!(get("np_backends_tcp", "30443 . 1").as_deref(), Some("10.88.0.6 . 8080"));
         let chains: Vec<CountChain> = r.count_chains.iter().copied().collect();
-        assert_eq!(chains, vec![(Path::Cluster, Protocol::Tcp, 2), (Path::ExternalLocal, Protocol::Tcp, 1), (Path::NodePortLocal, Protocol::Tcp, 1)]);
-        assert_eq!(count_chain(&ctx(), (Path::NodePortLocal, Protocol::Udp, 1)).rules, vec![
-            "dnat ip to udp dport . numgen random mod 1 map @np_backends_udp".to_string()
+        assert_eq!(chains, vec![
+            (Path::Cluster, Protocol::Tcp, 2),
+            (Path::ExternalLocal, Protocol::Tcp, 1),
+            (Path::NodePort, Protocol::Tcp, 2),
+            (Path::NodePortLocal, Protocol::Tcp, 1)
         ]);
+        assert_eq!(count_chain(&ctx(), (Path::NodePortLocal, Protocol::Udp, 1)).rules, vec![
+            "dnat ip to udp dport . numgen random mod 1 map @np_local_backends_udp".to_string()
+        ]);
+        let (s, _) = full(&ctx(), &model(vec![e]));
+        for want in [
+            "ip saddr 10.88.0.0/16 ip daddr . meta l4proto . th dport vmap @shortcut_ips\n\t\tfib saddr type local ip daddr . meta l4proto . th dport vmap @shortcut_ips\n\t\tip daddr . meta l4proto . th dport vmap @service_ips\n",
+            "fib saddr type local ip daddr != 127.0.0.0/8 fib daddr type local meta l4proto . th dport vmap @shortcut_nodeports\n",
+        ] {
+            assert!(s.contains(want), "missing {want:?} in\n{s}");
+        }
         assert_eq!(count_chain(&ctx(), (Path::NodePort, Protocol::Tcp, 3)).rules[0], "meta mark set meta mark | 0x4000");
     }
 

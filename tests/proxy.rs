@@ -174,10 +174,19 @@ async fn session_affinity_sticks_to_one_endpoint() {
     p.sync().await.unwrap();
     let counts = count_by_pod(&tcp_ask_many(&lab.client, addr("10.96.0.30", 80), 30));
     assert_eq!(counts.len(), 1, "affinity broken: {counts:?}");
-    // the remembered endpoint goes away: the client is sent to one of the others, and sticks
+    // another endpoint goes away: the client keeps its endpoint
     let chosen = counts.keys().next().unwrap().clone();
-    let rest: Vec<(Ipv4Addr, &str)> =
+    let others: Vec<(Ipv4Addr, &str)> =
         eps.iter().zip(["a", "b", "c"]).filter(|(_, n)| *n != chosen).map(|(e, _)| *e).collect();
+    let mut kept = others.clone();
+    kept.truncate(1);
+    kept.push(*eps.iter().zip(["a", "b", "c"]).find(|(_, n)| *n == chosen).unwrap().0);
+    p.upsert_slice(&slice("sticky", "http", 8080, "TCP", &kept));
+    p.sync().await.unwrap();
+    let counts = count_by_pod(&tcp_ask_many(&lab.client, addr("10.96.0.30", 80), 20));
+    assert_eq!(counts.keys().collect::<Vec<_>>(), vec![&chosen], "the client lost its endpoint: {counts:?}");
+    // the remembered endpoint goes away: the client is sent to one of the others, and sticks
+    let rest = others;
     p.upsert_slice(&slice("sticky", "http", 8080, "TCP", &rest));
     p.sync().await.unwrap();
     let counts = count_by_pod(&tcp_ask_many(&lab.client, addr("10.96.0.30", 80), 20));

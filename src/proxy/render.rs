@@ -8,8 +8,9 @@
 //! - that chain marks for masquerade when needed and DNATs with
 //!   `numgen random mod N` through `backends` / `np_backends`, which hold one element per
 //!   (frontend, endpoint index);
-//! - Services with ClientIP affinity get chains of their own (a sticky map with a timeout
-//!   remembers the client's endpoint; a per-endpoint chain records it) since they are few;
+//! - Services with ClientIP affinity get chains of their own since they are few: a chain per
+//!   endpoint records the client in that endpoint's sticky set (with a timeout), and the
+//!   Service's chain sends a client found in a set to its endpoint;
 //! - frontends without usable endpoints are in `no_endpoints` / `no_endpoint_nodeports` and
 //!   rejected by filter chains (TCP reset, ICMP port unreachable);
 //! - externalTrafficPolicy Local keeps external traffic on this node's endpoints (its own
@@ -153,14 +154,13 @@ pub struct ElementValue {
     pub comment: Option<String>,
 }
 
-/// A dynamic map remembering each client's endpoint for ClientIP affinity.
+/// A dynamic set of the clients that stick to one endpoint (ClientIP affinity). One set per
+/// endpoint, as kube-proxy has: when an endpoint goes away only its clients choose again.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StickyMap {
-    /// sticky<id>_<path>_<timeout>: a new timeout is a new map (a set's timeout is fixed).
+pub struct StickySet {
+    /// sticky<id>_<path>_<timeout>_<endpoint>: a new timeout is a new set (a set's timeout is
+    /// fixed).
     pub name: String,
-    /// The affinity chain that uses it.
-    pub chain: String,
-    pub protocol: Protocol,
     pub timeout: u32,
     pub comment: String,
 }
@@ -175,7 +175,7 @@ pub struct Rendered {
     pub elements: BTreeMap<(&'static str, String), ElementValue>,
     /// The Service's own chains, each after the chains it jumps to.
     pub chains: Vec<Chain>,
-    pub sticky: Vec<StickyMap>,
+    pub sticky: Vec<StickySet>,
     pub count_chains: BTreeSet<CountChain>,
     /// Addresses of the endpoints in use that may be on this node (a pod can only hairpin
     /// through its own node); the hairpin set holds each once.
@@ -315,31 +315,42 @@ fn affinity_chains(
     timeout: u32,
     name: &str,
 ) {
-    let sticky = format!("sticky{}_{timeout}", &chain[3..]);
     let proto = port.protocol.nft();
     let f = ctx.family.nft();
+    let mut rules: Vec<String> = path.masquerade_rule(ctx).into_iter().collect();
     let mut gotos = Vec::new();
     for (i, e) in eps.iter().enumerate() {
-        let ep_chain = format!("{chain}_{i}");
+        // named after the endpoint, not its position, so other endpoints' sets survive a change
+        let tag = endpoint_tag(e);
+        let (ep_chain, sticky) = (format!("{chain}_{tag}"), format!("sticky{}_{timeout}_{tag}", &chain[3..]));
         out.chains.push(Chain {
             name: ep_chain.clone(),
             comment: None,
             rules: vec![
-                format!("update @{sticky} {{ {f} saddr : {} . {} }}", e.ip, e.port),
+                format!("update @{sticky} {{ {f} saddr }}"),
                 format!("meta l4proto {proto} dnat {f} to {}", socket_text(e.ip, e.port)),
             ],
         });
+        rules.push(format!("{f} saddr @{sticky} goto {ep_chain}"));
         gotos.push(format!("{i} : goto {ep_chain}"));
+        out.sticky.push(StickySet { name: sticky, timeout, comment: format!("{name} {}", socket_text(e.ip, e.port)) });
     }
-    let mut rules: Vec<String> = path.masquerade_rule(ctx).into_iter().collect();
-    rules.push(format!("meta l4proto {proto} dnat {f} to {f} saddr map @{sticky}"));
     rules.push(format!("numgen random mod {} vmap {{ {} }}", eps.len(), gotos.join(", ")));
     out.chains.push(Chain {
         name: chain.to_string(),
         comment: Some(comment_text(&format!("{name} {} ClientIP {timeout}s", path.name()))),
         rules,
     });
-    out.sticky.push(StickyMap { name: sticky, chain: chain.to_string(), protocol: port.protocol, timeout, comment: name.to_string() });
+}
+
+/// An endpoint's address and port as a name part: hex digits of the address, then the port.
+fn endpoint_tag(e: &Endpoint) -> String {
+    let octets = match e.ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    let hex: String = octets.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}_{}", e.port)
 }
 
 /// `addr:port` as nft writes a NAT target (`[addr]:port` for IPv6).
@@ -445,14 +456,9 @@ fn write_chain_block(s: &mut String, c: &Chain) {
     s.push_str("\t}\n");
 }
 
-fn sticky_decl(family: Family, m: &StickyMap) -> String {
+fn sticky_decl(family: Family, m: &StickySet) -> String {
     let f = family.nft();
-    format!(
-        "{{ typeof {f} saddr : {f} daddr . {} dport; size 65535; flags timeout; timeout {}s; comment \"{}\"; }}",
-        m.protocol.nft(),
-        m.timeout,
-        m.comment
-    )
+    format!("{{ typeof {f} saddr; size 65535; flags timeout; timeout {}s; comment \"{}\"; }}", m.timeout, comment_text(&m.comment))
 }
 
 fn write_element(s: &mut String, key: &str, v: &ElementValue) {
@@ -499,7 +505,7 @@ pub fn full_from_rendered<'a>(ctx: &Context, renders: impl Iterator<Item = &'a R
         count_chains.extend(r.count_chains.iter().copied());
         hairpin.extend(r.endpoint_ips.iter().copied());
         for m in &r.sticky {
-            let _ = writeln!(s, "\tmap {} {}", m.name, sticky_decl(ctx.family, m));
+            let _ = writeln!(s, "\tset {} {}", m.name, sticky_decl(ctx.family, m));
         }
         for c in &r.chains {
             write_chain_block(&mut s, c);
@@ -538,7 +544,6 @@ pub fn full_from_rendered<'a>(ctx: &Context, renders: impl Iterator<Item = &'a R
 
 /// The commands that turn one Service port's part of the table into another's. `existing`
 /// are the count chains already in the table; the ones this adds are inserted into it.
-/// Returns whether a sticky map was flushed because endpoints went away.
 pub fn diff(ctx: &Context, old: Option<&Rendered>, new: Option<&Rendered>, existing: &mut BTreeSet<CountChain>, s: &mut String) {
     let t = ctx.table_ref();
     let empty = Rendered::default();
@@ -554,11 +559,11 @@ pub fn diff(ctx: &Context, old: Option<&Rendered>, new: Option<&Rendered>, exist
             }
         }
     }
-    let old_sticky: BTreeMap<&str, &StickyMap> = old.sticky.iter().map(|m| (m.name.as_str(), m)).collect();
-    let new_sticky: BTreeMap<&str, &StickyMap> = new.sticky.iter().map(|m| (m.name.as_str(), m)).collect();
+    let old_sticky: BTreeMap<&str, &StickySet> = old.sticky.iter().map(|m| (m.name.as_str(), m)).collect();
+    let new_sticky: BTreeMap<&str, &StickySet> = new.sticky.iter().map(|m| (m.name.as_str(), m)).collect();
     for (name, m) in &new_sticky {
         if !old_sticky.contains_key(name) {
-            let _ = writeln!(s, "add map {t} {name} {}", sticky_decl(ctx.family, m));
+            let _ = writeln!(s, "add set {t} {name} {}", sticky_decl(ctx.family, m));
         }
     }
     let old_chains: BTreeMap<&str, &Chain> = old.chains.iter().map(|c| (c.name.as_str(), c)).collect();
@@ -614,26 +619,10 @@ pub fn diff(ctx: &Context, old: Option<&Rendered>, new: Option<&Rendered>, exist
             let _ = writeln!(s, "delete chain {t} {}", c.name);
         }
     }
+    // (the clients that stuck to an endpoint that is gone go with its set, and choose again)
     for name in old_sticky.keys() {
         if !new_sticky.contains_key(name) {
-            let _ = writeln!(s, "delete map {t} {name}");
-        }
-    }
-    // 4. clients stuck to an endpoint that is gone must choose again
-    for (name, m) in &new_sticky {
-        if !old_sticky.contains_key(name) {
-            continue;
-        }
-        let endpoints_of = |r: &Rendered| -> BTreeSet<String> {
-            let prefix = format!("{}_", m.chain);
-            r.chains
-                .iter()
-                .filter(|c| c.name.starts_with(&prefix) && c.comment.is_none())
-                .flat_map(|c| c.rules.first().cloned())
-                .collect()
-        };
-        if !endpoints_of(old).is_subset(&endpoints_of(new)) {
-            let _ = writeln!(s, "flush map {t} {name}");
+            let _ = writeln!(s, "delete set {t} {name}");
         }
     }
 }
@@ -776,17 +765,23 @@ mod tests {
         let r = render_service(&ctx(), &e);
         assert_eq!(r.elements[&("service_ips", "10.96.0.13 . tcp . 80".to_string())].value.as_deref(), Some("goto aff7_c"));
         let names: Vec<&str> = r.chains.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, vec!["aff7_c_0", "aff7_c_1", "aff7_c"]);
+        assert_eq!(names, vec!["aff7_c_0a580005_8080", "aff7_c_0a580006_8080", "aff7_c"]);
         assert_eq!(r.chains[0].rules, vec![
-            "update @sticky7_c_600 { ip saddr : 10.88.0.5 . 8080 }".to_string(),
+            "update @sticky7_c_600_0a580005_8080 { ip saddr }".to_string(),
             "meta l4proto tcp dnat ip to 10.88.0.5:8080".to_string()
         ]);
-        assert_eq!(r.chains[2].rules[1], "meta l4proto tcp dnat ip to ip saddr map @sticky7_c_600");
-        assert_eq!(r.chains[2].rules[2], "numgen random mod 2 vmap { 0 : goto aff7_c_0, 1 : goto aff7_c_1 }");
+        assert_eq!(r.chains[2].rules[1..], [
+            "ip saddr @sticky7_c_600_0a580005_8080 goto aff7_c_0a580005_8080".to_string(),
+            "ip saddr @sticky7_c_600_0a580006_8080 goto aff7_c_0a580006_8080".to_string(),
+            "numgen random mod 2 vmap { 0 : goto aff7_c_0a580005_8080, 1 : goto aff7_c_0a580006_8080 }".to_string(),
+        ]);
         assert_eq!(r.sticky[0].timeout, 600);
         assert!(r.count_chains.is_empty());
         let (s, _) = full(&ctx(), &model(vec![e]));
-        assert!(s.contains("\tmap sticky7_c_600 { typeof ip saddr : ip daddr . tcp dport; size 65535; flags timeout; timeout 600s;"), "{s}");
+        assert!(
+            s.contains("\tset sticky7_c_600_0a580005_8080 { typeof ip saddr; size 65535; flags timeout; timeout 600s; comment \"ns/sticky:http 10.88.0.5:8080\"; }"),
+            "{s}"
+        );
     }
 
     #[test]
@@ -810,7 +805,9 @@ mod tests {
             "ip6 saddr != fd00:88::/64 meta mark set meta mark | 0x4000",
             "dnat ip6 to ip6 daddr . tcp dport . numgen random mod 1 map @backends_tcp",
             "meta l4proto tcp dnat ip6 to [fd00:88::5]:8080",
-            "typeof ip6 saddr : ip6 daddr . tcp dport;",
+            "ip6 saddr @sticky2_c_60_fd000088000000000000000000000005_8080 goto aff2_c_fd000088000000000000000000000005_8080",
+            "set sticky2_c_60_fd000088000000000000000000000005_8080 { typeof ip6 saddr; size 65535; flags timeout; timeout 60s;",
+            "update @sticky2_c_60_fd000088000000000000000000000005_8080 { ip6 saddr }",
             "add element ip6 nodelet backends_tcp { fd00:96::10 . 80 . 0 : fd00:88::5 . 8080",
             "add element ip6 nodelet hairpin { fd00:88::5 . fd00:88::5 }",
         ] {
@@ -875,13 +872,13 @@ mod tests {
         assert_eq!(lines, vec![
             "delete element ip nodelet service_ips { 10.96.0.13 . tcp . 80 }",
             "delete chain ip nodelet aff9_c",
-            "delete chain ip nodelet aff9_c_0",
-            "delete map ip nodelet sticky9_c_60",
+            "delete chain ip nodelet aff9_c_0a580005_8080",
+            "delete set ip nodelet sticky9_c_60_0a580005_8080",
         ]);
     }
 
     #[test]
-    fn affinity_endpoint_removal_flushes_the_sticky_map() {
+    fn affinity_endpoint_removal_forgets_only_that_endpoints_clients() {
         let c = ctx();
         let mut p = port("ns", "s", [10, 96, 0, 13], 80);
         p.affinity_timeout = Some(60);
@@ -891,13 +888,15 @@ mod tests {
         let mut s = String::new();
         diff(&c, Some(&render_service(&c, &e)), Some(&render_service(&c, &e1)), &mut BTreeSet::new(), &mut s);
         assert!(s.contains("flush chain ip nodelet aff9_c\n"), "{s}");
-        assert!(s.contains("delete chain ip nodelet aff9_c_1\n"), "{s}");
-        assert!(s.ends_with("flush map ip nodelet sticky9_c_60\n"), "{s}");
+        assert!(s.contains("delete chain ip nodelet aff9_c_0a580006_8080\n"), "{s}");
+        assert!(s.ends_with("delete set ip nodelet sticky9_c_60_0a580006_8080\n"), "{s}");
+        assert!(!s.contains("delete set ip nodelet sticky9_c_60_0a580005_8080"), "the other endpoint's clients stay: {s}");
         // adding an endpoint keeps the clients where they are
         let mut s = String::new();
         diff(&c, Some(&render_service(&c, &e1)), Some(&render_service(&c, &e)), &mut BTreeSet::new(), &mut s);
-        assert!(!s.contains("flush map"), "{s}");
-        assert!(s.contains("add chain ip nodelet aff9_c_1\n"), "{s}");
+        assert!(!s.contains("delete set"), "{s}");
+        assert!(s.contains("add set ip nodelet sticky9_c_60_0a580006_8080 "), "{s}");
+        assert!(s.contains("add chain ip nodelet aff9_c_0a580006_8080\n"), "{s}");
     }
 
     #[test]

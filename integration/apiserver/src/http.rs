@@ -430,12 +430,13 @@ fn is_websocket(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// kubectl >= 1.30 first asks for a websocket (exec/attach: v5.channel.k8s.io; port-forward:
-/// SPDY tunnelled in a websocket). kube-apiserver >= 1.30 translates those to SPDY toward the
-/// kubelet; this server does not. Relayed as is, containerd 1.6's streaming server settles on
-/// v4.channel.k8s.io, which has no way to close stdin (`exec -i` never sees EOF), and knows no
-/// tunnelled port-forward. So the upgrade is refused with a non-101 answer, on which kubectl
-/// falls back to SPDY, which the kubelet and containerd speak end to end.
+/// kubectl >= 1.30 first asks for a websocket (exec/attach: v5.channel.k8s.io only;
+/// port-forward: SPDY tunnelled in a websocket) and falls back to SPDY on any non-101 answer.
+/// kube-apiserver >= 1.30 translates those websockets to SPDY toward the kubelet; this server
+/// does not. Relayed as is (tried with kubectl 1.32), containerd 1.6's streaming server knows
+/// neither protocol and answers 403, so kubectl falls back anyway, after a useless CRI
+/// Exec/PortForward call; and a client offering v4.channel.k8s.io would get a stream whose
+/// stdin can never be closed. So the upgrade is refused here, before the node is asked.
 fn websocket_refusal() -> ApiError {
     ApiError::bad_request(
         "websocket streaming is not served by nodelet-test-apiserver; use SPDY (kubectl falls back to it)",

@@ -1,11 +1,10 @@
 //! The secure port (10250 by default): HTTPS with the kubelet's authentication (client
 //! certificates, TokenReview-checked bearer tokens, anonymous if enabled) and authorization
 //! (SubjectAccessReview on nodes/<subresource>, or AlwaysAllow). It serves what the read-only
-//! port does (/healthz, /pods, /spec) and /containerLogs. Exec, attach and port-forward are not
-//! served yet.
+//! port does (/healthz, /pods, /spec), /containerLogs, and /exec, /attach, /portForward.
 //!
 //! Pure parts: `attributes` (path to authorization attributes), `logopts` (PodLogOptions),
-//! `crilog` (CRI log lines, partials, filters). Effectful: `tls`, `auth`, `logs`.
+//! `crilog` (CRI log lines, partials, filters). Effectful: `tls`, `auth`, `logs`, `stream`.
 
 pub mod attributes;
 pub mod auth;

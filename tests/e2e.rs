@@ -380,6 +380,9 @@ fn kubectl_logs_follows_tails_and_shows_the_previous_run() {
     assert_eq!(lines, ["line 1", "line 2", "line 3", "line 4", "line 5", "end"]);
     e2e.wait_pod("lines", "Succeeded", |p| p["status"]["phase"] == "Succeeded");
     assert_eq!(kubectl.ok(&["logs", "lines", "--tail", "2"]), "line 5\nend\n");
+    // The node's refusal reaches kubectl with its message.
+    let none = kubectl.run(&["logs", "lines", "--previous"], b"");
+    assert!(!none.status.success() && String::from_utf8_lossy(&none.stderr).contains("previous terminated container"), "{none:?}");
     let wrong = kubectl.run(&["logs", "lines", "-c", "nope"], b"");
     assert!(!wrong.status.success() && String::from_utf8_lossy(&wrong.stderr).contains("container nope is not valid for pod lines"), "{wrong:?}");
 

@@ -181,7 +181,8 @@ fn authenticate(app: &App, cert_user: Option<User>, headers: &HeaderMap) -> Opti
 async fn serve(app: Arc<App>, cert_user: Option<User>, req: Request<Body>) -> ApiResult<Response> {
     let path = req.uri().path().to_string();
     if let Some(review) = Review::route(&path) {
-        let user = authenticate(&app, cert_user, req.headers()).ok_or_else(ApiError::unauthorized)?;
+        let user =
+            authenticate(&app, cert_user, req.headers()).ok_or_else(ApiError::unauthorized)?;
         return create_review(&app, &user, review, req).await;
     }
     let (route, doc) = route(&path)?;
@@ -223,7 +224,11 @@ async fn serve(app: Arc<App>, cert_user: Option<User>, req: Request<Body>) -> Ap
             "only the following media types are accepted: application/json, application/yaml",
         ));
     }
-    if let Some(node_sub) = sub.as_deref().filter(|_| def.key() == "pods").and_then(NodeSubresource::parse) {
+    if let Some(node_sub) = sub
+        .as_deref()
+        .filter(|_| def.key() == "pods")
+        .and_then(NodeSubresource::parse)
+    {
         return proxy_to_node(&app, &user, def, &ns, &name, node_sub, req).await;
     }
     let want_table = accept.contains("as=Table");
@@ -341,7 +346,12 @@ async fn serve(app: Arc<App>, cert_user: Option<User>, req: Request<Body>) -> Ap
     }
 }
 
-async fn create_review(app: &App, user: &User, review: Review, req: Request<Body>) -> ApiResult<Response> {
+async fn create_review(
+    app: &App,
+    user: &User,
+    review: Review,
+    req: Request<Body>,
+) -> ApiResult<Response> {
     if req.method() != Method::POST {
         return Err(ApiError::method_not_allowed());
     }

@@ -252,7 +252,9 @@ async fn serve_connection(
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     if let Err(e) = builder
-        .serve_connection_with_upgrades(TokioIo::new(tls), service).await {
+        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+        .await
+    {
         tracing::debug!("connection: {e}");
     }
 }

@@ -168,9 +168,10 @@ impl KubeletClient {
             .body(Body::empty())
             .map_err(|e| ApiError::internal(format!("building the kubelet request: {e}")))?;
         let client_side = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let resp = sender.send_request(out).await.map_err(|e| {
-            ApiError::internal(format!("kubelet {}: {e}", target.authority))
-        })?;
+        let resp = sender
+            .send_request(out)
+            .await
+            .map_err(|e| ApiError::internal(format!("kubelet {}: {e}", target.authority)))?;
         let status = resp.status();
         if upgrade && status == StatusCode::SWITCHING_PROTOCOLS {
             return Ok(relay_upgraded(client_side, resp));
@@ -191,7 +192,10 @@ impl KubeletClient {
         }
         let (parts, body) = resp.into_parts();
         let mut back = Response::builder().status(status);
-        for name in [header::CONTENT_TYPE, HeaderName::from_static("cache-control")] {
+        for name in [
+            header::CONTENT_TYPE,
+            HeaderName::from_static("cache-control"),
+        ] {
             if let Some(v) = parts.headers.get(&name) {
                 back = back.header(name, v);
             }
@@ -218,7 +222,10 @@ async fn node_error(status: StatusCode, resp: hyper::Response<hyper::body::Incom
         _ => "InternalError",
     };
     let message = if message.is_empty() {
-        format!("the server responded with the status code {} but did not return more information", status.as_u16())
+        format!(
+            "the server responded with the status code {} but did not return more information",
+            status.as_u16()
+        )
     } else {
         message
     };
@@ -250,7 +257,9 @@ fn relay_upgraded(
     }
     let kubelet_side = hyper::upgrade::on(resp);
     tokio::spawn(async move {
-        let Some(client_side) = client_side else { return };
+        let Some(client_side) = client_side else {
+            return;
+        };
         match (client_side.await, kubelet_side.await) {
             (Ok(client), Ok(kubelet)) => {
                 let (mut a, mut b) = (TokioIo::new(client), TokioIo::new(kubelet));

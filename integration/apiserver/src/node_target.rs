@@ -110,7 +110,10 @@ pub fn choose_container(pod: &Value, asked: Option<&str>) -> ApiResult<String> {
 /// kubelet port (status.daemonEndpoints.kubeletEndpoint.Port, 10250 when unset).
 pub fn kubelet_authority(node: &Value) -> ApiResult<String> {
     let node_name = node["metadata"]["name"].as_str().unwrap_or("");
-    let addresses = node["status"]["addresses"].as_array().cloned().unwrap_or_default();
+    let addresses = node["status"]["addresses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let of_type = |kind: &str| {
         addresses
             .iter()
@@ -284,32 +287,78 @@ mod tests {
         let none = json!({"metadata": {"name": "n3"}, "status": {}});
         let e = kubelet_authority(&none).unwrap_err();
         assert_eq!(e.code, 500);
-        assert!(e.message.contains("node n3 has no preferred address"), "{}", e.message);
+        assert!(
+            e.message.contains("node n3 has no preferred address"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
     fn log_options_pass_through_and_the_container_goes_into_the_path() {
-        let query = q(&[("container", "main"), ("follow", "true"), ("tailLines", "3"), ("pretty", "true")]);
+        let query = q(&[
+            ("container", "main"),
+            ("follow", "true"),
+            ("tailLines", "3"),
+            ("pretty", "true"),
+        ]);
         let t = kubelet_target(NodeSubresource::Log, &pod(&["main"]), &node(), &query).unwrap();
-        assert_eq!(t.path_and_query, "/containerLogs/ns/p/main?follow=true&tailLines=3");
+        assert_eq!(
+            t.path_and_query,
+            "/containerLogs/ns/p/main?follow=true&tailLines=3"
+        );
     }
 
     #[test]
     fn exec_options_become_the_kubelets_stream_flags() {
-        let query = q(&[("command", "sh"), ("command", "-c"), ("command", "exit 3"), ("stdin", "true"), ("stdout", "true"), ("stderr", "true")]);
+        let query = q(&[
+            ("command", "sh"),
+            ("command", "-c"),
+            ("command", "exit 3"),
+            ("stdin", "true"),
+            ("stdout", "true"),
+            ("stderr", "true"),
+        ]);
         let t = kubelet_target(NodeSubresource::Exec, &pod(&["main"]), &node(), &query).unwrap();
-        assert_eq!(t.path_and_query, "/exec/ns/p/main?input=1&output=1&error=1&command=sh&command=-c&command=exit+3");
-        let e = kubelet_target(NodeSubresource::Exec, &pod(&["main"]), &node(), &q(&[("command", "true")])).unwrap_err();
+        assert_eq!(
+            t.path_and_query,
+            "/exec/ns/p/main?input=1&output=1&error=1&command=sh&command=-c&command=exit+3"
+        );
+        let e = kubelet_target(
+            NodeSubresource::Exec,
+            &pod(&["main"]),
+            &node(),
+            &q(&[("command", "true")]),
+        )
+        .unwrap_err();
         assert!(e.message.contains("at least 1 of stdin, stdout, stderr"));
-        let e = kubelet_target(NodeSubresource::Exec, &pod(&["main"]), &node(), &q(&[("stdout", "1")])).unwrap_err();
+        let e = kubelet_target(
+            NodeSubresource::Exec,
+            &pod(&["main"]),
+            &node(),
+            &q(&[("stdout", "1")]),
+        )
+        .unwrap_err();
         assert!(e.message.contains("at least one command"));
-        let t = kubelet_target(NodeSubresource::Attach, &pod(&["main"]), &node(), &q(&[("stdout", "1"), ("tty", "true")])).unwrap();
+        let t = kubelet_target(
+            NodeSubresource::Attach,
+            &pod(&["main"]),
+            &node(),
+            &q(&[("stdout", "1"), ("tty", "true")]),
+        )
+        .unwrap();
         assert_eq!(t.path_and_query, "/attach/ns/p/main?output=1&tty=1");
     }
 
     #[test]
     fn port_forward_names_the_pod_and_its_ports() {
-        let t = kubelet_target(NodeSubresource::PortForward, &pod(&["a", "b"]), &node(), &q(&[("ports", "8080")])).unwrap();
+        let t = kubelet_target(
+            NodeSubresource::PortForward,
+            &pod(&["a", "b"]),
+            &node(),
+            &q(&[("ports", "8080")]),
+        )
+        .unwrap();
         assert_eq!(t.path_and_query, "/portForward/ns/p?port=8080");
         assert_eq!(t.authority, "127.0.0.1:10333");
     }

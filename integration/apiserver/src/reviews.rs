@@ -102,16 +102,27 @@ fn access_status(spec: &Value, store: &Store) -> ApiResult<Value> {
     if !ra.is_object() {
         // Non-resource URLs: only admins.
         let allowed = user.is_master();
-        return Ok(json!({"allowed": allowed, "reason": if allowed { "allowed as system:masters" } else { "" }}));
+        return Ok(
+            json!({"allowed": allowed, "reason": if allowed { "allowed as system:masters" } else { "" }}),
+        );
     }
     let text = |k: &str| ra[k].as_str().unwrap_or("").to_string();
     let (group, version, resource) = (text("group"), text("version"), text("resource"));
-    let version = if version.is_empty() { "v1".to_string() } else { version };
+    let version = if version.is_empty() {
+        "v1".to_string()
+    } else {
+        version
+    };
     let Some(def) = discovery::find(&group, &version, &resource) else {
         let allowed = user.is_master();
         return Ok(json!({"allowed": allowed}));
     };
-    let (verb, sub, namespace, name) = (text("verb"), text("subresource"), text("namespace"), text("name"));
+    let (verb, sub, namespace, name) = (
+        text("verb"),
+        text("subresource"),
+        text("namespace"),
+        text("name"),
+    );
     let attrs = Attributes {
         verb: &verb,
         def,
@@ -141,32 +152,75 @@ mod tests {
     fn the_apiservers_kubelet_client_may_proxy_and_others_may_not() {
         let store = Store::open(None, 10).unwrap();
         let tokens = HashMap::new();
-        let ok = answer(Review::SubjectAccess, &review("kube-apiserver-kubelet-client", &["system:masters"], "proxy"), &tokens, &store).unwrap();
+        let ok = answer(
+            Review::SubjectAccess,
+            &review(
+                "kube-apiserver-kubelet-client",
+                &["system:masters"],
+                "proxy",
+            ),
+            &tokens,
+            &store,
+        )
+        .unwrap();
         assert_eq!(ok["status"]["allowed"], true);
-        let no = answer(Review::SubjectAccess, &review("alice", &["devs"], "proxy"), &tokens, &store).unwrap();
+        let no = answer(
+            Review::SubjectAccess,
+            &review("alice", &["devs"], "proxy"),
+            &tokens,
+            &store,
+        )
+        .unwrap();
         assert_eq!(no["status"]["allowed"], false);
-        assert!(no["status"]["reason"].as_str().unwrap().contains("cannot create resource \"nodes/proxy\""), "{no}");
+        assert!(
+            no["status"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("cannot create resource \"nodes/proxy\""),
+            "{no}"
+        );
     }
 
     #[test]
     fn issued_tokens_are_authenticated() {
         let store = Store::open(None, 10).unwrap();
-        let user = User { name: "system:serviceaccount:ns:sa".into(), groups: vec!["system:serviceaccounts".into()] };
+        let user = User {
+            name: "system:serviceaccount:ns:sa".into(),
+            groups: vec!["system:serviceaccounts".into()],
+        };
         let tokens = HashMap::from([("t0k".to_string(), user)]);
         let body = json!({"spec": {"token": "t0k"}});
         let ok = answer(Review::Token, &body, &tokens, &store).unwrap();
         assert_eq!(ok["status"]["authenticated"], true);
-        assert_eq!(ok["status"]["user"]["username"], "system:serviceaccount:ns:sa");
-        let bad = answer(Review::Token, &json!({"spec": {"token": "nope"}}), &tokens, &store).unwrap();
+        assert_eq!(
+            ok["status"]["user"]["username"],
+            "system:serviceaccount:ns:sa"
+        );
+        let bad = answer(
+            Review::Token,
+            &json!({"spec": {"token": "nope"}}),
+            &tokens,
+            &store,
+        )
+        .unwrap();
         assert_eq!(bad["status"]["authenticated"], false);
     }
 
     #[test]
     fn only_admins_and_nodes_may_ask() {
-        let node = User { name: "system:node:n1".into(), groups: vec!["system:nodes".into()] };
+        let node = User {
+            name: "system:node:n1".into(),
+            groups: vec!["system:nodes".into()],
+        };
         assert!(may_create(&node, Review::SubjectAccess).is_ok());
-        let alice = User { name: "alice".into(), groups: vec![] };
+        let alice = User {
+            name: "alice".into(),
+            groups: vec![],
+        };
         assert_eq!(may_create(&alice, Review::Token).unwrap_err().code, 403);
-        assert_eq!(Review::route("/apis/authorization.k8s.io/v1/subjectaccessreviews"), Some(Review::SubjectAccess));
+        assert_eq!(
+            Review::route("/apis/authorization.k8s.io/v1/subjectaccessreviews"),
+            Some(Review::SubjectAccess)
+        );
     }
 }

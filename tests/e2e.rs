@@ -361,3 +361,97 @@ fn a_pod_deleted_while_nodelet_was_down_is_cleaned_up_when_it_returns() {
     e2e.wait_pod_gone("gone", Duration::from_secs(30));
     eventually("the runtime to let go of the pod", Duration::from_secs(20), || e2e.node.runtime_objects().0.is_empty());
 }
+
+#[test]
+fn kubectl_logs_follows_tails_and_shows_the_previous_run() {
+    let e2e = E2e::start("klogs", &["--crash-loop-backoff-initial", "1s", "--crash-loop-backoff-max", "2s"]);
+    let kubectl = e2e.kubectl();
+    e2e.wait_node_ready();
+    e2e.create_pod(json!({
+        "metadata": {"name": "lines"},
+        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX,
+            "command": ["sh", "-c", "for i in 1 2 3 4 5; do echo line $i; done; sleep 3; echo end"]}]}
+    }));
+    e2e.wait_pod("lines", "Running", |p| p["status"]["phase"] == "Running" || p["status"]["phase"] == "Succeeded");
+    // -f follows the container to its end, then kubectl ends by itself.
+    let mut follow = kubectl.spawn(&["logs", "-f", "lines"]);
+    let (status, lines) = follow.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "kubectl logs -f: {status}");
+    assert_eq!(lines, ["line 1", "line 2", "line 3", "line 4", "line 5", "end"]);
+    e2e.wait_pod("lines", "Succeeded", |p| p["status"]["phase"] == "Succeeded");
+    assert_eq!(kubectl.ok(&["logs", "lines", "--tail", "2"]), "line 5\nend\n");
+    // The node's refusal reaches kubectl with its message.
+    let none = kubectl.run(&["logs", "lines", "--previous"], b"");
+    assert!(!none.status.success() && String::from_utf8_lossy(&none.stderr).contains("previous terminated container"), "{none:?}");
+    let wrong = kubectl.run(&["logs", "lines", "-c", "nope"], b"");
+    assert!(!wrong.status.success() && String::from_utf8_lossy(&wrong.stderr).contains("container nope is not valid for pod lines"), "{wrong:?}");
+
+    // A container that fails once: --previous shows the first run, the default the current one.
+    let script = "n=$(( $(cat /data/n 2>/dev/null || echo 0) + 1 )); echo $n > /data/n; echo run $n; [ $n -ge 2 ] && exec sleep 3600; exit 1";
+    e2e.create_pod(json!({
+        "metadata": {"name": "again"},
+        "spec": {"terminationGracePeriodSeconds": 1, "volumes": [{"name": "data", "emptyDir": {}}],
+            "containers": [{"name": "main", "image": BUSYBOX, "command": ["sh", "-c", script], "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}
+    }));
+    e2e.wait_pod("again", "a restart and the second run", |p| {
+        let c = &p["status"]["containerStatuses"][0];
+        c["restartCount"].as_i64() >= Some(1) && c["state"]["running"].is_object()
+    });
+    assert_eq!(kubectl.ok(&["logs", "again"]), "run 2\n");
+    assert_eq!(kubectl.ok(&["logs", "again", "--previous"]), "run 1\n");
+}
+
+#[test]
+fn kubectl_exec_passes_stdin_output_and_the_exit_code() {
+    let e2e = E2e::start("kexec", &[]);
+    let kubectl = e2e.kubectl();
+    e2e.wait_node_ready();
+    e2e.create_pod(sleeping_pod("shell"));
+    e2e.wait_pod("shell", "Running", |p| p["status"]["phase"] == "Running");
+    let echoed = kubectl.run(&["exec", "-i", "shell", "--", "cat"], b"through the apiserver\n");
+    assert!(echoed.status.success(), "{echoed:?}");
+    assert_eq!(String::from_utf8_lossy(&echoed.stdout), "through the apiserver\n");
+    let failed = kubectl.run(&["exec", "shell", "--", "sh", "-c", "echo out; echo err >&2; exit 7"], b"");
+    assert_eq!(failed.status.code(), Some(7), "{failed:?}");
+    assert_eq!(String::from_utf8_lossy(&failed.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("err"), "{failed:?}");
+    // An error found on the way comes back with its message.
+    let unknown = kubectl.run(&["exec", "shell", "-c", "nope", "--", "true"], b"");
+    assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("nope"), "{unknown:?}");
+}
+
+#[test]
+fn kubectl_attach_streams_the_containers_output() {
+    let e2e = E2e::start("kattach", &[]);
+    let kubectl = e2e.kubectl();
+    e2e.wait_node_ready();
+    e2e.create_pod(json!({
+        "metadata": {"name": "ticker"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX,
+            "command": ["sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"]}]}
+    }));
+    e2e.wait_pod("ticker", "Running", |p| p["status"]["phase"] == "Running");
+    let mut attach = kubectl.spawn(&["attach", "ticker"]);
+    attach.wait_line("a tick from the attached container", Duration::from_secs(30), |l| l.starts_with("tick "));
+}
+
+#[test]
+fn kubectl_port_forward_reaches_a_pod_port() {
+    let e2e = E2e::start("kforward", &[]);
+    let kubectl = e2e.kubectl();
+    e2e.wait_node_ready();
+    e2e.create_pod(json!({
+        "metadata": {"name": "web"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX,
+            "command": ["sh", "-c", "mkdir -p /www && echo forwarded > /www/index.html && httpd -p 8080 -h /www && echo serving; exec sleep 3600"]}]}
+    }));
+    e2e.wait_pod("web", "Running", |p| p["status"]["phase"] == "Running");
+    // kubectl port-forward ends at the first refused connection: start once httpd listens.
+    eventually("httpd to listen", Duration::from_secs(20), || kubectl.ok(&["logs", "web"]).contains("serving"));
+    let mut forward = kubectl.spawn(&["port-forward", "--address", "127.0.0.1", "pod/web", ":8080"]);
+    let line = forward.wait_line("the forwarded port", Duration::from_secs(30), |l| l.starts_with("Forwarding from 127.0.0.1:"));
+    let port = line.trim_start_matches("Forwarding from 127.0.0.1:").split_whitespace().next().unwrap().to_string();
+    for _ in 0..3 {
+        assert_eq!(http_body(&format!("127.0.0.1:{port}")).as_deref(), Some("forwarded"));
+    }
+}

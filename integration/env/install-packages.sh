@@ -13,6 +13,11 @@ PACKAGES=(
     protobuf-compiler                            # protoc for the CRI/containerd crates
     curl jq file make util-linux                 # used by these scripts
 )
+# The end-to-end suite runs kubectl; any kubectl on the PATH will do, else Debian's
+# (1.20: it speaks SPDY only, which the test apiserver and nodelet serve).
+if ! command -v kubectl >/dev/null 2>&1; then
+    PACKAGES+=(kubernetes-client)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -90,7 +90,9 @@ impl Node {
         let child = Command::new(nodelet_binary())
             .args(["--hostname-override", &self.name])
             .args(["--pod-manifest-path", self.manifests().to_str().unwrap()])
-            .args(["--read-only-port", &self.port.to_string(), "--address", "127.0.0.1", "--port", &self.secure_port.to_string()])
+            .args(["--read-only-port", &self.port.to_string(), "--port", &self.secure_port.to_string()])
+            // Loopback unless the test says otherwise (a real cluster's apiserver must reach it).
+            .args(if self.args.iter().any(|a| a == "--address") { vec![] } else { vec!["--address", "127.0.0.1"] })
             .args(["--root-dir", self.dir.path().join("root").to_str().unwrap()])
             .args(["--pod-logs-dir", self.pod_logs().to_str().unwrap()])
             .args(["--cni-plugin", cni_plugin_binary().to_str().unwrap()])

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod kubectl;
+
 use super::common::{eventually, node_name, nodelet_binary, Node};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod};
@@ -85,9 +87,31 @@ pub struct E2e {
     // Dropped first: nodelet stops and the runtime is cleaned before the apiserver goes.
     pub node: Node,
     pub namespace: String,
+    /// The admin kubeconfig, for kubectl.
+    pub admin_kubeconfig: PathBuf,
     client: kube::Client,
     rt: tokio::runtime::Runtime,
     apiserver: Option<TestApiserver>,
+    /// Holds the cluster's CA file nodelet checks the apiserver's client certificate with.
+    _ca_dir: tempfile::TempDir,
+}
+
+/// Writes the CA of the admin kubeconfig's cluster to `dir/ca.crt`: the CA that (in the test
+/// apiserver, and in kubeadm clusters) also signs the apiserver's kubelet-client certificate.
+fn write_cluster_ca(admin: &Path, dir: &Path) -> Option<PathBuf> {
+    use base64::Engine;
+    let kubeconfig = kube::config::Kubeconfig::read_from(admin).ok()?;
+    let context = kubeconfig.current_context.as_deref();
+    let context = kubeconfig.contexts.iter().find(|c| Some(c.name.as_str()) == context).and_then(|c| c.context.clone())?;
+    let cluster = kubeconfig.clusters.iter().find(|c| c.name == context.cluster).and_then(|c| c.cluster.clone())?;
+    let pem = match (cluster.certificate_authority_data, cluster.certificate_authority) {
+        (Some(data), _) => base64::engine::general_purpose::STANDARD.decode(data.trim()).ok()?,
+        (None, Some(path)) => std::fs::read(path).ok()?,
+        (None, None) => return None,
+    };
+    let path = dir.join("ca.crt");
+    std::fs::write(&path, pem).ok()?;
+    Some(path)
 }
 
 async fn client_from(path: &Path) -> kube::Client {
@@ -118,10 +142,25 @@ impl E2e {
             let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
             Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
         });
-        let mut all_args = vec!["--kubeconfig", node_credentials.to_str().unwrap()];
+        // The secure port trusts the apiserver's kubelet-client certificate (signed by the
+        // cluster's CA) and asks the apiserver (SubjectAccessReview) what its callers may do.
+        let ca_dir = tempfile::Builder::new().prefix("nodelet-e2e-ca-").tempdir().unwrap();
+        let ca = write_cluster_ca(&admin, ca_dir.path()).map(|p| p.to_str().unwrap().to_string());
+        let mut all_args: Vec<&str> = vec!["--kubeconfig", node_credentials.to_str().unwrap()];
+        if let Some(ca) = &ca {
+            all_args.extend(["--client-ca-file", ca, "--authorization-mode", "Webhook", "--authentication-token-webhook", "true"]);
+        }
+        // The test apiserver dials the node's InternalIP: keep that on loopback, the only
+        // place tests may send traffic. A real cluster's apiserver needs the node's own address.
+        all_args.extend(if apiserver.is_some() { ["--node-ip", "127.0.0.1"] } else { ["--address", "0.0.0.0"] });
         all_args.extend_from_slice(args);
         let node = Node::start(test, &all_args);
-        E2e { node, namespace, client, rt, apiserver }
+        E2e { node, namespace, admin_kubeconfig: admin, client, rt, apiserver, _ca_dir: ca_dir }
+    }
+
+    /// kubectl with the admin kubeconfig, in the test's namespace.
+    pub fn kubectl(&self) -> kubectl::Kubectl {
+        kubectl::Kubectl::new(&self.admin_kubeconfig, &self.namespace)
     }
 
     fn pods(&self) -> Api<Pod> {

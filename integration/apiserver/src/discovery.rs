@@ -97,7 +97,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         "Pod",
         true,
         &["po"],
-        &["status", "binding"],
+        &["status", "binding", "log", "exec", "attach", "portforward"],
         true
     ),
     res!(
@@ -287,6 +287,10 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 "status" => (r.kind, &["get", "patch", "update"], None),
                 "finalize" => (r.kind, &["update"], None),
                 "binding" => ("Binding", &["create"], None),
+                "log" => ("Pod", &["get"], None),
+                "exec" => ("PodExecOptions", &["create", "get"], None),
+                "attach" => ("PodAttachOptions", &["create", "get"], None),
+                "portforward" => ("PodPortForwardOptions", &["create", "get"], None),
                 "token" => (
                     "TokenRequest",
                     &["create"],

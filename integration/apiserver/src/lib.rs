@@ -21,8 +21,11 @@ pub mod auth;
 pub mod discovery;
 pub mod error;
 pub mod http;
+pub mod node_proxy;
+pub mod node_target;
 pub mod patch;
 pub mod proto;
+pub mod reviews;
 pub mod selectors;
 pub mod store;
 pub mod table;
@@ -168,6 +171,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         tokens: Mutex::new(HashMap::new()),
         bookmark_interval: opts.bookmark_interval,
         ca_pem: pki.ca_pem.clone(),
+        kubelet: node_proxy::KubeletClient::new(&pki)?,
     });
     pki.write_kubeconfig(
         &opts.dir.join("admin.kubeconfig"),
@@ -247,7 +251,10 @@ async fn serve_connection(
         async move { Ok::<_, Infallible>(http::handle(app, user, req.map(Body::new)).await) }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+        .await
+    {
         tracing::debug!("connection: {e}");
     }
 }

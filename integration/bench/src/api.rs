@@ -1,6 +1,6 @@
 //! Start-up latency of pods created through the API, as the Kubernetes SLO measures it.
 
-use crate::{binary, percentile, print, rss_mb, spawn, wait_until, IMAGE};
+use crate::{binary, percentile, print, rss_mb, spawn, wait_until, Process, IMAGE};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 const SINGLE_RUNS: usize = 7;
 const BATCH: usize = 30;
-const NAMESPACE: &str = "bench";
+pub const NAMESPACE: &str = "bench";
 
 fn pod(name: &str, node: &str) -> Pod {
     serde_json::from_value(serde_json::json!({
@@ -73,49 +73,117 @@ async fn delete_all(api: &Api<Pod>, cri: &Cri, node: &str, names: &[String]) {
     .await;
 }
 
+/// The test apiserver and a nodelet joined to it, the way the end-to-end suite runs them:
+/// the node's InternalIP on loopback, its secure port trusting the apiserver's CA and asking
+/// it SubjectAccessReviews, so that pods/log and pods/exec reach it through the apiserver.
+pub struct ApiCluster {
+    pub dir: tempfile::TempDir,
+    pub node: String,
+    pub client: kube::Client,
+    // Dropped in this order: nodelet first, then the apiserver.
+    pub nodelet: Process,
+    _apiserver: Process,
+}
+
+impl ApiCluster {
+    pub async fn start(prefix: &str) -> ApiCluster {
+        let dir = tempfile::Builder::new().prefix(&format!("nodelet-bench-{prefix}-")).tempdir().unwrap();
+        let node = format!("bench-{prefix}-{}", std::process::id());
+        let apiserver = spawn(
+            Command::new(binary("nodelet-test-apiserver")).args(["--dir", dir.path().to_str().unwrap(), "--node", &node, "--no-persist"]),
+            &dir.path().join("apiserver.log"),
+        );
+        wait_until("the test apiserver", Duration::from_secs(20), async || dir.path().join("port").exists()).await;
+        let kubeconfig = kube::config::Kubeconfig::read_from(dir.path().join("admin.kubeconfig")).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": NAMESPACE}})).unwrap();
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+        let secure_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+        let nodelet = spawn(
+            Command::new(binary("nodelet"))
+                .args(["--hostname-override", &node, "--read-only-port", "0"])
+                .args(["--kubeconfig", dir.path().join(format!("node-{node}.kubeconfig")).to_str().unwrap()])
+                .args(["--root-dir", dir.path().join("root").to_str().unwrap()])
+                .args(["--pod-logs-dir", dir.path().join("logs").to_str().unwrap()])
+                .args(["--address", "127.0.0.1", "--port", &secure_port, "--node-ip", "127.0.0.1"])
+                .args(["--client-ca-file", dir.path().join("ca.crt").to_str().unwrap(), "--authorization-mode", "Webhook"])
+                .env("RUST_LOG", "warn"),
+            &dir.path().join("nodelet.log"),
+        );
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+        wait_until("the node to register", Duration::from_secs(30), async || nodes.get_opt(&node).await.ok().flatten().is_some()).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        ApiCluster { dir, node, client, nodelet, _apiserver: apiserver }
+    }
+
+    pub fn admin_kubeconfig(&self) -> std::path::PathBuf {
+        self.dir.path().join("admin.kubeconfig")
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), NAMESPACE)
+    }
+
+    /// Creates a pod running `script` under sh and waits until its container runs.
+    pub async fn run_pod(&self, name: &str, script: &str) {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"nodeName": self.node, "terminationGracePeriodSeconds": 0, "automountServiceAccountToken": false,
+                     "containers": [{"name": "main", "image": IMAGE, "command": ["sh", "-c", script]}]}
+        }))
+        .unwrap();
+        let api = self.pods();
+        api.create(&PostParams::default(), &pod).await.expect("creating a pod");
+        wait_until("the pod to run", Duration::from_secs(60), async || api.get_opt(name).await.ok().flatten().is_some_and(|p| all_started(&p))).await;
+    }
+
+    pub async fn delete_pods(&self, cri: &Cri, names: &[String]) {
+        delete_all(&self.pods(), cri, &self.node, names).await;
+    }
+}
+
+impl Drop for ApiCluster {
+    /// Also after a failed measurement: nodelet goes first, then what it ran on this machine.
+    fn drop(&mut self) {
+        let _ = self.nodelet.0.kill();
+        let _ = self.nodelet.0.wait();
+        let node = self.node.clone();
+        // A runtime of its own: this may run inside the benchmark's runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let cri = Cri::new(std::path::Path::new(crate::SOCKET));
+                let selector = HashMap::from([(labels::MANAGED_BY_NODE.to_string(), node)]);
+                for sandbox in cri.list_sandboxes(selector).await.unwrap_or_default() {
+                    let _ = cri.stop_sandbox(&sandbox.id).await;
+                    let _ = cri.remove_sandbox(&sandbox.id).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 pub async fn run(cri: &Cri) {
-    let dir = tempfile::Builder::new().prefix("nodelet-bench-api-").tempdir().unwrap();
-    let node = format!("bench-api-{}", std::process::id());
-    let _apiserver = spawn(
-        Command::new(binary("nodelet-test-apiserver")).args(["--dir", dir.path().to_str().unwrap(), "--node", &node, "--no-persist"]),
-        &dir.path().join("apiserver.log"),
-    );
-    wait_until("the test apiserver", Duration::from_secs(20), async || dir.path().join("port").exists()).await;
-    let kubeconfig = kube::config::Kubeconfig::read_from(dir.path().join("admin.kubeconfig")).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-    let client = kube::Client::try_from(config).unwrap();
-    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": NAMESPACE}})).unwrap();
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
-
-    let nodelet = spawn(
-        Command::new(binary("nodelet"))
-            .args(["--hostname-override", &node, "--read-only-port", "0"])
-            .args(["--kubeconfig", dir.path().join(format!("node-{node}.kubeconfig")).to_str().unwrap()])
-            .args(["--root-dir", dir.path().join("root").to_str().unwrap()])
-            .args(["--pod-logs-dir", dir.path().join("logs").to_str().unwrap()])
-            .env("RUST_LOG", "warn"),
-        &dir.path().join("nodelet.log"),
-    );
-    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
-    wait_until("the node to register", Duration::from_secs(30), async || nodes.get_opt(&node).await.ok().flatten().is_some()).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
+    let cluster = ApiCluster::start("api").await;
+    let (client, node, nodelet) = (&cluster.client, &cluster.node, &cluster.nodelet);
     let api: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
     let mut singles = Vec::new();
     for i in 0..SINGLE_RUNS {
         let names = vec![format!("single{i}")];
-        singles.extend(create_and_time(&api, &node, &names).await);
-        delete_all(&api, cri, &node, &names).await;
+        singles.extend(create_and_time(&api, node, &names).await);
+        delete_all(&api, cri, node, &names).await;
     }
     singles.sort();
     print("api_pod_startup_1_p50", percentile(&singles, 50.0).as_secs_f64(), "s");
     print("api_pod_startup_1_p99", percentile(&singles, 99.0).as_secs_f64(), "s");
 
     let names: Vec<String> = (0..BATCH).map(|i| format!("batch{i}")).collect();
-    let times = create_and_time(&api, &node, &names).await;
+    let times = create_and_time(&api, node, &names).await;
     print("api_pod_startup_30_p50", percentile(&times, 50.0).as_secs_f64(), "s");
     print("api_pod_startup_30_p99", percentile(&times, 99.0).as_secs_f64(), "s");
     tokio::time::sleep(Duration::from_secs(2)).await;
     print("api_pod_rss_30_pods", rss_mb(nodelet.0.id()), "MB");
-    delete_all(&api, cri, &node, &names).await;
+    delete_all(&api, cri, node, &names).await;
 }

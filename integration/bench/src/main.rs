@@ -3,9 +3,15 @@
 //!   CRI), one pod and 20 written at once, and nodelet's memory at idle and with 20 pods;
 //! - pods through the API (the project's test apiserver): the Kubernetes SLO's start-up
 //!   latency, pod created to all its containers started as a watch shows it, one pod and 30
-//!   created at once, and nodelet's memory with 30 pods.
+//!   created at once, and nodelet's memory with 30 pods;
+//! - kubectl through the test apiserver: `kubectl exec POD -- true` latency (p50 of 20),
+//!   `kubectl logs -f` throughput on a container writing as fast as it can, and nodelet's
+//!   memory with 20 `kubectl logs -f` streams open.
+//!
+//! Arguments name the parts to run (`static`, `api`, `kubectl`); none runs them all.
 
 mod api;
+mod kubectl;
 
 use nodelet::pods::labels;
 use nodelet::runtime::Cri;
@@ -15,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const IMAGE: &str = "localhost:5000/nodelet/busybox:1";
-const SOCKET: &str = "/run/containerd/containerd.sock";
+pub const SOCKET: &str = "/run/containerd/containerd.sock";
 const SINGLE_RUNS: usize = 7;
 const BATCH: usize = 20;
 
@@ -138,6 +144,21 @@ async fn main() {
     assert!(Path::new(SOCKET).exists(), "containerd is not running: run `make setup` first");
     let cri = Cri::new(Path::new(SOCKET));
     cri.pull_image(IMAGE, None, None).await.expect("pulling the busybox image (make setup pushes it)");
+    let parts: Vec<String> = std::env::args().skip(1).collect();
+    let wanted = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
+    if wanted("static") {
+        static_pods(&cri).await;
+    }
+    if wanted("api") {
+        api::run(&cri).await;
+    }
+    if wanted("kubectl") {
+        kubectl::run(&cri).await;
+    }
+}
+
+async fn static_pods(cri: &Cri) {
+    let cri = cri.clone();
     let node = start_nodelet();
     // Let nodelet pull the sandbox image and settle before measuring.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -160,6 +181,4 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     print("static_pod_rss_20_pods", rss_mb(node.process.0.id()), "MB");
     remove_all(&cri, &node, &names).await;
-    drop(node);
-    api::run(&cri).await;
 }

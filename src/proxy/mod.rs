@@ -5,7 +5,8 @@
 //!
 //! - `model`: plain data; `convert`: apiserver objects -> model (pure, with warnings);
 //! - `render`: model -> nft script, full and incremental (pure);
-//! - `apply`: runs `nft -f -`; `conntrack`: UDP flow cleanup after endpoints go away.
+//! - `apply`: applies scripts through libnftables; `conntrack`: UDP flow cleanup after
+//!   endpoints go away.
 
 pub mod apply;
 pub mod conntrack;
@@ -38,9 +39,8 @@ pub struct ProxyConfig {
     /// The pod network of the family, e.g. "10.88.0.0/16": ClusterIP traffic from outside it is
     /// masqueraded.
     pub pod_cidr: Option<String>,
-    /// Where nft and conntrack run (the caller's network namespace by default).
+    /// Where nftables and conntrack act (the caller's network namespace by default).
     pub netns: Netns,
-    pub nft: PathBuf,
     pub conntrack: PathBuf,
     /// How long changes are collected before they are applied together.
     pub debounce: Duration,
@@ -56,7 +56,6 @@ impl ProxyConfig {
             node_name: node_name.into(),
             pod_cidr: None,
             netns: Netns::default(),
-            nft: "nft".into(),
             conntrack: "conntrack".into(),
             debounce: Duration::from_millis(50),
             resync_interval: Duration::from_secs(300),
@@ -174,7 +173,7 @@ impl Proxier {
             node_name: config.node_name.clone(),
             pod_cidr: config.pod_cidr.clone(),
         };
-        let nft = Nft { program: config.nft.clone(), netns: config.netns.clone() };
+        let nft = Nft::new(&config.netns)?;
         let conntrack = Conntrack { program: config.conntrack.clone(), family: config.family, netns: config.netns.clone() };
         let applied = Applied { need_full: true, ..Default::default() };
         Ok(Proxier {

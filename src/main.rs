@@ -146,10 +146,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         backoff_max: config.backoff_max,
         resync: config.sync_frequency,
     };
-    let api_pods = match &client {
-        Some(client) => Some(join_cluster(client.clone(), &config, &deps, health.clone(), install)),
-        None => None,
-    };
+    let api_pods = client.as_ref().map(|client| join_cluster(client.clone(), &config, &deps, health.clone(), install));
     let manager = Manager::new(deps, client);
     let source = config.pod_manifest_path.clone().map(|dir| ManifestDir::new(dir, config.node_name.clone()));
     tokio::select! {

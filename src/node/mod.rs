@@ -65,7 +65,7 @@ impl NodeAgent {
         };
         let runtime_problem = self.health.report().err().map(|failures| failures.join("; "));
         let ephemeral_storage = nix::sys::statvfs::statvfs(&self.settings.root_dir)
-            .map(|s| s.blocks() as u64 * s.fragment_size() as u64)
+            .map(|s| s.blocks() * s.fragment_size())
             .unwrap_or(0);
         let s = &self.settings;
         Ok(NodeInput {

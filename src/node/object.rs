@@ -130,7 +130,7 @@ pub fn node_status(input: &NodeInput, previous: &[NodeCondition], now: &Time) ->
 }
 
 fn hugepage_size_name(kib: u64) -> String {
-    if kib % (1024 * 1024) == 0 { format!("{}Gi", kib / (1024 * 1024)) } else if kib % 1024 == 0 { format!("{}Mi", kib / 1024) } else { format!("{kib}Ki") }
+    if kib.is_multiple_of(1024 * 1024) { format!("{}Gi", kib / (1024 * 1024)) } else if kib.is_multiple_of(1024) { format!("{}Mi", kib / 1024) } else { format!("{kib}Ki") }
 }
 
 /// The four conditions the kubelet reports, with its reasons and messages.

@@ -51,13 +51,13 @@ pub fn pids_used(loadavg: &str) -> u64 {
 /// Reads the figures; what cannot be read counts as no pressure.
 pub fn read(root_dir: &Path) -> Figures {
     let fs = nix::sys::statvfs::statvfs(root_dir).ok();
-    let frag = |s: &nix::sys::statvfs::Statvfs| s.fragment_size() as u64;
+    let frag = |s: &nix::sys::statvfs::Statvfs| s.fragment_size();
     Figures {
         memory_available: mem_available(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default()),
-        disk_available: fs.as_ref().map_or(0, |s| s.blocks_available() as u64 * frag(s)),
-        disk_total: fs.as_ref().map_or(0, |s| s.blocks() as u64 * frag(s)),
-        inodes_free: fs.as_ref().map_or(0, |s| s.files_available() as u64),
-        inodes_total: fs.as_ref().map_or(0, |s| s.files() as u64),
+        disk_available: fs.as_ref().map_or(0, |s| s.blocks_available() * frag(s)),
+        disk_total: fs.as_ref().map_or(0, |s| s.blocks() * frag(s)),
+        inodes_free: fs.as_ref().map_or(0, |s| s.files_available()),
+        inodes_total: fs.as_ref().map_or(0, |s| s.files()),
         pids_used: pids_used(&std::fs::read_to_string("/proc/loadavg").unwrap_or_default()),
         pid_max: std::fs::read_to_string("/proc/sys/kernel/pid_max").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0),
     }

@@ -6,6 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub struct Gauge(AtomicUsize);
 
+impl Default for Gauge {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Gauge {
     pub const fn new() -> Gauge {
         Gauge(AtomicUsize::new(0))

@@ -118,16 +118,16 @@ fn plain(status: StatusCode, message: String) -> Response {
     (status, message + "\n").into_response()
 }
 
-/// The running container's runtime ID, or the answer to give instead.
-fn container_id(pods: &PodStore, namespace: &str, pod: &str, container: &str) -> Result<String, Response> {
+/// The running container's runtime ID, or the status and message to answer instead.
+fn container_id(pods: &PodStore, namespace: &str, pod: &str, container: &str) -> Result<String, (StatusCode, String)> {
     let found = pods.list().into_iter().find(|p| p.metadata.namespace.as_deref() == Some(namespace) && p.metadata.name.as_deref() == Some(pod));
-    let Some(found) = found else { return Err(plain(StatusCode::NOT_FOUND, format!("pod {namespace}/{pod} not found"))) };
+    let Some(found) = found else { return Err((StatusCode::NOT_FOUND, format!("pod {namespace}/{pod} not found"))) };
     let statuses = found.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
     let Some(status) = statuses.into_iter().find(|c| c.name == container) else {
-        return Err(plain(StatusCode::NOT_FOUND, format!("container {container:?} not found in pod {namespace}/{pod}")));
+        return Err((StatusCode::NOT_FOUND, format!("container {container:?} not found in pod {namespace}/{pod}")));
     };
     if status.state.as_ref().and_then(|s| s.running.as_ref()).is_none() {
-        return Err(plain(StatusCode::BAD_REQUEST, format!("container {container:?} in pod {namespace}/{pod} is not running")));
+        return Err((StatusCode::BAD_REQUEST, format!("container {container:?} in pod {namespace}/{pod} is not running")));
     }
     Ok(status.container_id.unwrap_or_default().trim_start_matches("containerd://").to_string())
 }
@@ -136,7 +136,7 @@ pub async fn exec(ctx: Arc<StreamContext>, Path((namespace, pod, container)): Pa
     let Some(cri_client) = ctx.cri.clone() else { return plain(StatusCode::SERVICE_UNAVAILABLE, "no container runtime".into()) };
     let id = match container_id(&ctx.pods, &namespace, &pod, &container) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err((status, message)) => return plain(status, message),
     };
     let o = stream_options(query.as_deref());
     if o.command.is_empty() {
@@ -153,7 +153,7 @@ pub async fn attach(ctx: Arc<StreamContext>, Path((namespace, pod, container)): 
     let Some(cri_client) = ctx.cri.clone() else { return plain(StatusCode::SERVICE_UNAVAILABLE, "no container runtime".into()) };
     let id = match container_id(&ctx.pods, &namespace, &pod, &container) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err((status, message)) => return plain(status, message),
     };
     let o = stream_options(query.as_deref());
     let request = cri::AttachRequest { container_id: id, tty: o.tty, stdin: o.stdin, stdout: o.stdout, stderr: o.stderr && !o.tty };

@@ -211,12 +211,7 @@ async fn serve(app: Arc<App>, cert_user: Option<User>, req: Request<Body>) -> Ap
         }
         Route::Resource { def, ns, name, sub } => (def, ns, name, sub),
     };
-    let accept = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let accept = header_text(&req, header::ACCEPT);
     if !accept.is_empty() && !accept.contains("json") && !accept.contains("*/*") {
         return Err(ApiError::new(
             406,
@@ -234,12 +229,7 @@ async fn serve(app: Arc<App>, cert_user: Option<User>, req: Request<Body>) -> Ap
     let want_table = accept.contains("as=Table");
     let query = query_of(&req)?;
     let method = req.method().clone();
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let content_type = header_text(&req, header::CONTENT_TYPE);
     let body = axum::body::to_bytes(req.into_body(), 8 << 20)
         .await
         .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
@@ -356,12 +346,7 @@ async fn create_review(
         return Err(ApiError::method_not_allowed());
     }
     reviews::may_create(user, review)?;
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let content_type = header_text(&req, header::CONTENT_TYPE);
     check_json(&content_type)?;
     let body = axum::body::to_bytes(req.into_body(), 1 << 20)
         .await
@@ -451,6 +436,11 @@ fn websocket_refusal() -> ApiError {
     ApiError::bad_request(
         "websocket streaming is not served by nodelet-test-apiserver; use SPDY (kubectl falls back to it)",
     )
+}
+
+/// A request header as text ("" when absent or not UTF-8).
+fn header_text(req: &Request<Body>, name: header::HeaderName) -> String {
+    req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
 }
 
 fn check_json(content_type: &str) -> ApiResult<()> {

@@ -97,6 +97,14 @@ async fn cluster_ip_reaches_every_endpoint_evenly_and_masquerades_outside_client
     assert!(h.elements >= 5 && h.rules > 10, "{h:?}");
     let table = lab.list_table();
     assert!(table.contains("comment \"default/web:http\""), "{table}");
+    // a resync fills the other generation's maps and switches over; twice brings the names back
+    for want in ["service_ips_b", "service_ips "] {
+        p.full_sync().await.expect("resync");
+        assert!(lab.list_table().contains(&format!("map {want}")), "{}", lab.list_table());
+        let counts = count_by_pod(&tcp_ask_many(&lab.client, addr("10.96.0.10", 80), 30));
+        assert_eq!(counts.len(), 3, "after a resync: {counts:?}");
+    }
+    assert_eq!(p.health().failed_syncs, 0);
     p.cleanup().await.unwrap();
 }
 
@@ -185,6 +193,10 @@ async fn session_affinity_sticks_to_one_endpoint() {
     p.sync().await.unwrap();
     let counts = count_by_pod(&tcp_ask_many(&lab.client, addr("10.96.0.30", 80), 20));
     assert_eq!(counts.keys().collect::<Vec<_>>(), vec![&chosen], "the client lost its endpoint: {counts:?}");
+    // a resync keeps the sticky sets, and so the client's endpoint
+    p.full_sync().await.expect("resync");
+    let counts = count_by_pod(&tcp_ask_many(&lab.client, addr("10.96.0.30", 80), 20));
+    assert_eq!(counts.keys().collect::<Vec<_>>(), vec![&chosen], "a resync lost the client's endpoint: {counts:?}");
     // the remembered endpoint goes away: the client is sent to one of the others, and sticks
     let rest = others;
     p.upsert_slice(&slice("sticky", "http", 8080, "TCP", &rest));

@@ -100,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
         let (script, _) = nodelet::proxy::render::full(&nodelet::proxy::render::Context {
             table: "nodelet_bench".into(),
             family: nodelet::proxy::model::Family::V4,
+            generation: 0,
             node_name: "node-0".into(),
             pod_cidr: Some("10.128.0.0/9".into()),
         }, &p.model().await);

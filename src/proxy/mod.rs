@@ -1,7 +1,10 @@
 //! The service proxy (kube-proxy's job, nftables mode): Services and EndpointSlices in,
 //! one nftables table out. Changes are batched (a short debounce) and applied as one atomic
 //! transaction that touches only the changed Services' elements; a periodic full resync
-//! rewrites the whole table in one transaction to repair drift.
+//! rewrites the whole table to repair drift: its maps are filled anew beside the live ones
+//! (inert until used) and one transaction switches the rules over, so packets still see one
+//! table and then the other (see `render::staged`). A table in a state the proxy does not
+//! know is replaced in one transaction.
 //!
 //! - `model`: plain data; `convert`: apiserver objects -> model (pure, with warnings);
 //! - `render`: model -> nft script, full and incremental (pure);
@@ -120,6 +123,11 @@ struct Applied {
     service_elements: usize,
     /// A full sync is due: at start, after a failure, or on request.
     need_full: bool,
+    /// The generation of the table's maps (see `render::Context::map`).
+    generation: u32,
+    /// The table in the kernel is as this says (after a successful sync); false at start and
+    /// after a failure, when only the whole table's replacement is safe.
+    known: bool,
 }
 
 impl Applied {
@@ -170,10 +178,13 @@ impl Proxier {
         let ctx = Context {
             table: config.table.clone(),
             family: config.family,
+            generation: 0,
             node_name: config.node_name.clone(),
             pod_cidr: config.pod_cidr.clone(),
         };
-        let nft = Nft::new(&config.netns)?;
+        // parsing a full sync's elements is most of its time: one context per core shares it
+        let contexts = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+        let nft = Nft::new(&config.netns, contexts)?;
         let conntrack = Conntrack { program: config.conntrack.clone(), family: config.family, netns: config.netns.clone() };
         let applied = Applied { need_full: true, ..Default::default() };
         Ok(Proxier {
@@ -295,6 +306,7 @@ impl Proxier {
             return Ok(());
         }
         let mut script = String::new();
+        let live = self.ctx.at(applied.generation);
         let mut count_chains = applied.count_chains.clone();
         let mut flows: Vec<Flow> = Vec::new();
         let mut hairpin_delta: HashMap<IpAddr, isize> = HashMap::new();
@@ -319,7 +331,7 @@ impl Proxier {
                     continue;
                 }
                 let rendered = new.as_ref().map(|e| render::render_service(&self.ctx, e));
-                render::diff(&self.ctx, old.map(|(_, r)| r), rendered.as_ref(), &mut count_chains, &mut script);
+                render::diff(&live, old.map(|(_, r)| r), rendered.as_ref(), &mut count_chains, &mut script);
                 flows.extend(conntrack::stale_flows(old.map(|(e, _)| e), new.as_ref(), &self.ctx.node_name));
                 for ip in old.iter().flat_map(|(_, r)| r.endpoint_ips.iter()) {
                     *hairpin_delta.entry(*ip).or_default() -= 1;
@@ -342,7 +354,7 @@ impl Proxier {
         }
         added.sort();
         removed.sort();
-        render::hairpin_diff(&self.ctx, &added, &removed, &mut script);
+        render::hairpin_diff(&live, &added, &removed, &mut script);
         if script.is_empty() {
             for (key, new) in changes {
                 self.commit_entry(&mut applied, key, new);
@@ -371,6 +383,8 @@ impl Proxier {
             Err(e) => {
                 tracing::error!(table = %self.ctx.table_ref(), error = %e, "incremental sync failed; the previous ruleset stays; retrying with a full sync");
                 self.record_failure(&e);
+                // the table is not what the proxy thought: replace it whole
+                applied.known = false;
                 for key in new_ids {
                     applied.ids.remove(&key);
                 }
@@ -429,40 +443,82 @@ impl Proxier {
             let rendered = render::render_service(&self.ctx, &entry);
             entries.insert(key, (entry, rendered));
         }
-        let (script, counts) = render::full_from_rendered(&self.ctx, entries.values().map(|(_, r)| r));
-        tracing::debug!(table = %self.ctx.table_ref(), service_ports = entries.len(), bytes = script.len(), "applying full sync");
-        match self.nft.apply(&script).await {
-            Ok(()) => {
-                let mut flows = Vec::new();
-                for (key, (old, _)) in &applied.entries {
-                    flows.extend(conntrack::stale_flows(Some(old), entries.get(key).map(|(e, _)| e), &self.ctx.node_name));
-                }
-                for (key, (new, _)) in &entries {
-                    if !applied.entries.contains_key(key) {
-                        flows.extend(conntrack::stale_flows(None, Some(new), &self.ctx.node_name));
-                    }
-                }
-                let mut fresh = Applied { ids, next_id: applied.next_id, ..Default::default() };
-                for (key, (e, r)) in entries {
-                    fresh.count_chains.extend(r.count_chains.iter().copied());
-                    for ip in &r.endpoint_ips {
-                        *fresh.hairpin.entry(*ip).or_default() += 1;
-                    }
-                    self.commit_entry(&mut fresh, key, Some((e, r)));
-                }
-                *applied = fresh;
-                self.record_success(applied, started.elapsed(), true);
-                let _ = counts;
-                self.conntrack.delete(&flows).await;
-                Ok(())
-            }
+        let generation = match self.write_table(applied, &entries).await {
+            Ok(generation) => generation,
             Err(e) => {
                 tracing::error!(table = %self.ctx.table_ref(), error = %e, "full sync failed; the previous ruleset stays; will retry");
                 self.record_failure(&e);
                 applied.need_full = true;
-                Err(e)
+                applied.known = false;
+                return Err(e);
+            }
+        };
+        let mut flows = Vec::new();
+        for (key, (old, _)) in &applied.entries {
+            flows.extend(conntrack::stale_flows(Some(old), entries.get(key).map(|(e, _)| e), &self.ctx.node_name));
+        }
+        for (key, (new, _)) in &entries {
+            if !applied.entries.contains_key(key) {
+                flows.extend(conntrack::stale_flows(None, Some(new), &self.ctx.node_name));
             }
         }
+        let mut fresh = Applied { ids, next_id: applied.next_id, generation, known: true, ..Default::default() };
+        for (key, (e, r)) in entries {
+            fresh.count_chains.extend(r.count_chains.iter().copied());
+            for ip in &r.endpoint_ips {
+                *fresh.hairpin.entry(*ip).or_default() += 1;
+            }
+            self.commit_entry(&mut fresh, key, Some((e, r)));
+        }
+        *applied = fresh;
+        self.record_success(applied, started.elapsed(), true);
+        self.conntrack.delete(&flows).await;
+        Ok(())
+    }
+
+    /// Writes the whole table for `entries`; returns the generation of its maps. A table the
+    /// proxy knows (or that does not exist yet) is filled in stages, its elements parsed side by
+    /// side; otherwise, or when a stage fails, the table is replaced in one transaction.
+    async fn write_table(&self, applied: &Applied, entries: &BTreeMap<ServiceKey, (ServiceEntry, Rendered)>) -> Result<u32, ApplyError> {
+        let table = self.ctx.table_ref();
+        let existing = if applied.known {
+            Some(Some(render::Existing {
+                generation: applied.generation,
+                chains: applied
+                    .count_chains
+                    .iter()
+                    .map(|cc| render::count_chain(&self.ctx, *cc).name)
+                    .chain(applied.entries.values().flat_map(|(_, r)| r.chains.iter().map(|c| c.name.clone())))
+                    .collect(),
+                sticky: applied.entries.values().flat_map(|(_, r)| r.sticky.iter().map(|m| m.name.clone())).collect(),
+            }))
+        } else {
+            match self.nft.run(&format!("list tables {}", self.ctx.family.nft())).await {
+                Ok(listing) if !listing.lines().any(|l| l.trim() == format!("table {table}")) => Some(None),
+                _ => None, // there, in a state the proxy does not know
+            }
+        };
+        if let Some(existing) = existing {
+            let generation = existing.as_ref().map_or(0, |e| self.ctx.at(e.generation).next_generation());
+            let ctx = self.ctx.at(generation);
+            let staged = render::staged(&ctx, existing.as_ref(), entries.values().map(|(_, r)| r), self.nft.contexts());
+            tracing::debug!(%table, service_ports = entries.len(), elements = staged.counts.elements, "applying full sync in stages");
+            let result = async {
+                self.nft.apply(&staged.declare).await?;
+                self.nft.apply_all(&staged.elements).await?;
+                self.nft.apply(&staged.switch).await
+            }
+            .await;
+            match result {
+                Ok(()) => return Ok(generation),
+                Err(e) => tracing::warn!(%table, error = %e, "staged full sync failed; replacing the whole table instead"),
+            }
+        }
+        let ctx = self.ctx.at(0);
+        let (script, counts) = render::full_from_rendered(&ctx, entries.values().map(|(_, r)| r));
+        tracing::debug!(%table, service_ports = entries.len(), elements = counts.elements, "applying full sync as one transaction");
+        self.nft.apply(&script).await?;
+        Ok(0)
     }
 
     fn totals(&self, applied: &Applied) -> (usize, usize) {

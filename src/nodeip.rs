@@ -29,7 +29,7 @@ fn any_global_ipv6(table: &str) -> bool {
 }
 
 /// The interface of the first default route (destination 0.0.0.0, mask 0) in /proc/net/route.
-fn default_route_interface(routes: &str) -> Option<String> {
+pub fn default_route_interface(routes: &str) -> Option<String> {
     routes.lines().skip(1).find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         (fields.len() > 7 && fields[1] == "00000000" && fields[7] == "00000000").then(|| fields[0].to_string())
@@ -56,5 +56,14 @@ mod tests {
         let global = "fd000000000000000000000000000002 04 40 00 80     eth0\n";
         assert!(!any_global_ipv6(&format!("{lo}{link}")));
         assert!(any_global_ipv6(&format!("{lo}{link}{global}")));
+    }
+
+    #[test]
+    fn the_default_route_names_its_interface_with_the_full_columns() {
+        let route = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                     eth1\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                     eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
+        assert_eq!(default_route_interface(route).as_deref(), Some("eth0"));
+        assert_eq!(default_route_interface("Iface\tDestination\n"), None);
     }
 }

@@ -146,7 +146,7 @@ impl Collector {
         let read_proc = |file: &str| std::fs::read_to_string(self.proc_root.join(file)).unwrap_or_default();
         let capacity = crate::machine::parse::meminfo_bytes(&read_proc("meminfo"), "MemTotal");
         let (cpu, memory) = self.cgroup("/", capacity, at, time, seen);
-        let default_iface = procfs::default_route_interface(&read_proc("net/route"));
+        let default_iface = crate::nodeip::default_route_interface(&read_proc("net/route"));
         let interfaces: Vec<_> = procfs::parse_net_dev(&read_proc("net/dev")).into_iter().filter(|i| !is_pod_side(&i.name)).collect();
         let start = procfs::boot_time(&read_proc("stat")).map(|s| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s)).unwrap_or(at);
         NodeStats {

@@ -31,14 +31,6 @@ pub fn parse_net_dev(text: &str) -> Vec<InterfaceCounters> {
         .collect()
 }
 
-/// The interface of the IPv4 default route in /proc/net/route.
-pub fn default_route_interface(text: &str) -> Option<String> {
-    text.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        (fields.len() >= 8 && fields[1] == "00000000" && fields[7] == "00000000").then(|| fields[0].to_string())
-    })
-}
-
 /// The boot time (seconds since the epoch) from /proc/stat's btime line.
 pub fn boot_time(proc_stat: &str) -> Option<u64> {
     proc_stat.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
@@ -62,15 +54,6 @@ nodelet0:100 2 0 0 0 0 0 0 200 3 0 0 0 0 0 0
         assert_eq!(ifaces.len(), 2, "{ifaces:?}");
         assert_eq!(ifaces[0], InterfaceCounters { name: "eth0".into(), rx_bytes: 151_641_188, rx_errors: 3, tx_bytes: 290_485, tx_errors: 4 });
         assert_eq!((ifaces[1].name.as_str(), ifaces[1].rx_bytes, ifaces[1].tx_bytes), ("nodelet0", 100, 200));
-    }
-
-    #[test]
-    fn the_default_route_names_its_interface() {
-        let route = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-                     eth1\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
-                     eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
-        assert_eq!(default_route_interface(route).as_deref(), Some("eth0"));
-        assert_eq!(default_route_interface("Iface\tDestination\n"), None);
     }
 
     #[test]

@@ -141,6 +141,13 @@ impl Applied {
     }
 }
 
+/// The kernel's table as a full sync finds it.
+enum TableState {
+    Known(render::Existing),
+    Absent,
+    Unknown,
+}
+
 /// The service proxy. Feed it objects from the watch; `run` applies them.
 pub struct Proxier {
     ctx: Context,
@@ -481,42 +488,53 @@ impl Proxier {
     /// side; otherwise, or when a stage fails, the table is replaced in one transaction.
     async fn write_table(&self, applied: &Applied, entries: &BTreeMap<ServiceKey, (ServiceEntry, Rendered)>) -> Result<u32, ApplyError> {
         let table = self.ctx.table_ref();
-        let existing = if applied.known {
-            Some(Some(render::Existing {
-                generation: applied.generation,
-                chains: applied
-                    .count_chains
-                    .iter()
-                    .map(|cc| render::count_chain(&self.ctx, *cc).name)
-                    .chain(applied.entries.values().flat_map(|(_, r)| r.chains.iter().map(|c| c.name.clone())))
-                    .collect(),
-                sticky: applied.entries.values().flat_map(|(_, r)| r.sticky.iter().map(|m| m.name.clone())).collect(),
-            }))
-        } else {
-            match self.nft.run(&format!("list tables {}", self.ctx.family.nft())).await {
-                Ok(listing) if !listing.lines().any(|l| l.trim() == format!("table {table}")) => Some(None),
-                _ => None, // there, in a state the proxy does not know
-            }
+        let existing = match self.table_state(applied).await {
+            TableState::Known(existing) => Some(existing),
+            TableState::Absent => None,
+            TableState::Unknown => return self.replace_table(entries).await,
         };
-        if let Some(existing) = existing {
-            let generation = existing.as_ref().map_or(0, |e| self.ctx.at(e.generation).next_generation());
-            let ctx = self.ctx.at(generation);
-            let staged = render::staged(&ctx, existing.as_ref(), entries.values().map(|(_, r)| r), self.nft.contexts());
-            tracing::debug!(%table, service_ports = entries.len(), elements = staged.counts.elements, "applying full sync in stages");
-            let result = async {
-                self.nft.apply(&staged.declare).await?;
-                self.nft.apply_all(&staged.elements).await?;
-                self.nft.apply(&staged.switch).await
-            }
-            .await;
-            match result {
-                Ok(()) => return Ok(generation),
-                Err(e) => tracing::warn!(%table, error = %e, "staged full sync failed; replacing the whole table instead"),
+        let generation = existing.as_ref().map_or(0, render::Existing::next_generation);
+        let ctx = self.ctx.at(generation);
+        let staged = render::staged(&ctx, existing.as_ref(), entries.values().map(|(_, r)| r), self.nft.contexts());
+        tracing::debug!(%table, service_ports = entries.len(), elements = staged.counts.elements, "applying full sync in stages");
+        let result = async {
+            self.nft.apply(&staged.declare).await?;
+            self.nft.apply_all(&staged.elements).await?;
+            self.nft.apply(&staged.switch).await
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(generation),
+            Err(e) => {
+                tracing::warn!(%table, error = %e, "staged full sync failed; replacing the whole table instead");
+                self.replace_table(entries).await
             }
         }
-        let ctx = self.ctx.at(0);
-        let (script, counts) = render::full_from_rendered(&ctx, entries.values().map(|(_, r)| r));
-        tracing::debug!(%table, service_ports = entries.len(), elements = counts.elements, "applying full sync as one transaction");
+    }
+
+    /// What the kernel's table is to the proxy: known from the last sync, absent (a cheap
+    /// listing of the family's tables tells), or there in a state it does not know.
+    async fn table_state(&self, applied: &Applied) -> TableState {
+        if applied.known {
+            let count_chains = applied.count_chains.iter().map(|(path, proto, n)| render::count_chain_name(*path, *proto, *n));
+            let own_chains = applied.entries.values().flat_map(|(_, r)| r.chains.iter().map(|c| c.name.clone()));
+            return TableState::Known(render::Existing {
+                generation: applied.generation,
+                chains: count_chains.chain(own_chains).collect(),
+                sticky: applied.entries.values().flat_map(|(_, r)| r.sticky.iter().map(|m| m.name.clone())).collect(),
+            });
+        }
+        let line = format!("table {}", self.ctx.table_ref());
+        match self.nft.run(&format!("list tables {}", self.ctx.family.nft())).await {
+            Ok(listing) if !listing.lines().any(|l| l.trim() == line) => TableState::Absent,
+            _ => TableState::Unknown,
+        }
+    }
+
+    /// Replaces the table in one transaction, at generation 0.
+    async fn replace_table(&self, entries: &BTreeMap<ServiceKey, (ServiceEntry, Rendered)>) -> Result<u32, ApplyError> {
+        let (script, counts) = render::full_from_rendered(&self.ctx.at(0), entries.values().map(|(_, r)| r));
+        tracing::debug!(table = %self.ctx.table_ref(), service_ports = entries.len(), elements = counts.elements, "applying full sync as one transaction");
         self.nft.apply(&script).await?;
         Ok(0)
     }

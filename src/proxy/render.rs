@@ -76,11 +76,6 @@ impl Context {
     pub fn at(&self, generation: u32) -> Context {
         Context { generation, ..self.clone() }
     }
-
-    /// The generation a full sync fills next.
-    pub fn next_generation(&self) -> u32 {
-        1 - self.generation.min(1)
-    }
 }
 
 /// How a frontend's traffic is handled: which endpoints, which backend map, masquerade or not.
@@ -238,7 +233,8 @@ pub fn count_chain(ctx: &Context, (path, proto, n): CountChain) -> Chain {
     Chain { name: count_chain_name(path, proto, n), comment: None, rules }
 }
 
-fn count_chain_name(path: Path, proto: Protocol, n: usize) -> String {
+/// The name of a shared count chain, e.g. `cluster_tcp_3`.
+pub fn count_chain_name(path: Path, proto: Protocol, n: usize) -> String {
     format!("{}_{}_{n}", path.name(), proto.nft())
 }
 
@@ -633,6 +629,13 @@ pub struct Existing {
     pub generation: u32,
     pub chains: BTreeSet<String>,
     pub sticky: BTreeSet<String>,
+}
+
+impl Existing {
+    /// The generation a full sync fills next: the other one.
+    pub fn next_generation(&self) -> u32 {
+        1 - self.generation.min(1)
+    }
 }
 
 /// A full sync in three steps, each one transaction. `declare` adds the maps of `ctx`'s

@@ -43,12 +43,20 @@ impl Health {
                 (Err(e), _) => out += &format!("[-]{name} failed: {e}\n"),
             }
         }
-        let idle = Duration::from_millis(now_ms().saturating_sub(self.last_sync_loop_ms.load(Ordering::Relaxed)));
-        let loop_ok = idle <= self.sync_loop_deadline;
-        out += &if loop_ok { "[+]syncloop ok\n".to_string() } else { format!("[-]syncloop failed: not run for {}s\n", idle.as_secs()) };
-        let ok = self.report().is_ok();
+        let stalled = self.sync_loop_stalled_secs();
+        out += &match stalled {
+            None => "[+]syncloop ok\n".to_string(),
+            Some(secs) => format!("[-]syncloop failed: not run for {secs}s\n"),
+        };
+        let ok = stalled.is_none() && self.checks.read().expect("health poisoned").values().all(Result::is_ok);
         out += if ok { "healthz check passed\n" } else { "healthz check failed\n" };
         (ok, out)
+    }
+
+    /// How long the sync loop has not run, when that is past its deadline.
+    fn sync_loop_stalled_secs(&self) -> Option<u64> {
+        let idle = Duration::from_millis(now_ms().saturating_sub(self.last_sync_loop_ms.load(Ordering::Relaxed)));
+        (idle > self.sync_loop_deadline).then_some(idle.as_secs())
     }
 
     pub fn sync_loop_ran(&self) {
@@ -64,9 +72,8 @@ impl Health {
             .iter()
             .filter_map(|(name, result)| result.as_ref().err().map(|e| format!("{name}: {e}")))
             .collect();
-        let idle = Duration::from_millis(now_ms().saturating_sub(self.last_sync_loop_ms.load(Ordering::Relaxed)));
-        if idle > self.sync_loop_deadline {
-            failures.push(format!("syncloop: the sync loop has not run for {}s", idle.as_secs()));
+        if let Some(secs) = self.sync_loop_stalled_secs() {
+            failures.push(format!("syncloop: the sync loop has not run for {secs}s"));
         }
         if failures.is_empty() { Ok(()) } else { Err(failures) }
     }

@@ -139,21 +139,13 @@ impl Context {
         // (nftables/libnftables.h) and stay valid while `_library` is held.
         unsafe {
             let library = libloading::Library::new(LIBRARY).map_err(|e| format!("loading {LIBRARY} (package libnftables1): {e}"))?;
-            let symbol = |name: &str| format!("{LIBRARY}: {name}");
-            let new: CtxNew = *library.get::<CtxNew>(b"nft_ctx_new\0").map_err(|e| format!("{}: {e}", symbol("nft_ctx_new")))?;
-            let free: CtxFree = *library.get::<CtxFree>(b"nft_ctx_free\0").map_err(|e| format!("{}: {e}", symbol("nft_ctx_free")))?;
-            let buffer_output: CtxBuffer =
-                *library.get::<CtxBuffer>(b"nft_ctx_buffer_output\0").map_err(|e| format!("{}: {e}", symbol("nft_ctx_buffer_output")))?;
-            let buffer_error: CtxBuffer =
-                *library.get::<CtxBuffer>(b"nft_ctx_buffer_error\0").map_err(|e| format!("{}: {e}", symbol("nft_ctx_buffer_error")))?;
-            let get_output: CtxGetBuffer = *library
-                .get::<CtxGetBuffer>(b"nft_ctx_get_output_buffer\0")
-                .map_err(|e| format!("{}: {e}", symbol("nft_ctx_get_output_buffer")))?;
-            let get_error: CtxGetBuffer =
-                *library.get::<CtxGetBuffer>(b"nft_ctx_get_error_buffer\0").map_err(|e| format!("{}: {e}", symbol("nft_ctx_get_error_buffer")))?;
-            let run_from_file: RunFromFile = *library
-                .get::<RunFromFile>(b"nft_run_cmd_from_filename\0")
-                .map_err(|e| format!("{}: {e}", symbol("nft_run_cmd_from_filename")))?;
+            let new: CtxNew = symbol(&library, "nft_ctx_new")?;
+            let free: CtxFree = symbol(&library, "nft_ctx_free")?;
+            let buffer_output: CtxBuffer = symbol(&library, "nft_ctx_buffer_output")?;
+            let buffer_error: CtxBuffer = symbol(&library, "nft_ctx_buffer_error")?;
+            let get_output: CtxGetBuffer = symbol(&library, "nft_ctx_get_output_buffer")?;
+            let get_error: CtxGetBuffer = symbol(&library, "nft_ctx_get_error_buffer")?;
+            let run_from_file: RunFromFile = symbol(&library, "nft_run_cmd_from_filename")?;
             let ctx = new(0);
             if ctx.is_null() {
                 return Err("nft_ctx_new failed".into());
@@ -195,6 +187,17 @@ impl Drop for Context {
         // SAFETY: the context is not used after this.
         unsafe { (self.free)(self.ctx) };
     }
+}
+
+/// A function of the library, by name.
+///
+/// # Safety
+/// `T` must be the function's type as the library's header declares it.
+unsafe fn symbol<T: Copy>(library: &libloading::Library, name: &str) -> Result<T, String> {
+    let mut c_name = name.as_bytes().to_vec();
+    c_name.push(0);
+    // SAFETY: the caller vouches for T.
+    unsafe { library.get::<T>(&c_name) }.map(|f| *f).map_err(|e| format!("{LIBRARY}: {name}: {e}"))
 }
 
 fn c_text(p: *const c_char) -> String {

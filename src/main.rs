@@ -65,8 +65,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         start_proxy(client.clone(), &config, health.clone())?;
     }
     let store = PodStore::default();
-    let stats = (!config.proxy_only)
-        .then(|| Arc::new(nodelet::stats::Collector::new(runtime::Cri::new(&config.runtime_socket), store.clone(), ctx.clone(), config.root_dir.clone())));
+    // the one runtime client (it connects on first use), shared by every part
+    let cri = runtime::Cri::new(&config.runtime_socket);
+    let stats = (!config.proxy_only).then(|| Arc::new(nodelet::stats::Collector::new(cri.clone(), store.clone(), ctx.clone(), config.root_dir.clone())));
     let server_state = server::ReadOnly {
         health: health.clone(),
         pods: store.clone(),
@@ -97,7 +98,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             authentication_webhook: config.authentication_token_webhook,
             authorization_mode: if config.authorization_webhook { nodelet::secure::AuthorizationMode::Webhook } else { nodelet::secure::AuthorizationMode::AlwaysAllow },
             pod_logs_dir: config.pod_logs_dir.clone(),
-            cri: Some(runtime::Cri::new(&config.runtime_socket)),
+            cri: Some(cri.clone()),
         };
         let secure = nodelet::secure::bind(settings, server_state, client.clone()).await?;
         tokio::spawn(async move {
@@ -126,7 +127,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     install.install()?;
 
-    let cri = runtime::Cri::new(&config.runtime_socket);
     tokio::spawn(health::watch_runtime(cri.clone(), health.clone(), Duration::from_secs(5)));
     tokio::spawn(prepull_sandbox_image(cri.clone(), config.pod_infra_container_image.clone()));
     let exits = runtime::events::spawn_exit_watcher(cri.channel());

@@ -107,7 +107,7 @@ fn a_deleted_pod_is_stopped_gracefully_and_removed() {
         "spec": {"terminationGracePeriodSeconds": 30, "containers": [{"name": "main", "image": BUSYBOX,
             "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]}]}
     }));
-    e2e.wait_pod("polite", "Running", |p| p["status"]["phase"] == "Running");
+    e2e.wait_running("polite");
     let started = std::time::Instant::now();
     e2e.delete_pod("polite", Some(30));
     e2e.wait_pod_gone("polite", Duration::from_secs(25));
@@ -121,11 +121,11 @@ fn a_restarted_nodelet_adopts_api_pods() {
     let mut e2e = E2e::start("adopt", &[]);
     e2e.wait_node_ready();
     e2e.create_pod(sleeping_pod("keep"));
-    let before = e2e.wait_pod("keep", "Running", |p| p["status"]["phase"] == "Running")["status"]["containerStatuses"][0].clone();
+    let before = e2e.wait_running("keep")["status"]["containerStatuses"][0].clone();
     e2e.node.kill9();
     e2e.node.spawn();
     std::thread::sleep(Duration::from_secs(2));
-    let after = e2e.wait_pod("keep", "Running", |p| p["status"]["phase"] == "Running")["status"]["containerStatuses"][0].clone();
+    let after = e2e.wait_running("keep")["status"]["containerStatuses"][0].clone();
     assert_eq!(after["containerID"], before["containerID"]);
     assert_eq!(after["restartCount"], 0);
 }
@@ -139,7 +139,7 @@ fn pods_keep_running_through_an_apiserver_outage() {
     }
     e2e.wait_node_ready();
     e2e.create_pod(sleeping_pod("steady"));
-    let before = e2e.wait_pod("steady", "Running", |p| p["status"]["phase"] == "Running")["status"]["containerStatuses"][0]["containerID"].clone();
+    let before = e2e.wait_running("steady")["status"]["containerStatuses"][0]["containerID"].clone();
     let (sandboxes, _) = e2e.node.runtime_objects();
     e2e.stop_apiserver();
     std::thread::sleep(Duration::from_secs(5));
@@ -148,7 +148,7 @@ fn pods_keep_running_through_an_apiserver_outage() {
     e2e.start_apiserver();
     let first = e2e.lease_renew_time();
     eventually("the lease to be renewed after the outage", Duration::from_secs(30), || e2e.lease_renew_time() != first);
-    let after = e2e.wait_pod("steady", "Running", |p| p["status"]["phase"] == "Running")["status"]["containerStatuses"][0]["containerID"].clone();
+    let after = e2e.wait_running("steady")["status"]["containerStatuses"][0]["containerID"].clone();
     assert_eq!(before, after);
 }
 
@@ -177,7 +177,7 @@ fn pods_get_env_from_configmaps_secrets_and_services_and_the_service_account_vol
             ]
         }]}
     }));
-    let pod = e2e.wait_pod("env", "Running", |p| p["status"]["phase"] == "Running");
+    let pod = e2e.wait_running("env");
     let volumes = pod["spec"]["volumes"].as_array().unwrap();
     assert!(volumes.iter().any(|v| v["name"].as_str().unwrap().starts_with("kube-api-access-")), "the apiserver added no token volume: {volumes:?}");
     eventually("the container's report", Duration::from_secs(10), || e2e.container_log(&pod, "main").contains("hosts=yes"));
@@ -268,7 +268,7 @@ fn services_reach_their_endpoints_through_cluster_ip_and_node_port() {
             "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX,
                 "command": ["sh", "-c", format!("mkdir -p /www && echo {name} > /www/index.html && exec httpd -f -p 8080 -h /www")]}]}
         }));
-        ips.push(e2e.wait_pod(name, "Running", |p| p["status"]["phase"] == "Running")["status"]["podIP"].as_str().unwrap().to_string());
+        ips.push(e2e.wait_running(name)["status"]["podIP"].as_str().unwrap().to_string());
     }
     // No selector: the test writes the EndpointSlice itself, so no controller is needed.
     let mut service = json!({
@@ -352,7 +352,7 @@ fn a_pod_deleted_while_nodelet_was_down_is_cleaned_up_when_it_returns() {
     let mut e2e = E2e::start("downdelete", &[]);
     e2e.wait_node_ready();
     e2e.create_pod(sleeping_pod("gone"));
-    e2e.wait_pod("gone", "Running", |p| p["status"]["phase"] == "Running");
+    e2e.wait_running("gone");
     e2e.node.kill9();
     // Bound to a node, the pod only gets a deletionTimestamp: the node must finish the job.
     e2e.delete_pod("gone", Some(1));
@@ -407,7 +407,7 @@ fn kubectl_exec_passes_stdin_output_and_the_exit_code() {
     let kubectl = e2e.kubectl();
     e2e.wait_node_ready();
     e2e.create_pod(sleeping_pod("shell"));
-    e2e.wait_pod("shell", "Running", |p| p["status"]["phase"] == "Running");
+    e2e.wait_running("shell");
     let echoed = kubectl.run(&["exec", "-i", "shell", "--", "cat"], b"through the apiserver\n");
     assert!(echoed.status.success(), "{echoed:?}");
     assert_eq!(String::from_utf8_lossy(&echoed.stdout), "through the apiserver\n");
@@ -430,7 +430,7 @@ fn kubectl_attach_streams_the_containers_output() {
         "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX,
             "command": ["sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"]}]}
     }));
-    e2e.wait_pod("ticker", "Running", |p| p["status"]["phase"] == "Running");
+    e2e.wait_running("ticker");
     let mut attach = kubectl.spawn(&["attach", "ticker"]);
     attach.wait_line("a tick from the attached container", Duration::from_secs(30), |l| l.starts_with("tick "));
 }
@@ -445,7 +445,7 @@ fn kubectl_port_forward_reaches_a_pod_port() {
         "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX,
             "command": ["sh", "-c", "mkdir -p /www && echo forwarded > /www/index.html && httpd -p 8080 -h /www && echo serving; exec sleep 3600"]}]}
     }));
-    e2e.wait_pod("web", "Running", |p| p["status"]["phase"] == "Running");
+    e2e.wait_running("web");
     // kubectl port-forward ends at the first refused connection: start once httpd listens.
     eventually("httpd to listen", Duration::from_secs(20), || kubectl.ok(&["logs", "web"]).contains("serving"));
     let mut forward = kubectl.spawn(&["port-forward", "--address", "127.0.0.1", "pod/web", ":8080"]);

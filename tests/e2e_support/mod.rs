@@ -288,6 +288,11 @@ impl E2e {
         }
     }
 
+    /// Waits for the pod's phase to be Running.
+    pub fn wait_running(&self, name: &str) -> Value {
+        self.wait_pod(name, "Running", |p| p["status"]["phase"] == "Running")
+    }
+
     pub fn delete_pod(&self, name: &str, grace: Option<i64>) {
         let params = DeleteParams { grace_period_seconds: grace.map(|g| g as u32), ..Default::default() };
         self.rt.block_on(self.pods().delete(name, &params)).unwrap();

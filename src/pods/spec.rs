@@ -6,7 +6,7 @@ use super::labels;
 use super::quantity;
 use super::status::qos_class;
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, Volume};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -266,6 +266,16 @@ pub fn container_env(
 /// Host paths of the pod's volumes, by volume name.
 pub type VolumePaths = HashMap<String, PathBuf>;
 
+/// The host paths prepared for a container's subPath mounts (bind mounts of the resolved
+/// subPath), by the mount's index in its volumeMounts.
+pub type SubPaths = HashMap<usize, PathBuf>;
+
+/// Volumes whose files nodelet writes (configMap, secret, downwardAPI, projected) reach the
+/// container read-only whatever the volumeMount says, so it cannot repoint their `..data` link.
+pub fn mounted_read_only(volume: &Volume) -> bool {
+    volume.config_map.is_some() || volume.secret.is_some() || volume.downward_api.is_some() || volume.projected.is_some()
+}
+
 /// Where each volume lives on the host, by the kubelet's layout; kinds nodelet cannot provide
 /// are refused with the volume's name.
 pub fn volume_paths(ctx: &NodeContext, pod: &Pod) -> Result<VolumePaths, String> {
@@ -298,6 +308,8 @@ pub struct ContainerInput<'a> {
     pub attempt: u32,
     pub env: Vec<(String, String)>,
     pub volumes: &'a VolumePaths,
+    /// The bind mounts prepared for the container's subPath mounts (`volumes::subpath::prepare`).
+    pub sub_paths: &'a SubPaths,
     /// The pod's managed /etc/hosts file, mounted unless the container mounts its own.
     pub etc_hosts: Option<PathBuf>,
 }
@@ -338,17 +350,21 @@ pub fn container_config(ctx: &NodeContext, input: &ContainerInput) -> Result<cri
         (labels::TERMINATION_MESSAGE_PATH.to_string(), c.termination_message_path.clone().unwrap_or_default()),
     ]);
     let mut mounts = Vec::new();
-    for m in c.volume_mounts.iter().flatten() {
+    let pod_volumes = spec(pod).volumes.unwrap_or_default();
+    for (index, m) in c.volume_mounts.iter().flatten().enumerate() {
         let host = input.volumes.get(&m.name).ok_or_else(|| format!("volumeMount {:?}: no volume of that name in the pod", m.name))?;
-        let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            Some(sub) if sub.split('/').any(|part| part == "..") => return Err(format!("volumeMount {:?}: subPath must not contain '..'", m.name)),
-            Some(sub) => host.join(sub),
-            None => host.clone(),
+        let has_sub_path = m.sub_path.as_deref().is_some_and(|s| !s.is_empty()) || m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty());
+        // A subPath is never joined here: only its resolved bind mount may reach CRI.
+        let host = match input.sub_paths.get(&index) {
+            Some(prepared) => prepared,
+            None if has_sub_path => return Err(format!("volumeMount {:?}: its subPath was not prepared", m.name)),
+            None => host,
         };
+        let forced = pod_volumes.iter().any(|v| v.name == m.name && mounted_read_only(v));
         mounts.push(cri::Mount {
             container_path: m.mount_path.clone(),
             host_path: host.to_string_lossy().into_owned(),
-            readonly: m.read_only.unwrap_or(false),
+            readonly: m.read_only.unwrap_or(false) || forced,
             ..Default::default()
         });
     }
@@ -508,7 +524,7 @@ mod tests {
         let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k != "FROM" && k != "WEB_SERVICE_HOST").collect();
         assert_eq!(env[1], ("GREETING".to_string(), "hello world".to_string()));
         let vols = VolumePaths::new();
-        let cfg = container_config(&ctx(), &ContainerInput { pod: &pod, container: c, attempt: 3, env, volumes: &vols, etc_hosts: None }).unwrap();
+        let cfg = container_config(&ctx(), &ContainerInput { pod: &pod, container: c, attempt: 3, env, volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: None }).unwrap();
         assert_eq!(cfg.command, vec!["sh", "-c"]);
         assert_eq!(cfg.args, vec!["echo hello world $(MISSING)"]);
         assert_eq!(cfg.working_dir, "/tmp");
@@ -534,10 +550,28 @@ mod tests {
         ));
         let vols = volume_paths(&ctx(), &pod).unwrap();
         let c = &pod.spec.as_ref().unwrap().containers[0];
-        let cfg = container_config(&ctx(), &ContainerInput { pod: &pod, container: c, attempt: 0, env: vec![], volumes: &vols, etc_hosts: Some("/p/etc-hosts".into()) }).unwrap();
+        let cfg = container_config(&ctx(), &ContainerInput { pod: &pod, container: c, attempt: 0, env: vec![], volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: Some("/p/etc-hosts".into()) }).unwrap();
         assert!(cfg.mounts[0].host_path.ends_with("/volumes/kubernetes.io~empty-dir/scratch"));
         assert_eq!((cfg.mounts[1].host_path.as_str(), cfg.mounts[1].readonly), ("/srv", true));
         assert_eq!((cfg.mounts[2].container_path.as_str(), cfg.mounts[2].host_path.as_str()), ("/etc/hosts", "/p/etc-hosts"));
+    }
+
+    #[test]
+    fn written_volumes_are_read_only_and_sub_paths_only_through_their_bind_mount() {
+        let pod = pod(concat!(
+            "  volumes: [{name: info, downwardAPI: {items: [{path: n, fieldRef: {fieldPath: metadata.name}}]}}, {name: scratch, emptyDir: {}}]\n",
+            "  containers: [{name: c, image: i, volumeMounts: [{name: info, mountPath: /i, readOnly: false}, {name: scratch, mountPath: /s, subPath: escape}]}]\n",
+        ));
+        let vols = volume_paths(&ctx(), &pod).unwrap();
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        let input = |sub_paths| ContainerInput { pod: &pod, container: c, attempt: 0, env: vec![], volumes: &vols, sub_paths, etc_hosts: None };
+        let none = SubPaths::new();
+        let err = container_config(&ctx(), &input(&none)).unwrap_err();
+        assert!(err.contains("\"scratch\"") && err.contains("not prepared"), "{err}");
+        let prepared = SubPaths::from([(1, PathBuf::from("/p/volume-subpaths/scratch/c/1"))]);
+        let cfg = container_config(&ctx(), &input(&prepared)).unwrap();
+        assert!(cfg.mounts[0].readonly, "a downwardAPI volume is read-only even when the mount says otherwise");
+        assert_eq!((cfg.mounts[1].host_path.as_str(), cfg.mounts[1].readonly), ("/p/volume-subpaths/scratch/c/1", false));
     }
 
     #[test]

@@ -287,6 +287,8 @@ impl Worker {
         for dir in [spec::log_directory(ctx, &self.pod), spec::pod_data_dir(ctx, &self.pod)] {
             tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("pod {}: creating {}: {e}", self.pod_ref(), dir.display()))?;
         }
+        // The pod's volumes (its secrets among them) are no business of other local users.
+        crate::volumes::private_dir(&spec::pod_data_dir(ctx, &self.pod)).await.map_err(|e| format!("pod {}: {e}", self.pod_ref()))?;
         let started = std::time::Instant::now();
         let id = self.deps.cri.run_sandbox(config).await.map_err(|e| e.to_string())?;
         tracing::info!(pod = %self.pod_ref(), sandbox = %id, attempt, elapsed = ?started.elapsed(), "sandbox ready");
@@ -349,8 +351,12 @@ impl Worker {
         })
         .map_err(config_error)?;
         let volumes = spec::volume_paths(ctx, &self.pod).map_err(config_error)?;
+        let sub_paths = {
+            let (pod_dir, container, env, volumes) = (spec::pod_data_dir(ctx, &self.pod), c.clone(), env.clone(), volumes.clone());
+            tokio::task::spawn_blocking(move || crate::volumes::subpath::prepare(&pod_dir, &container, &env, &volumes)).await.map_err(|e| config_error(e.to_string()))?.map_err(config_error)?
+        };
         let etc_hosts = self.write_etc_hosts(pod_ip).await.map_err(config_error)?;
-        let input = spec::ContainerInput { pod: &self.pod, container: c, attempt: start.attempt, env, volumes: &volumes, etc_hosts };
+        let input = spec::ContainerInput { pod: &self.pod, container: c, attempt: start.attempt, env, volumes: &volumes, sub_paths: &sub_paths, etc_hosts };
         let config = spec::container_config(ctx, &input).map_err(config_error)?;
         let sandbox = spec::sandbox_config(ctx, &self.pod, sandbox_attempt);
         let id = self.deps.cri.create_container(sandbox_id, config, sandbox).await.map_err(|e| ("CreateContainerError", e.to_string()))?;
@@ -448,13 +454,14 @@ pub async fn remove_orphan(cri: &Cri, sandbox_id: &str, grace: Duration) -> Resu
     cri.remove_sandbox(sandbox_id).await
 }
 
-/// Deletes the pod's log and data directories and its (now empty) cgroups.
+/// Deletes the pod's log and data directories (unmounting what is mounted under them first,
+/// never following a symlink or crossing into another file system) and its (now empty) cgroups.
 pub async fn remove_pod_leftovers(ctx: &NodeContext, pod: &Pod) {
     for dir in [spec::log_directory(ctx, pod), spec::pod_data_dir(ctx, pod)] {
-        if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(pod = %spec::pod_ref(pod), dir = %dir.display(), error = %e, "could not remove pod directory");
-            }
+        let target = dir.clone();
+        let removed = tokio::task::spawn_blocking(move || crate::volumes::mounts::remove_pod_dir(&target)).await.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        if let Err(e) = removed {
+            tracing::warn!(pod = %spec::pod_ref(pod), dir = %dir.display(), error = %e, "could not remove pod directory");
         }
     }
     crate::cgroups::remove_pod_cgroup(&spec::pod_cgroup(ctx, pod));

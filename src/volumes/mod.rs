@@ -4,6 +4,8 @@
 //! token refreshed before it expires).
 
 pub mod atomic;
+pub mod mounts;
+pub mod subpath;
 
 use crate::pods::spec::{self, NodeContext, VolumePaths};
 use atomic::{check_relative, write_atomically, FileContent};
@@ -38,7 +40,17 @@ pub async fn prepare(ctx: &NodeContext, pod: &Pod, api: Option<&kube::Client>) -
             }
             Content::Files(files, refresh) => {
                 let target = dir.clone();
-                tokio::task::spawn_blocking(move || write_atomically(&target, &files))
+                for parent in [volumes_dir(ctx, pod), dir.parent().map(PathBuf::from).unwrap_or_default()] {
+                    private_dir(&parent).await.map_err(|e| format!("volume {:?}: {e}", volume.name))?;
+                }
+                let in_memory = on_tmpfs(volume);
+                let fs_group = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|sc| sc.fs_group).map(|g| g as u32);
+                tokio::task::spawn_blocking(move || {
+                    if in_memory {
+                        mounts::ensure_tmpfs(&target)?;
+                    }
+                    write_atomically(&target, &files, fs_group)
+                })
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| format!("volume {:?}: writing {}: {e}", volume.name, dir.display()))?;
@@ -178,6 +190,20 @@ async fn request_token(client: &kube::Client, pod: &Pod, audience: Option<String
     let life = expires.duration_since(now).unwrap_or_default();
     let renew = now + (life.mul_f64(0.8)).min(Duration::from_secs(24 * 3600));
     Ok((status.token, renew))
+}
+
+/// Secrets, and projected volumes (which carry the service account token), live in memory
+/// only: a tmpfs at the volume's directory, as the kubelet keeps them.
+pub fn on_tmpfs(volume: &Volume) -> bool {
+    volume.secret.is_some() || volume.projected.is_some()
+}
+
+/// Makes `dir` (and what is missing above it) and closes it to other users: 0750, as the
+/// kubelet keeps pod directories.
+pub async fn private_dir(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    tokio::fs::create_dir_all(dir).await.map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750)).await.map_err(|e| format!("setting the mode of {}: {e}", dir.display()))
 }
 
 /// Where a pod's nodelet-written volumes live (for clean-up and tests).

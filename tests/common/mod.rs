@@ -235,7 +235,11 @@ impl Drop for Node {
                 }
             }
         });
-        // Logs and volumes of the test's pods live under its directory, removed with it.
+        // Logs and volumes of the test's pods live under its directory, removed with it, once
+        // what nodelet mounted there (tmpfs volumes, subPath binds) is unmounted.
+        if let Err(e) = nodelet::volumes::mounts::unmount_under(self.dir.path()) {
+            eprintln!("unmounting under {}: {e}", self.dir.path().display());
+        }
     }
 }
 

@@ -28,6 +28,7 @@ pub struct Prepared {
 /// Creates or refreshes every volume of the pod. Errors name the volume and the cause.
 pub async fn prepare(ctx: &NodeContext, pod: &Pod, api: Option<&kube::Client>) -> Result<Prepared, String> {
     let paths = spec::volume_paths(ctx, pod)?;
+    private_dir(&spec::pod_data_dir(ctx, pod)).await?;
     let mut refresh_at: Option<SystemTime> = None;
     for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         let dir = paths.get(&volume.name).cloned().expect("volume_paths covers every volume");

@@ -65,6 +65,22 @@ fn seccomp_runtime_default_confines_the_container_and_unset_leaves_it_unconfined
 }
 
 #[test]
+fn a_localhost_profile_comes_from_the_seccomp_dir_and_privileged_containers_run() {
+    let node = Node::start("seccomplocal", &[]);
+    let profiles = node.dir.path().join("root/seccomp/profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(profiles.join("allow.json"), r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#).unwrap();
+    let script = "grep Seccomp: /proc/self/status; exec sleep 3600";
+    node.write_manifest("local.yaml", &pod("local", "{}", "{seccompProfile: {type: Localhost, localhostProfile: profiles/allow.json}}", script));
+    // containerd refuses a privileged container in a sandbox that is not privileged itself.
+    node.write_manifest("priv.yaml", &pod("priv", "{}", "{privileged: true}", "echo started; exec sleep 3600"));
+    let running = node.wait_running("local");
+    let log = container_log(&node, &running, "main", "Seccomp:");
+    assert!(log.contains("Seccomp:\t2\n"), "{log}");
+    node.wait_running("priv");
+}
+
+#[test]
 fn unsafe_sysctls_reject_the_pod_before_anything_is_created_and_safe_ones_apply() {
     let node = Node::start("sysctl", &[]);
     node.write_manifest("safe.yaml", &pod("safe", "{sysctls: [{name: net.ipv4.ip_local_port_range, value: '20000 30000'}]}", "{}", "cat /proc/sys/net/ipv4/ip_local_port_range; exec sleep 3600"));

@@ -249,3 +249,61 @@ fn sandbox_grace(annotations: &HashMap<String, String>) -> Duration {
     let secs = annotations.get(labels::TERMINATION_GRACE).and_then(|v| v.parse::<u64>().ok());
     Duration::from_secs(secs.unwrap_or(30))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pods::manifest::parse_static_pod;
+    use crate::pods::spec::NodeContext;
+    use crate::pods::store::PodStore;
+
+    fn manager(store: PodStore) -> Manager {
+        let ctx = NodeContext {
+            node_name: "n1".into(),
+            cgroup_root: "/nodelet".into(),
+            pod_log_root: "/nonexistent/logs".into(),
+            pod_data_root: "/nonexistent/pods".into(),
+            cluster_dns: vec![],
+            cluster_domain: "cluster.local".into(),
+            host_resolv_conf: String::new(),
+            host_ip: Some("10.0.0.1".into()),
+            memory_capacity: 1 << 30,
+            seccomp_root: "/nonexistent/seccomp".into(),
+            seccomp_default: false,
+        };
+        let deps = WorkerDeps {
+            // Connects on first use only: a rejected pod must never make it connect.
+            cri: crate::runtime::Cri::new(std::path::Path::new("/nonexistent/cri.sock")),
+            ctx: Arc::new(ctx),
+            exits: tokio::sync::broadcast::channel(1).0,
+            store,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(2),
+            resync: Duration::from_secs(10),
+            api: None,
+            events: crate::events::Recorder::log_only(),
+        };
+        Manager::new(deps, None, AdmissionConfig::default())
+    }
+
+    #[tokio::test]
+    async fn a_rejected_pod_gets_no_worker_only_its_failed_status_until_it_goes() {
+        let store = PodStore::default();
+        let mut manager = manager(store.clone());
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: msg}\nspec:\n  securityContext: {sysctls: [{name: kernel.msgmax, value: '1'}]}\n  containers: [{name: c, image: i}]\n";
+        let pod = parse_static_pod("msg.yaml", text.as_bytes(), "n1").unwrap();
+        let uid = spec::pod_uid(&pod).to_string();
+        manager.file_pods = vec![pod];
+        manager.reconcile();
+        manager.reconcile();
+        assert!(manager.running.is_empty() && manager.handles.is_empty());
+        let listed = store.list();
+        let status = listed[0].status.as_ref().unwrap();
+        assert_eq!((status.phase.as_deref(), status.reason.as_deref()), (Some("Failed"), Some("SysctlForbidden")));
+        assert_eq!(status.message.as_deref(), Some("Pod was rejected: forbidden sysctl: \"kernel.msgmax\" not allowlisted"));
+        assert!(manager.rejected.contains_key(&uid));
+        manager.file_pods.clear();
+        manager.reconcile();
+        assert!(store.list().is_empty() && manager.rejected.is_empty());
+    }
+}

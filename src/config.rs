@@ -136,6 +136,12 @@ pub struct Flags {
     /// AlwaysAllow or Webhook (SubjectAccessReview). Default AlwaysAllow.
     #[arg(long = "authorization-mode")]
     pub authorization_mode: Option<String>,
+    /// Unsafe sysctls (or `prefix*` patterns) pods may set beside the safe set, comma-separated: kernel.msg*,net.core.somaxconn.
+    #[arg(long = "allowed-unsafe-sysctls", value_delimiter = ',')]
+    pub allowed_unsafe_sysctls: Option<Vec<String>>,
+    /// RuntimeDefault seccomp for containers whose pod names no profile (else Unconfined). Default false.
+    #[arg(long = "seccomp-default", num_args = 0..=1, default_missing_value = "true")]
+    pub seccomp_default: Option<bool>,
 }
 
 /// The config file's keys, in KubeletConfiguration's spelling where one exists.
@@ -190,6 +196,8 @@ pub struct FileConfig {
     pub anonymous_auth: Option<bool>,
     pub authentication_token_webhook: Option<bool>,
     pub authorization_mode: Option<String>,
+    pub allowed_unsafe_sysctls: Option<Vec<String>>,
+    pub seccomp_default: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -259,6 +267,8 @@ pub struct Config {
     pub anonymous_auth: bool,
     pub authentication_token_webhook: bool,
     pub authorization_webhook: bool,
+    pub allowed_unsafe_sysctls: Vec<String>,
+    pub seccomp_default: bool,
 }
 
 impl Config {
@@ -319,7 +329,8 @@ impl Config {
                 let system = match flags.system_reserved { Some(l) => parse_pairs("--system-reserved", &l)?, None => file.system_reserved.unwrap_or_default() };
                 let kube = match flags.kube_reserved { Some(l) => parse_pairs("--kube-reserved", &l)?, None => file.kube_reserved.unwrap_or_default() };
                 let (a, b) = (reserved("--system-reserved", &system)?, reserved("--kube-reserved", &kube)?);
-                (a.0 + b.0, a.1 + b.1)
+                let sum = |x: i64, y: i64, what: &str| x.checked_add(y).ok_or_else(|| anyhow::anyhow!("--system-reserved plus --kube-reserved: {what} does not fit in 64 bits"));
+                (sum(a.0, b.0, "cpu")?, sum(a.1, b.1, "memory")?)
             },
             lease_duration: Duration::from_secs(flags.node_lease_duration_seconds.or(file.node_lease_duration_seconds).unwrap_or(40).into()),
             node_status_update_frequency: flags.node_status_update_frequency.or(file.node_status_update_frequency).unwrap_or(Duration::from_secs(10)),
@@ -338,6 +349,8 @@ impl Config {
                 Some("Webhook") => true,
                 Some(other) => bail!("--authorization-mode: {other:?} is not AlwaysAllow or Webhook"),
             },
+            allowed_unsafe_sysctls: flags.allowed_unsafe_sysctls.or(file.allowed_unsafe_sysctls).unwrap_or_default().into_iter().filter(|s| !s.is_empty()).collect(),
+            seccomp_default: flags.seccomp_default.or(file.seccomp_default).unwrap_or(false),
         };
         config.validate()?;
         Ok(config)
@@ -376,6 +389,7 @@ impl Config {
                 bail!("--kubeconfig: {} is not a file", path.display());
             }
         }
+        crate::pods::admission::sysctls::Allowlist::new(&self.allowed_unsafe_sysctls).map_err(|e| anyhow::anyhow!("--allowed-unsafe-sysctls: {e}"))?;
         if let Some(dir) = &self.pod_manifest_path {
             if !dir.is_dir() {
                 bail!("--pod-manifest-path: {} is not a directory", dir.display());
@@ -484,6 +498,7 @@ mod tests {
             (vec!["--proxy-only"], "--proxy-only"),
             (vec!["--authorization-mode", "Sometimes"], "--authorization-mode"),
             (vec!["--proxy-table", "bad name"], "--proxy-table"),
+            (vec!["--allowed-unsafe-sysctls", "kernel.msg*,vm.swappiness"], "--allowed-unsafe-sysctls"),
         ];
         for (args, option) in cases {
             let err = Config::from_flags(flags(&args)).unwrap_err().to_string();
@@ -493,6 +508,21 @@ mod tests {
         assert!(err.contains("--read-only-port"), "{err}");
         let err = Flags::try_parse_from(["nodelet", "--sync-frequency", "often"]).unwrap_err().to_string();
         assert!(err.contains("--sync-frequency"), "{err}");
+    }
+
+    #[test]
+    fn unsafe_sysctls_and_seccomp_default_from_flags_and_file() {
+        let c = Config::from_flags(flags(&["--allowed-unsafe-sysctls", "kernel.msg*,net.core.somaxconn", "--seccomp-default"])).unwrap();
+        assert_eq!(c.allowed_unsafe_sysctls, vec!["kernel.msg*", "net.core.somaxconn"]);
+        assert!(c.seccomp_default);
+        let c = Config::from_flags(flags(&[])).unwrap();
+        assert!(c.allowed_unsafe_sysctls.is_empty() && !c.seccomp_default);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "allowedUnsafeSysctls: [fs.mqueue.*]\nseccompDefault: true\n").unwrap();
+        let c = Config::from_flags(flags(&["--config", path.to_str().unwrap(), "--seccomp-default=false"])).unwrap();
+        assert_eq!(c.allowed_unsafe_sysctls, vec!["fs.mqueue.*"]);
+        assert!(!c.seccomp_default);
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub fn configz(config: &Config) -> Value {
         "proxyOnly": config.proxy_only,
         "disableProxy": !config.proxy_enabled,
         "proxyTable": config.proxy_table,
+        "allowedUnsafeSysctls": config.allowed_unsafe_sysctls,
+        "seccompDefault": config.seccomp_default,
     });
     if let Some(obj) = c.as_object_mut() {
         // Unset options are left out, as Go's omitempty does.

@@ -49,6 +49,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         host_ip,
         memory_capacity: facts.machine.memory_capacity as i64,
+        seccomp_root: config.root_dir.join("seccomp"),
+        seccomp_default: config.seccomp_default,
     });
     std::fs::create_dir_all(&ctx.pod_data_root)?;
 
@@ -147,7 +149,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         resync: config.sync_frequency,
     };
     let api_pods = client.as_ref().map(|client| join_cluster(client.clone(), &config, &deps, health.clone(), install));
-    let manager = Manager::new(deps, client);
+    let admission = nodelet::pods::admission::AdmissionConfig {
+        sysctls: nodelet::pods::admission::sysctls::Allowlist::new(&config.allowed_unsafe_sysctls).map_err(|e| anyhow::anyhow!("--allowed-unsafe-sysctls: {e}"))?,
+    };
+    let manager = Manager::new(deps, client, admission);
     let source = config.pod_manifest_path.clone().map(|dir| ManifestDir::new(dir, config.node_name.clone()));
     tokio::select! {
         _ = manager.run(source, api_pods, config.file_check_frequency, health) => Ok(()),

@@ -2,6 +2,7 @@
 //! pods that went away, and at start-up and periodically removes what the runtime holds for pods
 //! nobody wants any more (its manifest vanished while nodelet was down).
 
+use super::admission::{self, AdmissionConfig};
 use super::labels;
 use super::source::ManifestDir;
 use super::spec;
@@ -32,11 +33,15 @@ pub struct Manager {
     api: Option<kube::Client>,
     /// API pods being stopped for deletion.
     deleting: HashSet<String>,
+    /// What decides whether a new pod is taken on at all.
+    admission: AdmissionConfig,
+    /// Pods refused at admission, by UID: no worker, only their Failed status in the store.
+    rejected: HashMap<String, Pod>,
 }
 
 impl Manager {
-    pub fn new(deps: WorkerDeps, api: Option<kube::Client>) -> Self {
-        Manager { deps, running: HashMap::new(), handles: HashMap::new(), file_pods: Vec::new(), api_pods: Vec::new(), api, deleting: HashSet::new() }
+    pub fn new(deps: WorkerDeps, api: Option<kube::Client>, admission: AdmissionConfig) -> Self {
+        Manager { deps, running: HashMap::new(), handles: HashMap::new(), file_pods: Vec::new(), api_pods: Vec::new(), api, deleting: HashSet::new(), admission, rejected: HashMap::new() }
     }
 
     /// Follows the manifest directory and the apiserver's pods for this node for ever,
@@ -97,6 +102,11 @@ impl Manager {
             tracing::info!(pod = %spec::pod_ref(&running.pod), "pod removed from its source");
             let _ = running.tx.send(WorkerMsg::Terminate { grace: None, done: None });
         }
+        let gone_rejected: Vec<String> = self.rejected.keys().filter(|uid| !desired.contains_key(*uid)).cloned().collect();
+        for uid in gone_rejected {
+            self.rejected.remove(&uid);
+            self.deps.store.remove(&uid);
+        }
         let deleted: Vec<Pod> = desired.values().filter(|p| p.metadata.deletion_timestamp.is_some()).cloned().collect();
         for pod in deleted {
             let uid = spec::pod_uid(&pod).to_string();
@@ -112,7 +122,12 @@ impl Manager {
                     let _ = running.tx.send(WorkerMsg::Update(Box::new(pod)));
                 }
                 Some(_) => {}
+                None if self.rejected.contains_key(&uid) => {}
                 None => {
+                    if let Err(rejection) = admission::admit(&pod, &self.admission) {
+                        self.reject(uid, pod, rejection);
+                        continue;
+                    }
                     tracing::info!(pod = %spec::pod_ref(&pod), uid = %uid, "pod added");
                     let (tx, handle) = worker::spawn(self.deps.clone(), pod.clone());
                     self.running.insert(uid.clone(), Running { pod, tx });
@@ -123,10 +138,28 @@ impl Manager {
         }
     }
 
+    /// A pod the node does not take on: a Warning event and a Failed status, as the kubelet's
+    /// rejectPod gives it, and nothing created for it.
+    fn reject(&mut self, uid: String, pod: Pod, rejection: admission::Rejection) {
+        let reason = rejection.reason.as_str();
+        self.deps.events.record(&pod, None, crate::events::Kind::Warning, reason, rejection.message.clone());
+        let status = admission::rejected_status(&pod, &rejection, self.deps.ctx.host_ip.as_deref(), std::time::SystemTime::now());
+        self.deps.store.set_status(&pod, status);
+        self.rejected.insert(uid, pod);
+    }
+
     /// Stops a pod the apiserver deletes, honouring its deletion grace period, then removes it
     /// there (grace 0, with its UID as precondition so a new pod of the same name is safe).
     fn stop_deleted(&mut self, pod: Pod) {
         let uid = spec::pod_uid(&pod).to_string();
+        if self.rejected.remove(&uid).is_some() {
+            // Nothing runs for a rejected pod: it only leaves the store and the apiserver.
+            self.deps.store.remove(&uid);
+            if let Some(client) = self.api.clone() {
+                tokio::spawn(remove_from_apiserver(client, pod, None));
+            }
+            return;
+        }
         let grace = Duration::from_secs(pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64);
         tracing::info!(pod = %spec::pod_ref(&pod), ?grace, "pod deleted in the apiserver; stopping it");
         let tx = match self.running.remove(&uid) {
@@ -141,22 +174,7 @@ impl Manager {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let _ = tx.send(WorkerMsg::Terminate { grace: Some(grace), done: Some(done_tx) });
         let Some(client) = self.api.clone() else { return };
-        tokio::spawn(async move {
-            if done_rx.await.is_err() {
-                return;
-            }
-            let api: kube::Api<Pod> = kube::Api::namespaced(client, spec::pod_namespace(&pod));
-            let params = kube::api::DeleteParams { grace_period_seconds: Some(0), preconditions: Some(kube::api::Preconditions { uid: Some(uid), resource_version: None }), ..Default::default() };
-            crate::retry::until_ok("removing a stopped pod from the apiserver", || async {
-                match api.delete(spec::pod_name(&pod), &params).await {
-                    Ok(_) => Ok(()),
-                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-                    Err(e) => Err(anyhow::Error::from(e)),
-                }
-            })
-            .await;
-            tracing::info!(pod = %spec::pod_ref(&pod), "pod removed from the apiserver");
-        });
+        tokio::spawn(remove_from_apiserver(client, pod, Some(done_rx)));
     }
 
     /// Removes sandboxes labelled with this node whose pod has no worker.
@@ -204,8 +222,88 @@ impl Manager {
     }
 }
 
+/// Deletes a stopped pod in the apiserver once `stopped` says so (grace 0, with its UID as
+/// precondition so a new pod of the same name is safe).
+async fn remove_from_apiserver(client: kube::Client, pod: Pod, stopped: Option<tokio::sync::oneshot::Receiver<()>>) {
+    if let Some(stopped) = stopped {
+        if stopped.await.is_err() {
+            return;
+        }
+    }
+    let uid = spec::pod_uid(&pod).to_string();
+    let api: kube::Api<Pod> = kube::Api::namespaced(client, spec::pod_namespace(&pod));
+    let params = kube::api::DeleteParams { grace_period_seconds: Some(0), preconditions: Some(kube::api::Preconditions { uid: Some(uid), resource_version: None }), ..Default::default() };
+    crate::retry::until_ok("removing a stopped pod from the apiserver", || async {
+        match api.delete(spec::pod_name(&pod), &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+            Err(e) => Err(anyhow::Error::from(e)),
+        }
+    })
+    .await;
+    tracing::info!(pod = %spec::pod_ref(&pod), "pod removed from the apiserver");
+}
+
 /// An orphan keeps the grace period its pod had, recorded on the sandbox.
 fn sandbox_grace(annotations: &HashMap<String, String>) -> Duration {
     let secs = annotations.get(labels::TERMINATION_GRACE).and_then(|v| v.parse::<u64>().ok());
     Duration::from_secs(secs.unwrap_or(30))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pods::manifest::parse_static_pod;
+    use crate::pods::spec::NodeContext;
+    use crate::pods::store::PodStore;
+
+    fn manager(store: PodStore) -> Manager {
+        let ctx = NodeContext {
+            node_name: "n1".into(),
+            cgroup_root: "/nodelet".into(),
+            pod_log_root: "/nonexistent/logs".into(),
+            pod_data_root: "/nonexistent/pods".into(),
+            cluster_dns: vec![],
+            cluster_domain: "cluster.local".into(),
+            host_resolv_conf: String::new(),
+            host_ip: Some("10.0.0.1".into()),
+            memory_capacity: 1 << 30,
+            seccomp_root: "/nonexistent/seccomp".into(),
+            seccomp_default: false,
+        };
+        let deps = WorkerDeps {
+            // Connects on first use only: a rejected pod must never make it connect.
+            cri: crate::runtime::Cri::new(std::path::Path::new("/nonexistent/cri.sock")),
+            ctx: Arc::new(ctx),
+            exits: tokio::sync::broadcast::channel(1).0,
+            store,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(2),
+            resync: Duration::from_secs(10),
+            api: None,
+            events: crate::events::Recorder::log_only(),
+        };
+        Manager::new(deps, None, AdmissionConfig::default())
+    }
+
+    #[tokio::test]
+    async fn a_rejected_pod_gets_no_worker_only_its_failed_status_until_it_goes() {
+        let store = PodStore::default();
+        let mut manager = manager(store.clone());
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: msg}\nspec:\n  securityContext: {sysctls: [{name: kernel.msgmax, value: '1'}]}\n  containers: [{name: c, image: i}]\n";
+        let pod = parse_static_pod("msg.yaml", text.as_bytes(), "n1").unwrap();
+        let uid = spec::pod_uid(&pod).to_string();
+        manager.file_pods = vec![pod];
+        manager.reconcile();
+        manager.reconcile();
+        assert!(manager.running.is_empty() && manager.handles.is_empty());
+        let listed = store.list();
+        let status = listed[0].status.as_ref().unwrap();
+        assert_eq!((status.phase.as_deref(), status.reason.as_deref()), (Some("Failed"), Some("SysctlForbidden")));
+        assert_eq!(status.message.as_deref(), Some("Pod was rejected: forbidden sysctl: \"kernel.msgmax\" not allowlisted"));
+        assert!(manager.rejected.contains_key(&uid));
+        manager.file_pods.clear();
+        manager.reconcile();
+        assert!(store.list().is_empty() && manager.rejected.is_empty());
+    }
 }

@@ -1,5 +1,6 @@
 //! Pods: where desired pods come from, how each is run through the runtime, and their status.
 
+pub mod admission;
 pub mod api_source;
 pub mod backoff;
 pub mod env;
@@ -11,6 +12,7 @@ pub mod observed;
 pub mod plan;
 pub mod pull_secrets;
 pub mod quantity;
+pub mod security;
 pub mod source;
 pub mod spec;
 pub mod status;

@@ -42,19 +42,25 @@ pub fn parse_milli(text: &str) -> Result<i128, String> {
     } else {
         // Round up, as Kubernetes does when a quantity is finer than the unit asked for.
         let div = 10i128.checked_pow((-exp) as u32).ok_or_else(bad)?;
-        (mantissa + div - 1) / div
+        mantissa / div + i128::from(mantissa % div != 0)
     };
     scaled.checked_mul(binary).ok_or_else(bad)
 }
 
 /// CPU in millicores.
 pub fn cpu_millis(text: &str) -> Result<i64, String> {
-    parse_milli(text).map(|m| m as i64)
+    parse_milli(text).and_then(|m| fit(text, m, "millicores"))
 }
 
 /// Memory (or any byte count) in bytes, rounded up.
 pub fn bytes(text: &str) -> Result<i64, String> {
-    parse_milli(text).map(|m| ((m + 999) / 1000) as i64)
+    parse_milli(text).and_then(|m| fit(text, (m + 999) / 1000, "bytes"))
+}
+
+/// A value beyond what CRI's int64 fields hold (2^63 or more) is refused: the kubelet's
+/// `Quantity.Value()` wraps such a value to a negative number, which nodelet must not copy.
+fn fit(text: &str, value: i128, unit: &str) -> Result<i64, String> {
+    i64::try_from(value).map_err(|_| format!("quantity {text:?} is too large: {value} {unit} does not fit in 64 bits (at most {})", i64::MAX))
 }
 
 #[cfg(test)]
@@ -78,6 +84,24 @@ mod tests {
         assert_eq!(bytes("1.5Ki"), Ok(1536));
         assert_eq!(bytes("100"), Ok(100));
         assert_eq!(bytes("1k"), Ok(1000));
+    }
+
+    #[test]
+    fn quantities_of_2_pow_63_or_more_are_errors_not_wrapped() {
+        assert_eq!(bytes("7Ei"), Ok(7 << 60));
+        assert_eq!(bytes("9223372036854775807"), Ok(i64::MAX));
+        for big in ["8Ei", "9223372036854775808", "10E", "1e19", "100000000000000000000000000000"] {
+            let err = bytes(big).unwrap_err();
+            assert!(err.contains(&format!("{big:?}")) && err.contains("too large"), "{big}: {err}");
+        }
+        // Millicores overflow 1000 times sooner than bytes.
+        assert_eq!(cpu_millis("9223372036854775"), Ok(9_223_372_036_854_775_000));
+        assert!(cpu_millis("9223372036854776").unwrap_err().contains("too large"));
+        assert!(cpu_millis("8Ei").is_err());
+        // Far beyond i128 as well: an error, never a panic.
+        assert!(parse_milli("1e400").is_err());
+        assert!(parse_milli("99999999999999999999999999999999999999999999").is_err());
+        assert_eq!(parse_milli("169999999999999999999999999999999999999e-41"), Ok(2));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use super::env::expand;
 use super::labels;
 use super::quantity;
+use super::security;
 use super::status::qos_class;
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, Volume};
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 const CPU_PERIOD: i64 = 100_000;
 const MIN_CPU_SHARES: i64 = 2;
+const MAX_CPU_SHARES: i64 = 262_144;
 const MIN_CPU_QUOTA: i64 = 1_000;
 
 /// What the translation needs to know about the node.
@@ -31,6 +33,10 @@ pub struct NodeContext {
     pub host_resolv_conf: String,
     pub host_ip: Option<String>,
     pub memory_capacity: i64,
+    /// The kubelet's seccomp profile root, `<root-dir>/seccomp`: Localhost profiles live there.
+    pub seccomp_root: PathBuf,
+    /// SeccompDefault: RuntimeDefault for containers that name no profile.
+    pub seccomp_default: bool,
 }
 
 pub fn pod_name(pod: &Pod) -> &str {
@@ -106,9 +112,13 @@ pub fn sandbox_config(ctx: &NodeContext, pod: &Pod, attempt: u32) -> cri::PodSan
                 run_as_user: security.run_as_user.map(|value| cri::Int64Value { value }),
                 run_as_group: security.run_as_group.map(|value| cri::Int64Value { value }),
                 supplemental_groups: security.supplemental_groups.clone().unwrap_or_default(),
+                privileged: security::has_privileged_container(&spec),
+                // A pod-level Localhost profile without a file is refused on each container's
+                // creation, with the reason; the sandbox then gets the runtime's choice.
+                seccomp: security::seccomp_profile(&seccomp_settings(ctx), &spec, None).ok(),
                 ..Default::default()
             }),
-            sysctls: security.sysctls.iter().flatten().map(|s| (s.name.clone(), s.value.clone())).collect(),
+            sysctls: security.sysctls.iter().flatten().map(|s| (crate::pods::admission::sysctls::normalize(&s.name), s.value.clone())).collect(),
             ..Default::default()
         }),
         windows: None,
@@ -389,7 +399,7 @@ pub fn container_config(ctx: &NodeContext, input: &ContainerInput) -> Result<cri
         tty: c.tty.unwrap_or(false),
         linux: Some(cri::LinuxContainerConfig {
             resources: Some(linux_resources(ctx, pod, c)?),
-            security_context: Some(container_security(pod, c)),
+            security_context: Some(container_security(ctx, pod, c)?),
         }),
         ..Default::default()
     })
@@ -414,15 +424,20 @@ pub fn linux_resources(ctx: &NodeContext, pod: &Pod, c: &Container) -> Result<cr
     let memory_request = read(&requests, "memory", quantity::bytes, "requests")?.or(memory_limit);
     let mut out = cri::LinuxContainerResources {
         cpu_period: CPU_PERIOD,
-        cpu_shares: cpu_request.map_or(MIN_CPU_SHARES, |m| (m * 1024 / 1000).max(MIN_CPU_SHARES)),
+        cpu_shares: cpu_request.map_or(MIN_CPU_SHARES, |m| scale_millis(m, 1024).clamp(MIN_CPU_SHARES, MAX_CPU_SHARES)),
         memory_limit_in_bytes: memory_limit.unwrap_or(0),
         oom_score_adj: oom_score_adj(ctx, pod, memory_request),
         ..Default::default()
     };
     if let Some(m) = cpu_limit {
-        out.cpu_quota = (m * CPU_PERIOD / 1000).max(MIN_CPU_QUOTA);
+        out.cpu_quota = scale_millis(m, CPU_PERIOD).max(MIN_CPU_QUOTA);
     }
     Ok(out)
+}
+
+/// `millis * per_unit / 1000` without overflowing on a huge (but valid) quantity: saturates.
+fn scale_millis(millis: i64, per_unit: i64) -> i64 {
+    i64::try_from(i128::from(millis) * i128::from(per_unit) / 1000).unwrap_or(i64::MAX)
 }
 
 /// The kubelet's OOM score by QoS class (the runtime clamps it where negative values are not allowed).
@@ -438,11 +453,16 @@ fn oom_score_adj(ctx: &NodeContext, pod: &Pod, memory_request: Option<i64>) -> i
     }
 }
 
-fn container_security(pod: &Pod, c: &Container) -> cri::LinuxContainerSecurityContext {
+fn seccomp_settings(ctx: &NodeContext) -> security::SeccompSettings<'_> {
+    security::SeccompSettings { root: &ctx.seccomp_root, default_runtime: ctx.seccomp_default }
+}
+
+fn container_security(ctx: &NodeContext, pod: &Pod, c: &Container) -> Result<cri::LinuxContainerSecurityContext, String> {
     let pod_sc = spec(pod).security_context.unwrap_or_default();
+    let seccomp = security::seccomp_profile(&seccomp_settings(ctx), &spec(pod), Some(c)).map_err(|e| format!("container {:?} securityContext.{e}", c.name))?;
     let sc = c.security_context.clone().unwrap_or_default();
     let caps = sc.capabilities.clone().unwrap_or_default();
-    cri::LinuxContainerSecurityContext {
+    Ok(cri::LinuxContainerSecurityContext {
         capabilities: Some(cri::Capability {
             add_capabilities: caps.add.unwrap_or_default(),
             drop_capabilities: caps.drop.unwrap_or_default(),
@@ -455,8 +475,9 @@ fn container_security(pod: &Pod, c: &Container) -> cri::LinuxContainerSecurityCo
         readonly_rootfs: sc.read_only_root_filesystem.unwrap_or(false),
         supplemental_groups: pod_sc.supplemental_groups.unwrap_or_default(),
         no_new_privs: sc.allow_privilege_escalation == Some(false),
+        seccomp: Some(seccomp),
         ..Default::default()
-    }
+    })
 }
 
 #[cfg(test)]
@@ -475,6 +496,8 @@ mod tests {
             host_resolv_conf: "nameserver 127.0.0.53\nsearch lan\noptions edns0\n".into(),
             host_ip: Some("127.0.0.1".into()),
             memory_capacity: 1 << 30,
+            seccomp_root: "/var/lib/nodelet/seccomp".into(),
+            seccomp_default: false,
         }
     }
 
@@ -540,6 +563,43 @@ mod tests {
         let pod = pod("  containers: [{name: c, image: i, resources: {limits: {cpu: lots}}}]\n");
         let err = linux_resources(&ctx(), &pod, &pod.spec.as_ref().unwrap().containers[0]).unwrap_err();
         assert!(err.contains("\"c\" resources.limits.cpu"), "{err}");
+    }
+
+    #[test]
+    fn huge_quantities_are_refused_or_clamped_never_wrapped() {
+        let pod = pod("  containers: [{name: c, image: i, resources: {limits: {memory: 8Ei}}}]\n");
+        let err = linux_resources(&ctx(), &pod, &pod.spec.as_ref().unwrap().containers[0]).unwrap_err();
+        assert!(err.contains("\"c\" resources.limits.memory") && err.contains("too large"), "{err}");
+        let pod = pod_with_cpu("9000000000000000");
+        let r = linux_resources(&ctx(), &pod, &pod.spec.as_ref().unwrap().containers[0]).unwrap();
+        assert_eq!((r.cpu_shares, r.cpu_quota), (MAX_CPU_SHARES, i64::MAX));
+    }
+
+    fn pod_with_cpu(cpu: &str) -> Pod {
+        pod(&format!("  containers: [{{name: c, image: i, resources: {{limits: {{cpu: '{cpu}'}}}}}}]\n"))
+    }
+
+    #[test]
+    fn security_context_reaches_cri() {
+        use k8s_cri::v1::security_profile::ProfileType;
+        let pod = pod(concat!(
+            "  securityContext: {seccompProfile: {type: RuntimeDefault}, sysctls: [{name: net/ipv4/ip_local_port_range, value: '2000 3000'}]}\n",
+            "  containers:\n  - {name: a, image: i}\n  - {name: b, image: i, securityContext: {privileged: true, seccompProfile: {type: Unconfined}}}\n",
+        ));
+        let sandbox = sandbox_config(&ctx(), &pod, 0).linux.unwrap();
+        let sc = sandbox.security_context.unwrap();
+        assert!(sc.privileged);
+        assert_eq!(sc.seccomp.unwrap().profile_type, ProfileType::RuntimeDefault as i32);
+        assert_eq!(sandbox.sysctls.get("net.ipv4.ip_local_port_range").map(String::as_str), Some("2000 3000"));
+        let vols = VolumePaths::new();
+        let cs = &pod.spec.as_ref().unwrap().containers;
+        let config = |c| container_config(&ctx(), &ContainerInput { pod: &pod, container: c, attempt: 0, env: vec![], volumes: &vols, etc_hosts: None });
+        let seccomp = |c| config(c).unwrap().linux.unwrap().security_context.unwrap().seccomp.unwrap().profile_type;
+        assert_eq!((seccomp(&cs[0]), seccomp(&cs[1])), (ProfileType::RuntimeDefault as i32, ProfileType::Unconfined as i32));
+        let bad = self::pod("  containers: [{name: a, image: i, securityContext: {seccompProfile: {type: Localhost}}}]\n");
+        let c = &bad.spec.as_ref().unwrap().containers[0];
+        let err = container_config(&ctx(), &ContainerInput { pod: &bad, container: c, attempt: 0, env: vec![], volumes: &vols, etc_hosts: None }).unwrap_err();
+        assert!(err.contains("container \"a\" securityContext.seccompProfile"), "{err}");
     }
 
     #[test]

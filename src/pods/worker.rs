@@ -6,6 +6,7 @@ use super::env_sources::EnvSources;
 use crate::events::Kind::{Normal, Warning};
 use super::observed::{ObservedPod, RunState};
 use super::plan::{self, Memory, Plan, StartContainer, StartFailure};
+use super::security;
 use super::spec::{self, NodeContext};
 use super::status::{pod_status, StatusInput};
 use super::store::PodStore;
@@ -334,6 +335,7 @@ impl Worker {
         let ctx = &self.deps.ctx;
         self.ensure_image(c).await?;
         let config_error = |e: String| ("CreateContainerConfigError", e);
+        self.verify_run_as_non_root(c).await.map_err(config_error)?;
         let sources = EnvSources::gather(self.deps.api.as_ref(), &self.pod, c).await.map_err(config_error)?;
         let env_from = sources.env_from(c).map_err(config_error)?;
         let env = spec::container_env(c, env_from, &sources.service_env, |var| {
@@ -364,6 +366,19 @@ impl Worker {
         self.deps.cri.start_container(&id).await.map_err(|e| ("RunContainerError", e.to_string()))?;
         self.event(Some(&c.name), Normal, "Started", format!("Started container {}", c.name));
         Ok(id)
+    }
+
+    /// runAsNonRoot, checked against runAsUser or else the user the image runs as (from CRI).
+    async fn verify_run_as_non_root(&self, c: &Container) -> Result<(), String> {
+        let image_user = if security::needs_image_user(&self.pod, c) {
+            let image = c.image.clone().unwrap_or_default();
+            let status = self.deps.cri.image_status(&image).await.map_err(|e| e.to_string())?;
+            security::ImageUser::of(status.as_ref())
+        } else {
+            // Not consulted: runAsUser (or no runAsNonRoot) decides.
+            security::ImageUser::Uid(0)
+        };
+        security::verify_run_as_non_root(&self.pod, c, &image_user)
     }
 
     /// The pod's /etc/hosts (its address and hostname, then hostAliases); none with the host's network.

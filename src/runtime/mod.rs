@@ -266,10 +266,14 @@ impl Cri {
 
     /// The image's ID when the runtime already has it.
     pub async fn image_id(&self, image: &str) -> CriResult<Option<String>> {
+        Ok(self.image_status(image).await?.map(|i| i.id))
+    }
+
+    /// What the runtime knows of an image it has (ID, user, size); None when it has not.
+    pub async fn image_status(&self, image: &str) -> CriResult<Option<cri::Image>> {
         let spec = cri::ImageSpec { image: image.into(), ..Default::default() };
         let req = request(cri::ImageStatusRequest { image: Some(spec), verbose: false }, CALL_TIMEOUT);
-        let resp = call("ImageStatus", format!("image {image:?}"), self.images.clone().image_status(req)).await?;
-        Ok(resp.image.map(|i| i.id))
+        Ok(call("ImageStatus", format!("image {image:?}"), self.images.clone().image_status(req)).await?.image)
     }
 
     pub async fn pull_image(&self, image: &str, auth: Option<cri::AuthConfig>, sandbox: Option<cri::PodSandboxConfig>) -> CriResult<String> {

@@ -1,7 +1,7 @@
 //! `GET /containerLogs/{namespace}/{pod}/{container}`: a container's CRI log file, filtered by
 //! the PodLogOptions query, optionally followed until the container stops running.
 
-use super::crilog::{Reader, Record, Renderer, Tail};
+use super::crilog::{find_tail_start, Reader, Renderer};
 use super::gauge::LOG_STREAMS;
 use super::logopts::{self, LogOptions};
 use crate::pods::store::PodStore;
@@ -14,11 +14,13 @@ use k8s_openapi::jiff::Timestamp;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 /// How often a follower looks for new lines and at the container's state, besides waking on
 /// every pod store change.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// What a request reads at a time, forwards and (for tailLines) backwards: with the reply's
+/// channel this bounds a request's memory, whatever the size of the file or of its lines.
 const CHUNK: usize = 64 * 1024;
 
 /// Log streams being served right now (each holds a task and an open file).
@@ -163,80 +165,53 @@ async fn flush(tx: &Sender, out: &mut Vec<u8>) -> bool {
     tx.send(Ok(std::mem::take(out))).await.is_ok()
 }
 
-/// Reads the file to its current end, handing each record on.
-async fn read_to_end(file: &mut tokio::fs::File, reader: &mut Reader, buf: &mut [u8], mut each: impl FnMut(Record)) -> std::io::Result<()> {
+/// Reads the file to its current end, rendering what is read and sending it chunk by chunk;
+/// Ok(false) when the stream is over (the client left or limitBytes was reached).
+async fn pump(file: &mut tokio::fs::File, reader: &mut Reader, renderer: &mut Renderer, buf: &mut [u8], tx: &Sender) -> std::io::Result<bool> {
+    let mut out = Vec::new();
     loop {
+        if renderer.exhausted() {
+            return Ok(false);
+        }
         let n = file.read(buf).await?;
         if n == 0 {
-            return Ok(());
+            return Ok(true);
         }
-        reader.feed(&buf[..n], &mut each);
+        reader.feed(&buf[..n], &mut |h, b, end| renderer.render(h, b, end, &mut out));
+        if !flush(tx, &mut out).await {
+            return Ok(false);
+        }
     }
 }
 
 async fn stream(mut file: tokio::fs::File, opts: LogOptions, follow: Option<Follow>, tx: &Sender) -> std::io::Result<()> {
-    let mut reader = Reader::default();
     let mut renderer = Renderer::new(opts.since, opts.timestamps, opts.limit_bytes);
+    let mut start = 0;
+    if let Some(lines) = opts.tail_lines {
+        // Found reading backwards from the end, so the file is never read whole.
+        let len = file.metadata().await?.len();
+        let std_file = file.try_clone().await?.into_std().await;
+        let since = opts.since;
+        let tail = tokio::task::spawn_blocking(move || find_tail_start(&std_file, len, lines, since, CHUNK)).await.map_err(std::io::Error::other)??;
+        renderer.start_at(&tail);
+        start = tail.offset;
+        file.seek(std::io::SeekFrom::Start(start)).await?;
+    }
+    let mut reader = Reader::new(start);
     let mut buf = vec![0u8; CHUNK];
     let mut out = Vec::new();
-    let since = opts.since;
-    let mut tail = opts.tail_lines.map(Tail::new);
 
-    // What is in the file now: through the tail (if any), rendered.
-    loop {
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        reader.feed(&buf[..n], &mut |r: Record| {
-            if since.is_some_and(|s| r.timestamp < s) {
-                return;
-            }
-            match tail.as_mut() {
-                Some(t) => t.push(r),
-                None => renderer.render(&r, &mut out),
-            }
-        });
-        if tail.is_none() && out.len() >= CHUNK {
-            // keep memory bounded on big files: stream the rest below
-            break;
-        }
-    }
-    if tail.is_none() && out.len() >= CHUNK {
-        // Big file without tail: stream it in chunks.
-        loop {
-            if !flush(tx, &mut out).await || renderer.exhausted() {
-                return Ok(());
-            }
-            let n = file.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            reader.feed(&buf[..n], &mut |r| renderer.render(&r, &mut out));
-        }
+    // What is in the file now.
+    if !pump(&mut file, &mut reader, &mut renderer, &mut buf, tx).await? {
+        return Ok(());
     }
     let Some(follow) = follow else {
-        reader.finish(&mut |r| match tail.as_mut() {
-            Some(t) => t.push(r),
-            None => renderer.render(&r, &mut out),
-        });
-        if let Some(t) = tail.take() {
-            t.into_records().iter().for_each(|r| renderer.render(r, &mut out));
-        }
+        reader.finish(&mut |h, b, end| renderer.render(h, b, end, &mut out));
         flush(tx, &mut out).await;
         return Ok(());
     };
-    if let Some(t) = tail.take() {
-        t.into_records().iter().for_each(|r| renderer.render(r, &mut out));
-    }
-    if !flush(tx, &mut out).await {
-        return Ok(());
-    }
     let mut changes = follow.pods.subscribe();
     loop {
-        if renderer.exhausted() {
-            return Ok(());
-        }
         tokio::select! {
             _ = tx.closed() => return Ok(()),
             _ = changes.changed() => {}
@@ -244,11 +219,12 @@ async fn stream(mut file: tokio::fs::File, opts: LogOptions, follow: Option<Foll
         }
         // Look at the state first, then read: lines written before the end are not lost.
         let running = follow.still_running();
-        read_to_end(&mut file, &mut reader, &mut buf, |r| renderer.render(&r, &mut out)).await?;
-        if !running {
-            reader.finish(&mut |r| renderer.render(&r, &mut out));
+        if !pump(&mut file, &mut reader, &mut renderer, &mut buf, tx).await? {
+            return Ok(());
         }
-        if !flush(tx, &mut out).await || !running {
+        if !running {
+            reader.finish(&mut |h, b, end| renderer.render(h, b, end, &mut out));
+            flush(tx, &mut out).await;
             return Ok(());
         }
     }

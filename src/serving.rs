@@ -141,7 +141,11 @@ mod tests {
     async fn start(limits: Limits) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let slow = || async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            "slow"
+        };
+        let app = Router::new().route("/", axum::routing::get(|| async { "ok" })).route("/slow", axum::routing::get(slow));
         tokio::spawn(serve(listener, app, Plain, limits, "test"));
         addr
     }
@@ -165,6 +169,16 @@ mod tests {
         idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
         let got = read_to_close(&mut idle, Duration::from_secs(5)).await.expect("an idle keep-alive is closed");
         assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"), "the request was answered first");
+    }
+
+    #[tokio::test]
+    async fn a_response_slower_than_the_header_deadline_is_not_cut() {
+        let addr = start(Limits { header_read_timeout: Duration::from_millis(300), ..Limits::KUBELET }).await;
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let got = read_to_close(&mut conn, Duration::from_secs(5)).await.unwrap();
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("slow"), "{text}");
     }
 
     #[tokio::test]

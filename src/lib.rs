@@ -17,5 +17,6 @@ pub mod retry;
 pub mod runtime;
 pub mod secure;
 pub mod server;
+pub mod serving;
 pub mod stats;
 pub mod volumes;

@@ -56,8 +56,7 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, state: ReadOnly) -> anyhow::Result<()> {
-    axum::serve(listener, router(state)).await?;
-    Ok(())
+    crate::serving::serve(listener, router(state), crate::serving::Plain, crate::serving::Limits::KUBELET, "read-only").await
 }
 
 /// "ok", or with `?verbose` every check on a line (the kubelet's format).

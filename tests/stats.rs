@@ -116,14 +116,16 @@ fn stats_metrics_and_configz_on_both_ports() {
     eventually("the pod to fill its memory and disk", Duration::from_secs(20), || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("ready")));
 
     // The rate needs a second sample of the same cgroup; containerd refreshes writable layer
-    // usage in the background (every 10 s).
+    // usage in the background (every 10 s), nodelet volume and log usage (every 60 s).
     let mut summary = Value::Null;
     eventually("a cpu rate and the writable layer's use of the burning container", Duration::from_secs(40), || {
         std::thread::sleep(Duration::from_millis(300));
         summary = json(node.get("/stats/summary"), "/stats/summary");
         let pod = summary["pods"].as_array().unwrap().iter().find(|p| p["podRef"]["name"] == pod_name.as_str()).cloned().unwrap_or_default();
         let container = &pod["containers"][0];
-        positive(&container["cpu"]["usageNanoCores"]) && positive(&summary["node"]["cpu"]["usageNanoCores"]) && container["rootfs"]["usedBytes"].as_u64().unwrap_or(0) >= 1_000_000
+        // volume and log figures come from a background walk the first request starts
+        let volume_measured = pod["volume"].as_array().is_some_and(|v| v.iter().any(|v| v["name"] == "scratch"));
+        positive(&container["cpu"]["usageNanoCores"]) && positive(&summary["node"]["cpu"]["usageNanoCores"]) && container["rootfs"]["usedBytes"].as_u64().unwrap_or(0) >= 1_000_000 && volume_measured && positive(&container["logs"]["usedBytes"])
     });
     check_summary(&summary, &pod_name);
 

@@ -78,7 +78,11 @@ impl Manager {
                 }
             }
             health.sync_loop_ran();
-            if let Some(pods) = source.as_mut().and_then(ManifestDir::scan) {
+            let scanned = match source.as_mut() {
+                Some(dir) => dir.scan().await,
+                None => None,
+            };
+            if let Some(pods) = scanned {
                 self.file_pods = pods;
                 self.reconcile();
             }

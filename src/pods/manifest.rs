@@ -17,7 +17,7 @@ pub fn parse_static_pod(file: &str, content: &[u8], node_name: &str) -> Result<P
     if text.trim().is_empty() {
         return Err("the file is empty".into());
     }
-    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| format!("not valid YAML or JSON: {e}"))?;
+    let value = super::yaml_bounds::parse(text)?;
     check_type_meta(&value)?;
     let mut pod: Pod = serde_yaml::from_value(value).map_err(|e| format!("not a valid Pod: {e}"))?;
     validate(&pod)?;

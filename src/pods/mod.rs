@@ -19,3 +19,4 @@ pub mod status;
 pub mod status_sync;
 pub mod store;
 pub mod worker;
+pub mod yaml_bounds;

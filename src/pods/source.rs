@@ -6,6 +6,15 @@ use k8s_openapi::api::core::v1::Pod;
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The largest manifest read. The kubelet caps its own at 10 MB (maxConfigLength); nodelet
+/// takes etcd's request limit, 1.5 MiB, since no larger Pod could exist in a cluster either.
+pub const MAX_MANIFEST_BYTES: u64 = 3 << 19;
+
+/// A manifest parses in milliseconds; a file that takes longer is given up on, so the pod loop
+/// (and with it SIGTERM and /healthz) never waits on one.
+const PARSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What identifies a version of a file without reading it.
 type Stamp = (i64, i64, u64, u64);
@@ -34,8 +43,9 @@ impl ManifestDir {
         ManifestDir { dir, node_name, files: BTreeMap::new(), dir_error_logged: false, scanned: false }
     }
 
-    /// Rescans the directory; returns the desired pods when anything changed.
-    pub fn scan(&mut self) -> Option<Vec<Pod>> {
+    /// Rescans the directory; returns the desired pods when anything changed. Files are read
+    /// and parsed off the async threads, each within `PARSE_TIMEOUT`.
+    pub async fn scan(&mut self) -> Option<Vec<Pod>> {
         let entries = match list_manifests(&self.dir) {
             Ok(entries) => {
                 self.dir_error_logged = false;
@@ -60,9 +70,7 @@ impl ManifestDir {
             }
             changed = true;
             let previous = self.files.remove(path).and_then(|f| f.pod);
-            let pod = match std::fs::read(path).map_err(|e| e.to_string()).and_then(|bytes| {
-                parse_static_pod(&path.to_string_lossy(), &bytes, &self.node_name)
-            }) {
+            let pod = match load(path.clone(), self.node_name.clone()).await {
                 Ok(pod) => Some(pod),
                 Err(reason) => {
                     let kept = if previous.is_some() { "; keeping the previous version running" } else { "" };
@@ -93,6 +101,31 @@ impl ManifestDir {
         }
         by_name.into_values().map(|(_, pod)| pod.clone()).collect()
     }
+}
+
+/// Reads and parses one manifest on a blocking thread, within `PARSE_TIMEOUT`.
+async fn load(path: PathBuf, node_name: String) -> Result<Pod, String> {
+    let task = tokio::task::spawn_blocking(move || {
+        let bytes = read_bounded(&path, MAX_MANIFEST_BYTES)?;
+        parse_static_pod(&path.to_string_lossy(), &bytes, &node_name)
+    });
+    match tokio::time::timeout(PARSE_TIMEOUT, task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(format!("parsing failed: {e}")),
+        Err(_) => Err(format!("not parsed within {}s; given up", PARSE_TIMEOUT.as_secs())),
+    }
+}
+
+/// The file's bytes, refused past `max` without reading further.
+fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    Ok(bytes)
 }
 
 /// Wakes the caller as soon as something in the directory changes, so a new manifest starts
@@ -154,34 +187,52 @@ mod tests {
         pods.iter().map(|p| p.metadata.name.clone().unwrap()).collect()
     }
 
-    #[test]
-    fn add_change_remove_and_broken_files() {
+    #[tokio::test]
+    async fn add_change_remove_and_broken_files() {
         let dir = tempfile::tempdir().unwrap();
         let mut source = ManifestDir::new(dir.path().to_path_buf(), "n".into());
-        assert_eq!(source.scan().map(|p| p.len()), Some(0), "the first scan always answers");
+        assert_eq!(source.scan().await.map(|p| p.len()), Some(0), "the first scan always answers");
         write(dir.path(), "a.yaml", &POD.replace("NAME", "a"));
         write(dir.path(), ".a.yaml.swp", "junk");
-        assert_eq!(names(&source.scan().unwrap()), vec!["a-n"]);
-        assert!(source.scan().is_none(), "nothing changed");
+        assert_eq!(names(&source.scan().await.unwrap()), vec!["a-n"]);
+        assert!(source.scan().await.is_none(), "nothing changed");
 
         write(dir.path(), "b.json", "{not json");
-        let pods = source.scan().unwrap();
+        let pods = source.scan().await.unwrap();
         assert_eq!(names(&pods), vec!["a-n"], "a broken new file is ignored");
 
         let uid_before = pods[0].metadata.uid.clone();
         write(dir.path(), "a.yaml", "apiVersion: v1\nkind: Pod\nbroken: [");
-        let pods = source.scan().unwrap();
+        let pods = source.scan().await.unwrap();
         assert_eq!(pods[0].metadata.uid, uid_before, "a broken edit keeps the running version");
 
         write(dir.path(), "a.yaml", &POD.replace("NAME", "a").replace("image: i", "image: j"));
-        let pods = source.scan().unwrap();
+        let pods = source.scan().await.unwrap();
         assert_ne!(pods[0].metadata.uid, uid_before, "a good edit replaces the pod");
 
         write(dir.path(), "dup.yaml", &POD.replace("NAME", "a"));
-        assert_eq!(source.scan().unwrap().len(), 1, "a duplicate name is refused");
+        assert_eq!(source.scan().await.unwrap().len(), 1, "a duplicate name is refused");
 
         std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
         std::fs::remove_file(dir.path().join("dup.yaml")).unwrap();
-        assert!(source.scan().unwrap().is_empty());
+        assert!(source.scan().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn oversized_nested_and_alias_bomb_files_are_refused_quickly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut source = ManifestDir::new(dir.path().to_path_buf(), "n".into());
+        write(dir.path(), "good.yaml", &POD.replace("NAME", "good"));
+        write(dir.path(), "nested.json", &"[".repeat(400_000));
+        let mut bomb = String::from("apiVersion: v1\nkind: Pod\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            bomb.push_str(&format!("a{i}: &a{i} [{}]\n", vec![format!("*a{}", i - 1); 10].join(", ")));
+        }
+        write(dir.path(), "bomb.yaml", &bomb);
+        std::fs::write(dir.path().join("huge.yaml"), vec![b' '; MAX_MANIFEST_BYTES as usize + 1]).unwrap();
+        let start = std::time::Instant::now();
+        assert_eq!(names(&source.scan().await.unwrap()), vec!["good-n"]);
+        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+        assert!(read_bounded(&dir.path().join("huge.yaml"), MAX_MANIFEST_BYTES).unwrap_err().contains("larger than"));
     }
 }

@@ -8,7 +8,7 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use kube::api::{Api, PostParams};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -37,28 +37,77 @@ impl User {
     }
 }
 
-/// A small map whose entries expire.
+/// Answers kept per cache: past it the oldest are dropped first.
+const CACHE_CAPACITY: usize = 4096;
+
+/// A bounded map whose entries expire. Insertion order is kept in a queue, so an insert drops
+/// expired, superseded or surplus entries from its front in amortized constant time instead of
+/// scanning the map.
 struct Cache<K, V> {
-    entries: Mutex<HashMap<K, (Instant, V)>>,
+    inner: Mutex<CacheInner<K, V>>,
+    capacity: usize,
 }
 
-impl<K: std::hash::Hash + Eq, V: Clone> Cache<K, V> {
+struct CacheInner<K, V> {
+    entries: HashMap<K, CacheEntry<V>>,
+    /// Keys in insertion order with the insertion's number; an entry re-inserted since has a
+    /// later number, so its old place in the queue is stale.
+    order: VecDeque<(K, u64)>,
+    next: u64,
+}
+
+struct CacheEntry<V> {
+    until: Instant,
+    value: V,
+    seq: u64,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Cache<K, V> {
     fn new() -> Self {
-        Cache { entries: Mutex::new(HashMap::new()) }
+        Self::with_capacity(CACHE_CAPACITY)
+    }
+
+    fn with_capacity(capacity: usize) -> Self {
+        Cache { inner: Mutex::new(CacheInner { entries: HashMap::new(), order: VecDeque::new(), next: 0 }), capacity }
     }
 
     fn get(&self, k: &K) -> Option<V> {
-        let entries = self.entries.lock().expect("auth cache poisoned");
-        entries.get(k).filter(|(until, _)| *until > Instant::now()).map(|(_, v)| v.clone())
+        let inner = self.inner.lock().expect("auth cache poisoned");
+        inner.entries.get(k).filter(|e| e.until > Instant::now()).map(|e| e.value.clone())
     }
 
     fn put(&self, k: K, v: V, ttl: Duration) {
-        let mut entries = self.entries.lock().expect("auth cache poisoned");
-        let now = Instant::now();
-        if entries.len() > 4096 {
-            entries.retain(|_, (until, _)| *until > now);
+        self.put_at(k, v, ttl, Instant::now());
+    }
+
+    fn put_at(&self, k: K, v: V, ttl: Duration, now: Instant) {
+        let mut inner = self.inner.lock().expect("auth cache poisoned");
+        let inner = &mut *inner;
+        let seq = inner.next;
+        inner.next += 1;
+        inner.entries.insert(k.clone(), CacheEntry { until: now + ttl, value: v, seq });
+        inner.order.push_back((k, seq));
+        while let Some((front, seq)) = inner.order.front() {
+            let live = inner.entries.get(front).filter(|e| e.seq == *seq);
+            let surplus = inner.entries.len() > self.capacity || inner.order.len() > 2 * self.capacity;
+            let drop = match live {
+                None => true,
+                Some(e) => e.until <= now || surplus,
+            };
+            if !drop {
+                break;
+            }
+            if live.is_some() {
+                inner.entries.remove(front);
+            }
+            inner.order.pop_front();
         }
-        entries.insert(k, (now + ttl, v));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> (usize, usize) {
+        let inner = self.inner.lock().unwrap();
+        (inner.entries.len(), inner.order.len())
     }
 }
 
@@ -206,6 +255,35 @@ mod tests {
         c.put(2, false, Duration::ZERO);
         assert_eq!(c.get(&1), Some(true));
         assert_eq!(c.get(&2), None);
+    }
+
+    #[test]
+    fn cache_drops_the_oldest_past_its_capacity_and_stays_bounded() {
+        let c: Cache<u32, u32> = Cache::with_capacity(3);
+        let now = Instant::now();
+        let hour = Duration::from_secs(3600);
+        for k in 0..5 {
+            c.put_at(k, k, hour, now);
+        }
+        assert_eq!((c.get(&0), c.get(&1), c.get(&2), c.get(&4)), (None, None, Some(2), Some(4)));
+        // re-inserting one key over and over neither evicts its new value nor grows the queue
+        for v in 0..100 {
+            c.put_at(4, v, hour, now);
+        }
+        assert_eq!(c.get(&4), Some(99));
+        let (entries, queued) = c.len();
+        assert!(entries <= 3 && queued <= 6, "{entries} entries, {queued} queued");
+    }
+
+    #[test]
+    fn expired_entries_leave_on_later_inserts() {
+        let c: Cache<u32, u32> = Cache::with_capacity(100);
+        let now = Instant::now();
+        for k in 0..10 {
+            c.put_at(k, k, Duration::from_secs(1), now);
+        }
+        c.put_at(99, 99, Duration::from_secs(60), now + Duration::from_secs(2));
+        assert_eq!(c.len(), (1, 1));
     }
 
     #[tokio::test]

@@ -84,76 +84,38 @@ pub struct Peer {
     pub certificate_user: Option<User>,
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
-        stream.remote_addr().clone()
-    }
+/// The secure port's handshake: TLS within the port's time limit, then the verified client
+/// certificate's user, if any.
+#[derive(Clone)]
+struct TlsHandshake {
+    acceptor: tokio_rustls::TlsAcceptor,
+    timeout: Duration,
 }
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// TCP accept plus TLS handshakes, each handshake in its own task so a slow client holds up
-/// no one else.
-pub struct TlsListener {
-    local: SocketAddr,
-    incoming: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, Peer)>,
-}
-
-impl TlsListener {
-    fn start(tcp: tokio::net::TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<TlsListener> {
-        let local = tcp.local_addr()?;
-        let (tx, incoming) = tokio::sync::mpsc::channel(64);
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        tokio::spawn(async move {
-            loop {
-                let (conn, addr) = match tcp.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "secure port: accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                if tx.is_closed() {
-                    return;
-                }
-                let acceptor = acceptor.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(conn)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => return tracing::debug!(%addr, error = %e, "secure port: TLS handshake failed"),
-                        Err(_) => return tracing::debug!(%addr, "secure port: TLS handshake timed out"),
-                    };
-                    let certificate_user = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|certs| certs.first())
-                        .and_then(|leaf| tls::subject(leaf))
-                        .map(|(cn, orgs)| User::from_certificate(cn, orgs));
-                    let _ = tx.send((tls, Peer { addr, certificate_user })).await;
-                });
-            }
-        });
-        Ok(TlsListener { local, incoming })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
+impl crate::serving::Handshake for TlsHandshake {
     type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = Peer;
+    type Peer = Peer;
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.incoming.recv().await {
-            Some(c) => c,
-            // The accept task only ends when this listener is gone.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(Peer { addr: self.local, certificate_user: None })
+    async fn handshake(&self, tcp: tokio::net::TcpStream, addr: SocketAddr) -> Option<(Self::Io, Peer)> {
+        let tls = match tokio::time::timeout(self.timeout, self.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(%addr, error = %e, "secure port: TLS handshake failed");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(%addr, "secure port: TLS handshake timed out");
+                return None;
+            }
+        };
+        let certificate_user = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(|leaf| tls::subject(leaf))
+            .map(|(cn, orgs)| User::from_certificate(cn, orgs));
+        Some((tls, Peer { addr, certificate_user }))
     }
 }
 
@@ -239,18 +201,19 @@ pub fn router(settings: &SecureSettings, state: ReadOnly, api: Option<kube::Clie
 
 /// A bound secure port, ready to serve.
 pub struct SecureServer {
-    listener: TlsListener,
+    local: SocketAddr,
+    tcp: tokio::net::TcpListener,
+    handshake: TlsHandshake,
     app: Router,
 }
 
 impl SecureServer {
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local
+        self.local
     }
 
     pub async fn run(self) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.app.into_make_service_with_connect_info::<Peer>()).await?;
-        Ok(())
+        crate::serving::serve(self.tcp, self.app, self.handshake, crate::serving::Limits::KUBELET, "secure").await
     }
 }
 
@@ -262,9 +225,10 @@ pub async fn bind(settings: SecureSettings, state: ReadOnly, api: Option<kube::C
     let tcp = tokio::net::TcpListener::bind(settings.addr)
         .await
         .map_err(|e| anyhow::anyhow!("--port: cannot listen on {}: {e}", settings.addr))?;
-    let listener = TlsListener::start(tcp, config).map_err(|e| anyhow::anyhow!("--port: {}: {e}", settings.addr))?;
-    tracing::info!(addr = %listener.local, node = %settings.node_name, mode = ?settings.authorization_mode, "secure server listening");
-    Ok(SecureServer { listener, app })
+    let local = tcp.local_addr().map_err(|e| anyhow::anyhow!("--port: {}: {e}", settings.addr))?;
+    tracing::info!(addr = %local, node = %settings.node_name, mode = ?settings.authorization_mode, "secure server listening");
+    let handshake = TlsHandshake { acceptor: tokio_rustls::TlsAcceptor::from(config), timeout: crate::serving::Limits::KUBELET.handshake_timeout };
+    Ok(SecureServer { local, tcp, handshake, app })
 }
 
 pub async fn serve(settings: SecureSettings, state: ReadOnly, api: Option<kube::Client>) -> anyhow::Result<()> {

@@ -49,11 +49,11 @@ pub fn tree_usage(dir: &Path) -> Option<(u64, u64)> {
     Some((bytes, inodes))
 }
 
-/// A directory's use on the file system that holds it: du's figures with statvfs's capacity.
-pub fn directory(dir: &Path, time: &str) -> Option<FsStats> {
-    let (used, inodes_used) = tree_usage(dir)?;
+/// A directory's use on the file system that holds it: du's figures (`tree_usage`, measured
+/// earlier) with statvfs's capacity.
+pub fn directory(dir: &Path, (used, inodes_used): (u64, u64), time: &str) -> FsStats {
     let fs = filesystem(dir, time).unwrap_or_else(|| FsStats { time: time.to_string(), ..Default::default() });
-    Some(FsStats { used_bytes: Some(used), inodes_used: Some(inodes_used), ..fs })
+    FsStats { used_bytes: Some(used), inodes_used: Some(inodes_used), ..fs }
 }
 
 #[cfg(test)]
@@ -70,7 +70,7 @@ mod tests {
         assert_eq!(inodes, 4);
         assert!(bytes >= 10_000, "{bytes}");
         assert_eq!(tree_usage(&dir.path().join("missing")), None);
-        let stats = directory(dir.path(), "t").unwrap();
+        let stats = directory(dir.path(), (bytes, inodes), "t");
         assert_eq!(stats.used_bytes, Some(bytes));
         assert!(stats.capacity_bytes.unwrap() > 0);
     }

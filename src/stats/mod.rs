@@ -1,10 +1,10 @@
 //! Resource usage of the node and its pods, for `GET /stats/summary` (the Summary API) and
 //! `GET /metrics/resource`: cgroup v1 accounting for cpu and memory, /proc for the network,
-//! statvfs and directory walks for file systems, CRI for the writable layers and the image
+//! statvfs and directory walks (cached, done in the background) for file systems, CRI for the writable layers and the image
 //! file system. A pod whose figures cannot be read gets a thinner entry; the answer stands.
 //!
 //! Pure parts: `cgroupv1` and `procfs` parsing, `rate` (nanocores from two samples),
-//! `summary` (the JSON shape), `resource` (the metrics text). Effectful: `disk` and `Collector`.
+//! `summary` (the JSON shape), `resource` (the metrics text), `usage_cache` (which trees to walk). Effectful: `disk` and `Collector`.
 
 pub mod cgroupv1;
 pub mod disk;
@@ -12,6 +12,7 @@ pub mod procfs;
 pub mod rate;
 pub mod resource;
 pub mod summary;
+pub mod usage_cache;
 
 use crate::machine::timestamp::rfc3339;
 use crate::metrics::ContainerCounts;
@@ -40,6 +41,8 @@ pub struct Collector {
     pub cgroup_mount: PathBuf,
     pub proc_root: PathBuf,
     rates: CpuRates,
+    /// Volume and log directory usage, measured in the background.
+    trees: Arc<usage_cache::UsageCache>,
 }
 
 /// One collection: the Summary, when it was read, and whether some pod's figures were missing.
@@ -60,7 +63,7 @@ struct RuntimeFigures {
 
 impl Collector {
     pub fn new(cri: Cri, pods: PodStore, ctx: Arc<NodeContext>, root_dir: PathBuf) -> Collector {
-        Collector { cri, pods, ctx, root_dir, cgroup_mount: "/sys/fs/cgroup".into(), proc_root: "/proc".into(), rates: CpuRates::default() }
+        Collector { cri, pods, ctx, root_dir, cgroup_mount: "/sys/fs/cgroup".into(), proc_root: "/proc".into(), rates: CpuRates::default(), trees: Arc::new(usage_cache::UsageCache::new(usage_cache::MAX_AGE)) }
     }
 
     /// The node's and every pod's figures now.
@@ -68,13 +71,37 @@ impl Collector {
         let runtime = self.runtime_figures().await;
         let me = self.clone();
         let pods = self.pods.list();
-        match tokio::task::spawn_blocking(move || me.read_all(&pods, &runtime)).await {
+        let collected = tokio::task::spawn_blocking(move || me.read_all(&pods, &runtime)).await;
+        self.measure_due_trees();
+        match collected {
             Ok(collected) => collected,
             Err(e) => {
                 tracing::warn!(error = %e, "stats: collecting failed");
                 Collected { summary: Summary::default(), at: SystemTime::now(), degraded: true }
             }
         }
+    }
+
+    /// Walks the trees the last collection found due, on a blocking thread of their own: no
+    /// request waits on a walk.
+    fn measure_due_trees(&self) {
+        let due = self.trees.take_due(std::time::Instant::now());
+        if due.is_empty() {
+            return;
+        }
+        let trees = self.trees.clone();
+        tokio::task::spawn_blocking(move || {
+            for dir in due {
+                let usage = disk::tree_usage(&dir);
+                trees.record(&dir, usage, std::time::Instant::now());
+            }
+        });
+    }
+
+    /// A directory's last measured use with its file system's figures now; None until measured.
+    fn directory(&self, dir: &Path, time: &str) -> Option<FsStats> {
+        let usage = self.trees.lookup(dir, std::time::Instant::now())?;
+        Some(disk::directory(dir, usage, time))
     }
 
     async fn runtime_figures(&self) -> RuntimeFigures {
@@ -176,7 +203,7 @@ impl Collector {
                 inodes_used: *inodes,
                 ..image_fs.cloned().map(|fs| FsStats { used_bytes: None, inodes_used: None, ..fs }).unwrap_or_default()
             });
-            let logs = disk::directory(&log_dir.join(&name), time);
+            let logs = self.directory(&log_dir.join(&name), time);
             containers.push(ContainerStats { name, start_time: started, cpu, memory, rootfs, logs });
         }
         let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
@@ -191,7 +218,7 @@ impl Collector {
             .unwrap_or_default()
             .into_iter()
             .filter(|(name, _)| !is_host_path(pod, name))
-            .filter_map(|(name, path)| disk::directory(&path, time).map(|fs| VolumeStats { fs, name }))
+            .filter_map(|(name, path)| self.directory(&path, time).map(|fs| VolumeStats { fs, name }))
             .collect();
         let ephemeral_storage = ephemeral_storage(&containers, &volume, disk::filesystem(&self.ctx.pod_data_root, time));
         let stats = PodStats {

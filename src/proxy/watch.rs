@@ -108,7 +108,7 @@ where
                 known.remove(&(ns.clone(), name.clone()));
                 proxiers.iter().for_each(|p| K::delete(p, &ns, &name));
             }
-            Err(e) => match refusal(&e, &resource) {
+            Err(e) => match refusal(&e, resource) {
                 Some(why) => {
                     if !std::mem::replace(&mut refused, true) {
                         tracing::error!("{why}");

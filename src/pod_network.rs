@@ -4,7 +4,7 @@
 //! it has, as the kubelet holds pods while the network is not ready.
 //!
 //! ```text
-//! start ──> NotReady("waiting for the node's pod CIDR")   (cluster mode; standalone: Ready)
+//! start ──> NotReady("waiting for the node's pod CIDR")   (standalone: no CIDR to wait for)
 //!             │ podCIDR assigned            │ none within CLUSTER_CIDR_WAIT
 //!             v                             v
 //!           switch: write conflist, wait until the runtime shows it, proxy follows ──> Ready
@@ -77,9 +77,10 @@ pub struct PodNetwork {
 }
 
 impl PodNetwork {
-    /// `cluster`: the pod CIDR may come from the Node, so the gate starts closed.
+    /// The gate starts closed: it opens once the runtime has the config (`cluster`: once the
+    /// pod CIDR is known too, or CLUSTER_CIDR_WAIT has passed).
     pub fn new(install: CniInstall, cri: Cri, proxiers: Vec<Arc<Proxier>>, cluster: bool) -> (PodNetwork, NetworkGate) {
-        let initial = if cluster { NetworkState::NotReady("waiting for the node's pod CIDR from the cluster".into()) } else { NetworkState::Ready };
+        let initial = NetworkState::NotReady(if cluster { "waiting for the node's pod CIDR from the cluster" } else { "installing the pod network" }.into());
         let (state, rx) = watch::channel(initial);
         (PodNetwork { install, cri, state, proxiers, last_rewrite: None }, NetworkGate(rx))
     }

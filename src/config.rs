@@ -111,11 +111,11 @@ pub struct Flags {
     #[arg(long)]
     pub port: Option<u16>,
     /// Run only the Service proxy (for a node that keeps another kubelet); needs --kubeconfig.
-    #[arg(long = "proxy-only")]
-    pub proxy_only: bool,
+    #[arg(long = "proxy-only", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool)]
+    pub proxy_only: Option<bool>,
     /// Do not run the Service proxy.
-    #[arg(long = "disable-proxy")]
-    pub disable_proxy: bool,
+    #[arg(long = "disable-proxy", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool)]
+    pub disable_proxy: Option<bool>,
     /// The nftables table the proxy owns (family ip). Default nodelet.
     #[arg(long = "proxy-table")]
     pub proxy_table: Option<String>,
@@ -128,10 +128,10 @@ pub struct Flags {
     #[arg(long = "client-ca-file")]
     pub client_ca_file: Option<PathBuf>,
     /// Let unauthenticated requests in as system:anonymous. Default false.
-    #[arg(long = "anonymous-auth")]
+    #[arg(long = "anonymous-auth", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool)]
     pub anonymous_auth: Option<bool>,
     /// Check bearer tokens with the TokenReview API. Default false.
-    #[arg(long = "authentication-token-webhook")]
+    #[arg(long = "authentication-token-webhook", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool)]
     pub authentication_token_webhook: Option<bool>,
     /// AlwaysAllow or Webhook (SubjectAccessReview). Default AlwaysAllow.
     #[arg(long = "authorization-mode")]
@@ -140,7 +140,7 @@ pub struct Flags {
     #[arg(long = "allowed-unsafe-sysctls", value_delimiter = ',')]
     pub allowed_unsafe_sysctls: Option<Vec<String>>,
     /// RuntimeDefault seccomp for containers whose pod names no profile (else Unconfined). Default false.
-    #[arg(long = "seccomp-default", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long = "seccomp-default", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool)]
     pub seccomp_default: Option<bool>,
 }
 
@@ -217,6 +217,16 @@ mod humantime_serde_opt {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let text: Option<String> = Option::deserialize(d)?;
         text.map(|t| super::parse_duration(&t).map_err(serde::de::Error::custom)).transpose()
+    }
+}
+
+/// A boolean flag's value as the kubelet's flags (Go's strconv.ParseBool) take it: a bare
+/// `--flag` is true (clap's default_missing_value), `--flag=false` turns it off.
+pub fn parse_bool(text: &str) -> Result<bool, String> {
+    match text {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!("{text:?} is not a boolean (true or false)")),
     }
 }
 
@@ -336,8 +346,8 @@ impl Config {
             node_status_update_frequency: flags.node_status_update_frequency.or(file.node_status_update_frequency).unwrap_or(Duration::from_secs(10)),
             node_status_report_frequency: flags.node_status_report_frequency.or(file.node_status_report_frequency).unwrap_or(Duration::from_secs(300)),
             port: flags.port.or(file.port).unwrap_or(10250),
-            proxy_only: flags.proxy_only || file.proxy_only.unwrap_or(false),
-            proxy_enabled: !(flags.disable_proxy || file.disable_proxy.unwrap_or(false)),
+            proxy_only: flags.proxy_only.or(file.proxy_only).unwrap_or(false),
+            proxy_enabled: !flags.disable_proxy.or(file.disable_proxy).unwrap_or(false),
             proxy_table: flags.proxy_table.or(file.proxy_table).unwrap_or_else(|| "nodelet".into()),
             tls_cert_file: flags.tls_cert_file.or(file.tls_cert_file),
             tls_private_key_file: flags.tls_private_key_file.or(file.tls_private_key_file),
@@ -523,6 +533,19 @@ mod tests {
         let c = Config::from_flags(flags(&["--config", path.to_str().unwrap(), "--seccomp-default=false"])).unwrap();
         assert_eq!(c.allowed_unsafe_sysctls, vec!["fs.mqueue.*"]);
         assert!(!c.seccomp_default);
+    }
+
+    #[test]
+    fn boolean_flags_take_the_bare_form_and_explicit_values_as_the_kubelet_does() {
+        let c = Config::from_flags(flags(&["--authentication-token-webhook", "--anonymous-auth=false", "--disable-proxy"])).unwrap();
+        assert!(c.authentication_token_webhook && !c.anonymous_auth && !c.proxy_enabled);
+        let c = Config::from_flags(flags(&["--authentication-token-webhook=true", "--anonymous-auth=True", "--disable-proxy=false"])).unwrap();
+        assert!(c.authentication_token_webhook && c.anonymous_auth && c.proxy_enabled);
+        // A bare boolean flag never swallows the next word, as with Go's pflag.
+        let f = flags(&["--authentication-token-webhook", "--read-only-port", "0"]);
+        assert_eq!((f.authentication_token_webhook, f.read_only_port), (Some(true), Some(0)));
+        let err = Flags::try_parse_from(["nodelet", "--anonymous-auth=maybe"]).unwrap_err().to_string();
+        assert!(err.contains("--anonymous-auth") && err.contains("not a boolean"), "{err}");
     }
 
     #[test]

@@ -65,11 +65,22 @@ impl Health {
 
     /// Ok, or the failing checks as "name: reason" lines.
     pub fn report(&self) -> Result<(), Vec<String>> {
+        self.report_excluding(&[])
+    }
+
+    /// What the node's Ready condition reflects: every check but the proxy's, as the kubelet's
+    /// readiness does not depend on kube-proxy.
+    pub fn node_readiness(&self) -> Result<(), Vec<String>> {
+        self.report_excluding(&["proxy"])
+    }
+
+    fn report_excluding(&self, excluded: &[&str]) -> Result<(), Vec<String>> {
         let mut failures: Vec<String> = self
             .checks
             .read()
             .expect("health poisoned")
             .iter()
+            .filter(|(name, _)| !excluded.contains(name))
             .filter_map(|(name, result)| result.as_ref().err().map(|e| format!("{name}: {e}")))
             .collect();
         if let Some(secs) = self.sync_loop_stalled_secs() {
@@ -110,6 +121,7 @@ pub async fn watch_proxy(proxiers: Vec<std::sync::Arc<crate::proxy::Proxier>>, h
         let mut notes = Vec::new();
         for p in &proxiers {
             let (family, h) = (p.config().family, p.health());
+            failures.extend(h.refused.values().cloned());
             if h.consecutive_failures >= 3 {
                 failures.push(format!("{family}: {} syncs in a row failed: {}", h.consecutive_failures, h.last_error.as_deref().unwrap_or_default()));
             }

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod nodeip;
+pub mod pod_network;
 pub mod pods;
 pub mod proxy;
 pub mod retry;

@@ -8,6 +8,7 @@ use nodelet::pods::source::ManifestDir;
 use nodelet::pods::spec::NodeContext;
 use nodelet::pods::store::PodStore;
 use nodelet::pods::worker::WorkerDeps;
+use nodelet::pod_network::PodNetwork;
 use nodelet::{machine, network, node, nodeip, runtime, server};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -63,9 +64,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(path) => Some(kube_client(path).await?),
         None => None,
     };
-    if let (true, Some(client)) = (config.proxy_enabled, &client) {
-        start_proxy(client.clone(), &config, health.clone())?;
-    }
+    let proxiers = match (config.proxy_enabled, &client) {
+        (true, Some(client)) => start_proxy(client.clone(), &config, health.clone())?,
+        _ => Vec::new(),
+    };
     let store = PodStore::default();
     // the one runtime client (it connects on first use), shared by every part
     let cri = runtime::Cri::new(&config.runtime_socket);
@@ -127,7 +129,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         bridge: config.cni_bridge.clone(),
         pod_cidr: config.pod_cidr.clone(),
     };
-    install.install()?;
+    // the IPv4 proxy's masquerade rules name the pod CIDR, so they follow it
+    let v4_proxiers = proxiers.into_iter().filter(|p| p.config().family == nodelet::proxy::model::Family::V4).collect();
+    let (pod_network, network_gate) = PodNetwork::new(install, cri.clone(), v4_proxiers, client.is_some());
+    let assigned_cidrs = client.as_ref().map(|client| node::pod_cidr::assigned_pod_cidrs(client.clone(), &config.node_name));
+    tokio::spawn(pod_network.run(assigned_cidrs));
 
     tokio::spawn(health::watch_runtime(cri.clone(), health.clone(), Duration::from_secs(5)));
     tokio::spawn(prepull_sandbox_image(cri.clone(), config.pod_infra_container_image.clone()));
@@ -147,8 +153,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         backoff_initial: config.backoff_initial,
         backoff_max: config.backoff_max,
         resync: config.sync_frequency,
+        network: network_gate,
     };
-    let api_pods = client.as_ref().map(|client| join_cluster(client.clone(), &config, &deps, health.clone(), install));
+    let api_pods = client.as_ref().map(|client| join_cluster(client.clone(), &config, &deps, health.clone()));
     let admission = nodelet::pods::admission::AdmissionConfig {
         sysctls: nodelet::pods::admission::sysctls::Allowlist::new(&config.allowed_unsafe_sysctls).map_err(|e| anyhow::anyhow!("--allowed-unsafe-sysctls: {e}"))?,
     };
@@ -179,7 +186,6 @@ fn join_cluster(
     config: &Config,
     deps: &WorkerDeps,
     health: Arc<Health>,
-    mut install: network::CniInstall,
 ) -> tokio::sync::mpsc::UnboundedReceiver<Vec<k8s_openapi::api::core::v1::Pod>> {
     let settings = node::NodeSettings {
         name: config.node_name.clone(),
@@ -198,19 +204,7 @@ fn join_cluster(
         root_dir: config.root_dir.clone(),
     };
     let agent = Arc::new(node::NodeAgent { client: client.clone(), settings, cri: deps.cri.clone(), health });
-    let (registered_tx, registered_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(agent.run(registered_tx));
-    // A pod CIDR assigned by the cluster wins over --pod-cidr.
-    tokio::spawn(async move {
-        let Ok(node) = registered_rx.await else { return };
-        if let Some(cidr) = node.spec.and_then(|s| s.pod_cidr).filter(|c| *c != install.pod_cidr) {
-            tracing::info!(pod_cidr = %cidr, "using the pod CIDR the cluster assigned");
-            install.pod_cidr = cidr;
-            if let Err(e) = install.install() {
-                tracing::error!("installing the pod network: {e:#}");
-            }
-        }
-    });
+    tokio::spawn(agent.run());
     tokio::spawn(nodelet::pods::status_sync::run(client.clone(), deps.store.clone(), config.node_name.clone()));
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(nodelet::pods::api_source::watch_node_pods(client, config.node_name.clone(), tx));
@@ -219,7 +213,7 @@ fn join_cluster(
 
 /// The Service proxy: a table of its own per address family (`ip6` only where the node has
 /// IPv6), fed by Services and EndpointSlices.
-fn start_proxy(client: kube::Client, config: &Config, health: Arc<Health>) -> anyhow::Result<()> {
+fn start_proxy(client: kube::Client, config: &Config, health: Arc<Health>) -> anyhow::Result<Vec<Arc<nodelet::proxy::Proxier>>> {
     use nodelet::proxy::{model::Family, ProxyConfig, Proxier};
     let mut families = vec![Family::V4];
     if nodeip::has_global_ipv6() {
@@ -239,8 +233,8 @@ fn start_proxy(client: kube::Client, config: &Config, health: Arc<Health>) -> an
     }
     tracing::info!(table = %config.proxy_table, families = ?proxiers.iter().map(|p| p.config().family).collect::<Vec<_>>(), "service proxy starting");
     tokio::spawn(nodelet::proxy::watch::follow(client, proxiers.clone()));
-    tokio::spawn(health::watch_proxy(proxiers, health, Duration::from_secs(5)));
-    Ok(())
+    tokio::spawn(health::watch_proxy(proxiers.clone(), health, Duration::from_secs(5)));
+    Ok(proxiers)
 }
 
 /// Pulls the sandbox image once at start so the first pod does not wait for it.

@@ -36,17 +36,40 @@ impl CniInstall {
         let plugin = std::fs::read(&self.plugin_source)
             .with_context(|| format!("reading the CNI plugin {} (set --cni-plugin)", self.plugin_source.display()))?;
         write_if_changed(&self.bin_dir.join(PLUGIN_NAME), &plugin, 0o755)?;
-        write_if_changed(&self.conf_dir.join(CONFLIST_NAME), conflist(&self.bridge, &self.pod_cidr).as_bytes(), 0o644)
+        write_if_changed(&self.conflist_path(), self.conflist().as_bytes(), 0o644)
+    }
+
+    pub fn conflist_path(&self) -> PathBuf {
+        self.conf_dir.join(CONFLIST_NAME)
+    }
+
+    pub fn conflist(&self) -> String {
+        conflist(&self.bridge, &self.pod_cidr)
+    }
+
+    /// True when the network config on disk is the one nodelet writes.
+    pub fn config_in_place(&self) -> bool {
+        std::fs::read_to_string(self.conflist_path()).is_ok_and(|current| current == self.conflist())
+    }
+
+    /// Writes the network config again, even unchanged: a new file (rename) is the event that
+    /// makes the runtime reload its CNI config.
+    pub fn rewrite_config(&self) -> anyhow::Result<()> {
+        write_replacing(&self.conflist_path(), self.conflist().as_bytes(), 0o644)
     }
 }
 
 /// Writes through a temporary file and a rename, so containerd never reads half a file and a
 /// running plugin binary is replaced, not rewritten in place.
 fn write_if_changed(path: &Path, content: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     if std::fs::read(path).is_ok_and(|current| current == content) {
         return Ok(());
     }
+    write_replacing(path, content, mode)
+}
+
+fn write_replacing(path: &Path, content: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().context("path without a directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp_prefix = format!(".{}.tmp-", path.file_name().unwrap_or_default().to_string_lossy());

@@ -3,6 +3,7 @@
 //! Lease heartbeat in kube-node-lease. Failures are retried; pods are never touched here.
 
 pub mod object;
+pub mod pod_cidr;
 pub mod pressure;
 
 use crate::health::Health;
@@ -63,7 +64,7 @@ impl NodeAgent {
             Ok(v) => format!("{}://{}", v.runtime_name, v.runtime_version),
             Err(_) => String::new(),
         };
-        let runtime_problem = self.health.report().err().map(|failures| failures.join("; "));
+        let runtime_problem = self.health.node_readiness().err().map(|failures| failures.join("; "));
         let ephemeral_storage = nix::sys::statvfs::statvfs(&self.settings.root_dir)
             .map(|s| s.blocks() * s.fragment_size())
             .unwrap_or(0);
@@ -114,11 +115,10 @@ impl NodeAgent {
 
     /// Registers (retrying with back-off until the apiserver answers), then keeps the status
     /// and the Lease fresh for ever.
-    pub async fn run(self: Arc<Self>, registered: tokio::sync::oneshot::Sender<Node>) {
+    pub async fn run(self: Arc<Self>) {
         let node = crate::retry::until_ok("registering the node", || self.register()).await;
         let node_uid = node.metadata.uid.clone().unwrap_or_default();
         let conditions = node.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
-        let _ = registered.send(node);
         let lease = tokio::spawn(self.clone().keep_lease(node_uid));
         self.keep_status(conditions).await;
         lease.abort();

@@ -37,6 +37,8 @@ pub struct WorkerDeps {
     /// The apiserver in cluster mode: volumes and env read configMaps, secrets and tokens from it.
     pub api: Option<kube::Client>,
     pub events: crate::events::Recorder,
+    /// Closed while the pod network is not ready (no pod CIDR yet, the runtime reloading).
+    pub network: crate::pod_network::NetworkGate,
 }
 
 pub enum WorkerMsg {
@@ -283,6 +285,10 @@ impl Worker {
     }
 
     async fn create_sandbox(&mut self, attempt: u32) -> Result<(), String> {
+        if !self.pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false) {
+            // As the kubelet: no pod joins the pod network before it is ready.
+            self.deps.network.check().map_err(|why| format!("pod {}: network is not ready: {why}", self.pod_ref()))?;
+        }
         let ctx = &self.deps.ctx;
         let config = spec::sandbox_config(ctx, &self.pod, attempt);
         for dir in [spec::log_directory(ctx, &self.pod), spec::pod_data_dir(ctx, &self.pod)] {

@@ -84,6 +84,8 @@ pub struct ProxyHealth {
     pub elements: usize,
     /// Inputs skipped as invalid since start.
     pub invalid_objects: u64,
+    /// Permissions the apiserver refuses the proxy's watches, by resource (what to grant, and how).
+    pub refused: BTreeMap<&'static str, String>,
 }
 
 /// A Service's ports joined with their endpoints.
@@ -150,7 +152,8 @@ enum TableState {
 
 /// The service proxy. Feed it objects from the watch; `run` applies them.
 pub struct Proxier {
-    ctx: Context,
+    /// The rendering context; only its pod CIDR changes (when the cluster assigns the node one).
+    ctx: std::sync::RwLock<Context>,
     config: ProxyConfig,
     nft: Nft,
     conntrack: Conntrack,
@@ -195,7 +198,7 @@ impl Proxier {
         let conntrack = Conntrack { program: config.conntrack.clone(), family: config.family, netns: config.netns.clone() };
         let applied = Applied { need_full: true, ..Default::default() };
         Ok(Proxier {
-            ctx,
+            ctx: std::sync::RwLock::new(ctx),
             config,
             nft,
             conntrack,
@@ -210,9 +213,31 @@ impl Proxier {
         &self.config
     }
 
+    fn ctx(&self) -> Context {
+        self.ctx.read().unwrap().clone()
+    }
+
+    /// The pod network's CIDR changed (the cluster assigned this node one): the masquerade rules
+    /// that tell pod traffic from outside traffic follow at the next sync, a whole-table rewrite.
+    pub async fn set_pod_cidr(&self, cidr: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(valid_cidr(cidr, self.config.family), "invalid {} pod CIDR {cidr:?}", self.config.family);
+        if self.ctx.read().unwrap().pod_cidr.as_deref() == Some(cidr) {
+            return Ok(());
+        }
+        self.ctx.write().unwrap().pod_cidr = Some(cidr.to_string());
+        let mut applied = self.applied.lock().await;
+        applied.need_full = true;
+        // Not a staged sync: the table's fixed chains change too.
+        applied.known = false;
+        drop(applied);
+        self.changed.notify_one();
+        tracing::info!(table = %self.ctx().table_ref(), pod_cidr = %cidr, "proxy follows the node's pod CIDR");
+        Ok(())
+    }
+
     fn warn_all(&self, warnings: &[String]) {
         for w in warnings {
-            tracing::warn!(table = %self.ctx.table_ref(), "{w}");
+            tracing::warn!(table = %self.ctx().table_ref(), "{w}");
         }
         if !warnings.is_empty() {
             self.health.lock().unwrap().invalid_objects += warnings.len() as u64;
@@ -227,7 +252,7 @@ impl Proxier {
 
     /// A Service was added or changed.
     pub fn upsert_service(&self, svc: &Service) {
-        let converted = convert::service(svc, self.ctx.family);
+        let converted = convert::service(svc, self.config.family);
         self.warn_all(&converted.warnings);
         let Some(name) = convert::service_name(svc) else { return };
         let mut inputs = self.inputs.lock().unwrap();
@@ -249,7 +274,7 @@ impl Proxier {
 
     /// An EndpointSlice was added or changed.
     pub fn upsert_slice(&self, slice: &EndpointSlice) {
-        let converted = convert::slice(slice, self.ctx.family);
+        let converted = convert::slice(slice, self.config.family);
         self.warn_all(&converted.warnings);
         let Some(name) = convert::slice_name(slice) else { return };
         let mut inputs = self.inputs.lock().unwrap();
@@ -291,6 +316,15 @@ impl Proxier {
         applied.entries.iter().map(|(k, (e, _))| (k.clone(), e.clone())).collect()
     }
 
+    /// The apiserver refuses (Some) or grants again (None) what watching `resource` needs.
+    pub fn set_refused(&self, resource: &'static str, why: Option<String>) {
+        let mut h = self.health.lock().unwrap();
+        match why {
+            Some(why) => h.refused.insert(resource, why),
+            None => h.refused.remove(resource),
+        };
+    }
+
     pub fn health(&self) -> ProxyHealth {
         self.health.lock().unwrap().clone()
     }
@@ -313,7 +347,8 @@ impl Proxier {
             return Ok(());
         }
         let mut script = String::new();
-        let live = self.ctx.at(applied.generation);
+        let live = self.ctx().at(applied.generation);
+        let ctx = self.ctx();
         let mut count_chains = applied.count_chains.clone();
         let mut flows: Vec<Flow> = Vec::new();
         let mut hairpin_delta: HashMap<IpAddr, isize> = HashMap::new();
@@ -337,9 +372,9 @@ impl Proxier {
                 if old.map(|(e, _)| e) == new.as_ref() {
                     continue;
                 }
-                let rendered = new.as_ref().map(|e| render::render_service(&self.ctx, e));
+                let rendered = new.as_ref().map(|e| render::render_service(&ctx, e));
                 render::diff(&live, old.map(|(_, r)| r), rendered.as_ref(), &mut count_chains, &mut script);
-                flows.extend(conntrack::stale_flows(old.map(|(e, _)| e), new.as_ref(), &self.ctx.node_name));
+                flows.extend(conntrack::stale_flows(old.map(|(e, _)| e), new.as_ref(), &self.config.node_name));
                 for ip in old.iter().flat_map(|(_, r)| r.endpoint_ips.iter()) {
                     *hairpin_delta.entry(*ip).or_default() -= 1;
                 }
@@ -368,7 +403,7 @@ impl Proxier {
             }
             return Ok(());
         }
-        tracing::debug!(table = %self.ctx.table_ref(), services = dirty.len(), bytes = script.len(), "applying incremental sync");
+        tracing::debug!(table = %self.ctx().table_ref(), services = dirty.len(), bytes = script.len(), "applying incremental sync");
         match self.nft.apply(&script).await {
             Ok(()) => {
                 for (key, new) in changes {
@@ -388,7 +423,7 @@ impl Proxier {
                 Ok(())
             }
             Err(e) => {
-                tracing::error!(table = %self.ctx.table_ref(), error = %e, "incremental sync failed; the previous ruleset stays; retrying with a full sync");
+                tracing::error!(table = %self.ctx().table_ref(), error = %e, "incremental sync failed; the previous ruleset stays; retrying with a full sync");
                 self.record_failure(&e);
                 // the table is not what the proxy thought: replace it whole
                 applied.known = false;
@@ -442,18 +477,19 @@ impl Proxier {
         };
         let mut entries: BTreeMap<ServiceKey, (ServiceEntry, Rendered)> = BTreeMap::new();
         let mut ids = HashMap::new();
+        let ctx = self.ctx();
         for (port, endpoints) in wanted {
             let key = port.key.clone();
             let id = applied.id_for(&key);
             ids.insert(key.clone(), id);
             let entry = ServiceEntry { id, port, endpoints };
-            let rendered = render::render_service(&self.ctx, &entry);
+            let rendered = render::render_service(&ctx, &entry);
             entries.insert(key, (entry, rendered));
         }
         let generation = match self.write_table(applied, &entries).await {
             Ok(generation) => generation,
             Err(e) => {
-                tracing::error!(table = %self.ctx.table_ref(), error = %e, "full sync failed; the previous ruleset stays; will retry");
+                tracing::error!(table = %self.ctx().table_ref(), error = %e, "full sync failed; the previous ruleset stays; will retry");
                 self.record_failure(&e);
                 applied.need_full = true;
                 applied.known = false;
@@ -462,11 +498,11 @@ impl Proxier {
         };
         let mut flows = Vec::new();
         for (key, (old, _)) in &applied.entries {
-            flows.extend(conntrack::stale_flows(Some(old), entries.get(key).map(|(e, _)| e), &self.ctx.node_name));
+            flows.extend(conntrack::stale_flows(Some(old), entries.get(key).map(|(e, _)| e), &self.config.node_name));
         }
         for (key, (new, _)) in &entries {
             if !applied.entries.contains_key(key) {
-                flows.extend(conntrack::stale_flows(None, Some(new), &self.ctx.node_name));
+                flows.extend(conntrack::stale_flows(None, Some(new), &self.config.node_name));
             }
         }
         let mut fresh = Applied { ids, next_id: applied.next_id, generation, known: true, ..Default::default() };
@@ -487,14 +523,14 @@ impl Proxier {
     /// proxy knows (or that does not exist yet) is filled in stages, its elements parsed side by
     /// side; otherwise, or when a stage fails, the table is replaced in one transaction.
     async fn write_table(&self, applied: &Applied, entries: &BTreeMap<ServiceKey, (ServiceEntry, Rendered)>) -> Result<u32, ApplyError> {
-        let table = self.ctx.table_ref();
+        let table = self.ctx().table_ref();
         let existing = match self.table_state(applied).await {
             TableState::Known(existing) => Some(existing),
             TableState::Absent => None,
             TableState::Unknown => return self.replace_table(entries).await,
         };
         let generation = existing.as_ref().map_or(0, render::Existing::next_generation);
-        let ctx = self.ctx.at(generation);
+        let ctx = self.ctx().at(generation);
         let staged = render::staged(&ctx, existing.as_ref(), entries.values().map(|(_, r)| r), self.nft.contexts());
         tracing::debug!(%table, service_ports = entries.len(), elements = staged.counts.elements, "applying full sync in stages");
         let result = async {
@@ -524,8 +560,8 @@ impl Proxier {
                 sticky: applied.entries.values().flat_map(|(_, r)| r.sticky.iter().map(|m| m.name.clone())).collect(),
             });
         }
-        let line = format!("table {}", self.ctx.table_ref());
-        match self.nft.run(&format!("list tables {}", self.ctx.family.nft())).await {
+        let line = format!("table {}", self.ctx().table_ref());
+        match self.nft.run(&format!("list tables {}", self.config.family.nft())).await {
             Ok(listing) if !listing.lines().any(|l| l.trim() == line) => TableState::Absent,
             _ => TableState::Unknown,
         }
@@ -533,15 +569,16 @@ impl Proxier {
 
     /// Replaces the table in one transaction, at generation 0.
     async fn replace_table(&self, entries: &BTreeMap<ServiceKey, (ServiceEntry, Rendered)>) -> Result<u32, ApplyError> {
-        let (script, counts) = render::full_from_rendered(&self.ctx.at(0), entries.values().map(|(_, r)| r));
-        tracing::debug!(table = %self.ctx.table_ref(), service_ports = entries.len(), elements = counts.elements, "applying full sync as one transaction");
+        let (script, counts) = render::full_from_rendered(&self.ctx().at(0), entries.values().map(|(_, r)| r));
+        tracing::debug!(table = %self.ctx().table_ref(), service_ports = entries.len(), elements = counts.elements, "applying full sync as one transaction");
         self.nft.apply(&script).await?;
         Ok(0)
     }
 
     fn totals(&self, applied: &Applied) -> (usize, usize) {
-        let count_rules: usize = applied.count_chains.iter().map(|c| render::count_chain(&self.ctx, *c).rules.len()).sum();
-        (render::skeleton_rules(&self.ctx) + count_rules + applied.service_rules, applied.service_elements + applied.hairpin.len())
+        let ctx = self.ctx();
+        let count_rules: usize = applied.count_chains.iter().map(|c| render::count_chain(&ctx, *c).rules.len()).sum();
+        (render::skeleton_rules(&ctx) + count_rules + applied.service_rules, applied.service_elements + applied.hairpin.len())
     }
 
     fn record_success(&self, applied: &Applied, took: Duration, full: bool) {
@@ -558,8 +595,8 @@ impl Proxier {
         h.service_ports = applied.entries.len();
         h.rules = rules;
         h.elements = elements;
-        crate::metrics::global().proxy_synced(self.ctx.family.slice_address_type(), took, rules, elements);
-        tracing::debug!(table = %self.ctx.table_ref(), full, took_ms = took.as_secs_f64() * 1e3, rules, elements, "proxy sync done");
+        crate::metrics::global().proxy_synced(self.config.family.slice_address_type(), took, rules, elements);
+        tracing::debug!(table = %self.ctx().table_ref(), full, took_ms = took.as_secs_f64() * 1e3, rules, elements, "proxy sync done");
     }
 
     fn record_failure(&self, e: &ApplyError) {
@@ -602,7 +639,7 @@ impl Proxier {
     /// Deletes the proxy's table (the proxy's rules stop applying at once).
     pub async fn cleanup(&self) -> Result<(), ApplyError> {
         let mut applied = self.applied.lock().await;
-        self.nft.apply(&render::delete_table(&self.ctx)).await?;
+        self.nft.apply(&render::delete_table(&self.ctx())).await?;
         *applied = Applied { need_full: true, next_id: applied.next_id, ..Default::default() };
         Ok(())
     }

@@ -16,6 +16,27 @@ use std::sync::Arc;
 trait Feed: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static {
     fn upsert(proxier: &Proxier, object: &Self);
     fn delete(proxier: &Proxier, namespace: &str, name: &str);
+    fn plural_static() -> &'static str;
+}
+
+/// A 403 from the apiserver, told as what is refused and how to grant it (a node's own
+/// credentials may not list EndpointSlices; kube-proxy runs as system:kube-proxy).
+fn refusal(error: &watcher::Error, resource: &str) -> Option<String> {
+    let api = match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(api)) | watcher::Error::WatchStartFailed(kube::Error::Api(api)) => api,
+        watcher::Error::WatchError(api) => api,
+        _ => return None,
+    };
+    (api.code == 403).then(|| refusal_message(resource, &api.message))
+}
+
+pub fn refusal_message(resource: &str, apiserver_says: &str) -> String {
+    format!(
+        "the apiserver refuses the Service proxy to list and watch {resource} at cluster scope ({apiserver_says}): \
+         give nodelet kube-proxy's credentials with --proxy-kubeconfig (user system:kube-proxy), or bind the \
+         ClusterRole system:node-proxier to the proxy's user (kubectl create clusterrolebinding nodelet-proxier \
+         --clusterrole=system:node-proxier --user=<user>); retrying with back-off"
+    )
 }
 
 impl Feed for Service {
@@ -25,6 +46,9 @@ impl Feed for Service {
     fn delete(proxier: &Proxier, namespace: &str, name: &str) {
         proxier.delete_service(namespace, name);
     }
+    fn plural_static() -> &'static str {
+        "services"
+    }
 }
 
 impl Feed for EndpointSlice {
@@ -33,6 +57,9 @@ impl Feed for EndpointSlice {
     }
     fn delete(proxier: &Proxier, namespace: &str, name: &str) {
         proxier.delete_slice(namespace, name);
+    }
+    fn plural_static() -> &'static str {
+        "endpointslices.discovery.k8s.io"
     }
 }
 
@@ -52,7 +79,14 @@ where
     let mut known: HashSet<(String, String)> = HashSet::new();
     let mut relisted: HashSet<(String, String)> = HashSet::new();
     let key = |o: &K| (o.namespace().unwrap_or_default(), o.name_any());
+    let resource = K::plural_static();
+    // Told once: a refused permission is logged when it starts and when it ends, not per retry.
+    let mut refused = false;
     while let Some(event) = stream.next().await {
+        if event.is_ok() && std::mem::take(&mut refused) {
+            tracing::info!("the apiserver now lets the proxy watch {resource}");
+            proxiers.iter().for_each(|p| p.set_refused(K::plural_static(), None));
+        }
         match event {
             Ok(Event::Init) => relisted.clear(),
             Ok(Event::InitApply(o)) => {
@@ -74,7 +108,30 @@ where
                 known.remove(&(ns.clone(), name.clone()));
                 proxiers.iter().for_each(|p| K::delete(p, &ns, &name));
             }
-            Err(e) => tracing::warn!(error = %e, "watching {} for the proxy failed; retrying", K::plural(&())),
+            Err(e) => match refusal(&e, resource) {
+                Some(why) => {
+                    if !std::mem::replace(&mut refused, true) {
+                        tracing::error!("{why}");
+                    }
+                    proxiers.iter().for_each(|p| p.set_refused(K::plural_static(), Some(why.clone())));
+                }
+                None => tracing::warn!(error = %e, "watching {resource} for the proxy failed; retrying with back-off"),
+            },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_403_is_told_as_the_permission_and_how_to_grant_it() {
+        let message = "endpointslices.discovery.k8s.io is forbidden: User \"system:node:vm\" cannot list resource \"endpointslices\"";
+        let api = kube::core::Status::failure(message, "Forbidden").with_code(403).boxed();
+        let why = refusal(&watcher::Error::InitialListFailed(kube::Error::Api(api.clone())), "endpointslices.discovery.k8s.io").unwrap();
+        assert!(why.contains("system:node:vm") && why.contains("--proxy-kubeconfig") && why.contains("system:node-proxier"), "{why}");
+        let not_found = kube::core::Status::failure("gone", "NotFound").with_code(404).boxed();
+        assert!(refusal(&watcher::Error::InitialListFailed(kube::Error::Api(not_found)), "services").is_none());
     }
 }

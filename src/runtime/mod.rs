@@ -86,6 +86,8 @@ async fn call<T>(
 /// The runtime's answer to Status: ready or not, with the failing condition named.
 pub struct RuntimeReadiness {
     pub problems: Vec<String>,
+    /// CRI's NetworkReady condition: the runtime has a pod network config loaded.
+    pub network_ready: bool,
 }
 
 impl Cri {
@@ -110,15 +112,22 @@ impl Cri {
     pub async fn readiness(&self) -> CriResult<RuntimeReadiness> {
         let req = request(cri::StatusRequest { verbose: false }, Duration::from_secs(5));
         let status = call("Status", "runtime", self.runtime.clone().status(req)).await?;
-        let problems = status
-            .status
-            .map(|s| s.conditions)
-            .unwrap_or_default()
+        let conditions = status.status.map(|s| s.conditions).unwrap_or_default();
+        let network_ready = conditions.iter().any(|c| c.r#type == "NetworkReady" && c.status);
+        let problems = conditions
             .into_iter()
             .filter(|c| !c.status)
             .map(|c| format!("{} is false: {} {}", c.r#type, c.reason, c.message).trim().to_string())
             .collect();
-        Ok(RuntimeReadiness { problems })
+        Ok(RuntimeReadiness { problems, network_ready })
+    }
+
+    /// The CNI configuration the runtime has loaded, as its verbose status shows it (containerd:
+    /// the `cniconfig` entry); empty when the runtime does not tell.
+    pub async fn loaded_network_config(&self) -> CriResult<String> {
+        let req = request(cri::StatusRequest { verbose: true }, Duration::from_secs(5));
+        let status = call("Status", "runtime", self.runtime.clone().status(req)).await?;
+        Ok(status.info.get("cniconfig").cloned().unwrap_or_default())
     }
 
     /// Sandboxes carrying the given labels (all of them must match).

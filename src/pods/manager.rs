@@ -156,8 +156,10 @@ impl Manager {
     /// there (grace 0, with its UID as precondition so a new pod of the same name is safe).
     fn stop_deleted(&mut self, pod: Pod) {
         let uid = spec::pod_uid(&pod).to_string();
-        if self.rejected.remove(&uid).is_some() {
-            // Nothing runs for a rejected pod: it only leaves the store and the apiserver.
+        let refused = self.rejected.remove(&uid).is_some() || (!self.running.contains_key(&uid) && admission::admit(&pod, &self.admission).is_err());
+        if refused {
+            // Nothing runs for a rejected pod (a worker's first sync could create its sandbox):
+            // it only leaves the store and the apiserver; the orphan sweep takes any leftovers.
             self.deps.store.remove(&uid);
             if let Some(client) = self.api.clone() {
                 tokio::spawn(remove_from_apiserver(client, pod, None));
@@ -309,5 +311,17 @@ mod tests {
         manager.file_pods.clear();
         manager.reconcile();
         assert!(store.list().is_empty() && manager.rejected.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_deleted_pod_that_would_be_rejected_gets_no_worker_either() {
+        let store = PodStore::default();
+        let mut manager = manager(store.clone());
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: msg}\nspec:\n  securityContext: {sysctls: [{name: kernel.msgmax, value: '1'}]}\n  containers: [{name: c, image: i}]\n";
+        let mut pod = parse_static_pod("msg.yaml", text.as_bytes(), "n1").unwrap();
+        pod.metadata.deletion_timestamp = Some(crate::pods::status::time(std::time::SystemTime::now()));
+        manager.file_pods = vec![pod];
+        manager.reconcile();
+        assert!(manager.running.is_empty() && manager.handles.is_empty() && store.list().is_empty());
     }
 }

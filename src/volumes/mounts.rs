@@ -107,7 +107,8 @@ pub fn remove_pod_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Deletes `dir` and what it holds; symlinks are removed, never followed, and a directory on
-/// another file system than `dir` (a mount left behind) is an error, not emptied.
+/// another mount than `dir` (a mount left behind, even a bind of the same file system) is an
+/// error, not emptied.
 pub fn remove_tree(dir: &Path) -> std::io::Result<()> {
     let parent = dir.parent().unwrap_or(Path::new("/"));
     let name = dir.file_name().ok_or_else(|| std::io::Error::other(format!("refusing to remove {}", dir.display())))?;
@@ -116,21 +117,36 @@ pub fn remove_tree(dir: &Path) -> std::io::Result<()> {
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
         return Ok(unlinkat(&parent_fd, name, UnlinkatFlags::NoRemoveDir)?);
     }
-    remove_children(&parent_fd, name, st.st_dev).map_err(|e| std::io::Error::other(format!("removing {}: {e}", dir.display())))?;
+    let top = Dir::openat(&parent_fd, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
+    let home = (st.st_dev, mount_id(&top)?);
+    drop(top);
+    remove_children(&parent_fd, name, home).map_err(|e| std::io::Error::other(format!("removing {}: {e}", dir.display())))?;
     Ok(unlinkat(&parent_fd, name, UnlinkatFlags::RemoveDir)?)
 }
 
-fn remove_children<Fd: AsFd>(parent: Fd, name: &OsStr, dev: u64) -> std::io::Result<()> {
+/// The mount a file descriptor's file is reached through (statx's STATX_MNT_ID).
+fn mount_id<Fd: AsFd>(fd: Fd) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor, an empty C string with AT_EMPTY_PATH, and a buffer of the right type.
+    let rc = unsafe { libc::statx(fd.as_fd().as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_MNT_ID, &mut stx) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stx.stx_mnt_id)
+}
+
+fn remove_children<Fd: AsFd>(parent: Fd, name: &OsStr, home: (u64, u64)) -> std::io::Result<()> {
     let mut dir = Dir::openat(parent, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
-    if fstat(&dir)?.st_dev != dev {
-        return Err(std::io::Error::other(format!("{name:?} is on another file system (a mount): left alone")));
+    if (fstat(&dir)?.st_dev, mount_id(&dir)?) != home {
+        return Err(std::io::Error::other(format!("{name:?} is on another mount: left alone")));
     }
     let names: Vec<Vec<u8>> = dir.iter().flatten().map(|e| e.file_name().to_bytes().to_vec()).filter(|n| n != b"." && n != b"..").collect();
     for child in names {
         let child = OsStr::from_bytes(&child);
         let st = fstatat(&dir, child, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
         if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
-            remove_children(&dir, child, dev)?;
+            remove_children(&dir, child, home)?;
             unlinkat(&dir, child, UnlinkatFlags::RemoveDir)?;
         } else {
             unlinkat(&dir, child, UnlinkatFlags::NoRemoveDir)?;
@@ -169,5 +185,26 @@ mod tests {
         assert!(!dir.exists());
         assert_eq!(std::fs::read_to_string(outside.path().join("keep")).unwrap(), "x");
         remove_pod_dir(&dir).unwrap();
+    }
+
+    /// A bind mount under the tree (here of a directory of the same file system) stops the
+    /// removal instead of being emptied.
+    #[test]
+    fn remove_tree_never_empties_a_mount_inside() {
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep"), "x").unwrap();
+        let pod = tempfile::tempdir().unwrap();
+        let target = pod.path().join("pod/bound");
+        std::fs::create_dir_all(&target).unwrap();
+        mount(Some(outside.path()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).unwrap();
+        let refused = remove_tree(&pod.path().join("pod"));
+        unmount(&target).unwrap();
+        assert!(refused.is_err_and(|e| e.to_string().contains("another mount")));
+        assert_eq!(std::fs::read_to_string(outside.path().join("keep")).unwrap(), "x");
+        remove_pod_dir(&pod.path().join("pod")).unwrap();
+        assert!(!pod.path().join("pod").exists());
     }
 }

@@ -585,6 +585,6 @@ mod tests {
         let cd = data.find("2024-05-01T10:00:01Z").unwrap() as u64;
         assert!(got.iter().any(|(o, b, _)| *o == cd && b == "cd"));
         reader.finish(&mut |h, b, end| got.push((h.offset, text(b.to_vec()), end)));
-        assert_eq!(got.last().unwrap().2, true);
+        assert!(got.last().unwrap().2);
     }
 }

@@ -288,6 +288,7 @@ mod tests {
             resync: Duration::from_secs(10),
             api: None,
             events: crate::events::Recorder::log_only(),
+            network: crate::pod_network::NetworkGate::always_ready(),
         };
         Manager::new(deps, None, AdmissionConfig::default())
     }

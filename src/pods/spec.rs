@@ -593,12 +593,12 @@ mod tests {
         assert_eq!(sandbox.sysctls.get("net.ipv4.ip_local_port_range").map(String::as_str), Some("2000 3000"));
         let vols = VolumePaths::new();
         let cs = &pod.spec.as_ref().unwrap().containers;
-        let config = |c| container_config(&ctx(), &ContainerInput { pod: &pod, container: c, attempt: 0, env: vec![], volumes: &vols, etc_hosts: None });
+        let config = |c| container_config(&ctx(), &ContainerInput { pod: &pod, container: c, attempt: 0, env: vec![], volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: None });
         let seccomp = |c| config(c).unwrap().linux.unwrap().security_context.unwrap().seccomp.unwrap().profile_type;
         assert_eq!((seccomp(&cs[0]), seccomp(&cs[1])), (ProfileType::RuntimeDefault as i32, ProfileType::Unconfined as i32));
         let bad = self::pod("  containers: [{name: a, image: i, securityContext: {seccompProfile: {type: Localhost}}}]\n");
         let c = &bad.spec.as_ref().unwrap().containers[0];
-        let err = container_config(&ctx(), &ContainerInput { pod: &bad, container: c, attempt: 0, env: vec![], volumes: &vols, etc_hosts: None }).unwrap_err();
+        let err = container_config(&ctx(), &ContainerInput { pod: &bad, container: c, attempt: 0, env: vec![], volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: None }).unwrap_err();
         assert!(err.contains("container \"a\" securityContext.seccompProfile"), "{err}");
     }
 

@@ -107,7 +107,7 @@ fn check_resource_metrics(text: &str, pod_name: &str) {
 
 #[test]
 fn stats_metrics_and_configz_on_both_ports() {
-    let node = Node::start("stats", &["--anonymous-auth", "true"]);
+    let node = Node::start("stats", &["--anonymous-auth"]);
     node.write_manifest("burn.yaml", &burner_pod("burn"));
     let pod = node.wait_running("burn");
     let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();

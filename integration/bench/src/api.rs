@@ -79,7 +79,8 @@ async fn delete_all(api: &Api<Pod>, cri: &Cri, node: &str, names: &[String]) {
 /// the apiserver SubjectAccessReviews, so that pods/log and pods/exec reach it through the
 /// apiserver; and a namespace of its own. Dropping it removes the node, namespace and pods.
 pub struct ApiCluster {
-    pub dir: tempfile::TempDir,
+    /// nodelet's root and log directories.
+    _dir: tempfile::TempDir,
     pub node: String,
     pub namespace: String,
     pub client: kube::Client,
@@ -123,7 +124,7 @@ impl ApiCluster {
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
         wait_until("the node to register", Duration::from_secs(30), async || nodes.get_opt(&node).await.ok().flatten().is_some()).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        ApiCluster { dir, node, namespace, client, cluster_dir, node_kubeconfig, nodelet }
+        ApiCluster { _dir: dir, node, namespace, client, cluster_dir, node_kubeconfig, nodelet }
     }
 
     pub fn admin_kubeconfig(&self) -> PathBuf {
@@ -181,7 +182,7 @@ impl Drop for ApiCluster {
 
 pub async fn run(cri: &Cri) {
     let cluster = ApiCluster::start("api").await;
-    let (client, node, nodelet) = (&cluster.client, &cluster.node, &cluster.nodelet);
+    let (node, nodelet) = (&cluster.node, &cluster.nodelet);
     let api = cluster.pods();
     let mut singles = Vec::new();
     for i in 0..SINGLE_RUNS {

@@ -1,11 +1,15 @@
-# The verbs: make setup | build | run | test | e2e | bench | install | clean-env | fmt | lint
-# setup, run and test start containerd and a registry on loopback (root needed).
+# The verbs: make setup | build | run | cluster | cluster-down | test | e2e | bench | install | clean-env | fmt | lint
+# setup, run and test start containerd and a registry on loopback (root needed); cluster, test
+# and e2e also a real control plane (integration/cluster/up.sh, upstream binaries from KUBE_BIN).
 
 CARGO ?= cargo
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 ENV := integration/env
+CLUSTER := integration/cluster
+# The admin kubeconfig of the local control plane (make cluster, make test).
+CLUSTER_KUBECONFIG := $(or $(CLUSTER_DIR),/var/lib/nodelet-cluster)/admin.kubeconfig
 
-.PHONY: setup build run test e2e bench install clean-env fmt lint
+.PHONY: setup build run cluster cluster-down test e2e bench install clean-env fmt lint
 
 setup:
 	bash $(ENV)/setup.sh
@@ -16,23 +20,37 @@ build:
 run: setup build
 	bash $(ENV)/run-demo.sh
 
-# The integration tests run the nodelet-cni binary built beside nodelet: build it first.
+# A one-node real cluster on this machine: the control plane on loopback and the release
+# nodelet as its node (named after this host). Leaves it running; ends with KUBECONFIG=<admin>.
+cluster: setup build
+	bash $(CLUSTER)/node-up.sh
+
+# Removes the node's pods, stops nodelet and the control plane, and removes their state.
+cluster-down:
+	bash $(CLUSTER)/node-down.sh
+
+# The integration tests run the nodelet-cni binary built beside nodelet: build it first. The
+# end-to-end cases join the local control plane, brought up here (and left running, as containerd).
 test: setup
 	$(CARGO) build --workspace --exclude nodelet-pause
+	bash $(CLUSTER)/up.sh
 	$(CARGO) test --workspace --exclude nodelet-pause -- --test-threads=4
 
-# The end-to-end suite. Without KUBECONFIG it runs against the project's test apiserver (as
-# make test does); with KUBECONFIG=path it joins this machine to that cluster as a node, one
-# case at a time. NODE_KUBECONFIG=path gives nodelet a node's own credentials, which must be
-# those of system:node:$(NODE_NAME) (NODE_NAME defaults to this host's name).
+# The end-to-end suite. Without KUBECONFIG it runs against the local control plane (as make
+# test does); with KUBECONFIG=path it joins this machine to that cluster as a node, one case at
+# a time. NODE_KUBECONFIG=path gives nodelet a node's own credentials, which must be those of
+# system:node:$(NODE_NAME) (NODE_NAME defaults to this host's name); PROXY_KUBECONFIG=path
+# gives the Service proxy kube-proxy's (nodelet --proxy-kubeconfig).
 e2e: setup
 	$(CARGO) build --workspace --exclude nodelet-pause
 ifdef KUBECONFIG
 	NODELET_E2E_KUBECONFIG="$(abspath $(KUBECONFIG))" \
 	NODELET_E2E_NODE_KUBECONFIG="$(if $(NODE_KUBECONFIG),$(abspath $(NODE_KUBECONFIG)))" \
+	NODELET_E2E_PROXY_KUBECONFIG="$(if $(PROXY_KUBECONFIG),$(abspath $(PROXY_KUBECONFIG)))" \
 	NODELET_E2E_NODE_NAME="$(if $(NODE_KUBECONFIG),$(or $(NODE_NAME),$(shell hostname | tr A-Z a-z)))" \
 	$(CARGO) test --test e2e -- --test-threads=1
 else
+	bash $(CLUSTER)/up.sh
 	$(CARGO) test --test e2e
 endif
 
@@ -45,6 +63,7 @@ install:
 	install -D -m 0755 $(TARGET_DIR)/release/nodelet-cni /opt/cni/bin/nodelet-cni
 
 clean-env:
+	bash $(CLUSTER)/node-down.sh
 	bash $(ENV)/stop.sh
 
 fmt:

@@ -83,6 +83,10 @@ pub struct Flags {
     /// kubeconfig of the cluster to join; without it nodelet runs standalone (static pods only).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig the Service proxy watches Services and EndpointSlices with (kube-proxy's
+    /// identity, system:kube-proxy); default: the node's --kubeconfig.
+    #[arg(long = "proxy-kubeconfig")]
+    pub proxy_kubeconfig: Option<PathBuf>,
     /// Extra labels for the Node, key=value,...
     #[arg(long = "node-labels", value_delimiter = ',')]
     pub node_labels: Option<Vec<String>>,
@@ -176,6 +180,7 @@ pub struct FileConfig {
     pub sync_frequency: Option<Duration>,
     pub crash_loop_back_off: Option<CrashLoopBackOff>,
     pub kubeconfig: Option<PathBuf>,
+    pub proxy_kubeconfig: Option<PathBuf>,
     pub node_labels: Option<BTreeMap<String, String>>,
     pub register_with_taints: Option<Vec<Taint>>,
     pub max_pods: Option<u32>,
@@ -259,6 +264,7 @@ pub struct Config {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub kubeconfig: Option<PathBuf>,
+    pub proxy_kubeconfig: Option<PathBuf>,
     pub node_labels: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
     pub max_pods: u32,
@@ -326,6 +332,7 @@ impl Config {
             backoff_initial: flags.crash_loop_backoff_initial.or(backoff.initial_period).unwrap_or(Duration::from_secs(10)),
             backoff_max: flags.crash_loop_backoff_max.or(backoff.max_container_restart_period).unwrap_or(Duration::from_secs(300)),
             kubeconfig: flags.kubeconfig.or(file.kubeconfig),
+            proxy_kubeconfig: flags.proxy_kubeconfig.or(file.proxy_kubeconfig),
             node_labels: match flags.node_labels {
                 Some(list) => parse_pairs("--node-labels", &list)?,
                 None => file.node_labels.unwrap_or_default(),
@@ -394,12 +401,15 @@ impl Config {
         if self.lease_duration.is_zero() {
             bail!("--node-lease-duration-seconds: must be greater than zero");
         }
-        if let Some(path) = &self.kubeconfig {
-            if !path.is_file() {
-                bail!("--kubeconfig: {} is not a file", path.display());
+        for (option, path) in [("--kubeconfig", &self.kubeconfig), ("--proxy-kubeconfig", &self.proxy_kubeconfig)] {
+            if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
+                bail!("{option}: {} is not a file", path.display());
             }
         }
         crate::pods::admission::sysctls::Allowlist::new(&self.allowed_unsafe_sysctls).map_err(|e| anyhow::anyhow!("--allowed-unsafe-sysctls: {e}"))?;
+        if self.proxy_kubeconfig.is_some() && self.kubeconfig.is_none() {
+            bail!("--proxy-kubeconfig: needs --kubeconfig (without it nodelet runs standalone, with no Service proxy)");
+        }
         if let Some(dir) = &self.pod_manifest_path {
             if !dir.is_dir() {
                 bail!("--pod-manifest-path: {} is not a directory", dir.display());
@@ -505,6 +515,7 @@ mod tests {
             (vec!["--register-with-taints", "k=v:Maybe"], "--register-with-taints"),
             (vec!["--system-reserved", "cpu=lots"], "--system-reserved"),
             (vec!["--kubeconfig", "/nonexistent/kubeconfig"], "--kubeconfig"),
+            (vec!["--proxy-kubeconfig", "/nonexistent/kubeconfig"], "--proxy-kubeconfig"),
             (vec!["--proxy-only"], "--proxy-only"),
             (vec!["--authorization-mode", "Sometimes"], "--authorization-mode"),
             (vec!["--proxy-table", "bad name"], "--proxy-table"),
@@ -546,6 +557,23 @@ mod tests {
         assert_eq!((f.authentication_token_webhook, f.read_only_port), (Some(true), Some(0)));
         let err = Flags::try_parse_from(["nodelet", "--anonymous-auth=maybe"]).unwrap_err().to_string();
         assert!(err.contains("--anonymous-auth") && err.contains("not a boolean"), "{err}");
+    }
+
+    #[test]
+    fn the_proxy_kubeconfig_comes_from_the_flag_or_the_file_and_needs_a_kubeconfig() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, proxy) = (dir.path().join("node.kubeconfig"), dir.path().join("proxy.kubeconfig"));
+        std::fs::write(&node, "").unwrap();
+        std::fs::write(&proxy, "").unwrap();
+        let config = dir.path().join("c.yaml");
+        std::fs::write(&config, format!("proxyKubeconfig: {}\n", proxy.display())).unwrap();
+        let c = Config::from_flags(flags(&["--config", config.to_str().unwrap(), "--kubeconfig", node.to_str().unwrap()])).unwrap();
+        assert_eq!(c.proxy_kubeconfig.as_deref(), Some(proxy.as_path()));
+        let c = Config::from_flags(flags(&["--kubeconfig", node.to_str().unwrap(), "--proxy-kubeconfig", proxy.to_str().unwrap()])).unwrap();
+        assert_eq!(c.proxy_kubeconfig.as_deref(), Some(proxy.as_path()));
+        assert_eq!(Config::from_flags(flags(&["--kubeconfig", node.to_str().unwrap()])).unwrap().proxy_kubeconfig, None);
+        let err = Config::from_flags(flags(&["--proxy-kubeconfig", proxy.to_str().unwrap()])).unwrap_err().to_string();
+        assert!(err.contains("--proxy-kubeconfig") && err.contains("--kubeconfig"), "{err}");
     }
 
     #[test]

@@ -76,6 +76,7 @@ pub fn configz(config: &Config) -> Value {
         "cniBinDir": config.cni_bin_dir.display().to_string(),
         "cniBridge": config.cni_bridge,
         "kubeconfig": path(&config.kubeconfig),
+        "proxyKubeconfig": path(&config.proxy_kubeconfig),
         "proxyOnly": config.proxy_only,
         "disableProxy": !config.proxy_enabled,
         "proxyTable": config.proxy_table,

@@ -61,11 +61,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
         health.set("runtime", Err("not checked yet".into()));
     }
     let client = match &config.kubeconfig {
-        Some(path) => Some(kube_client(path).await?),
+        Some(path) => Some(kube_client("--kubeconfig", path).await?),
         None => None,
     };
     let proxiers = match (config.proxy_enabled, &client) {
-        (true, Some(client)) => start_proxy(client.clone(), &config, health.clone())?,
+        (true, Some(client)) => {
+            // The proxy lists Services and EndpointSlices of every namespace: with its own identity
+            // (kube-proxy's) when given one, as a node's credentials may not do that.
+            let proxy_client = match &config.proxy_kubeconfig {
+                Some(path) => kube_client("--proxy-kubeconfig", path).await?,
+                None => client.clone(),
+            };
+            start_proxy(proxy_client, &config, health.clone())?
+        }
         _ => Vec::new(),
     };
     let store = PodStore::default();
@@ -171,11 +179,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
 }
 
-async fn kube_client(path: &Path) -> anyhow::Result<kube::Client> {
+/// A client from the kubeconfig given as `option` (named in errors).
+async fn kube_client(option: &str, path: &Path) -> anyhow::Result<kube::Client> {
     use anyhow::Context;
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).with_context(|| format!("--kubeconfig {}", path.display()))?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).with_context(|| format!("{option} {}", path.display()))?;
     let options = kube::config::KubeConfigOptions::default();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.with_context(|| format!("--kubeconfig {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.with_context(|| format!("{option} {}", path.display()))?;
     Ok(kube::Client::try_from(config)?)
 }
 

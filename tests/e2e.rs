@@ -1,7 +1,9 @@
 //! The end-to-end suite: nodelet joins a cluster and runs the pods created through the API.
-//! By default the cluster is the project's test apiserver, started per test; with
-//! NODELET_E2E_KUBECONFIG (and optionally NODELET_E2E_NODE_KUBECONFIG) it is a real cluster,
-//! and the cases that must stop the apiserver are skipped.
+//! By default the cluster is the upstream control plane integration/cluster/up.sh runs on
+//! loopback (each test a node of its own, with its own credentials and namespace; the outage
+//! test a control plane of its own); with NODELET_E2E_KUBECONFIG (and optionally
+//! NODELET_E2E_NODE_KUBECONFIG, NODELET_E2E_PROXY_KUBECONFIG) it is another cluster, and the
+//! case that must stop the apiserver is skipped.
 
 mod common;
 mod e2e_support;
@@ -65,7 +67,8 @@ fn a_pod_created_through_the_api_runs_and_reports_its_status() {
     });
     let status = &pod["status"];
     let ip = status["podIP"].as_str().unwrap();
-    assert!(ip.starts_with("10.88."), "{status:#}");
+    // --pod-cidr's default, or the pod CIDR the cluster assigned the node.
+    assert!(ip.starts_with("10.88.") || ip.starts_with("10.244."), "{status:#}");
     assert_eq!(status["podIPs"][0]["ip"], ip);
     assert!(status["hostIP"].is_string() && status["startTime"].is_string());
     let c = &status["containerStatuses"][0];
@@ -132,11 +135,10 @@ fn a_restarted_nodelet_adopts_api_pods() {
 
 #[test]
 fn pods_keep_running_through_an_apiserver_outage() {
-    let mut e2e = E2e::start("outage", &["--node-lease-duration-seconds", "4"]);
-    if !e2e.can_stop_apiserver() {
+    let Some(mut e2e) = E2e::start_private("outage", &["--node-lease-duration-seconds", "4"]) else {
         eprintln!("skipped: the cluster's apiserver cannot be stopped by the suite");
         return;
-    }
+    };
     e2e.wait_node_ready();
     e2e.create_pod(sleeping_pod("steady"));
     let before = e2e.wait_running("steady")["status"]["containerStatuses"][0]["containerID"].clone();
@@ -228,6 +230,20 @@ fn http_body(addr: &str) -> Option<String> {
     response.split_once("\r\n\r\n").map(|(_, body)| body.trim().to_string())
 }
 
+/// The address of nodelet's bridge (nodelet0) in the network of pod address `pod_ip`.
+fn bridge_address_for(pod_ip: &str) -> String {
+    let pod: std::net::Ipv4Addr = pod_ip.parse().unwrap();
+    let out = std::process::Command::new("ip").args(["-4", "-o", "addr", "show", "dev", "nodelet0"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let found = text.lines().filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1)).find(|cidr| {
+        let Some((addr, len)) = cidr.split_once('/') else { return false };
+        let (Ok(addr), Ok(len)) = (addr.parse::<std::net::Ipv4Addr>(), len.parse::<u32>()) else { return false };
+        let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+        u32::from(addr) & mask == u32::from(pod) & mask
+    });
+    found.and_then(|c| c.split('/').next()).unwrap_or_else(|| panic!("nodelet0 has no address in the network of pod IP {pod_ip}: {text}")).to_string()
+}
+
 /// Routes the test's Service addresses onto nodelet's own bridge, so a packet to one is either
 /// DNATed to a pod or left unanswered on the bridge, never sent off the machine (a blackhole
 /// route would refuse the node's own connections before nat output could rewrite them).
@@ -256,11 +272,6 @@ fn services_reach_their_endpoints_through_cluster_ip_and_node_port() {
     let e2e = E2e::start("svc", &["--proxy-table", &table]);
     let node = e2e.wait_node_ready();
     assert!(node["status"]["addresses"].as_array().unwrap().iter().any(|a| a["type"] == "InternalIP"));
-    // NodePorts answer on every local address; the test uses the bridge's own (the pod network's
-    // gateway), so its traffic stays on nodelet's network rather than the machine's uplink address.
-    let pod_cidr = node["spec"]["podCIDR"].as_str().unwrap_or("10.88.0.0/16");
-    let network: std::net::Ipv4Addr = pod_cidr.split('/').next().unwrap().parse().unwrap();
-    let node_ip = std::net::Ipv4Addr::from(u32::from(network) + 1).to_string();
     let mut ips = Vec::new();
     for name in ["a", "b"] {
         e2e.create_pod(json!({
@@ -270,17 +281,16 @@ fn services_reach_their_endpoints_through_cluster_ip_and_node_port() {
         }));
         ips.push(e2e.wait_running(name)["status"]["podIP"].as_str().unwrap().to_string());
     }
-    // No selector: the test writes the EndpointSlice itself, so no controller is needed.
-    let mut service = json!({
+    // NodePorts answer on every local address; the test uses the bridge's own (the pod network's
+    // gateway), so its traffic stays on nodelet's network rather than the machine's uplink address.
+    let node_ip = bridge_address_for(&ips[0]);
+    // No selector: the test writes the EndpointSlice itself, so no controller's timing matters.
+    let service = json!({
         "metadata": {"name": "web"},
         "spec": {"type": "NodePort", "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}
     });
     // After the pods run, so the bridge exists.
-    let _range = e2e.is_test_apiserver().then(|| ServiceRangeGuard::install("10.96.255.0/24"));
-    if e2e.is_test_apiserver() {
-        service["spec"]["clusterIP"] = json!("10.96.255.10");
-        service["spec"]["ports"][0]["nodePort"] = json!(30080);
-    }
+    let _range = e2e.is_local_cluster().then(|| ServiceRangeGuard::install(LOCAL_SERVICE_CIDR));
     e2e.apply_namespaced::<Service>(service);
     let service = e2e.get_service("web");
     let cluster_ip = service["spec"]["clusterIP"].as_str().unwrap().to_string();
@@ -318,10 +328,7 @@ fn services_reach_their_endpoints_through_cluster_ip_and_node_port() {
     assert!(log.lines().any(|l| l == "a") && log.lines().any(|l| l == "b"), "{log}");
 
     // Hairpin: a pod reaching itself through a Service that has only it as endpoint.
-    let mut own = json!({"metadata": {"name": "own"}, "spec": {"ports": [{"name": "http", "port": 81, "targetPort": 8080, "protocol": "TCP"}]}});
-    if e2e.is_test_apiserver() {
-        own["spec"]["clusterIP"] = json!("10.96.255.11");
-    }
+    let own = json!({"metadata": {"name": "own"}, "spec": {"ports": [{"name": "http", "port": 81, "targetPort": 8080, "protocol": "TCP"}]}});
     e2e.apply_namespaced::<Service>(own);
     let own_ip = e2e.get_service("own")["spec"]["clusterIP"].as_str().unwrap().to_string();
     let script = format!("mkdir -p /www && echo self > /www/index.html && httpd -p 8080 -h /www; for i in $(seq 1 40); do timeout 2 wget -qO- http://{own_ip}:81/ && exit 0; sleep 0.25; done; exit 1");

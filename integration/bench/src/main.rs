@@ -1,10 +1,10 @@
 //! Pod start-up figures for `make bench`, printed as `bench: <name> <value> <unit>` lines:
 //! - static pods: time from writing a manifest to its container running (observed through
 //!   CRI), one pod and 20 written at once, and nodelet's memory at idle and with 20 pods;
-//! - pods through the API (the project's test apiserver): the Kubernetes SLO's start-up
+//! - pods through the API (the local control plane, integration/cluster/up.sh): the Kubernetes SLO's start-up
 //!   latency, pod created to all its containers started as a watch shows it, one pod and 30
 //!   created at once, and nodelet's memory with 30 pods;
-//! - kubectl through the test apiserver: `kubectl exec POD -- true` latency (p50 of 20),
+//! - kubectl through the local kube-apiserver: `kubectl exec POD -- true` latency (p50 of 20),
 //!   `kubectl logs -f` throughput on a container writing as fast as it can, and nodelet's
 //!   memory with 20 `kubectl logs -f` streams open.
 //!

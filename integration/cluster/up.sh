@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Starts a real Kubernetes control plane on loopback: etcd, kube-apiserver (Node+RBAC
+# authorization, NodeRestriction), kube-controller-manager (pod CIDRs from 10.244.0.0/16,
+# service-account tokens, the cluster signer) and kube-scheduler, from the upstream binaries in
+# KUBE_BIN. Idempotent: starts only what is not running, then waits until all of it is ready.
+#   CLUSTER_DIR   state: pki/, kubeconfigs, etcd data (default /var/lib/nodelet-cluster)
+#   APISERVER_PORT ETCD_PORT ETCD_PEER_PORT CONTROLLER_MANAGER_PORT SCHEDULER_PORT
+#                 (6443 2379 2380 10257 10259): other ones for a second, private control plane
+#   KUBE_BIN      folder of kube-apiserver, kube-controller-manager, kube-scheduler (default:
+#                 ../shared/kube/bin/*.xz beside the repo, unpacked into /var/lib/nodelet-kube-bin)
+# Writes $CLUSTER_DIR/admin.kubeconfig (system:masters) and kube-proxy.kubeconfig
+# (system:kube-proxy); node-kubeconfig.sh NAME mints a node's. Stop with down.sh.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need_root
+
+mkdir -p "$CLUSTER_DIR" "$NODELET_ENV_RUN_DIR" "$NODELET_ENV_LOG_DIR"
+# Parallel callers (tests) wait for the first one to finish.
+exec {lock}>"$NODELET_ENV_RUN_DIR/$CLUSTER_TAG.lock"
+flock "$lock"
+
+start=$SECONDS
+resolve_kube_bin
+ensure_etcd
+ETCD=$(etcd_binary)
+
+# --- certificates and kubeconfigs (kept across restarts) ---
+mkdir -p "$PKI"
+chmod 0700 "$CLUSTER_DIR" "$PKI"
+if [[ ! -s $PKI/ca.crt || ! -s $PKI/ca.key ]]; then
+    log "creating the cluster CA and certificates in $PKI"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$PKI/ca.key" 2>/dev/null
+    openssl req -x509 -new -key "$PKI/ca.key" -subj "/CN=nodelet-cluster-ca" -days 3650 \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+        -out "$PKI/ca.crt" 2>/dev/null
+fi
+cert "$PKI/apiserver" kube-apiserver "" "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" serverAuth
+cert "$PKI/apiserver-kubelet-client" kube-apiserver-kubelet-client system:masters
+cert "$PKI/admin" admin system:masters
+cert "$PKI/controller-manager" system:kube-controller-manager
+cert "$PKI/scheduler" system:kube-scheduler
+cert "$PKI/kube-proxy" system:kube-proxy
+if [[ ! -s $PKI/sa.key ]]; then
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI/sa.key.tmp" 2>/dev/null
+    openssl pkey -in "$PKI/sa.key.tmp" -pubout -out "$PKI/sa.pub" 2>/dev/null
+    mv -f "$PKI/sa.key.tmp" "$PKI/sa.key"
+fi
+kubeconfig "$CLUSTER_DIR/admin.kubeconfig" "$PKI/admin" admin
+kubeconfig "$CLUSTER_DIR/kube-proxy.kubeconfig" "$PKI/kube-proxy" system:kube-proxy
+kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" "$PKI/controller-manager" system:kube-controller-manager
+kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" "$PKI/scheduler" system:kube-scheduler
+
+# --- the daemons ---
+
+# Starts NAME unless its pid file names a live process of that binary.
+ensure_running() {
+    local name=$1 exe=$2 pid
+    shift 2
+    if pid=$(pid_from_file "$(pidfile_of "$name")" "$(realpath "$exe")"); then
+        log "$name already running (pid $pid)"
+        return 0
+    fi
+    log "starting $name (log: $(logfile_of "$name"))"
+    # Without the lock's descriptor: a daemon holding it would block every later up.sh.
+    start_daemon "$(pidfile_of "$name")" "$(logfile_of "$name")" "$exe" "$@" {lock}>&-
+}
+
+# Waits until URL answers 200 (curl args after it), or fails with NAME's log.
+wait_ok() {
+    local name=$1 url=$2 pid deadline=$((SECONDS + 90))
+    shift 2
+    pid=$(<"$(pidfile_of "$name")")
+    until curl -fsS --max-time 2 -o /dev/null "$@" "$url" 2>/dev/null; do
+        kill -0 "$pid" 2>/dev/null || die_with_log "$name (pid $pid) exited while starting" "$(logfile_of "$name")"
+        ((SECONDS < deadline)) || die_with_log "$name (pid $pid) not ready at $url within 90 s" "$(logfile_of "$name")"
+        sleep 0.2
+    done
+}
+
+ensure_running etcd "$ETCD" \
+    --name default --data-dir "$CLUSTER_DIR/etcd" --unsafe-no-fsync \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "default=http://127.0.0.1:$ETCD_PEER_PORT"
+wait_ok etcd "http://127.0.0.1:$ETCD_PORT/health"
+
+# On loopback the apiserver cannot be the kubernetes Service's endpoint (Endpoints refuse
+# 127.0.0.0/8): no reconciler, so the Service has no endpoints rather than an error every 10 s.
+ensure_running kube-apiserver "$KUBE_BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" --cert-dir "$PKI" \
+    --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" --client-ca-file "$PKI/ca.crt" \
+    --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction --allow-privileged=true \
+    --service-cluster-ip-range "$SERVICE_CIDR" \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
+    --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types InternalIP,Hostname \
+    --endpoint-reconciler-type none
+wait_ok kube-apiserver "https://127.0.0.1:$APISERVER_PORT/readyz" --cacert "$PKI/ca.crt"
+
+ensure_running kube-controller-manager "$KUBE_BIN/kube-controller-manager" \
+    --kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
+    --authentication-kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" --authorization-kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$CONTROLLER_MANAGER_PORT" --cert-dir "$PKI/controller-manager-serving" \
+    --leader-elect=false --controllers '*,bootstrapsigner,tokencleaner' \
+    --allocate-node-cidrs --cluster-cidr "$CLUSTER_CIDR" --node-cidr-mask-size 24 --service-cluster-ip-range "$SERVICE_CIDR" \
+    --use-service-account-credentials --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
+    --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key"
+ensure_running kube-scheduler "$KUBE_BIN/kube-scheduler" \
+    --kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" \
+    --authentication-kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" --authorization-kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --cert-dir "$PKI/scheduler-serving" --leader-elect=false
+wait_ok kube-controller-manager "https://127.0.0.1:$CONTROLLER_MANAGER_PORT/healthz" -k
+wait_ok kube-scheduler "https://127.0.0.1:$SCHEDULER_PORT/healthz" -k
+
+log "control plane ready in $((SECONDS - start)) s: https://127.0.0.1:$APISERVER_PORT, KUBECONFIG=$CLUSTER_DIR/admin.kubeconfig"

@@ -1,4 +1,4 @@
-# The verbs: make setup | build | run | cluster | cluster-down | test | e2e | bench | install | clean-env | fmt | lint
+# The verbs: make setup | build | run | cluster | cluster-down | conformance | test | e2e | bench | install | clean-env | fmt | lint
 # setup, run and test start containerd and a registry on loopback (root needed); cluster, test
 # and e2e also a real control plane (integration/cluster/up.sh, upstream binaries from KUBE_BIN).
 
@@ -9,7 +9,7 @@ CLUSTER := integration/cluster
 # The admin kubeconfig of the local control plane (make cluster, make test).
 CLUSTER_KUBECONFIG := $(or $(CLUSTER_DIR),/var/lib/nodelet-cluster)/admin.kubeconfig
 
-.PHONY: setup build run cluster cluster-down test e2e bench install clean-env fmt lint
+.PHONY: setup build run cluster cluster-down conformance test e2e bench install clean-env fmt lint
 
 setup:
 	bash $(ENV)/setup.sh
@@ -28,6 +28,12 @@ cluster: setup build
 # Removes the node's pods, stops nodelet and the control plane, and removes their state.
 cluster-down:
 	bash $(CLUSTER)/node-down.sh
+
+# The upstream [NodeConformance] specs (e2e.test and ginkgo from KUBE_TEST_BIN, default the
+# shared release unpacked) against the local cluster (make cluster first) or KUBECONFIG=path.
+# About 15 minutes; prints the failed specs and `conformance: N passed, M failed`.
+conformance:
+	bash $(CLUSTER)/conformance.sh
 
 # The integration tests run the nodelet-cni binary built beside nodelet: build it first. The
 # end-to-end cases join the local control plane, brought up here (and left running, as containerd).

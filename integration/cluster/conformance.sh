@@ -17,7 +17,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_root
 
-SHARED_KUBE=$REPO_ROOT/../shared/kube
+SHARED_KUBE=$(dirname "$KUBE_BIN_XZ")
 KUBECONFIG=${KUBECONFIG:-$CLUSTER_DIR/admin.kubeconfig}
 REPO_LIST=${REPO_LIST:-$SHARED_KUBE/e2e-repo-list.yaml}
 PROCS=${PROCS:-4}
@@ -34,14 +34,7 @@ if [[ -n ${KUBE_TEST_BIN:-} ]]; then
     KUBE_TEST_BIN=$(realpath "$KUBE_TEST_BIN")
 else
     KUBE_TEST_BIN=$KUBE_BIN_CACHE
-    mkdir -p "$KUBE_TEST_BIN"
-    for name in e2e.test ginkgo agnhost nonewprivs; do
-        xz=$SHARED_KUBE/bin/$name.xz
-        [[ -x $KUBE_TEST_BIN/$name && $KUBE_TEST_BIN/$name -nt $xz ]] && continue
-        [[ -f $xz ]] || die "$xz is missing: pass KUBE_TEST_BIN=<folder with e2e.test, ginkgo, agnhost, nonewprivs>"
-        log "unpacking $name"
-        xz -dc "$xz" >"$KUBE_TEST_BIN/$name.tmp" && chmod +x "$KUBE_TEST_BIN/$name.tmp" && mv "$KUBE_TEST_BIN/$name.tmp" "$KUBE_TEST_BIN/$name"
-    done
+    unpack_shared e2e.test ginkgo agnhost nonewprivs
 fi
 for name in e2e.test ginkgo; do
     [[ -x $KUBE_TEST_BIN/$name ]] || die "KUBE_TEST_BIN=$KUBE_TEST_BIN has no executable $name"
@@ -52,7 +45,7 @@ done
 if ! curl -fsS --max-time 5 "http://$NODELET_REGISTRY/v2/e2e/agnhost/tags/list" 2>/dev/null | grep -q '2.56'; then
     log "building the e2e stand-in images into $NODELET_REGISTRY"
     python3 "$SHARED_KUBE/images/mkimages.py" --bin "$KUBE_TEST_BIN" >"$REPORT_DIR/images.log" 2>&1 \
-        || die "building the stand-in images failed: see $REPORT_DIR.images.log"
+        || die "building the stand-in images failed: see $REPORT_DIR/images.log"
     ctr -n k8s.io images ls -q 2>/dev/null | grep '/e2e' | xargs -r ctr -n k8s.io images rm >/dev/null 2>&1 || true
 fi
 

@@ -49,7 +49,7 @@ ensure_etcd() {
 
 # Sets KUBE_BIN: given, or the shared .xz files unpacked (again when their checksum changed).
 resolve_kube_bin() {
-    local name xz sum
+    local name
     if [[ -n ${KUBE_BIN:-} ]]; then
         KUBE_BIN=$(realpath "$KUBE_BIN")
         for name in kube-apiserver kube-controller-manager kube-scheduler; do
@@ -58,22 +58,28 @@ resolve_kube_bin() {
         return 0
     fi
     KUBE_BIN=$KUBE_BIN_CACHE
-    mkdir -p "$KUBE_BIN"
-    # Several control planes may start at once (parallel tests): one unpacks, the others wait.
-    exec {unpack_lock}>"$KUBE_BIN/.lock"
+    unpack_shared kube-apiserver kube-controller-manager kube-scheduler
+}
+
+# Unpacks the named binaries of KUBE_BIN_XZ (NAME.xz) into KUBE_BIN_CACHE, again when an .xz
+# file changed. Several callers may run at once (parallel tests): one unpacks, the others wait.
+unpack_shared() {
+    local name xz sum unpack_lock
+    mkdir -p "$KUBE_BIN_CACHE"
+    exec {unpack_lock}>"$KUBE_BIN_CACHE/.lock"
     flock "$unpack_lock"
-    for name in kube-apiserver kube-controller-manager kube-scheduler; do
+    for name in "$@"; do
         xz=$KUBE_BIN_XZ/$name.xz
-        if [[ -x $KUBE_BIN/$name && -f $KUBE_BIN/.$name.xz.sum ]]; then
+        if [[ -x $KUBE_BIN_CACHE/$name && -f $KUBE_BIN_CACHE/.$name.xz.sum ]]; then
             sum=$(stat -c '%s %Y' "$xz" 2>/dev/null || true)
-            [[ $sum == "$(<"$KUBE_BIN/.$name.xz.sum")" ]] && continue
+            [[ $sum == "$(<"$KUBE_BIN_CACHE/.$name.xz.sum")" ]] && continue
         fi
-        [[ -f $xz ]] || die "no KUBE_BIN given and $xz is missing (set KUBE_BIN to a folder with kube-apiserver, kube-controller-manager and kube-scheduler)"
-        log "unpacking $xz into $KUBE_BIN"
-        xz -dc "$xz" >"$KUBE_BIN/.$name.tmp"
-        chmod 0755 "$KUBE_BIN/.$name.tmp"
-        mv -f "$KUBE_BIN/.$name.tmp" "$KUBE_BIN/$name"
-        stat -c '%s %Y' "$xz" >"$KUBE_BIN/.$name.xz.sum"
+        [[ -f $xz ]] || die "$xz is missing: point KUBE_BIN (KUBE_TEST_BIN) at a folder of unpacked release binaries"
+        log "unpacking $xz into $KUBE_BIN_CACHE"
+        xz -dc "$xz" >"$KUBE_BIN_CACHE/.$name.tmp"
+        chmod 0755 "$KUBE_BIN_CACHE/.$name.tmp"
+        mv -f "$KUBE_BIN_CACHE/.$name.tmp" "$KUBE_BIN_CACHE/$name"
+        stat -c '%s %Y' "$xz" >"$KUBE_BIN_CACHE/.$name.xz.sum"
     done
     exec {unpack_lock}>&-
 }

@@ -83,7 +83,9 @@ where
     // Told once: a refused permission is logged when it starts and when it ends, not per retry.
     let mut refused = false;
     while let Some(event) = stream.next().await {
-        if event.is_ok() && std::mem::take(&mut refused) {
+        // Init opens every list attempt, refused or not: only what a list or watch gave counts.
+        let answered = matches!(event, Ok(Event::InitApply(_) | Event::InitDone | Event::Apply(_) | Event::Delete(_)));
+        if answered && std::mem::take(&mut refused) {
             tracing::info!("the apiserver now lets the proxy watch {resource}");
             proxiers.iter().for_each(|p| p.set_refused(K::plural_static(), None));
         }

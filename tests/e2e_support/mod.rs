@@ -171,8 +171,14 @@ impl E2e {
                 let proxy = set(REAL_PROXY_CREDENTIALS_ENV).map(PathBuf::from);
                 E2e::join(test, args, PathBuf::from(admin), PathBuf::from(node_credentials), proxy, None)
             }
-            None => E2e::join_local(test, args, ControlPlane::shared()),
+            None => E2e::join_local(test, args, ControlPlane::shared(), true),
         }
+    }
+
+    /// As `start` on the local control plane, but the Service proxy (when `--proxy-table` asks
+    /// for one) keeps the node's own credentials, which may not list EndpointSlices.
+    pub fn start_with_node_identity_only(test: &str, args: &[&str]) -> E2e {
+        E2e::join_local(test, args, ControlPlane::shared(), false)
     }
 
     /// nodelet joined to a control plane of the test's own, which it may stop and start; None
@@ -188,9 +194,10 @@ impl E2e {
         Some(e2e)
     }
 
-    fn join_local(test: &str, args: &[&str], plane: &ControlPlane) -> E2e {
+    fn join_local(test: &str, args: &[&str], plane: &ControlPlane, proxy_identity: bool) -> E2e {
         let credentials = plane.node_kubeconfig(&node_name(test));
-        let mut e2e = E2e::join(test, args, plane.admin_kubeconfig(), credentials.clone(), Some(plane.proxy_kubeconfig()), None);
+        let proxy = proxy_identity.then(|| plane.proxy_kubeconfig());
+        let mut e2e = E2e::join(test, args, plane.admin_kubeconfig(), credentials.clone(), proxy, None);
         e2e.local = true;
         e2e.node_kubeconfig = Some(credentials);
         e2e
@@ -249,7 +256,7 @@ impl E2e {
         self.private.as_ref().expect("only a test's private control plane can be started").start_apiserver();
     }
 
-    fn get_node(&self) -> Option<Value> {
+    pub fn get_node(&self) -> Option<Value> {
         let api: Api<KubeNode> = Api::all(self.client.clone());
         let node = self.rt.block_on(api.get_opt(&self.node.name)).ok().flatten()?;
         Some(serde_json::to_value(node).unwrap())

@@ -111,7 +111,7 @@ pub fn sandbox_config(ctx: &NodeContext, pod: &Pod, attempt: u32) -> cri::PodSan
                 namespace_options: Some(namespace_options(&spec)),
                 run_as_user: security.run_as_user.map(|value| cri::Int64Value { value }),
                 run_as_group: security.run_as_group.map(|value| cri::Int64Value { value }),
-                supplemental_groups: security.supplemental_groups.clone().unwrap_or_default(),
+                supplemental_groups: supplemental_groups(&security),
                 privileged: security::has_privileged_container(&spec),
                 // A pod-level Localhost profile without a file is refused on each container's
                 // creation, with the reason; the sandbox then gets the runtime's choice.
@@ -123,6 +123,16 @@ pub fn sandbox_config(ctx: &NodeContext, pod: &Pod, attempt: u32) -> cri::PodSan
         }),
         windows: None,
     }
+}
+
+/// The pod's supplementalGroups plus its fsGroup, as the kubelet gives them to every
+/// container: the fsGroup owns the pod's volume files, so the containers must be in it.
+fn supplemental_groups(pod_sc: &k8s_openapi::api::core::v1::PodSecurityContext) -> Vec<i64> {
+    let mut groups = pod_sc.supplemental_groups.clone().unwrap_or_default();
+    if let Some(fs_group) = pod_sc.fs_group.filter(|g| !groups.contains(g)) {
+        groups.push(fs_group);
+    }
+    groups
 }
 
 /// The pod's annotations plus its grace period, so an orphaned sandbox is still stopped gracefully.
@@ -473,7 +483,7 @@ fn container_security(ctx: &NodeContext, pod: &Pod, c: &Container) -> Result<cri
         run_as_user: sc.run_as_user.or(pod_sc.run_as_user).map(|value| cri::Int64Value { value }),
         run_as_group: sc.run_as_group.or(pod_sc.run_as_group).map(|value| cri::Int64Value { value }),
         readonly_rootfs: sc.read_only_root_filesystem.unwrap_or(false),
-        supplemental_groups: pod_sc.supplemental_groups.unwrap_or_default(),
+        supplemental_groups: supplemental_groups(&pod_sc),
         no_new_privs: sc.allow_privilege_escalation == Some(false),
         seccomp: Some(seccomp),
         ..Default::default()
@@ -632,6 +642,18 @@ mod tests {
         let cfg = container_config(&ctx(), &input(&prepared)).unwrap();
         assert!(cfg.mounts[0].readonly, "a downwardAPI volume is read-only even when the mount says otherwise");
         assert_eq!((cfg.mounts[1].host_path.as_str(), cfg.mounts[1].readonly), ("/p/volume-subpaths/scratch/c/1", false));
+    }
+
+    #[test]
+    fn containers_join_the_fs_group() {
+        let pod = pod("  securityContext: {fsGroup: 2000, supplementalGroups: [5, 2000]}\n  containers: [{name: c, image: i}]\n");
+        let sc = sandbox_config(&ctx(), &pod, 0).linux.unwrap().security_context.unwrap();
+        assert_eq!(sc.supplemental_groups, vec![5, 2000]);
+        let pod = self::pod("  securityContext: {fsGroup: 2000}\n  containers: [{name: c, image: i}]\n");
+        let vols = VolumePaths::new();
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        let cfg = container_config(&ctx(), &ContainerInput { pod: &pod, container: c, attempt: 0, env: vec![], volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: None }).unwrap();
+        assert_eq!(cfg.linux.unwrap().security_context.unwrap().supplemental_groups, vec![2000]);
     }
 
     #[test]

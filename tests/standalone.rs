@@ -199,6 +199,11 @@ spec:
     image: {BUSYBOX}
     command: [sh, -c, "echo two >> /shared/order"]
     volumeMounts: [{{name: shared, mountPath: /shared}}]
+  - name: nonroot
+    image: {BUSYBOX}
+    securityContext: {{runAsUser: 1000}}
+    command: [sh, -c, "touch /shared/written-by-1000"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
   containers:
   - name: main
     image: {BUSYBOX}
@@ -216,6 +221,7 @@ spec:
     node.write_manifest("init.yaml", &manifest);
     let pod = node.wait_running("init");
     let inits = pod["status"]["initContainerStatuses"].as_array().unwrap();
+    // The last one runs as uid 1000: an emptyDir is writable by any user, as the kubelet makes it.
     assert!(inits.iter().all(|s| s["state"]["terminated"]["exitCode"] == 0), "{inits:?}");
     let uid = pod["metadata"]["uid"].as_str().unwrap();
     let log_path = node.pod_logs().join(format!("default_{}_{uid}/main/0.log", node.pod_name("init")));

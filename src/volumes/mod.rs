@@ -17,6 +17,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 const DEFAULT_MODE: i32 = 0o644;
+/// An emptyDir's mode: writable by every user a container may run as, as the kubelet makes it.
+const EMPTY_DIR_MODE: u32 = 0o777;
 const DEFAULT_TOKEN_SECONDS: i64 = 3600;
 
 /// The volumes are ready; `refresh_at` says when written content (a token) must be renewed.
@@ -37,6 +39,11 @@ pub async fn prepare(ctx: &NodeContext, pod: &Pod, api: Option<&kube::Client>) -
             Content::Directory => {
                 if dir.starts_with(spec::pod_data_dir(ctx, pod)) || volume.host_path.as_ref().is_some_and(|h| h.type_.as_deref() == Some("DirectoryOrCreate")) {
                     tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("volume {:?}: creating {}: {e}", volume.name, dir.display()))?;
+                }
+                if volume.empty_dir.is_some() {
+                    // As the kubelet: any user the containers run as may write an emptyDir.
+                    use std::os::unix::fs::PermissionsExt;
+                    tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(EMPTY_DIR_MODE)).await.map_err(|e| format!("volume {:?}: chmod {}: {e}", volume.name, dir.display()))?;
                 }
             }
             Content::Files(files, refresh) => {

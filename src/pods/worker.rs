@@ -284,8 +284,12 @@ impl Worker {
         Duration::from_secs(secs.unwrap_or(30).max(0) as u64)
     }
 
+    fn host_network(&self) -> bool {
+        self.pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false)
+    }
+
     async fn create_sandbox(&mut self, attempt: u32) -> Result<(), String> {
-        if !self.pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false) {
+        if !self.host_network() {
             // As the kubelet: no pod joins the pod network before it is ready.
             self.deps.network.check().map_err(|why| format!("pod {}: network is not ready: {why}", self.pod_ref()))?;
         }
@@ -389,7 +393,7 @@ impl Worker {
 
     /// The pod's /etc/hosts (its address and hostname, then hostAliases); none with the host's network.
     async fn write_etc_hosts(&self, pod_ip: Option<&str>) -> Result<Option<std::path::PathBuf>, String> {
-        if self.pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false) {
+        if self.host_network() {
             return Ok(None);
         }
         let path = spec::pod_data_dir(&self.deps.ctx, &self.pod).join("etc-hosts");

@@ -124,9 +124,23 @@ pub async fn run(client: kube::Client, store: PodStore, node: String) {
 async fn patch_status(client: &kube::Client, pod: &Pod, uid: &str, status: &PodStatus) -> Result<(), kube::Error> {
     let api: Api<Pod> = Api::namespaced(client.clone(), spec::pod_namespace(pod));
     // The UID in the patch makes the apiserver refuse it for a recreated pod of the same name.
-    let patch = serde_json::json!({ "metadata": { "uid": uid }, "status": status });
+    let patch = serde_json::json!({ "metadata": { "uid": uid }, "status": status_patch(status) });
     api.patch_status(spec::pod_name(pod), &PatchParams::default(), &Patch::Strategic(&patch)).await?;
     Ok(())
+}
+
+/// The status as a strategic merge patch. Conditions merge by type, so a field a condition no
+/// longer has (the reason of a condition that became True) is sent as null to be removed.
+fn status_patch(status: &PodStatus) -> serde_json::Value {
+    let mut value = serde_json::to_value(status).unwrap_or_default();
+    if let Some(conditions) = value.get_mut("conditions").and_then(|c| c.as_array_mut()) {
+        for condition in conditions.iter_mut().filter_map(|c| c.as_object_mut()) {
+            for field in ["reason", "message"] {
+                condition.entry(field).or_insert(serde_json::Value::Null);
+            }
+        }
+    }
+    value
 }
 
 /// Makes the static pod's mirror exist with the current config hash; returns the mirror's UID.
@@ -199,6 +213,15 @@ mod tests {
         let c = new.conditions.unwrap();
         assert_eq!(c[0].last_transition_time, Some(Time(Timestamp::from_second(10).unwrap())));
         assert_eq!(c[1].last_transition_time, Some(Time(Timestamp::from_second(50).unwrap())));
+    }
+
+    #[test]
+    fn a_condition_without_reason_removes_the_old_one() {
+        let status = PodStatus { conditions: Some(vec![cond("Ready", "True", 10)]), ..Default::default() };
+        let patch = status_patch(&status);
+        assert_eq!(patch["conditions"][0]["reason"], serde_json::Value::Null);
+        assert!(patch["conditions"][0].as_object().unwrap().contains_key("reason"));
+        assert_eq!(patch["conditions"][0]["status"], "True");
     }
 
     #[test]

@@ -166,7 +166,7 @@ impl Manager {
             }
             return;
         }
-        let grace = Duration::from_secs(pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64);
+        let grace = Duration::from_secs(pod.metadata.deletion_grace_period_seconds.unwrap_or(super::reasons::DEFAULT_GRACE_PERIOD_SECS).max(0) as u64);
         tracing::info!(pod = %spec::pod_ref(&pod), ?grace, "pod deleted in the apiserver; stopping it");
         let tx = match self.running.remove(&uid) {
             Some(running) => running.tx,
@@ -253,7 +253,7 @@ async fn remove_from_apiserver(client: kube::Client, pod: Pod, stopped: Option<t
 /// An orphan keeps the grace period its pod had, recorded on the sandbox.
 fn sandbox_grace(annotations: &HashMap<String, String>) -> Duration {
     let secs = annotations.get(labels::TERMINATION_GRACE).and_then(|v| v.parse::<u64>().ok());
-    Duration::from_secs(secs.unwrap_or(30))
+    secs.map_or(super::reasons::DEFAULT_GRACE_PERIOD, Duration::from_secs)
 }
 
 #[cfg(test)]

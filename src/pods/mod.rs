@@ -12,6 +12,7 @@ pub mod observed;
 pub mod plan;
 pub mod pull_secrets;
 pub mod quantity;
+pub mod reasons;
 pub mod security;
 pub mod source;
 pub mod spec;

@@ -6,6 +6,7 @@ use super::env_sources::EnvSources;
 use crate::events::Kind::{Normal, Warning};
 use super::observed::{ObservedPod, RunState};
 use super::plan::{self, Memory, Plan, StartContainer, StartFailure};
+use super::reasons::{self, KillReason, WaitingReason};
 use super::security;
 use super::spec::{self, NodeContext};
 use super::status::{pod_status, StatusInput};
@@ -39,6 +40,30 @@ pub struct WorkerDeps {
     pub events: crate::events::Recorder,
     /// Closed while the pod network is not ready (no pod CIDR yet, the runtime reloading).
     pub network: crate::pod_network::NetworkGate,
+}
+
+/// Why one sync of a pod did not get through; the worker retries it with a growing delay.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Runtime(#[from] CriError),
+    #[error("pod {pod}: network is not ready: {why}")]
+    NetworkNotReady { pod: String, why: String },
+    /// Volumes, directories or files of the pod could not be written.
+    #[error("pod {pod}: {cause}")]
+    Files { pod: String, cause: String },
+}
+
+impl SyncError {
+    /// How long to wait before the next try, after `failures` failed syncs in a row. A pod
+    /// waiting for the network retries at the short end: the gate opens any moment.
+    pub fn retry_in(&self, failures: u32, resync: Duration) -> Duration {
+        let failures = match self {
+            SyncError::NetworkNotReady { .. } => failures.min(2),
+            SyncError::Runtime(_) | SyncError::Files { .. } => failures,
+        };
+        Duration::from_millis(250 << failures.min(6)).min(resync)
+    }
 }
 
 pub enum WorkerMsg {
@@ -105,7 +130,7 @@ async fn run(deps: WorkerDeps, pod: Pod, mut rx: mpsc::UnboundedReceiver<WorkerM
             Err(e) => {
                 failures += 1;
                 tracing::warn!(pod = %spec::pod_ref(&worker.pod), error = %e, "sync failed; retrying");
-                Duration::from_millis(250 << failures.min(6)).min(worker.deps.resync)
+                e.retry_in(failures, worker.deps.resync)
             }
         };
         let deadline = tokio::time::Instant::now() + wait;
@@ -155,15 +180,15 @@ impl Worker {
     }
 
     /// Brings the runtime in line with the spec and publishes the status; returns when to look again.
-    async fn sync(&mut self) -> Result<Option<Duration>, String> {
+    async fn sync(&mut self) -> Result<Option<Duration>, SyncError> {
         let sync_started = SystemTime::now();
-        let mut observed = self.observe().await.map_err(|e| e.to_string())?;
+        let mut observed = self.observe().await?;
         if !std::mem::replace(&mut self.synced_once, true) && all_containers_running(&self.pod, &observed) {
             // Adopted after a restart of nodelet: its start was not seen here.
             self.start_pending = None;
         }
         if let Err(e) = self.prepare_volumes(&observed).await {
-            self.publish_error(&observed, &e);
+            self.publish_error(&observed, &e.to_string());
             return Err(e);
         }
         let mut plan = Plan::default();
@@ -173,9 +198,9 @@ impl Worker {
             if let Ok(false) = acted {
                 break;
             }
-            observed = self.observe().await.map_err(|e| e.to_string())?;
+            observed = self.observe().await?;
             if let Err(e) = acted {
-                self.publish_error(&observed, &e);
+                self.publish_error(&observed, &e.to_string());
                 return Err(e);
             }
         }
@@ -186,13 +211,12 @@ impl Worker {
         };
         self.unconfirmed_exits.retain(still_running);
         for (name, failure) in self.memory.start_failures.iter().filter(|(_, f)| f.at >= sync_started) {
-            plan.waiting.insert(name.clone(), plan::Waiting { reason: failure.reason.clone(), message: failure.message.clone() });
+            plan.waiting.insert(name.clone(), plan::Waiting { reason: failure.reason, message: failure.message.clone() });
             plan.wake_after = Some(plan.wake_after.map_or(FAILURE_RECHECK, |w| w.min(FAILURE_RECHECK)));
         }
         for (name, waiting) in &plan.waiting {
-            if waiting.reason == "CrashLoopBackOff" || waiting.reason == "ImagePullBackOff" {
-                let what = if waiting.reason == "CrashLoopBackOff" { "restarting failed container" } else { "pulling image" };
-                self.event(Some(name), Warning, "BackOff", format!("Back-off {what} {name} in pod {}", self.pod_ref()));
+            if let Some(message) = waiting.reason.backoff_event(name, &self.pod_ref()) {
+                self.event(Some(name), Warning, "BackOff", message);
             }
         }
         if let Some(Some(refresh)) = self.volumes_refresh {
@@ -208,7 +232,7 @@ impl Worker {
     }
 
     /// Writes the pod's volumes before its first container, and again when a token needs renewing.
-    async fn prepare_volumes(&mut self, observed: &ObservedPod) -> Result<(), String> {
+    async fn prepare_volumes(&mut self, observed: &ObservedPod) -> Result<(), SyncError> {
         let due = match self.volumes_refresh {
             None => true,
             Some(at) => at.is_some_and(|at| at <= SystemTime::now()),
@@ -217,7 +241,7 @@ impl Worker {
         if !due || finished {
             return Ok(());
         }
-        let prepared = crate::volumes::prepare(&self.deps.ctx, &self.pod, self.deps.api.as_ref()).await.map_err(|e| format!("pod {}: {e}", self.pod_ref()))?;
+        let prepared = crate::volumes::prepare(&self.deps.ctx, &self.pod, self.deps.api.as_ref()).await.map_err(|cause| self.files_error(cause))?;
         self.volumes_refresh = Some(prepared.refresh_at);
         Ok(())
     }
@@ -226,7 +250,7 @@ impl Worker {
     fn publish_error(&self, observed: &ObservedPod, error: &str) {
         let mut plan = Plan::default();
         for c in self.pod.spec.iter().flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter())) {
-            plan.waiting.insert(c.name.clone(), plan::Waiting { reason: "ContainerCreating".into(), message: error.to_string() });
+            plan.waiting.insert(c.name.clone(), plan::Waiting { reason: WaitingReason::ContainerCreating, message: error.to_string() });
         }
         self.publish(observed, &plan);
     }
@@ -243,10 +267,10 @@ impl Worker {
     }
 
     /// Carries out a plan; Ok(true) when something changed in the runtime.
-    async fn execute(&mut self, plan: &Plan, observed: &ObservedPod) -> Result<bool, String> {
+    async fn execute(&mut self, plan: &Plan, observed: &ObservedPod) -> Result<bool, SyncError> {
         let mut acted = false;
         for id in &plan.remove_sandboxes {
-            self.remove_sandbox(id).await.map_err(|e| e.to_string())?;
+            self.remove_sandbox(id).await?;
             acted = true;
         }
         if let Some(attempt) = plan.create_sandbox {
@@ -256,13 +280,13 @@ impl Worker {
         if plan.finished.is_some() {
             for sandbox in observed.sandboxes.iter().filter(|s| s.ready) {
                 tracing::info!(pod = %self.pod_ref(), phase = ?plan.finished, "pod finished; stopping its sandbox");
-                self.deps.cri.stop_sandbox(&sandbox.id).await.map_err(|e| e.to_string())?;
+                self.deps.cri.stop_sandbox(&sandbox.id).await?;
                 acted = true;
             }
         }
-        for (id, name, reason) in &plan.kill {
-            self.event(Some(name), Normal, "Killing", format!("Stopping container {name}: {reason}"));
-            self.deps.cri.stop_container(id, self.grace_period()).await.map_err(|e| e.to_string())?;
+        for kill in &plan.kill {
+            self.event(Some(&kill.name), Normal, "Killing", kill.reason.message(&kill.name));
+            self.deps.cri.stop_container(&kill.id, self.grace_period()).await?;
             acted = true;
         }
         if let Some(sandbox) = observed.ready_sandbox() {
@@ -281,27 +305,31 @@ impl Worker {
 
     fn grace_period(&self) -> Duration {
         let secs = self.pod.metadata.deletion_grace_period_seconds.or_else(|| self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds));
-        Duration::from_secs(secs.unwrap_or(30).max(0) as u64)
+        Duration::from_secs(secs.unwrap_or(reasons::DEFAULT_GRACE_PERIOD_SECS).max(0) as u64)
+    }
+
+    fn files_error(&self, cause: String) -> SyncError {
+        SyncError::Files { pod: self.pod_ref(), cause }
     }
 
     fn host_network(&self) -> bool {
         self.pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false)
     }
 
-    async fn create_sandbox(&mut self, attempt: u32) -> Result<(), String> {
+    async fn create_sandbox(&mut self, attempt: u32) -> Result<(), SyncError> {
         if !self.host_network() {
             // As the kubelet: no pod joins the pod network before it is ready.
-            self.deps.network.check().map_err(|why| format!("pod {}: network is not ready: {why}", self.pod_ref()))?;
+            self.deps.network.check().map_err(|why| SyncError::NetworkNotReady { pod: self.pod_ref(), why })?;
         }
         let ctx = &self.deps.ctx;
         let config = spec::sandbox_config(ctx, &self.pod, attempt);
         for dir in [spec::log_directory(ctx, &self.pod), spec::pod_data_dir(ctx, &self.pod)] {
-            tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("pod {}: creating {}: {e}", self.pod_ref(), dir.display()))?;
+            tokio::fs::create_dir_all(&dir).await.map_err(|e| self.files_error(format!("creating {}: {e}", dir.display())))?;
         }
         // The pod's volumes (its secrets among them) are no business of other local users.
-        crate::volumes::private_dir(&spec::pod_data_dir(ctx, &self.pod)).await.map_err(|e| format!("pod {}: {e}", self.pod_ref()))?;
+        crate::volumes::private_dir(&spec::pod_data_dir(ctx, &self.pod)).await.map_err(|cause| self.files_error(cause))?;
         let started = std::time::Instant::now();
-        let id = self.deps.cri.run_sandbox(config).await.map_err(|e| e.to_string())?;
+        let id = self.deps.cri.run_sandbox(config).await?;
         tracing::info!(pod = %self.pod_ref(), sandbox = %id, attempt, elapsed = ?started.elapsed(), "sandbox ready");
         Ok(())
     }
@@ -334,17 +362,17 @@ impl Worker {
             Err((reason, message)) => {
                 self.event(Some(&start.name), Warning, "Failed", format!("Error: {reason}: {message}"));
                 self.memory.backoff.next(&plan::start_failure_key(&start.name), now);
-                self.memory.start_failures.insert(start.name.clone(), StartFailure { reason: reason.into(), message, at: now });
+                self.memory.start_failures.insert(start.name.clone(), StartFailure { reason, message, at: now });
                 // A created but unstartable container counts as a change: observe it again.
-                reason == "RunContainerError"
+                reason == WaitingReason::RunContainerError
             }
         }
     }
 
-    async fn try_start(&self, sandbox_id: &str, sandbox_attempt: u32, pod_ip: Option<&str>, c: &Container, start: &StartContainer) -> Result<String, (&'static str, String)> {
+    async fn try_start(&self, sandbox_id: &str, sandbox_attempt: u32, pod_ip: Option<&str>, c: &Container, start: &StartContainer) -> Result<String, (WaitingReason, String)> {
         let ctx = &self.deps.ctx;
         self.ensure_image(c).await?;
-        let config_error = |e: String| ("CreateContainerConfigError", e);
+        let config_error = |e: String| (WaitingReason::CreateContainerConfigError, e);
         self.verify_run_as_non_root(c).await.map_err(config_error)?;
         let sources = EnvSources::gather(self.deps.api.as_ref(), &self.pod, c).await.map_err(config_error)?;
         let env_from = sources.env_from(c).map_err(config_error)?;
@@ -371,9 +399,9 @@ impl Worker {
         let input = spec::ContainerInput { pod: &self.pod, container: c, attempt: start.attempt, env, volumes: &volumes, sub_paths: &sub_paths, etc_hosts };
         let config = spec::container_config(ctx, &input).map_err(config_error)?;
         let sandbox = spec::sandbox_config(ctx, &self.pod, sandbox_attempt);
-        let id = self.deps.cri.create_container(sandbox_id, config, sandbox).await.map_err(|e| ("CreateContainerError", e.to_string()))?;
+        let id = self.deps.cri.create_container(sandbox_id, config, sandbox).await.map_err(|e| (WaitingReason::CreateContainerError, e.to_string()))?;
         self.event(Some(&c.name), Normal, "Created", format!("Created container {}", c.name));
-        self.deps.cri.start_container(&id).await.map_err(|e| ("RunContainerError", e.to_string()))?;
+        self.deps.cri.start_container(&id).await.map_err(|e| (WaitingReason::RunContainerError, e.to_string()))?;
         self.event(Some(&c.name), Normal, "Started", format!("Started container {}", c.name));
         Ok(id)
     }
@@ -405,10 +433,10 @@ impl Worker {
     }
 
     /// Makes the image present as the container's imagePullPolicy asks.
-    async fn ensure_image(&self, c: &Container) -> Result<(), (&'static str, String)> {
+    async fn ensure_image(&self, c: &Container) -> Result<(), (WaitingReason, String)> {
         let image = c.image.clone().unwrap_or_default();
         let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
-        let pull_error = |e: CriError| ("ErrImagePull", format!("failed to pull image {image:?}: {}", e.message));
+        let pull_error = |e: CriError| (WaitingReason::ErrImagePull, format!("failed to pull image {image:?}: {}", e.message));
         if policy != "Always" {
             let present = self.deps.cri.image_id(&image).await.map_err(pull_error)?;
             match (present, policy) {
@@ -417,7 +445,7 @@ impl Worker {
                     return Ok(());
                 }
                 (None, "Never") => {
-                    return Err(("ErrImageNeverPull", format!("container image {image:?} is not present with pull policy of Never")));
+                    return Err((WaitingReason::ErrImageNeverPull, format!("container image {image:?} is not present with pull policy of Never")));
                 }
                 _ => {}
             }
@@ -449,7 +477,7 @@ impl Worker {
         let observed = self.observe().await?;
         let running: Vec<_> = observed.containers.iter().filter(|c| c.state == RunState::Running).collect();
         for c in &running {
-            self.event(Some(&c.name), Normal, "Killing", format!("Stopping container {}", c.name));
+            self.event(Some(&c.name), Normal, "Killing", KillReason::PodFinished.message(&c.name));
         }
         let stops = running.iter().map(|c| self.deps.cri.stop_container(&c.id, grace));
         join_all(stops).await.into_iter().collect::<Result<Vec<_>, _>>()?;

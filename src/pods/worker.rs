@@ -11,7 +11,7 @@ use super::security;
 use super::spec::{self, NodeContext};
 use super::status::{pod_status, StatusInput};
 use super::store::PodStore;
-use crate::runtime::{Cri, CriError};
+use crate::runtime::{Cri, CriError, Runtime};
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::collections::HashSet;
@@ -28,7 +28,10 @@ const FAILURE_RECHECK: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct WorkerDeps {
+    /// The manager's orphan sweep and the node agent use the client itself; the worker does not.
     pub cri: Cri,
+    /// All the worker does in the runtime goes through here.
+    pub runtime: Arc<dyn Runtime>,
     pub ctx: Arc<NodeContext>,
     pub exits: broadcast::Sender<String>,
     pub store: PodStore,
@@ -176,7 +179,7 @@ impl Worker {
     }
 
     async fn observe(&self) -> Result<ObservedPod, CriError> {
-        self.deps.cri.observe_pod(&self.deps.ctx.node_name, &self.uid()).await
+        self.deps.runtime.observe_pod(&self.deps.ctx.node_name, &self.uid()).await
     }
 
     /// Brings the runtime in line with the spec and publishes the status; returns when to look again.
@@ -280,13 +283,13 @@ impl Worker {
         if plan.finished.is_some() {
             for sandbox in observed.sandboxes.iter().filter(|s| s.ready) {
                 tracing::info!(pod = %self.pod_ref(), phase = ?plan.finished, "pod finished; stopping its sandbox");
-                self.deps.cri.stop_sandbox(&sandbox.id).await?;
+                self.deps.runtime.stop_sandbox(&sandbox.id).await?;
                 acted = true;
             }
         }
         for kill in &plan.kill {
             self.event(Some(&kill.name), Normal, "Killing", kill.reason.message(&kill.name));
-            self.deps.cri.stop_container(&kill.id, self.grace_period()).await?;
+            self.deps.runtime.stop_container(&kill.id, self.grace_period()).await?;
             acted = true;
         }
         if let Some(sandbox) = observed.ready_sandbox() {
@@ -296,7 +299,7 @@ impl Worker {
             }
         }
         for id in &plan.remove_containers {
-            if let Err(e) = self.deps.cri.remove_container(id).await {
+            if let Err(e) = self.deps.runtime.remove_container(id).await {
                 tracing::warn!(pod = %self.pod_ref(), error = %e, "could not remove an old container");
             }
         }
@@ -329,15 +332,15 @@ impl Worker {
         // The pod's volumes (its secrets among them) are no business of other local users.
         crate::volumes::private_dir(&spec::pod_data_dir(ctx, &self.pod)).await.map_err(|cause| self.files_error(cause))?;
         let started = std::time::Instant::now();
-        let id = self.deps.cri.run_sandbox(config).await?;
+        let id = self.deps.runtime.run_sandbox(config).await?;
         tracing::info!(pod = %self.pod_ref(), sandbox = %id, attempt, elapsed = ?started.elapsed(), "sandbox ready");
         Ok(())
     }
 
     async fn remove_sandbox(&self, id: &str) -> Result<(), CriError> {
         tracing::info!(pod = %self.pod_ref(), sandbox = %id, "removing old sandbox");
-        self.deps.cri.stop_sandbox(id).await?;
-        self.deps.cri.remove_sandbox(id).await
+        self.deps.runtime.stop_sandbox(id).await?;
+        self.deps.runtime.remove_sandbox(id).await
     }
 
     fn container(&self, name: &str) -> Option<Container> {
@@ -399,9 +402,9 @@ impl Worker {
         let input = spec::ContainerInput { pod: &self.pod, container: c, attempt: start.attempt, env, volumes: &volumes, sub_paths: &sub_paths, etc_hosts };
         let config = spec::container_config(ctx, &input).map_err(config_error)?;
         let sandbox = spec::sandbox_config(ctx, &self.pod, sandbox_attempt);
-        let id = self.deps.cri.create_container(sandbox_id, config, sandbox).await.map_err(|e| (WaitingReason::CreateContainerError, e.to_string()))?;
+        let id = self.deps.runtime.create_container(sandbox_id, config, sandbox).await.map_err(|e| (WaitingReason::CreateContainerError, e.to_string()))?;
         self.event(Some(&c.name), Normal, "Created", format!("Created container {}", c.name));
-        self.deps.cri.start_container(&id).await.map_err(|e| (WaitingReason::RunContainerError, e.to_string()))?;
+        self.deps.runtime.start_container(&id).await.map_err(|e| (WaitingReason::RunContainerError, e.to_string()))?;
         self.event(Some(&c.name), Normal, "Started", format!("Started container {}", c.name));
         Ok(id)
     }
@@ -410,7 +413,7 @@ impl Worker {
     async fn verify_run_as_non_root(&self, c: &Container) -> Result<(), String> {
         let image_user = if security::needs_image_user(&self.pod, c) {
             let image = c.image.clone().unwrap_or_default();
-            let status = self.deps.cri.image_status(&image).await.map_err(|e| e.to_string())?;
+            let status = self.deps.runtime.image_status(&image).await.map_err(|e| e.to_string())?;
             security::ImageUser::of(status.as_ref())
         } else {
             // Not consulted: runAsUser (or no runAsNonRoot) decides.
@@ -438,7 +441,7 @@ impl Worker {
         let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
         let pull_error = |e: CriError| (WaitingReason::ErrImagePull, format!("failed to pull image {image:?}: {}", e.message));
         if policy != "Always" {
-            let present = self.deps.cri.image_id(&image).await.map_err(pull_error)?;
+            let present = self.deps.runtime.image_id(&image).await.map_err(pull_error)?;
             match (present, policy) {
                 (Some(_), _) => {
                     self.event(Some(&c.name), Normal, "Pulled", format!("Container image {image:?} already present on machine"));
@@ -457,7 +460,7 @@ impl Worker {
             Some(client) => super::pull_secrets::auth_for(&image, &super::pull_secrets::read(client, &self.pod).await),
             None => None,
         };
-        self.deps.cri.pull_image(&image, auth, Some(sandbox)).await.map_err(pull_error)?;
+        self.deps.runtime.pull_image(&image, auth, Some(sandbox)).await.map_err(pull_error)?;
         self.event(Some(&c.name), Normal, "Pulled", format!("Successfully pulled image {image:?} in {:.3}s", started.elapsed().as_secs_f64()));
         Ok(())
     }
@@ -479,11 +482,11 @@ impl Worker {
         for c in &running {
             self.event(Some(&c.name), Normal, "Killing", KillReason::PodFinished.message(&c.name));
         }
-        let stops = running.iter().map(|c| self.deps.cri.stop_container(&c.id, grace));
+        let stops = running.iter().map(|c| self.deps.runtime.stop_container(&c.id, grace));
         join_all(stops).await.into_iter().collect::<Result<Vec<_>, _>>()?;
         for sandbox in &observed.sandboxes {
-            self.deps.cri.stop_sandbox(&sandbox.id).await?;
-            self.deps.cri.remove_sandbox(&sandbox.id).await?;
+            self.deps.runtime.stop_sandbox(&sandbox.id).await?;
+            self.deps.runtime.remove_sandbox(&sandbox.id).await?;
         }
         Ok(())
     }

@@ -20,4 +20,5 @@ pub mod status;
 pub mod status_sync;
 pub mod store;
 pub mod worker;
+pub mod worker_state;
 pub mod yaml_bounds;

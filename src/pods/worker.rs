@@ -1,23 +1,39 @@
 //! One task per pod, owning that pod's lifecycle: observe the runtime, plan, act, publish the
 //! status; wake on a container exit, a spec change, a back-off's end or the periodic resync.
+//!
+//! The worker moves through three states (`PodWorkerState`), as the kubelet's pod worker does:
+//! ```text
+//!  spawn -> Syncing --Update(spec)--> sync -> wait (exit, back-off, resync) -> sync ...
+//!              |
+//!              | Terminate(grace) (deleted, or gone from its source; the manager gone: its own grace)
+//!              v
+//!          Terminating { deadline = now + grace } --Terminate(shorter grace)--> deadline earlier,
+//!              |   stop every container (SIGTERM, SIGKILL at the deadline), stop and remove sandboxes
+//!              v
+//!          Terminated -> pod directories and cgroup removed, status dropped, `done` told -> removed
+//! ```
+//! Until Terminated, containers may still run: the manager asks `WorkerHandle::could_be_running`.
+//! A Terminate that arrives during a sync ends it before its next round: nothing more is started
+//! for a pod going away.
 
 use super::backoff::Backoff;
 use super::env_sources::EnvSources;
 use crate::events::Kind::{Normal, Warning};
 use super::observed::{ObservedPod, RunState};
-use super::plan::{self, Memory, Plan, StartContainer, StartFailure};
+use super::plan::{self, KillContainer, Memory, Plan, StartContainer, StartFailure};
 use super::reasons::{self, KillReason, WaitingReason};
 use super::security;
 use super::spec::{self, NodeContext};
 use super::status::{pod_status, StatusInput};
 use super::store::PodStore;
+use super::worker_state::PodWorkerState;
 use crate::runtime::{Cri, CriError, Runtime};
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 /// How many plan-act rounds one sync may take (sandbox, then inits, then containers).
 const MAX_ROUNDS: usize = 8;
@@ -72,18 +88,70 @@ impl SyncError {
 pub enum WorkerMsg {
     Update(Box<Pod>),
     /// Stop the pod; a `grace` of None takes the pod's own; `done` hears when all is stopped.
-    Terminate { grace: Option<Duration>, done: Option<tokio::sync::oneshot::Sender<()>> },
+    /// A second Terminate can only shorten the grace of the first.
+    Terminate { grace: Option<Duration>, done: Option<oneshot::Sender<()>> },
 }
 
-pub fn spawn(deps: WorkerDeps, pod: Pod) -> (mpsc::UnboundedSender<WorkerMsg>, tokio::task::JoinHandle<()>) {
+/// What the manager keeps of a worker besides its channel: where it is in the pod's life.
+pub struct WorkerHandle {
+    state: watch::Receiver<PodWorkerState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Whether the pod's containers or sandbox may still be in the runtime (its worker has not
+    /// reached Terminated, and has not ended some other way).
+    pub fn could_be_running(&self) -> bool {
+        !self.task.is_finished() && self.state.borrow().could_be_running()
+    }
+
+    pub fn state(&self) -> PodWorkerState {
+        *self.state.borrow()
+    }
+}
+
+pub fn spawn(deps: WorkerDeps, pod: Pod) -> (mpsc::UnboundedSender<WorkerMsg>, WorkerHandle) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = tokio::spawn(run(deps, pod, rx));
-    (tx, handle)
+    let (state_tx, state) = watch::channel(PodWorkerState::Syncing);
+    let task = tokio::spawn(run(deps, pod, Inbox { rx, open: true }, state_tx));
+    (tx, WorkerHandle { state, task })
+}
+
+/// The worker's messages; the manager going away reads as one Terminate with the pod's own grace.
+struct Inbox {
+    rx: mpsc::UnboundedReceiver<WorkerMsg>,
+    open: bool,
+}
+
+impl Inbox {
+    async fn next(&mut self) -> WorkerMsg {
+        if !self.open {
+            return std::future::pending().await;
+        }
+        self.rx.recv().await.unwrap_or_else(|| self.closed())
+    }
+
+    /// A message already waiting, without waiting for one.
+    fn try_next(&mut self) -> Option<WorkerMsg> {
+        match self.rx.try_recv() {
+            Ok(msg) => Some(msg),
+            Err(mpsc::error::TryRecvError::Disconnected) if self.open => Some(self.closed()),
+            Err(_) => None,
+        }
+    }
+
+    fn closed(&mut self) -> WorkerMsg {
+        self.open = false;
+        WorkerMsg::Terminate { grace: None, done: None }
+    }
 }
 
 struct Worker {
     deps: WorkerDeps,
     pod: Pod,
+    state: watch::Sender<PodWorkerState>,
+    /// Who waits for the pod to be stopped (each Terminate may bring one).
+    done: Vec<oneshot::Sender<()>>,
     memory: Memory,
     first_seen: SystemTime,
     /// Sandbox and container IDs whose exit should wake this worker.
@@ -97,12 +165,17 @@ struct Worker {
     /// be nodelet's to measure: the pod was already running when this worker began).
     start_pending: Option<std::time::Instant>,
     synced_once: bool,
+    /// Failed syncs (or stops) in a row, for the retry delay.
+    failures: u32,
+    /// A new spec arrived during a sync: sync again at once.
+    updated: bool,
 }
 
 /// How soon to look again when CRI has not caught up with an exit event.
 const EXIT_RECHECK: Duration = Duration::from_millis(20);
 
-async fn run(deps: WorkerDeps, pod: Pod, mut rx: mpsc::UnboundedReceiver<WorkerMsg>) {
+/// The worker's loop: each state does its part and moves to the next.
+async fn run(deps: WorkerDeps, pod: Pod, mut inbox: Inbox, state: watch::Sender<PodWorkerState>) {
     let mut exits = deps.exits.subscribe();
     let backoff = Backoff::new(deps.backoff_initial, deps.backoff_max);
     let mut worker = Worker {
@@ -119,53 +192,135 @@ async fn run(deps: WorkerDeps, pod: Pod, mut rx: mpsc::UnboundedReceiver<WorkerM
         volumes_refresh: None,
         start_pending: Some(std::time::Instant::now()),
         synced_once: false,
+        failures: 0,
+        updated: false,
+        state,
+        done: Vec::new(),
         deps,
         pod,
     };
-    let mut failures = 0u32;
     loop {
-        let wait = match worker.sync().await {
-            Ok(wake) => {
-                failures = 0;
-                let wait = wake.map_or(worker.deps.resync, |w| w.min(worker.deps.resync));
-                if worker.unconfirmed_exits.is_empty() { wait } else { wait.min(EXIT_RECHECK) }
-            }
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(pod = %spec::pod_ref(&worker.pod), error = %e, "sync failed; retrying");
-                e.retry_in(failures, worker.deps.resync)
-            }
-        };
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(WorkerMsg::Update(pod)) => { worker.pod = *pod; break; }
-                    Some(WorkerMsg::Terminate { grace, done }) => {
-                        worker.terminate(grace).await;
-                        if let Some(done) = done {
-                            let _ = done.send(());
-                        }
-                        return;
-                    }
-                    None => return worker.terminate(None).await,
-                },
-                exit = exits.recv() => match exit {
-                    Ok(id) if worker.watched.contains(&id) => {
-                        worker.unconfirmed_exits.insert(id);
-                        break;
-                    }
-                    Ok(_) => continue,
-                    // Missed events: resync to be safe.
-                    Err(_) => break,
-                },
-                _ = tokio::time::sleep_until(deadline) => break,
-            }
+        match worker.current() {
+            PodWorkerState::Syncing => worker.syncing(&mut inbox, &mut exits).await,
+            PodWorkerState::Terminating { .. } => worker.terminating(&mut inbox).await,
+            PodWorkerState::Terminated => return worker.terminated().await,
         }
     }
 }
 
 impl Worker {
+    fn current(&self) -> PodWorkerState {
+        *self.state.borrow()
+    }
+
+    fn set_state(&self, next: PodWorkerState) {
+        if next != self.current() {
+            tracing::debug!(pod = %self.pod_ref(), state = ?next, "pod worker state");
+            self.state.send_replace(next);
+        }
+    }
+
+    /// A message from the manager: a new spec while syncing, or a stop (which can only shorten
+    /// a stop under way).
+    fn receive(&mut self, msg: WorkerMsg) {
+        match msg {
+            WorkerMsg::Update(pod) if self.current() == PodWorkerState::Syncing => {
+                self.pod = *pod;
+                self.updated = true;
+            }
+            // A pod being stopped keeps the spec it is stopped with, as in the kubelet.
+            WorkerMsg::Update(_) => {}
+            WorkerMsg::Terminate { grace, done } => {
+                self.done.extend(done);
+                let grace = grace.unwrap_or_else(|| self.grace_period());
+                let next = self.current().terminate(grace, tokio::time::Instant::now());
+                if next != self.current() {
+                    tracing::info!(pod = %self.pod_ref(), ?grace, "stopping pod");
+                }
+                self.set_state(next);
+            }
+        }
+    }
+
+    /// Syncing: one sync, then waits for a reason to sync again (or a stop).
+    async fn syncing(&mut self, inbox: &mut Inbox, exits: &mut broadcast::Receiver<String>) {
+        let wait = match self.sync(inbox).await {
+            Ok(wake) => {
+                self.failures = 0;
+                let wait = wake.map_or(self.deps.resync, |w| w.min(self.deps.resync));
+                if self.unconfirmed_exits.is_empty() { wait } else { wait.min(EXIT_RECHECK) }
+            }
+            Err(e) => {
+                self.failures += 1;
+                tracing::warn!(pod = %self.pod_ref(), error = %e, "sync failed; retrying");
+                e.retry_in(self.failures, self.deps.resync)
+            }
+        };
+        if std::mem::take(&mut self.updated) || self.current() != PodWorkerState::Syncing {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                msg = inbox.next() => {
+                    self.receive(msg);
+                    self.updated = false;
+                    return;
+                }
+                exit = exits.recv() => match exit {
+                    Ok(id) if self.watched.contains(&id) => {
+                        self.unconfirmed_exits.insert(id);
+                        return;
+                    }
+                    Ok(_) => continue,
+                    // Missed events: resync to be safe.
+                    Err(_) => return,
+                },
+                _ = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
+    /// Terminating: stops everything with the grace left to the deadline; a shorter grace
+    /// arriving meanwhile starts the stop again with it (the runtime's SIGKILL comes sooner).
+    async fn terminating(&mut self, inbox: &mut Inbox) {
+        let Some(grace) = self.current().grace_left(tokio::time::Instant::now()) else { return };
+        let before = self.current();
+        let mut stop = std::pin::pin!(stop_pod(self.deps.clone(), self.pod.clone(), grace));
+        loop {
+            let msg = tokio::select! {
+                stopped = &mut stop => match stopped {
+                    Ok(()) => return self.set_state(self.current().stopped()),
+                    Err(e) => {
+                        self.failures += 1;
+                        let delay = Duration::from_millis(200 << self.failures.min(6)).min(Duration::from_secs(10));
+                        tracing::warn!(pod = %self.pod_ref(), error = %e, ?delay, "stopping pod failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            msg = inbox.next() => self.receive(msg),
+                        }
+                        return;
+                    }
+                },
+                msg = inbox.next() => msg,
+            };
+            self.receive(msg);
+            if self.current() != before {
+                return;
+            }
+        }
+    }
+
+    /// Terminated: removes what is left on disk and the pod's status, then tells who waits.
+    async fn terminated(self) {
+        remove_pod_leftovers(&self.deps.ctx, &self.pod).await;
+        self.deps.store.remove(&self.uid());
+        tracing::info!(pod = %self.pod_ref(), "pod stopped and removed");
+        for done in self.done {
+            let _ = done.send(());
+        }
+    }
+
     fn pod_ref(&self) -> String {
         spec::pod_ref(&self.pod)
     }
@@ -183,7 +338,7 @@ impl Worker {
     }
 
     /// Brings the runtime in line with the spec and publishes the status; returns when to look again.
-    async fn sync(&mut self) -> Result<Option<Duration>, SyncError> {
+    async fn sync(&mut self, inbox: &mut Inbox) -> Result<Option<Duration>, SyncError> {
         let sync_started = SystemTime::now();
         let mut observed = self.observe().await?;
         if !std::mem::replace(&mut self.synced_once, true) && all_containers_running(&self.pod, &observed) {
@@ -196,6 +351,12 @@ impl Worker {
         }
         let mut plan = Plan::default();
         for _ in 0..MAX_ROUNDS {
+            while let Some(msg) = inbox.try_next() {
+                self.receive(msg);
+            }
+            if self.current() != PodWorkerState::Syncing {
+                break;
+            }
             plan = plan::plan(&self.pod, &observed, &self.memory, spec::container_hash, SystemTime::now());
             let acted = self.execute(&plan, &observed).await;
             if let Ok(false) = acted {
@@ -288,8 +449,7 @@ impl Worker {
             }
         }
         for kill in &plan.kill {
-            self.event(Some(&kill.name), Normal, "Killing", kill.reason.message(&kill.name));
-            self.deps.runtime.stop_container(&kill.id, self.grace_period()).await?;
+            stop_container(&self.deps, &self.pod, kill, self.grace_period()).await?;
             acted = true;
         }
         if let Some(sandbox) = observed.ready_sandbox() {
@@ -464,32 +624,31 @@ impl Worker {
         self.event(Some(&c.name), Normal, "Pulled", format!("Successfully pulled image {image:?} in {:.3}s", started.elapsed().as_secs_f64()));
         Ok(())
     }
+}
 
-    /// Stops every container with the grace period (SIGTERM, then SIGKILL), removes the sandbox
-    /// and the pod's directories, retrying until the runtime has let go of everything.
-    async fn terminate(self, grace: Option<Duration>) {
-        let grace = grace.unwrap_or_else(|| self.grace_period());
-        tracing::info!(pod = %self.pod_ref(), ?grace, "stopping pod");
-        crate::retry::until_ok(&format!("stopping pod {}", self.pod_ref()), || self.try_terminate(grace)).await;
-        remove_pod_leftovers(&self.deps.ctx, &self.pod).await;
-        self.deps.store.remove(&self.uid());
-        tracing::info!(pod = %self.pod_ref(), "pod stopped and removed");
-    }
+/// The one place a container is stopped (its spec changed, its pod ends, a probe failed): the
+/// Killing event, then SIGTERM and, once `grace` has passed, SIGKILL.
+async fn stop_container(deps: &WorkerDeps, pod: &Pod, kill: &KillContainer, grace: Duration) -> Result<(), CriError> {
+    deps.events.record(pod, Some(&kill.name), Normal, "Killing", kill.reason.message(&kill.name));
+    deps.runtime.stop_container(&kill.id, grace).await
+}
 
-    async fn try_terminate(&self, grace: Duration) -> Result<(), CriError> {
-        let observed = self.observe().await?;
-        let running: Vec<_> = observed.containers.iter().filter(|c| c.state == RunState::Running).collect();
-        for c in &running {
-            self.event(Some(&c.name), Normal, "Killing", KillReason::PodFinished.message(&c.name));
-        }
-        let stops = running.iter().map(|c| self.deps.runtime.stop_container(&c.id, grace));
-        join_all(stops).await.into_iter().collect::<Result<Vec<_>, _>>()?;
-        for sandbox in &observed.sandboxes {
-            self.deps.runtime.stop_sandbox(&sandbox.id).await?;
-            self.deps.runtime.remove_sandbox(&sandbox.id).await?;
-        }
-        Ok(())
+/// Stops every running container of the pod with `grace`, then stops and removes its sandboxes.
+/// Owns what it uses, so the worker can read its inbox while the stop runs.
+async fn stop_pod(deps: WorkerDeps, pod: Pod, grace: Duration) -> Result<(), CriError> {
+    let observed = deps.runtime.observe_pod(&deps.ctx.node_name, spec::pod_uid(&pod)).await?;
+    let kills: Vec<KillContainer> = observed
+        .containers
+        .iter()
+        .filter(|c| c.state == RunState::Running)
+        .map(|c| KillContainer { id: c.id.clone(), name: c.name.clone(), reason: KillReason::PodFinished })
+        .collect();
+    join_all(kills.iter().map(|kill| stop_container(&deps, &pod, kill, grace))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+    for sandbox in &observed.sandboxes {
+        deps.runtime.stop_sandbox(&sandbox.id).await?;
+        deps.runtime.remove_sandbox(&sandbox.id).await?;
     }
+    Ok(())
 }
 
 /// True when every (regular) container of the pod has a running instance: the end of the
@@ -522,3 +681,7 @@ pub async fn remove_pod_leftovers(ctx: &NodeContext, pod: &Pod) {
     }
     crate::cgroups::remove_pod_cgroup(&spec::pod_cgroup(ctx, pod));
 }
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;

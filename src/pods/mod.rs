@@ -18,6 +18,7 @@ pub mod source;
 pub mod spec;
 pub mod status;
 pub mod status_sync;
+pub mod stopping;
 pub mod store;
 pub mod worker;
 pub mod worker_state;

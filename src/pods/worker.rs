@@ -20,15 +20,17 @@ use super::backoff::Backoff;
 use super::env_sources::EnvSources;
 use crate::events::Kind::{Normal, Warning};
 use super::observed::{ObservedPod, RunState};
-use super::plan::{self, KillContainer, Memory, Plan, StartContainer, StartFailure};
-use super::reasons::{self, KillReason, WaitingReason};
+pub use super::stopping::{remove_orphan, remove_pod_leftovers};
+pub use super::worker_state::WorkerHandle;
+use super::plan::{self, Memory, Plan, StartContainer, StartFailure};
+use super::reasons::{self, WaitingReason};
 use super::security;
 use super::spec::{self, NodeContext};
 use super::status::{pod_status, StatusInput};
 use super::store::PodStore;
-use super::worker_state::PodWorkerState;
+use super::stopping::{stop_container, stop_pod};
+use super::worker_state::{Inbox, PodWorkerState};
 use crate::runtime::{Cri, CriError, Runtime};
-use futures::future::join_all;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -92,58 +94,11 @@ pub enum WorkerMsg {
     Terminate { grace: Option<Duration>, done: Option<oneshot::Sender<()>> },
 }
 
-/// What the manager keeps of a worker besides its channel: where it is in the pod's life.
-pub struct WorkerHandle {
-    state: watch::Receiver<PodWorkerState>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl WorkerHandle {
-    /// Whether the pod's containers or sandbox may still be in the runtime (its worker has not
-    /// reached Terminated, and has not ended some other way).
-    pub fn could_be_running(&self) -> bool {
-        !self.task.is_finished() && self.state.borrow().could_be_running()
-    }
-
-    pub fn state(&self) -> PodWorkerState {
-        *self.state.borrow()
-    }
-}
-
 pub fn spawn(deps: WorkerDeps, pod: Pod) -> (mpsc::UnboundedSender<WorkerMsg>, WorkerHandle) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (state_tx, state) = watch::channel(PodWorkerState::Syncing);
-    let task = tokio::spawn(run(deps, pod, Inbox { rx, open: true }, state_tx));
-    (tx, WorkerHandle { state, task })
-}
-
-/// The worker's messages; the manager going away reads as one Terminate with the pod's own grace.
-struct Inbox {
-    rx: mpsc::UnboundedReceiver<WorkerMsg>,
-    open: bool,
-}
-
-impl Inbox {
-    async fn next(&mut self) -> WorkerMsg {
-        if !self.open {
-            return std::future::pending().await;
-        }
-        self.rx.recv().await.unwrap_or_else(|| self.closed())
-    }
-
-    /// A message already waiting, without waiting for one.
-    fn try_next(&mut self) -> Option<WorkerMsg> {
-        match self.rx.try_recv() {
-            Ok(msg) => Some(msg),
-            Err(mpsc::error::TryRecvError::Disconnected) if self.open => Some(self.closed()),
-            Err(_) => None,
-        }
-    }
-
-    fn closed(&mut self) -> WorkerMsg {
-        self.open = false;
-        WorkerMsg::Terminate { grace: None, done: None }
-    }
+    let task = tokio::spawn(run(deps, pod, Inbox::new(rx), state_tx));
+    (tx, WorkerHandle::new(state, task))
 }
 
 struct Worker {
@@ -626,60 +581,11 @@ impl Worker {
     }
 }
 
-/// The one place a container is stopped (its spec changed, its pod ends, a probe failed): the
-/// Killing event, then SIGTERM and, once `grace` has passed, SIGKILL.
-async fn stop_container(deps: &WorkerDeps, pod: &Pod, kill: &KillContainer, grace: Duration) -> Result<(), CriError> {
-    deps.events.record(pod, Some(&kill.name), Normal, "Killing", kill.reason.message(&kill.name));
-    deps.runtime.stop_container(&kill.id, grace).await
-}
-
-/// Stops every running container of the pod with `grace`, then stops and removes its sandboxes.
-/// Owns what it uses, so the worker can read its inbox while the stop runs.
-async fn stop_pod(deps: WorkerDeps, pod: Pod, grace: Duration) -> Result<(), CriError> {
-    let observed = deps.runtime.observe_pod(&deps.ctx.node_name, spec::pod_uid(&pod)).await?;
-    let kills: Vec<KillContainer> = observed
-        .containers
-        .iter()
-        .filter(|c| c.state == RunState::Running)
-        .map(|c| KillContainer { id: c.id.clone(), name: c.name.clone(), reason: KillReason::PodFinished })
-        .collect();
-    join_all(kills.iter().map(|kill| stop_container(&deps, &pod, kill, grace))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
-    for sandbox in &observed.sandboxes {
-        deps.runtime.stop_sandbox(&sandbox.id).await?;
-        deps.runtime.remove_sandbox(&sandbox.id).await?;
-    }
-    Ok(())
-}
-
 /// True when every (regular) container of the pod has a running instance: the end of the
 /// kubelet's pod start-up latency.
 fn all_containers_running(pod: &Pod, observed: &ObservedPod) -> bool {
     let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
     !containers.is_empty() && containers.iter().all(|c| observed.containers.iter().any(|o| o.name == c.name && o.state == RunState::Running))
-}
-
-/// Stops and removes everything the runtime holds for a pod nodelet no longer knows
-/// (its manifest vanished while nodelet was down): a short grace, as for an orphan.
-pub async fn remove_orphan(cri: &Cri, sandbox_id: &str, grace: Duration) -> Result<(), CriError> {
-    let selector = std::collections::HashMap::new();
-    let containers = cri.list_containers(selector).await?;
-    let in_sandbox = containers.iter().filter(|c| c.pod_sandbox_id == sandbox_id && c.state == k8s_cri::v1::ContainerState::ContainerRunning as i32);
-    join_all(in_sandbox.map(|c| cri.stop_container(&c.id, grace))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
-    cri.stop_sandbox(sandbox_id).await?;
-    cri.remove_sandbox(sandbox_id).await
-}
-
-/// Deletes the pod's log and data directories (unmounting what is mounted under them first,
-/// never following a symlink or crossing into another file system) and its (now empty) cgroups.
-pub async fn remove_pod_leftovers(ctx: &NodeContext, pod: &Pod) {
-    for dir in [spec::log_directory(ctx, pod), spec::pod_data_dir(ctx, pod)] {
-        let target = dir.clone();
-        let removed = tokio::task::spawn_blocking(move || crate::volumes::mounts::remove_pod_dir(&target)).await.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-        if let Err(e) = removed {
-            tracing::warn!(pod = %spec::pod_ref(pod), dir = %dir.display(), error = %e, "could not remove pod directory");
-        }
-    }
-    crate::cgroups::remove_pod_cgroup(&spec::pod_cgroup(ctx, pod));
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! The pod worker's states and their transitions, as the kubelet's pod worker has them (syncing,
-//! terminating, terminated). Pure: the worker's loop carries out what each state asks.
+//! terminating, terminated), pure: the worker's loop carries out what each state asks. Also the
+//! two ends a worker is reached by: its handle (the manager reads the state) and its inbox.
 
+use super::worker::WorkerMsg;
 use std::time::Duration;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +49,61 @@ impl PodWorkerState {
         let PodWorkerState::Terminating { deadline } = self else { return None };
         let left = deadline.saturating_duration_since(now);
         Some(Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0)))
+    }
+}
+
+/// What the manager keeps of a worker besides its channel: where it is in the pod's life.
+pub struct WorkerHandle {
+    state: watch::Receiver<PodWorkerState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    pub(super) fn new(state: watch::Receiver<PodWorkerState>, task: tokio::task::JoinHandle<()>) -> Self {
+        WorkerHandle { state, task }
+    }
+
+    /// Whether the pod's containers or sandbox may still be in the runtime (its worker has not
+    /// reached Terminated, and has not ended some other way).
+    pub fn could_be_running(&self) -> bool {
+        !self.task.is_finished() && self.state.borrow().could_be_running()
+    }
+
+    pub fn state(&self) -> PodWorkerState {
+        *self.state.borrow()
+    }
+}
+
+/// The worker's messages; the manager going away reads as one Terminate with the pod's own grace.
+pub(super) struct Inbox {
+    rx: mpsc::UnboundedReceiver<WorkerMsg>,
+    open: bool,
+}
+
+impl Inbox {
+    pub(super) fn new(rx: mpsc::UnboundedReceiver<WorkerMsg>) -> Self {
+        Inbox { rx, open: true }
+    }
+
+    pub(super) async fn next(&mut self) -> WorkerMsg {
+        if !self.open {
+            return std::future::pending().await;
+        }
+        self.rx.recv().await.unwrap_or_else(|| self.closed())
+    }
+
+    /// A message already waiting, without waiting for one.
+    pub(super) fn try_next(&mut self) -> Option<WorkerMsg> {
+        match self.rx.try_recv() {
+            Ok(msg) => Some(msg),
+            Err(mpsc::error::TryRecvError::Disconnected) if self.open => Some(self.closed()),
+            Err(_) => None,
+        }
+    }
+
+    fn closed(&mut self) -> WorkerMsg {
+        self.open = false;
+        WorkerMsg::Terminate { grace: None, done: None }
     }
 }
 

@@ -155,6 +155,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         events,
         api: client.clone(),
         cri: cri.clone(),
+        runtime: Arc::new(cri.clone()),
         ctx: ctx.clone(),
         exits,
         store,

@@ -6,14 +6,13 @@ use super::admission::{self, AdmissionConfig};
 use super::labels;
 use super::source::ManifestDir;
 use super::spec;
-use super::worker::{self, WorkerDeps, WorkerMsg};
+use super::worker::{self, WorkerDeps, WorkerHandle, WorkerMsg};
 use crate::health::Health;
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::task::JoinHandle;
 
 const ORPHAN_SWEEP_EVERY: Duration = Duration::from_secs(30);
 
@@ -25,8 +24,8 @@ struct Running {
 pub struct Manager {
     deps: WorkerDeps,
     running: HashMap<String, Running>,
-    /// Every worker's task by pod UID; a stopping worker owns its sandbox until it finishes.
-    handles: HashMap<String, JoinHandle<()>>,
+    /// Every worker by pod UID; a stopping worker owns its sandbox until it is Terminated.
+    handles: HashMap<String, WorkerHandle>,
     file_pods: Vec<Pod>,
     api_pods: Vec<Pod>,
     /// The apiserver, in cluster mode: pods it deletes are removed there once stopped.
@@ -135,7 +134,7 @@ impl Manager {
                     tracing::info!(pod = %spec::pod_ref(&pod), uid = %uid, "pod added");
                     let (tx, handle) = worker::spawn(self.deps.clone(), pod.clone());
                     self.running.insert(uid.clone(), Running { pod, tx });
-                    self.handles.retain(|_, h| !h.is_finished());
+                    self.handles.retain(|_, h| h.could_be_running());
                     self.handles.insert(uid, handle);
                 }
             }
@@ -166,7 +165,7 @@ impl Manager {
             }
             return;
         }
-        let grace = Duration::from_secs(pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64);
+        let grace = Duration::from_secs(pod.metadata.deletion_grace_period_seconds.unwrap_or(super::reasons::DEFAULT_GRACE_PERIOD_SECS).max(0) as u64);
         tracing::info!(pod = %spec::pod_ref(&pod), ?grace, "pod deleted in the apiserver; stopping it");
         let tx = match self.running.remove(&uid) {
             Some(running) => running.tx,
@@ -197,14 +196,14 @@ impl Manager {
         let all_sandboxes = self.deps.cri.list_sandboxes(HashMap::new()).await.unwrap_or_default();
         let with_sandbox: HashSet<&String> = all_sandboxes.iter().filter_map(|s| s.labels.get(labels::POD_UID)).collect();
         for uid in crate::cgroups::pod_cgroup_uids(&self.deps.ctx.cgroup_root) {
-            let busy = known.contains(&uid) || with_sandbox.contains(&uid) || self.handles.get(&uid).is_some_and(|h| !h.is_finished());
+            let busy = known.contains(&uid) || with_sandbox.contains(&uid) || self.handles.get(&uid).is_some_and(WorkerHandle::could_be_running);
             if !busy {
                 crate::cgroups::remove_pod_cgroup(&format!("{}/pod{uid}", self.deps.ctx.cgroup_root.trim_end_matches('/')));
             }
         }
         for sandbox in sandboxes {
             let uid = sandbox.labels.get(labels::POD_UID).cloned().unwrap_or_default();
-            if known.contains(&uid) || self.handles.get(&uid).is_some_and(|h| !h.is_finished()) {
+            if known.contains(&uid) || self.handles.get(&uid).is_some_and(WorkerHandle::could_be_running) {
                 continue;
             }
             let meta = sandbox.metadata.clone().unwrap_or_default();
@@ -253,7 +252,7 @@ async fn remove_from_apiserver(client: kube::Client, pod: Pod, stopped: Option<t
 /// An orphan keeps the grace period its pod had, recorded on the sandbox.
 fn sandbox_grace(annotations: &HashMap<String, String>) -> Duration {
     let secs = annotations.get(labels::TERMINATION_GRACE).and_then(|v| v.parse::<u64>().ok());
-    Duration::from_secs(secs.unwrap_or(30))
+    secs.map_or(super::reasons::DEFAULT_GRACE_PERIOD, Duration::from_secs)
 }
 
 #[cfg(test)]
@@ -280,6 +279,7 @@ mod tests {
         let deps = WorkerDeps {
             // Connects on first use only: a rejected pod must never make it connect.
             cri: crate::runtime::Cri::new(std::path::Path::new("/nonexistent/cri.sock")),
+            runtime: Arc::new(crate::runtime::Cri::new(std::path::Path::new("/nonexistent/cri.sock"))),
             ctx: Arc::new(ctx),
             exits: tokio::sync::broadcast::channel(1).0,
             store,

@@ -3,6 +3,7 @@
 
 use super::backoff::Backoff;
 use super::observed::{nanos_to_system_time, ObservedContainer, ObservedPod, RunState};
+use super::reasons::{KillReason, WaitingReason};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
@@ -32,14 +33,14 @@ impl Phase {
 /// Why a container is not running, shown as its `waiting` state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiting {
-    pub reason: String,
+    pub reason: WaitingReason,
     pub message: String,
 }
 
 /// A failed attempt to start a container (pull or create), remembered until a start succeeds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartFailure {
-    pub reason: String,
+    pub reason: WaitingReason,
     pub message: String,
     pub at: SystemTime,
 }
@@ -66,6 +67,14 @@ pub struct StartContainer {
     pub is_restart: bool,
 }
 
+/// A running container the plan stops, and why (the kubelet's containerToKillInfo).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KillContainer {
+    pub id: String,
+    pub name: String,
+    pub reason: KillReason,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Sandboxes to stop and remove (with their containers) before anything else.
@@ -73,8 +82,8 @@ pub struct Plan {
     /// Create a new sandbox with this attempt number.
     pub create_sandbox: Option<u32>,
     pub start: Vec<StartContainer>,
-    /// Running containers to stop: (container id, container name, reason for the log).
-    pub kill: Vec<(String, String, String)>,
+    /// Running containers to stop.
+    pub kill: Vec<KillContainer>,
     /// Dead containers no longer worth keeping.
     pub remove_containers: Vec<String>,
     /// The pod has finished for good: stop its sandbox and keep what is left for inspection.
@@ -182,7 +191,7 @@ pub fn plan(pod: &Pod, observed: &ObservedPod, memory: &Memory, spec_hash: impl 
     }
     if !inits_done {
         for c in &spec.containers {
-            plan.waiting.insert(c.name.clone(), waiting("PodInitializing", ""));
+            plan.waiting.insert(c.name.clone(), waiting(WaitingReason::PodInitializing, ""));
         }
     } else {
         for c in &spec.containers {
@@ -191,7 +200,7 @@ pub fn plan(pod: &Pod, observed: &ObservedPod, memory: &Memory, spec_hash: impl 
                 Some(live) if live.state == RunState::Running => {
                     let want = spec_hash(c);
                     if !live.spec_hash.is_empty() && live.spec_hash != want {
-                        plan.kill.push((live.id.clone(), c.name.clone(), "container spec changed".into()));
+                        plan.kill.push(KillContainer { id: live.id.clone(), name: c.name.clone(), reason: KillReason::SpecChanged });
                     }
                 }
                 _ => consider_start(&mut plan, &mut wake, c, false, latest, observed, memory, policy, now),
@@ -228,15 +237,15 @@ fn consider_start(
         if let Some(left) = memory.backoff.remaining(&backoff_key(&c.name), finished, now) {
             let delay = memory.backoff.current_delay(&backoff_key(&c.name), now).unwrap_or(left);
             let message = format!("back-off {} restarting failed container={}", fmt_secs(delay), c.name);
-            plan.waiting.insert(c.name.clone(), waiting("CrashLoopBackOff", &message));
+            plan.waiting.insert(c.name.clone(), waiting(WaitingReason::CrashLoopBackOff, &message));
             wake.push(left);
             return;
         }
     }
     if let Some(failure) = memory.start_failures.get(&c.name) {
         if let Some(left) = memory.backoff.remaining(&start_failure_key(&c.name), failure.at, now) {
-            let reason = if failure.reason == "ErrImagePull" { "ImagePullBackOff" } else { failure.reason.as_str() };
-            let message = if reason == "ImagePullBackOff" {
+            let reason = failure.reason.backing_off();
+            let message = if reason == WaitingReason::ImagePullBackOff {
                 format!("Back-off pulling image {:?}: {}", c.image.as_deref().unwrap_or(""), failure.message)
             } else {
                 failure.message.clone()
@@ -245,9 +254,9 @@ fn consider_start(
             wake.push(left);
             return;
         }
-        plan.waiting.insert(c.name.clone(), waiting(&failure.reason, &failure.message));
+        plan.waiting.insert(c.name.clone(), waiting(failure.reason, &failure.message));
     } else {
-        plan.waiting.insert(c.name.clone(), waiting("ContainerCreating", ""));
+        plan.waiting.insert(c.name.clone(), waiting(WaitingReason::ContainerCreating, ""));
     }
     plan.start.push(StartContainer {
         name: c.name.clone(),
@@ -268,8 +277,8 @@ fn collect_garbage(observed: &ObservedPod, plan: &mut Plan) {
     }
 }
 
-fn waiting(reason: &str, message: &str) -> Waiting {
-    Waiting { reason: reason.into(), message: message.into() }
+fn waiting(reason: WaitingReason, message: &str) -> Waiting {
+    Waiting { reason, message: message.into() }
 }
 
 fn fmt_secs(d: Duration) -> String {
@@ -349,7 +358,7 @@ mod tests {
         let mut obs = ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers: vec![] };
         let p = run(&pod, &obs, &memory(), 0);
         assert_eq!(p.start.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), vec!["i1"]);
-        assert_eq!(p.waiting["a"].reason, "PodInitializing");
+        assert_eq!(p.waiting["a"].reason, WaitingReason::PodInitializing);
         obs.containers.push(container("i1", 0, RunState::Running, 0, 0));
         assert!(run(&pod, &obs, &memory(), 0).start.is_empty());
         obs.containers[0] = container("i1", 0, RunState::Exited, 0, 1);
@@ -379,7 +388,7 @@ mod tests {
         mem.backoff.next(&backoff_key("a"), at(95));
         let p = run(&pod, &obs, &mem, 104);
         assert!(p.start.is_empty());
-        assert_eq!(p.waiting["a"].reason, "CrashLoopBackOff");
+        assert_eq!(p.waiting["a"].reason, WaitingReason::CrashLoopBackOff);
         assert!(p.waiting["a"].message.starts_with("back-off 10s restarting failed container=a"), "{}", p.waiting["a"].message);
         assert_eq!(p.wake_after, Some(Duration::from_secs(6)));
         let p = run(&pod, &obs, &mem, 111);
@@ -391,13 +400,13 @@ mod tests {
         let pod = pod("Always", &[], &["a"]);
         let obs = ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers: vec![] };
         let mut mem = memory();
-        mem.start_failures.insert("a".into(), StartFailure { reason: "ErrImagePull".into(), message: "not found".into(), at: at(100) });
+        mem.start_failures.insert("a".into(), StartFailure { reason: WaitingReason::ErrImagePull, message: "not found".into(), at: at(100) });
         mem.backoff.next(&start_failure_key("a"), at(100));
         let p = run(&pod, &obs, &mem, 105);
-        assert_eq!(p.waiting["a"].reason, "ImagePullBackOff");
+        assert_eq!(p.waiting["a"].reason, WaitingReason::ImagePullBackOff);
         assert!(p.start.is_empty());
         let p = run(&pod, &obs, &mem, 111);
-        assert_eq!(p.waiting["a"].reason, "ErrImagePull");
+        assert_eq!(p.waiting["a"].reason, WaitingReason::ErrImagePull);
         assert_eq!(p.start.len(), 1);
     }
 
@@ -405,7 +414,7 @@ mod tests {
     fn changed_spec_kills_the_running_container() {
         let obs = ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers: vec![container("a", 0, RunState::Running, 0, 0)] };
         let p = plan(&pod("Always", &[], &["a"]), &obs, &memory(), |_| "other".into(), at(1));
-        assert_eq!(p.kill.len(), 1);
+        assert_eq!(p.kill, vec![KillContainer { id: "a-0".into(), name: "a".into(), reason: KillReason::SpecChanged }]);
     }
 
     #[test]

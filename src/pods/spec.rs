@@ -138,7 +138,7 @@ fn supplemental_groups(pod_sc: &k8s_openapi::api::core::v1::PodSecurityContext) 
 /// The pod's annotations plus its grace period, so an orphaned sandbox is still stopped gracefully.
 fn sandbox_annotations(pod: &Pod) -> HashMap<String, String> {
     let mut annotations: HashMap<String, String> = pod.metadata.annotations.clone().unwrap_or_default().into_iter().collect();
-    let grace = spec(pod).termination_grace_period_seconds.unwrap_or(30);
+    let grace = spec(pod).termination_grace_period_seconds.unwrap_or(super::reasons::DEFAULT_GRACE_PERIOD_SECS);
     annotations.insert(labels::TERMINATION_GRACE.into(), grace.to_string());
     annotations
 }
@@ -366,7 +366,7 @@ pub fn container_config(ctx: &NodeContext, input: &ContainerInput) -> Result<cri
     let annotations = HashMap::from([
         (labels::CONTAINER_HASH.to_string(), container_hash(c)),
         (labels::CONTAINER_RESTART_COUNT.to_string(), input.attempt.to_string()),
-        (labels::TERMINATION_GRACE.to_string(), spec(pod).termination_grace_period_seconds.unwrap_or(30).to_string()),
+        (labels::TERMINATION_GRACE.to_string(), spec(pod).termination_grace_period_seconds.unwrap_or(super::reasons::DEFAULT_GRACE_PERIOD_SECS).to_string()),
         (labels::TERMINATION_MESSAGE_PATH.to_string(), c.termination_message_path.clone().unwrap_or_default()),
     ]);
     let mut mounts = Vec::new();

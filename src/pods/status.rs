@@ -3,6 +3,7 @@
 
 use super::observed::{nanos_to_system_time, ObservedContainer, ObservedPod, RunState};
 use super::plan::{Phase, Plan};
+use super::reasons::{TerminatedReason, WaitingReason};
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
     ContainerStatus, Pod, PodCondition, PodIP, PodStatus, HostIP,
@@ -76,11 +77,11 @@ fn container_status(c: &Container, observed: &ObservedPod, plan: &Plan) -> Conta
     let (state, last_state) = match (latest, waiting) {
         // Not running and about to be (re)started or held back: waiting, the last run as lastState.
         (latest, Some(w)) if latest.is_none_or(|l| l.state != RunState::Running) => (
-            ContainerState { waiting: Some(ContainerStateWaiting { reason: Some(w.reason.clone()), message: non_empty(&w.message) }), ..Default::default() },
+            ContainerState { waiting: Some(ContainerStateWaiting { reason: Some(w.reason.as_str().into()), message: non_empty(&w.message) }), ..Default::default() },
             latest.filter(|l| l.state == RunState::Exited).map(run_state),
         ),
         (Some(l), _) => (run_state(l), previous.filter(|p| p.state == RunState::Exited).map(run_state)),
-        (None, _) => (ContainerState { waiting: Some(ContainerStateWaiting { reason: Some("ContainerCreating".into()), message: None }), ..Default::default() }, None),
+        (None, _) => (ContainerState { waiting: Some(ContainerStateWaiting { reason: Some(WaitingReason::ContainerCreating.as_str().into()), message: None }), ..Default::default() }, None),
     };
     let running = state.running.is_some();
     ContainerStatus {
@@ -106,7 +107,7 @@ fn run_state(c: &ObservedContainer) -> ContainerState {
         RunState::Exited => ContainerState {
             terminated: Some(ContainerStateTerminated {
                 exit_code: c.exit_code,
-                reason: non_empty(&c.reason).or_else(|| Some(if c.exit_code == 0 { "Completed" } else { "Error" }.into())),
+                reason: non_empty(&c.reason).or_else(|| Some(TerminatedReason::of_exit(c.exit_code).as_str().into())),
                 message: non_empty(&c.message),
                 started_at: nanos(c.started_at),
                 finished_at: nanos(c.finished_at),
@@ -116,7 +117,7 @@ fn run_state(c: &ObservedContainer) -> ContainerState {
             ..Default::default()
         },
         RunState::Created | RunState::Unknown => ContainerState {
-            waiting: Some(ContainerStateWaiting { reason: Some("ContainerCreating".into()), message: None }),
+            waiting: Some(ContainerStateWaiting { reason: Some(WaitingReason::ContainerCreating.as_str().into()), message: None }),
             ..Default::default()
         },
     }
@@ -218,7 +219,7 @@ mod tests {
     fn crash_looping_container_waits_with_last_state() {
         let (pod, obs) = (pod(&["a"]), observed(RunState::Exited));
         let mut plan = Plan::default();
-        plan.waiting.insert("a".into(), Waiting { reason: "CrashLoopBackOff".into(), message: "back-off 10s".into() });
+        plan.waiting.insert("a".into(), Waiting { reason: WaitingReason::CrashLoopBackOff, message: "back-off 10s".into() });
         let status = pod_status(&input(&pod, &obs, &plan));
         let c = &status.container_statuses.unwrap()[0];
         assert_eq!(c.state.as_ref().unwrap().waiting.as_ref().unwrap().reason.as_deref(), Some("CrashLoopBackOff"));

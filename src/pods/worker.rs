@@ -1,22 +1,41 @@
 //! One task per pod, owning that pod's lifecycle: observe the runtime, plan, act, publish the
 //! status; wake on a container exit, a spec change, a back-off's end or the periodic resync.
+//!
+//! The worker moves through three states (`PodWorkerState`), as the kubelet's pod worker does:
+//! ```text
+//!  spawn -> Syncing --Update(spec)--> sync -> wait (exit, back-off, resync) -> sync ...
+//!              |
+//!              | Terminate(grace) (deleted, or gone from its source; the manager gone: its own grace)
+//!              v
+//!          Terminating { deadline = now + grace } --Terminate(shorter grace)--> deadline earlier,
+//!              |   stop every container (SIGTERM, SIGKILL at the deadline), stop and remove sandboxes
+//!              v
+//!          Terminated -> pod directories and cgroup removed, status dropped, `done` told -> removed
+//! ```
+//! Until Terminated, containers may still run: the manager asks `WorkerHandle::could_be_running`.
+//! A Terminate that arrives during a sync ends it before its next round: nothing more is started
+//! for a pod going away.
 
 use super::backoff::Backoff;
 use super::env_sources::EnvSources;
 use crate::events::Kind::{Normal, Warning};
 use super::observed::{ObservedPod, RunState};
+pub use super::stopping::{remove_orphan, remove_pod_leftovers};
+pub use super::worker_state::WorkerHandle;
 use super::plan::{self, Memory, Plan, StartContainer, StartFailure};
+use super::reasons::{self, WaitingReason};
 use super::security;
 use super::spec::{self, NodeContext};
 use super::status::{pod_status, StatusInput};
 use super::store::PodStore;
-use crate::runtime::{Cri, CriError};
-use futures::future::join_all;
+use super::stopping::{stop_container, stop_pod};
+use super::worker_state::{Inbox, PodWorkerState};
+use crate::runtime::{Cri, CriError, Runtime};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 /// How many plan-act rounds one sync may take (sandbox, then inits, then containers).
 const MAX_ROUNDS: usize = 8;
@@ -27,7 +46,10 @@ const FAILURE_RECHECK: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct WorkerDeps {
+    /// The manager's orphan sweep and the node agent use the client itself; the worker does not.
     pub cri: Cri,
+    /// All the worker does in the runtime goes through here.
+    pub runtime: Arc<dyn Runtime>,
     pub ctx: Arc<NodeContext>,
     pub exits: broadcast::Sender<String>,
     pub store: PodStore,
@@ -41,21 +63,50 @@ pub struct WorkerDeps {
     pub network: crate::pod_network::NetworkGate,
 }
 
+/// Why one sync of a pod did not get through; the worker retries it with a growing delay.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Runtime(#[from] CriError),
+    #[error("pod {pod}: network is not ready: {why}")]
+    NetworkNotReady { pod: String, why: String },
+    /// Volumes, directories or files of the pod could not be written.
+    #[error("pod {pod}: {cause}")]
+    Files { pod: String, cause: String },
+}
+
+impl SyncError {
+    /// How long to wait before the next try, after `failures` failed syncs in a row. A pod
+    /// waiting for the network retries at the short end: the gate opens any moment.
+    pub fn retry_in(&self, failures: u32, resync: Duration) -> Duration {
+        let failures = match self {
+            SyncError::NetworkNotReady { .. } => failures.min(2),
+            SyncError::Runtime(_) | SyncError::Files { .. } => failures,
+        };
+        Duration::from_millis(250 << failures.min(6)).min(resync)
+    }
+}
+
 pub enum WorkerMsg {
     Update(Box<Pod>),
     /// Stop the pod; a `grace` of None takes the pod's own; `done` hears when all is stopped.
-    Terminate { grace: Option<Duration>, done: Option<tokio::sync::oneshot::Sender<()>> },
+    /// A second Terminate can only shorten the grace of the first.
+    Terminate { grace: Option<Duration>, done: Option<oneshot::Sender<()>> },
 }
 
-pub fn spawn(deps: WorkerDeps, pod: Pod) -> (mpsc::UnboundedSender<WorkerMsg>, tokio::task::JoinHandle<()>) {
+pub fn spawn(deps: WorkerDeps, pod: Pod) -> (mpsc::UnboundedSender<WorkerMsg>, WorkerHandle) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = tokio::spawn(run(deps, pod, rx));
-    (tx, handle)
+    let (state_tx, state) = watch::channel(PodWorkerState::Syncing);
+    let task = tokio::spawn(run(deps, pod, Inbox::new(rx), state_tx));
+    (tx, WorkerHandle::new(state, task))
 }
 
 struct Worker {
     deps: WorkerDeps,
     pod: Pod,
+    state: watch::Sender<PodWorkerState>,
+    /// Who waits for the pod to be stopped (each Terminate may bring one).
+    done: Vec<oneshot::Sender<()>>,
     memory: Memory,
     first_seen: SystemTime,
     /// Sandbox and container IDs whose exit should wake this worker.
@@ -69,12 +120,17 @@ struct Worker {
     /// be nodelet's to measure: the pod was already running when this worker began).
     start_pending: Option<std::time::Instant>,
     synced_once: bool,
+    /// Failed syncs (or stops) in a row, for the retry delay.
+    failures: u32,
+    /// A new spec arrived during a sync: sync again at once.
+    updated: bool,
 }
 
 /// How soon to look again when CRI has not caught up with an exit event.
 const EXIT_RECHECK: Duration = Duration::from_millis(20);
 
-async fn run(deps: WorkerDeps, pod: Pod, mut rx: mpsc::UnboundedReceiver<WorkerMsg>) {
+/// The worker's loop: each state does its part and moves to the next.
+async fn run(deps: WorkerDeps, pod: Pod, mut inbox: Inbox, state: watch::Sender<PodWorkerState>) {
     let mut exits = deps.exits.subscribe();
     let backoff = Backoff::new(deps.backoff_initial, deps.backoff_max);
     let mut worker = Worker {
@@ -91,53 +147,135 @@ async fn run(deps: WorkerDeps, pod: Pod, mut rx: mpsc::UnboundedReceiver<WorkerM
         volumes_refresh: None,
         start_pending: Some(std::time::Instant::now()),
         synced_once: false,
+        failures: 0,
+        updated: false,
+        state,
+        done: Vec::new(),
         deps,
         pod,
     };
-    let mut failures = 0u32;
     loop {
-        let wait = match worker.sync().await {
-            Ok(wake) => {
-                failures = 0;
-                let wait = wake.map_or(worker.deps.resync, |w| w.min(worker.deps.resync));
-                if worker.unconfirmed_exits.is_empty() { wait } else { wait.min(EXIT_RECHECK) }
-            }
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(pod = %spec::pod_ref(&worker.pod), error = %e, "sync failed; retrying");
-                Duration::from_millis(250 << failures.min(6)).min(worker.deps.resync)
-            }
-        };
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(WorkerMsg::Update(pod)) => { worker.pod = *pod; break; }
-                    Some(WorkerMsg::Terminate { grace, done }) => {
-                        worker.terminate(grace).await;
-                        if let Some(done) = done {
-                            let _ = done.send(());
-                        }
-                        return;
-                    }
-                    None => return worker.terminate(None).await,
-                },
-                exit = exits.recv() => match exit {
-                    Ok(id) if worker.watched.contains(&id) => {
-                        worker.unconfirmed_exits.insert(id);
-                        break;
-                    }
-                    Ok(_) => continue,
-                    // Missed events: resync to be safe.
-                    Err(_) => break,
-                },
-                _ = tokio::time::sleep_until(deadline) => break,
-            }
+        match worker.current() {
+            PodWorkerState::Syncing => worker.syncing(&mut inbox, &mut exits).await,
+            PodWorkerState::Terminating { .. } => worker.terminating(&mut inbox).await,
+            PodWorkerState::Terminated => return worker.terminated().await,
         }
     }
 }
 
 impl Worker {
+    fn current(&self) -> PodWorkerState {
+        *self.state.borrow()
+    }
+
+    fn set_state(&self, next: PodWorkerState) {
+        if next != self.current() {
+            tracing::debug!(pod = %self.pod_ref(), state = ?next, "pod worker state");
+            self.state.send_replace(next);
+        }
+    }
+
+    /// A message from the manager: a new spec while syncing, or a stop (which can only shorten
+    /// a stop under way).
+    fn receive(&mut self, msg: WorkerMsg) {
+        match msg {
+            WorkerMsg::Update(pod) if self.current() == PodWorkerState::Syncing => {
+                self.pod = *pod;
+                self.updated = true;
+            }
+            // A pod being stopped keeps the spec it is stopped with, as in the kubelet.
+            WorkerMsg::Update(_) => {}
+            WorkerMsg::Terminate { grace, done } => {
+                self.done.extend(done);
+                let grace = grace.unwrap_or_else(|| self.grace_period());
+                let next = self.current().terminate(grace, tokio::time::Instant::now());
+                if next != self.current() {
+                    tracing::info!(pod = %self.pod_ref(), ?grace, "stopping pod");
+                }
+                self.set_state(next);
+            }
+        }
+    }
+
+    /// Syncing: one sync, then waits for a reason to sync again (or a stop).
+    async fn syncing(&mut self, inbox: &mut Inbox, exits: &mut broadcast::Receiver<String>) {
+        let wait = match self.sync(inbox).await {
+            Ok(wake) => {
+                self.failures = 0;
+                let wait = wake.map_or(self.deps.resync, |w| w.min(self.deps.resync));
+                if self.unconfirmed_exits.is_empty() { wait } else { wait.min(EXIT_RECHECK) }
+            }
+            Err(e) => {
+                self.failures += 1;
+                tracing::warn!(pod = %self.pod_ref(), error = %e, "sync failed; retrying");
+                e.retry_in(self.failures, self.deps.resync)
+            }
+        };
+        if std::mem::take(&mut self.updated) || self.current() != PodWorkerState::Syncing {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                msg = inbox.next() => {
+                    self.receive(msg);
+                    self.updated = false;
+                    return;
+                }
+                exit = exits.recv() => match exit {
+                    Ok(id) if self.watched.contains(&id) => {
+                        self.unconfirmed_exits.insert(id);
+                        return;
+                    }
+                    Ok(_) => continue,
+                    // Missed events: resync to be safe.
+                    Err(_) => return,
+                },
+                _ = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
+    /// Terminating: stops everything with the grace left to the deadline; a shorter grace
+    /// arriving meanwhile starts the stop again with it (the runtime's SIGKILL comes sooner).
+    async fn terminating(&mut self, inbox: &mut Inbox) {
+        let Some(grace) = self.current().grace_left(tokio::time::Instant::now()) else { return };
+        let before = self.current();
+        let mut stop = std::pin::pin!(stop_pod(self.deps.clone(), self.pod.clone(), grace));
+        loop {
+            let msg = tokio::select! {
+                stopped = &mut stop => match stopped {
+                    Ok(()) => return self.set_state(self.current().stopped()),
+                    Err(e) => {
+                        self.failures += 1;
+                        let delay = Duration::from_millis(200 << self.failures.min(6)).min(Duration::from_secs(10));
+                        tracing::warn!(pod = %self.pod_ref(), error = %e, ?delay, "stopping pod failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            msg = inbox.next() => self.receive(msg),
+                        }
+                        return;
+                    }
+                },
+                msg = inbox.next() => msg,
+            };
+            self.receive(msg);
+            if self.current() != before {
+                return;
+            }
+        }
+    }
+
+    /// Terminated: removes what is left on disk and the pod's status, then tells who waits.
+    async fn terminated(self) {
+        remove_pod_leftovers(&self.deps.ctx, &self.pod).await;
+        self.deps.store.remove(&self.uid());
+        tracing::info!(pod = %self.pod_ref(), "pod stopped and removed");
+        for done in self.done {
+            let _ = done.send(());
+        }
+    }
+
     fn pod_ref(&self) -> String {
         spec::pod_ref(&self.pod)
     }
@@ -151,31 +289,37 @@ impl Worker {
     }
 
     async fn observe(&self) -> Result<ObservedPod, CriError> {
-        self.deps.cri.observe_pod(&self.deps.ctx.node_name, &self.uid()).await
+        self.deps.runtime.observe_pod(&self.deps.ctx.node_name, &self.uid()).await
     }
 
     /// Brings the runtime in line with the spec and publishes the status; returns when to look again.
-    async fn sync(&mut self) -> Result<Option<Duration>, String> {
+    async fn sync(&mut self, inbox: &mut Inbox) -> Result<Option<Duration>, SyncError> {
         let sync_started = SystemTime::now();
-        let mut observed = self.observe().await.map_err(|e| e.to_string())?;
+        let mut observed = self.observe().await?;
         if !std::mem::replace(&mut self.synced_once, true) && all_containers_running(&self.pod, &observed) {
             // Adopted after a restart of nodelet: its start was not seen here.
             self.start_pending = None;
         }
         if let Err(e) = self.prepare_volumes(&observed).await {
-            self.publish_error(&observed, &e);
+            self.publish_error(&observed, &e.to_string());
             return Err(e);
         }
         let mut plan = Plan::default();
         for _ in 0..MAX_ROUNDS {
+            while let Some(msg) = inbox.try_next() {
+                self.receive(msg);
+            }
+            if self.current() != PodWorkerState::Syncing {
+                break;
+            }
             plan = plan::plan(&self.pod, &observed, &self.memory, spec::container_hash, SystemTime::now());
             let acted = self.execute(&plan, &observed).await;
             if let Ok(false) = acted {
                 break;
             }
-            observed = self.observe().await.map_err(|e| e.to_string())?;
+            observed = self.observe().await?;
             if let Err(e) = acted {
-                self.publish_error(&observed, &e);
+                self.publish_error(&observed, &e.to_string());
                 return Err(e);
             }
         }
@@ -186,13 +330,12 @@ impl Worker {
         };
         self.unconfirmed_exits.retain(still_running);
         for (name, failure) in self.memory.start_failures.iter().filter(|(_, f)| f.at >= sync_started) {
-            plan.waiting.insert(name.clone(), plan::Waiting { reason: failure.reason.clone(), message: failure.message.clone() });
+            plan.waiting.insert(name.clone(), plan::Waiting { reason: failure.reason, message: failure.message.clone() });
             plan.wake_after = Some(plan.wake_after.map_or(FAILURE_RECHECK, |w| w.min(FAILURE_RECHECK)));
         }
         for (name, waiting) in &plan.waiting {
-            if waiting.reason == "CrashLoopBackOff" || waiting.reason == "ImagePullBackOff" {
-                let what = if waiting.reason == "CrashLoopBackOff" { "restarting failed container" } else { "pulling image" };
-                self.event(Some(name), Warning, "BackOff", format!("Back-off {what} {name} in pod {}", self.pod_ref()));
+            if let Some(message) = waiting.reason.backoff_event(name, &self.pod_ref()) {
+                self.event(Some(name), Warning, "BackOff", message);
             }
         }
         if let Some(Some(refresh)) = self.volumes_refresh {
@@ -208,7 +351,7 @@ impl Worker {
     }
 
     /// Writes the pod's volumes before its first container, and again when a token needs renewing.
-    async fn prepare_volumes(&mut self, observed: &ObservedPod) -> Result<(), String> {
+    async fn prepare_volumes(&mut self, observed: &ObservedPod) -> Result<(), SyncError> {
         let due = match self.volumes_refresh {
             None => true,
             Some(at) => at.is_some_and(|at| at <= SystemTime::now()),
@@ -217,7 +360,7 @@ impl Worker {
         if !due || finished {
             return Ok(());
         }
-        let prepared = crate::volumes::prepare(&self.deps.ctx, &self.pod, self.deps.api.as_ref()).await.map_err(|e| format!("pod {}: {e}", self.pod_ref()))?;
+        let prepared = crate::volumes::prepare(&self.deps.ctx, &self.pod, self.deps.api.as_ref()).await.map_err(|cause| self.files_error(cause))?;
         self.volumes_refresh = Some(prepared.refresh_at);
         Ok(())
     }
@@ -226,7 +369,7 @@ impl Worker {
     fn publish_error(&self, observed: &ObservedPod, error: &str) {
         let mut plan = Plan::default();
         for c in self.pod.spec.iter().flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter())) {
-            plan.waiting.insert(c.name.clone(), plan::Waiting { reason: "ContainerCreating".into(), message: error.to_string() });
+            plan.waiting.insert(c.name.clone(), plan::Waiting { reason: WaitingReason::ContainerCreating, message: error.to_string() });
         }
         self.publish(observed, &plan);
     }
@@ -243,10 +386,10 @@ impl Worker {
     }
 
     /// Carries out a plan; Ok(true) when something changed in the runtime.
-    async fn execute(&mut self, plan: &Plan, observed: &ObservedPod) -> Result<bool, String> {
+    async fn execute(&mut self, plan: &Plan, observed: &ObservedPod) -> Result<bool, SyncError> {
         let mut acted = false;
         for id in &plan.remove_sandboxes {
-            self.remove_sandbox(id).await.map_err(|e| e.to_string())?;
+            self.remove_sandbox(id).await?;
             acted = true;
         }
         if let Some(attempt) = plan.create_sandbox {
@@ -256,13 +399,12 @@ impl Worker {
         if plan.finished.is_some() {
             for sandbox in observed.sandboxes.iter().filter(|s| s.ready) {
                 tracing::info!(pod = %self.pod_ref(), phase = ?plan.finished, "pod finished; stopping its sandbox");
-                self.deps.cri.stop_sandbox(&sandbox.id).await.map_err(|e| e.to_string())?;
+                self.deps.runtime.stop_sandbox(&sandbox.id).await?;
                 acted = true;
             }
         }
-        for (id, name, reason) in &plan.kill {
-            self.event(Some(name), Normal, "Killing", format!("Stopping container {name}: {reason}"));
-            self.deps.cri.stop_container(id, self.grace_period()).await.map_err(|e| e.to_string())?;
+        for kill in &plan.kill {
+            stop_container(&self.deps, &self.pod, kill, self.grace_period()).await?;
             acted = true;
         }
         if let Some(sandbox) = observed.ready_sandbox() {
@@ -272,7 +414,7 @@ impl Worker {
             }
         }
         for id in &plan.remove_containers {
-            if let Err(e) = self.deps.cri.remove_container(id).await {
+            if let Err(e) = self.deps.runtime.remove_container(id).await {
                 tracing::warn!(pod = %self.pod_ref(), error = %e, "could not remove an old container");
             }
         }
@@ -281,35 +423,39 @@ impl Worker {
 
     fn grace_period(&self) -> Duration {
         let secs = self.pod.metadata.deletion_grace_period_seconds.or_else(|| self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds));
-        Duration::from_secs(secs.unwrap_or(30).max(0) as u64)
+        Duration::from_secs(secs.unwrap_or(reasons::DEFAULT_GRACE_PERIOD_SECS).max(0) as u64)
+    }
+
+    fn files_error(&self, cause: String) -> SyncError {
+        SyncError::Files { pod: self.pod_ref(), cause }
     }
 
     fn host_network(&self) -> bool {
         self.pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false)
     }
 
-    async fn create_sandbox(&mut self, attempt: u32) -> Result<(), String> {
+    async fn create_sandbox(&mut self, attempt: u32) -> Result<(), SyncError> {
         if !self.host_network() {
             // As the kubelet: no pod joins the pod network before it is ready.
-            self.deps.network.check().map_err(|why| format!("pod {}: network is not ready: {why}", self.pod_ref()))?;
+            self.deps.network.check().map_err(|why| SyncError::NetworkNotReady { pod: self.pod_ref(), why })?;
         }
         let ctx = &self.deps.ctx;
         let config = spec::sandbox_config(ctx, &self.pod, attempt);
         for dir in [spec::log_directory(ctx, &self.pod), spec::pod_data_dir(ctx, &self.pod)] {
-            tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("pod {}: creating {}: {e}", self.pod_ref(), dir.display()))?;
+            tokio::fs::create_dir_all(&dir).await.map_err(|e| self.files_error(format!("creating {}: {e}", dir.display())))?;
         }
         // The pod's volumes (its secrets among them) are no business of other local users.
-        crate::volumes::private_dir(&spec::pod_data_dir(ctx, &self.pod)).await.map_err(|e| format!("pod {}: {e}", self.pod_ref()))?;
+        crate::volumes::private_dir(&spec::pod_data_dir(ctx, &self.pod)).await.map_err(|cause| self.files_error(cause))?;
         let started = std::time::Instant::now();
-        let id = self.deps.cri.run_sandbox(config).await.map_err(|e| e.to_string())?;
+        let id = self.deps.runtime.run_sandbox(config).await?;
         tracing::info!(pod = %self.pod_ref(), sandbox = %id, attempt, elapsed = ?started.elapsed(), "sandbox ready");
         Ok(())
     }
 
     async fn remove_sandbox(&self, id: &str) -> Result<(), CriError> {
         tracing::info!(pod = %self.pod_ref(), sandbox = %id, "removing old sandbox");
-        self.deps.cri.stop_sandbox(id).await?;
-        self.deps.cri.remove_sandbox(id).await
+        self.deps.runtime.stop_sandbox(id).await?;
+        self.deps.runtime.remove_sandbox(id).await
     }
 
     fn container(&self, name: &str) -> Option<Container> {
@@ -334,17 +480,17 @@ impl Worker {
             Err((reason, message)) => {
                 self.event(Some(&start.name), Warning, "Failed", format!("Error: {reason}: {message}"));
                 self.memory.backoff.next(&plan::start_failure_key(&start.name), now);
-                self.memory.start_failures.insert(start.name.clone(), StartFailure { reason: reason.into(), message, at: now });
+                self.memory.start_failures.insert(start.name.clone(), StartFailure { reason, message, at: now });
                 // A created but unstartable container counts as a change: observe it again.
-                reason == "RunContainerError"
+                reason == WaitingReason::RunContainerError
             }
         }
     }
 
-    async fn try_start(&self, sandbox_id: &str, sandbox_attempt: u32, pod_ip: Option<&str>, c: &Container, start: &StartContainer) -> Result<String, (&'static str, String)> {
+    async fn try_start(&self, sandbox_id: &str, sandbox_attempt: u32, pod_ip: Option<&str>, c: &Container, start: &StartContainer) -> Result<String, (WaitingReason, String)> {
         let ctx = &self.deps.ctx;
         self.ensure_image(c).await?;
-        let config_error = |e: String| ("CreateContainerConfigError", e);
+        let config_error = |e: String| (WaitingReason::CreateContainerConfigError, e);
         self.verify_run_as_non_root(c).await.map_err(config_error)?;
         let sources = EnvSources::gather(self.deps.api.as_ref(), &self.pod, c).await.map_err(config_error)?;
         let env_from = sources.env_from(c).map_err(config_error)?;
@@ -371,9 +517,9 @@ impl Worker {
         let input = spec::ContainerInput { pod: &self.pod, container: c, attempt: start.attempt, env, volumes: &volumes, sub_paths: &sub_paths, etc_hosts };
         let config = spec::container_config(ctx, &input).map_err(config_error)?;
         let sandbox = spec::sandbox_config(ctx, &self.pod, sandbox_attempt);
-        let id = self.deps.cri.create_container(sandbox_id, config, sandbox).await.map_err(|e| ("CreateContainerError", e.to_string()))?;
+        let id = self.deps.runtime.create_container(sandbox_id, config, sandbox).await.map_err(|e| (WaitingReason::CreateContainerError, e.to_string()))?;
         self.event(Some(&c.name), Normal, "Created", format!("Created container {}", c.name));
-        self.deps.cri.start_container(&id).await.map_err(|e| ("RunContainerError", e.to_string()))?;
+        self.deps.runtime.start_container(&id).await.map_err(|e| (WaitingReason::RunContainerError, e.to_string()))?;
         self.event(Some(&c.name), Normal, "Started", format!("Started container {}", c.name));
         Ok(id)
     }
@@ -382,7 +528,7 @@ impl Worker {
     async fn verify_run_as_non_root(&self, c: &Container) -> Result<(), String> {
         let image_user = if security::needs_image_user(&self.pod, c) {
             let image = c.image.clone().unwrap_or_default();
-            let status = self.deps.cri.image_status(&image).await.map_err(|e| e.to_string())?;
+            let status = self.deps.runtime.image_status(&image).await.map_err(|e| e.to_string())?;
             security::ImageUser::of(status.as_ref())
         } else {
             // Not consulted: runAsUser (or no runAsNonRoot) decides.
@@ -405,19 +551,19 @@ impl Worker {
     }
 
     /// Makes the image present as the container's imagePullPolicy asks.
-    async fn ensure_image(&self, c: &Container) -> Result<(), (&'static str, String)> {
+    async fn ensure_image(&self, c: &Container) -> Result<(), (WaitingReason, String)> {
         let image = c.image.clone().unwrap_or_default();
         let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
-        let pull_error = |e: CriError| ("ErrImagePull", format!("failed to pull image {image:?}: {}", e.message));
+        let pull_error = |e: CriError| (WaitingReason::ErrImagePull, format!("failed to pull image {image:?}: {}", e.message));
         if policy != "Always" {
-            let present = self.deps.cri.image_id(&image).await.map_err(pull_error)?;
+            let present = self.deps.runtime.image_id(&image).await.map_err(pull_error)?;
             match (present, policy) {
                 (Some(_), _) => {
                     self.event(Some(&c.name), Normal, "Pulled", format!("Container image {image:?} already present on machine"));
                     return Ok(());
                 }
                 (None, "Never") => {
-                    return Err(("ErrImageNeverPull", format!("container image {image:?} is not present with pull policy of Never")));
+                    return Err((WaitingReason::ErrImageNeverPull, format!("container image {image:?} is not present with pull policy of Never")));
                 }
                 _ => {}
             }
@@ -429,34 +575,8 @@ impl Worker {
             Some(client) => super::pull_secrets::auth_for(&image, &super::pull_secrets::read(client, &self.pod).await),
             None => None,
         };
-        self.deps.cri.pull_image(&image, auth, Some(sandbox)).await.map_err(pull_error)?;
+        self.deps.runtime.pull_image(&image, auth, Some(sandbox)).await.map_err(pull_error)?;
         self.event(Some(&c.name), Normal, "Pulled", format!("Successfully pulled image {image:?} in {:.3}s", started.elapsed().as_secs_f64()));
-        Ok(())
-    }
-
-    /// Stops every container with the grace period (SIGTERM, then SIGKILL), removes the sandbox
-    /// and the pod's directories, retrying until the runtime has let go of everything.
-    async fn terminate(self, grace: Option<Duration>) {
-        let grace = grace.unwrap_or_else(|| self.grace_period());
-        tracing::info!(pod = %self.pod_ref(), ?grace, "stopping pod");
-        crate::retry::until_ok(&format!("stopping pod {}", self.pod_ref()), || self.try_terminate(grace)).await;
-        remove_pod_leftovers(&self.deps.ctx, &self.pod).await;
-        self.deps.store.remove(&self.uid());
-        tracing::info!(pod = %self.pod_ref(), "pod stopped and removed");
-    }
-
-    async fn try_terminate(&self, grace: Duration) -> Result<(), CriError> {
-        let observed = self.observe().await?;
-        let running: Vec<_> = observed.containers.iter().filter(|c| c.state == RunState::Running).collect();
-        for c in &running {
-            self.event(Some(&c.name), Normal, "Killing", format!("Stopping container {}", c.name));
-        }
-        let stops = running.iter().map(|c| self.deps.cri.stop_container(&c.id, grace));
-        join_all(stops).await.into_iter().collect::<Result<Vec<_>, _>>()?;
-        for sandbox in &observed.sandboxes {
-            self.deps.cri.stop_sandbox(&sandbox.id).await?;
-            self.deps.cri.remove_sandbox(&sandbox.id).await?;
-        }
         Ok(())
     }
 }
@@ -468,26 +588,6 @@ fn all_containers_running(pod: &Pod, observed: &ObservedPod) -> bool {
     !containers.is_empty() && containers.iter().all(|c| observed.containers.iter().any(|o| o.name == c.name && o.state == RunState::Running))
 }
 
-/// Stops and removes everything the runtime holds for a pod nodelet no longer knows
-/// (its manifest vanished while nodelet was down): a short grace, as for an orphan.
-pub async fn remove_orphan(cri: &Cri, sandbox_id: &str, grace: Duration) -> Result<(), CriError> {
-    let selector = std::collections::HashMap::new();
-    let containers = cri.list_containers(selector).await?;
-    let in_sandbox = containers.iter().filter(|c| c.pod_sandbox_id == sandbox_id && c.state == k8s_cri::v1::ContainerState::ContainerRunning as i32);
-    join_all(in_sandbox.map(|c| cri.stop_container(&c.id, grace))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
-    cri.stop_sandbox(sandbox_id).await?;
-    cri.remove_sandbox(sandbox_id).await
-}
-
-/// Deletes the pod's log and data directories (unmounting what is mounted under them first,
-/// never following a symlink or crossing into another file system) and its (now empty) cgroups.
-pub async fn remove_pod_leftovers(ctx: &NodeContext, pod: &Pod) {
-    for dir in [spec::log_directory(ctx, pod), spec::pod_data_dir(ctx, pod)] {
-        let target = dir.clone();
-        let removed = tokio::task::spawn_blocking(move || crate::volumes::mounts::remove_pod_dir(&target)).await.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-        if let Err(e) = removed {
-            tracing::warn!(pod = %spec::pod_ref(pod), dir = %dir.display(), error = %e, "could not remove pod directory");
-        }
-    }
-    crate::cgroups::remove_pod_cgroup(&spec::pod_cgroup(ctx, pod));
-}
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;

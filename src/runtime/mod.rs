@@ -2,6 +2,11 @@
 //! with a deadline and an error that names the call and the object.
 
 pub mod events;
+#[cfg(test)]
+pub mod fake;
+mod seam;
+
+pub use seam::Runtime;
 
 use crate::pods::labels;
 use crate::pods::observed::{ObservedContainer, ObservedPod, ObservedSandbox, RunState};

@@ -72,7 +72,7 @@ pub fn log_target(status: Option<&ContainerStatus>, container: &str, pod: &str, 
         // Crashed and waiting to restart: the logs of the run that ended.
         return Ok(LogTarget { attempt: n, running: false });
     }
-    let reason = state.waiting.and_then(|w| w.reason).unwrap_or_else(|| "ContainerCreating".into());
+    let reason = state.waiting.and_then(|w| w.reason).unwrap_or_else(|| crate::pods::reasons::WaitingReason::ContainerCreating.as_str().into());
     Err(format!("container {container:?} in pod {pod:?} is waiting to start: {reason}"))
 }
 

@@ -1,0 +1,62 @@
+//! How a pod's containers and sandboxes are stopped and what it leaves on disk removed: by its
+//! worker when it terminates, and by the manager for orphans nobody runs any more.
+
+use super::plan::KillContainer;
+use super::observed::RunState;
+use super::reasons::KillReason;
+use super::spec::{self, NodeContext};
+use super::worker::WorkerDeps;
+use crate::events::Kind::Normal;
+use crate::runtime::{Cri, CriError};
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::Pod;
+use std::time::Duration;
+
+/// The one place a container is stopped (its spec changed, its pod ends, a probe failed): the
+/// Killing event, then SIGTERM and, once `grace` has passed, SIGKILL.
+pub async fn stop_container(deps: &WorkerDeps, pod: &Pod, kill: &KillContainer, grace: Duration) -> Result<(), CriError> {
+    deps.events.record(pod, Some(&kill.name), Normal, "Killing", kill.reason.message(&kill.name));
+    deps.runtime.stop_container(&kill.id, grace).await
+}
+
+/// Stops every running container of the pod with `grace`, then stops and removes its sandboxes.
+/// Owns what it uses, so the worker can read its inbox while the stop runs.
+pub async fn stop_pod(deps: WorkerDeps, pod: Pod, grace: Duration) -> Result<(), CriError> {
+    let observed = deps.runtime.observe_pod(&deps.ctx.node_name, spec::pod_uid(&pod)).await?;
+    let kills: Vec<KillContainer> = observed
+        .containers
+        .iter()
+        .filter(|c| c.state == RunState::Running)
+        .map(|c| KillContainer { id: c.id.clone(), name: c.name.clone(), reason: KillReason::PodFinished })
+        .collect();
+    join_all(kills.iter().map(|kill| stop_container(&deps, &pod, kill, grace))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+    for sandbox in &observed.sandboxes {
+        deps.runtime.stop_sandbox(&sandbox.id).await?;
+        deps.runtime.remove_sandbox(&sandbox.id).await?;
+    }
+    Ok(())
+}
+
+/// Stops and removes everything the runtime holds for a pod nodelet no longer knows
+/// (its manifest vanished while nodelet was down): a short grace, as for an orphan.
+pub async fn remove_orphan(cri: &Cri, sandbox_id: &str, grace: Duration) -> Result<(), CriError> {
+    let selector = std::collections::HashMap::new();
+    let containers = cri.list_containers(selector).await?;
+    let in_sandbox = containers.iter().filter(|c| c.pod_sandbox_id == sandbox_id && c.state == k8s_cri::v1::ContainerState::ContainerRunning as i32);
+    join_all(in_sandbox.map(|c| cri.stop_container(&c.id, grace))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+    cri.stop_sandbox(sandbox_id).await?;
+    cri.remove_sandbox(sandbox_id).await
+}
+
+/// Deletes the pod's log and data directories (unmounting what is mounted under them first,
+/// never following a symlink or crossing into another file system) and its (now empty) cgroups.
+pub async fn remove_pod_leftovers(ctx: &NodeContext, pod: &Pod) {
+    for dir in [spec::log_directory(ctx, pod), spec::pod_data_dir(ctx, pod)] {
+        let target = dir.clone();
+        let removed = tokio::task::spawn_blocking(move || crate::volumes::mounts::remove_pod_dir(&target)).await.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        if let Err(e) = removed {
+            tracing::warn!(pod = %spec::pod_ref(pod), dir = %dir.display(), error = %e, "could not remove pod directory");
+        }
+    }
+    crate::cgroups::remove_pod_cgroup(&spec::pod_cgroup(ctx, pod));
+}

@@ -3,7 +3,7 @@
 //! nobody wants any more (its manifest vanished while nodelet was down).
 
 use super::admission::{self, AdmissionConfig};
-use super::labels;
+use crate::runtime::labels;
 use super::source::ManifestDir;
 use super::spec;
 use super::worker::{self, WorkerDeps, WorkerMsg};

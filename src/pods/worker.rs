@@ -4,7 +4,7 @@
 use super::backoff::Backoff;
 use super::env_sources::EnvSources;
 use crate::events::Kind::{Normal, Warning};
-use super::observed::{ObservedPod, RunState};
+use crate::runtime::observed::{ObservedPod, RunState};
 use super::plan::{self, Memory, Plan, StartContainer, StartFailure};
 use super::security;
 use super::spec::{self, NodeContext};

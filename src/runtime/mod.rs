@@ -2,9 +2,10 @@
 //! with a deadline and an error that names the call and the object.
 
 pub mod events;
+pub mod labels;
+pub mod observed;
 
-use crate::pods::labels;
-use crate::pods::observed::{ObservedContainer, ObservedPod, ObservedSandbox, RunState};
+use observed::{ObservedContainer, ObservedPod, ObservedSandbox, RunState};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;

@@ -13,7 +13,7 @@
 mod api;
 mod kubectl;
 
-use nodelet::pods::labels;
+use nodelet::runtime::labels;
 use nodelet::runtime::Cri;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -280,6 +280,7 @@ mod tests {
         let deps = WorkerDeps {
             // Connects on first use only: a rejected pod must never make it connect.
             cri: crate::runtime::Cri::new(std::path::Path::new("/nonexistent/cri.sock")),
+            runtime: crate::runtime::relist::RuntimeCache::fixed(Default::default()).0,
             ctx: Arc::new(ctx),
             exits: tokio::sync::broadcast::channel(1).0,
             store,

@@ -10,6 +10,7 @@ use super::security;
 use super::spec::{self, NodeContext};
 use super::status::{pod_status, StatusInput};
 use super::store::PodStore;
+use crate::runtime::relist::RuntimeCache;
 use crate::runtime::{Cri, CriError};
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -28,6 +29,8 @@ const FAILURE_RECHECK: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct WorkerDeps {
     pub cri: Cri,
+    /// The shared view of the runtime (one relist for all workers): what the worker observes.
+    pub runtime: RuntimeCache,
     pub ctx: Arc<NodeContext>,
     pub exits: broadcast::Sender<String>,
     pub store: PodStore,
@@ -150,14 +153,18 @@ impl Worker {
         spec::pod_uid(&self.pod).to_string()
     }
 
-    async fn observe(&self) -> Result<ObservedPod, CriError> {
-        self.deps.cri.observe_pod(&self.deps.ctx.node_name, &self.uid()).await
+    /// The pod as a relist that began at or after `at_least` saw it.
+    async fn observe(&self, at_least: std::time::Instant) -> Result<ObservedPod, CriError> {
+        self.deps.runtime.pod(&self.uid(), at_least).await
     }
 
     /// Brings the runtime in line with the spec and publishes the status; returns when to look again.
     async fn sync(&mut self) -> Result<Option<Duration>, String> {
         let sync_started = SystemTime::now();
-        let mut observed = self.observe().await.map_err(|e| e.to_string())?;
+        // A resync takes the latest periodic relist; a first look or an exit to confirm needs a newer one.
+        let fresh = !self.synced_once || !self.unconfirmed_exits.is_empty();
+        let at_least = if fresh { std::time::Instant::now() } else { self.deps.runtime.recent() };
+        let mut observed = self.observe(at_least).await.map_err(|e| e.to_string())?;
         if !std::mem::replace(&mut self.synced_once, true) && all_containers_running(&self.pod, &observed) {
             // Adopted after a restart of nodelet: its start was not seen here.
             self.start_pending = None;
@@ -173,7 +180,7 @@ impl Worker {
             if let Ok(false) = acted {
                 break;
             }
-            observed = self.observe().await.map_err(|e| e.to_string())?;
+            observed = self.observe(std::time::Instant::now()).await.map_err(|e| e.to_string())?;
             if let Err(e) = acted {
                 self.publish_error(&observed, &e);
                 return Err(e);
@@ -446,7 +453,7 @@ impl Worker {
     }
 
     async fn try_terminate(&self, grace: Duration) -> Result<(), CriError> {
-        let observed = self.observe().await?;
+        let observed = self.observe(std::time::Instant::now()).await?;
         let running: Vec<_> = observed.containers.iter().filter(|c| c.state == RunState::Running).collect();
         for c in &running {
             self.event(Some(&c.name), Normal, "Killing", format!("Stopping container {}", c.name));

@@ -97,18 +97,18 @@ async fn run(deps: WorkerDeps, pod: Pod, mut rx: mpsc::UnboundedReceiver<WorkerM
         deps,
         pod,
     };
-    let mut failures = 0u32;
+    // A failed sync is retried from 500 ms doubling, never later than the resync.
+    let mut failures = crate::retry::Backoff::new(Duration::from_millis(500), worker.deps.resync);
     loop {
         let wait = match worker.sync().await {
             Ok(wake) => {
-                failures = 0;
+                failures.reset();
                 let wait = wake.map_or(worker.deps.resync, |w| w.min(worker.deps.resync));
                 if worker.unconfirmed_exits.is_empty() { wait } else { wait.min(EXIT_RECHECK) }
             }
             Err(e) => {
-                failures += 1;
                 tracing::warn!(pod = %spec::pod_ref(&worker.pod), error = %e, "sync failed; retrying");
-                Duration::from_millis(250 << failures.min(6)).min(worker.deps.resync)
+                failures.fail()
             }
         };
         let deadline = tokio::time::Instant::now() + wait;

@@ -26,7 +26,7 @@ pub async fn run(cri: &Cri) {
     remove_all(cri, &node, &names).await;
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

@@ -109,6 +109,8 @@ fn start_nodelet_serving(read_only_port: u16) -> Nodelet {
     let process = spawn(
         Command::new(binary("nodelet"))
             .args(["--hostname-override", &name, "--read-only-port", &read_only_port.to_string()])
+            // A port of its own, so a nodelet already serving 10250 on this machine does not stop it.
+            .args(["--port", &idle::free_port().to_string()])
             .args(["--pod-manifest-path", dir.path().join("manifests").to_str().unwrap()])
             .args(["--root-dir", dir.path().join("root").to_str().unwrap()])
             .args(["--pod-logs-dir", dir.path().join("logs").to_str().unwrap()])

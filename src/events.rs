@@ -43,7 +43,8 @@ impl Recorder {
 
     /// `container` names the container the event is about, as the kubelet's fieldPath does.
     pub fn record(&self, pod: &Pod, container: Option<&str>, kind: Kind, reason: &'static str, message: String) {
-        let pod_ref = crate::pods::spec::pod_ref(pod);
+        // namespace/name as pods::spec::pod_ref writes it, without importing pods/ (which imports this).
+        let pod_ref = format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or("default"), pod.metadata.name.as_deref().unwrap_or(""));
         match kind {
             Kind::Normal => tracing::info!(pod = %pod_ref, reason, "{message}"),
             Kind::Warning => tracing::warn!(pod = %pod_ref, reason, "{message}"),

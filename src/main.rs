@@ -146,6 +146,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(health::watch_runtime(cri.clone(), health.clone(), Duration::from_secs(5)));
     tokio::spawn(prepull_sandbox_image(cri.clone(), config.pod_infra_container_image.clone()));
     let exits = runtime::events::spawn_exit_watcher(cri.channel());
+    let runtime_cache = runtime::relist::RuntimeCache::spawn(cri.clone(), config.node_name.clone(), runtime::relist::RELIST_PERIOD, &exits);
 
     let events = match &client {
         Some(client) => nodelet::events::Recorder::to_apiserver(client.clone(), config.node_name.clone()),
@@ -155,7 +156,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         events,
         api: client.clone(),
         cri: cri.clone(),
-        runtime: Arc::new(cri.clone()),
+        runtime: Arc::new(runtime::CachedCri { cri: cri.clone(), cache: runtime_cache }),
         ctx: ctx.clone(),
         exits,
         store,

@@ -168,7 +168,7 @@ impl Metrics {
 
     /// Everything in the Prometheus text format.
     pub fn encode(&self) -> String {
-        use crate::secure::gauge::{LOG_STREAMS, RELAYED_STREAMS};
+        use crate::gauge::{LOG_STREAMS, RELAYED_STREAMS};
         self.secure_streams.get_or_create(&StreamKind { kind: "log" }).set(LOG_STREAMS.get() as i64);
         self.secure_streams.get_or_create(&StreamKind { kind: "relay" }).set(RELAYED_STREAMS.get() as i64);
         let mut out = String::new();

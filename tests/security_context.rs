@@ -100,7 +100,7 @@ fn unsafe_sysctls_reject_the_pod_before_anything_is_created_and_safe_ones_apply(
     assert_eq!(sandboxes.len(), 1, "{sandboxes:?}");
     let msg_uid = rejected["metadata"]["uid"].as_str().unwrap().to_string();
     let labelled = on_runtime(move |cri| async move {
-        let selector = std::collections::HashMap::from([(nodelet::pods::labels::POD_UID.to_string(), msg_uid)]);
+        let selector = std::collections::HashMap::from([(nodelet::runtime::labels::POD_UID.to_string(), msg_uid)]);
         cri.list_sandboxes(selector).await.unwrap().len()
     });
     assert_eq!(labelled, 0);

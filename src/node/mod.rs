@@ -153,17 +153,19 @@ impl NodeAgent {
 
     async fn keep_lease(self: Arc<Self>, node_uid: String) {
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), LEASE_NAMESPACE);
-        let mut failures = 0u32;
+        // After a failure retry sooner (the kubelet backs off from 200 ms up to the interval).
+        let mut backoff = crate::retry::Backoff::new(Duration::from_millis(200), self.settings.lease_renew_every);
         loop {
-            match self.renew_lease(&leases, &node_uid).await {
-                Ok(()) => failures = 0,
-                Err(e) => {
-                    failures += 1;
-                    tracing::warn!(node = %self.settings.name, error = %e, "renewing the node lease failed");
+            let wait = match self.renew_lease(&leases, &node_uid).await {
+                Ok(()) => {
+                    backoff.reset();
+                    self.settings.lease_renew_every
                 }
-            }
-            // After a failure retry sooner (the kubelet backs off from 200 ms up to the interval).
-            let wait = if failures == 0 { self.settings.lease_renew_every } else { Duration::from_millis(200 << failures.min(5)).min(self.settings.lease_renew_every) };
+                Err(e) => {
+                    tracing::warn!(node = %self.settings.name, error = %e, "renewing the node lease failed");
+                    backoff.fail()
+                }
+            };
             tokio::time::sleep(wait).await;
         }
     }

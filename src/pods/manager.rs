@@ -3,7 +3,7 @@
 //! nobody wants any more (its manifest vanished while nodelet was down).
 
 use super::admission::{self, AdmissionConfig};
-use super::labels;
+use crate::runtime::labels;
 use super::source::ManifestDir;
 use super::spec;
 use super::worker::{self, WorkerDeps, WorkerHandle, WorkerMsg};
@@ -279,7 +279,7 @@ mod tests {
         let deps = WorkerDeps {
             // Connects on first use only: a rejected pod must never make it connect.
             cri: crate::runtime::Cri::new(std::path::Path::new("/nonexistent/cri.sock")),
-            runtime: Arc::new(crate::runtime::Cri::new(std::path::Path::new("/nonexistent/cri.sock"))),
+            runtime: Arc::new(crate::runtime::CachedCri { cri: crate::runtime::Cri::new(std::path::Path::new("/nonexistent/cri.sock")), cache: crate::runtime::relist::RuntimeCache::fixed(Default::default()).0 }),
             ctx: Arc::new(ctx),
             exits: tokio::sync::broadcast::channel(1).0,
             store,

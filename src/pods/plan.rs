@@ -2,7 +2,7 @@
 //! computePodActions as a pure function. The worker executes a plan, observes again, plans again.
 
 use super::backoff::Backoff;
-use super::observed::{nanos_to_system_time, ObservedContainer, ObservedPod, RunState};
+use crate::runtime::observed::{nanos_to_system_time, ObservedContainer, ObservedPod, RunState};
 use super::reasons::{KillReason, WaitingReason};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::collections::{BTreeMap, HashMap};
@@ -289,7 +289,7 @@ fn fmt_secs(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pods::observed::ObservedSandbox;
+    use crate::runtime::observed::ObservedSandbox;
 
     const SEC: i64 = 1_000_000_000;
 

@@ -2,7 +2,7 @@
 //! translation needs from the node arrives in `NodeContext`, so the mapping is unit-tested.
 
 use super::env::expand;
-use super::labels;
+use crate::runtime::labels;
 use super::quantity;
 use super::security;
 use super::status::qos_class;

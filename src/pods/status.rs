@@ -1,7 +1,7 @@
 //! A pod's status as the API shows it, computed from its spec, what the runtime holds and the
 //! plan's waiting reasons. Pure: the same input always gives the same status.
 
-use super::observed::{nanos_to_system_time, ObservedContainer, ObservedPod, RunState};
+use crate::runtime::observed::{nanos_to_system_time, ObservedContainer, ObservedPod, RunState};
 use super::plan::{Phase, Plan};
 use super::reasons::{TerminatedReason, WaitingReason};
 use k8s_openapi::api::core::v1::{
@@ -172,7 +172,7 @@ pub fn time(t: SystemTime) -> Time {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pods::observed::ObservedSandbox;
+    use crate::runtime::observed::ObservedSandbox;
     use crate::pods::plan::Waiting;
 
     fn pod(containers: &[&str]) -> Pod {

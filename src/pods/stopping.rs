@@ -2,7 +2,7 @@
 //! worker when it terminates, and by the manager for orphans nobody runs any more.
 
 use super::plan::KillContainer;
-use super::observed::RunState;
+use crate::runtime::observed::RunState;
 use super::reasons::KillReason;
 use super::spec::{self, NodeContext};
 use super::worker::WorkerDeps;
@@ -22,7 +22,7 @@ pub async fn stop_container(deps: &WorkerDeps, pod: &Pod, kill: &KillContainer, 
 /// Stops every running container of the pod with `grace`, then stops and removes its sandboxes.
 /// Owns what it uses, so the worker can read its inbox while the stop runs.
 pub async fn stop_pod(deps: WorkerDeps, pod: Pod, grace: Duration) -> Result<(), CriError> {
-    let observed = deps.runtime.observe_pod(&deps.ctx.node_name, spec::pod_uid(&pod)).await?;
+    let observed = deps.runtime.observe_pod(spec::pod_uid(&pod), std::time::Instant::now()).await?;
     let kills: Vec<KillContainer> = observed
         .containers
         .iter()

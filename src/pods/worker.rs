@@ -19,7 +19,7 @@
 use super::backoff::Backoff;
 use super::env_sources::EnvSources;
 use crate::events::Kind::{Normal, Warning};
-use super::observed::{ObservedPod, RunState};
+use crate::runtime::observed::{ObservedPod, RunState};
 pub use super::stopping::{remove_orphan, remove_pod_leftovers};
 pub use super::worker_state::WorkerHandle;
 use super::plan::{self, Memory, Plan, StartContainer, StartFailure};
@@ -288,14 +288,18 @@ impl Worker {
         spec::pod_uid(&self.pod).to_string()
     }
 
-    async fn observe(&self) -> Result<ObservedPod, CriError> {
-        self.deps.runtime.observe_pod(&self.deps.ctx.node_name, &self.uid()).await
+    /// The pod as a relist that began at or after `at_least` saw it.
+    async fn observe(&self, at_least: std::time::Instant) -> Result<ObservedPod, CriError> {
+        self.deps.runtime.observe_pod(&self.uid(), at_least).await
     }
 
     /// Brings the runtime in line with the spec and publishes the status; returns when to look again.
     async fn sync(&mut self, inbox: &mut Inbox) -> Result<Option<Duration>, SyncError> {
         let sync_started = SystemTime::now();
-        let mut observed = self.observe().await?;
+        // A resync takes the latest periodic relist; a first look or an exit to confirm needs a newer one.
+        let fresh = !self.synced_once || !self.unconfirmed_exits.is_empty();
+        let at_least = if fresh { std::time::Instant::now() } else { self.deps.runtime.recent() };
+        let mut observed = self.observe(at_least).await?;
         if !std::mem::replace(&mut self.synced_once, true) && all_containers_running(&self.pod, &observed) {
             // Adopted after a restart of nodelet: its start was not seen here.
             self.start_pending = None;
@@ -317,7 +321,7 @@ impl Worker {
             if let Ok(false) = acted {
                 break;
             }
-            observed = self.observe().await?;
+            observed = self.observe(std::time::Instant::now()).await?;
             if let Err(e) = acted {
                 self.publish_error(&observed, &e.to_string());
                 return Err(e);

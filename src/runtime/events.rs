@@ -19,14 +19,15 @@ pub fn spawn_exit_watcher(channel: Channel) -> broadcast::Sender<ExitedId> {
     let (tx, _) = broadcast::channel(1024);
     let sender = tx.clone();
     tokio::spawn(async move {
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
-            match watch_once(channel.clone(), &sender).await {
+            let result = watch_once(channel.clone(), &sender).await;
+            let delay = backoff.fail();
+            match result {
                 Ok(()) => tracing::warn!("containerd event stream ended; resubscribing"),
                 Err(e) => tracing::warn!(error = %e, "containerd event stream failed; resubscribing in {delay:?}"),
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
     });
     tx

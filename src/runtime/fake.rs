@@ -3,8 +3,8 @@
 //! SIGTERM (stop waits out its grace) or a call wait until the test lets it go.
 
 use super::{CriError, CriResult, Runtime};
-use crate::pods::labels;
-use crate::pods::observed::{ObservedContainer, ObservedPod, ObservedSandbox, RunState};
+use crate::runtime::labels;
+use crate::runtime::observed::{ObservedContainer, ObservedPod, ObservedSandbox, RunState};
 use k8s_cri::v1 as cri;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -214,13 +214,17 @@ fn not_found(call: &'static str, id: &str) -> CriError {
 
 #[async_trait::async_trait]
 impl Runtime for FakeRuntime {
-    async fn observe_pod(&self, node: &str, uid: &str) -> CriResult<ObservedPod> {
+    async fn observe_pod(&self, uid: &str, _at_least: std::time::Instant) -> CriResult<ObservedPod> {
         self.enter(Call::ObservePod).await?;
         let state = self.lock();
-        let sandboxes: Vec<ObservedSandbox> = state.sandboxes.iter().filter(|s| s.uid == uid && s.node == node).map(|s| s.sandbox.clone()).collect();
+        let sandboxes: Vec<ObservedSandbox> = state.sandboxes.iter().filter(|s| s.uid == uid).map(|s| s.sandbox.clone()).collect();
         let ids: HashSet<&String> = sandboxes.iter().map(|s| &s.id).collect();
         let containers = state.containers.iter().filter(|c| ids.contains(&c.sandbox_id)).cloned().collect();
         Ok(ObservedPod { sandboxes, containers })
+    }
+
+    fn recent(&self) -> std::time::Instant {
+        std::time::Instant::now()
     }
 
     async fn run_sandbox(&self, config: cri::PodSandboxConfig) -> CriResult<String> {

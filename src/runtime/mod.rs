@@ -4,12 +4,13 @@
 pub mod events;
 #[cfg(test)]
 pub mod fake;
+pub mod labels;
+pub mod observed;
+pub mod relist;
 mod seam;
 
-pub use seam::Runtime;
+pub use seam::{CachedCri, Runtime};
 
-use crate::pods::labels;
-use crate::pods::observed::{ObservedContainer, ObservedPod, ObservedSandbox, RunState};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -21,7 +22,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("CRI {call} {target}: {message}")]
 pub struct CriError {
     pub call: &'static str,
@@ -160,44 +161,6 @@ impl Cri {
         resp.status.ok_or_else(|| empty_answer("ContainerStatus", id))
     }
 
-    /// Everything the runtime holds for one pod, by its UID label.
-    pub async fn observe_pod(&self, node: &str, uid: &str) -> CriResult<ObservedPod> {
-        let selector = HashMap::from([
-            (labels::POD_UID.to_string(), uid.to_string()),
-            (labels::MANAGED_BY_NODE.to_string(), node.to_string()),
-        ]);
-        let mut observed = ObservedPod::default();
-        for sandbox in self.list_sandboxes(selector.clone()).await? {
-            let ready = sandbox.state == cri::PodSandboxState::SandboxReady as i32;
-            // Only a ready sandbox has an address worth asking for.
-            let ip = if ready {
-                match self.sandbox_status(&sandbox.id).await {
-                    Ok(status) => status.network.map(|n| n.ip),
-                    Err(e) if e.is_not_found() => continue,
-                    Err(e) => return Err(e),
-                }
-            } else {
-                None
-            };
-            observed.sandboxes.push(ObservedSandbox {
-                attempt: sandbox.metadata.as_ref().map_or(0, |m| m.attempt),
-                id: sandbox.id,
-                ready,
-                created_at: sandbox.created_at,
-                ip,
-            });
-        }
-        for container in self.list_containers(selector).await? {
-            let status = match self.container_status(&container.id).await {
-                Ok(status) => status,
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e),
-            };
-            observed.containers.push(observed_container(&container, status));
-        }
-        Ok(observed)
-    }
-
     pub async fn run_sandbox(&self, config: cri::PodSandboxConfig) -> CriResult<String> {
         let target = format!("pod {}", sandbox_ref(&config));
         let req = request(cri::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() }, CALL_TIMEOUT);
@@ -311,29 +274,4 @@ fn empty_answer(call: &'static str, id: &str) -> CriError {
 
 fn sandbox_ref(config: &cri::PodSandboxConfig) -> String {
     config.metadata.as_ref().map(|m| format!("{}/{}", m.namespace, m.name)).unwrap_or_default()
-}
-
-fn observed_container(container: &cri::Container, status: cri::ContainerStatus) -> ObservedContainer {
-    let state = match cri::ContainerState::try_from(status.state) {
-        Ok(cri::ContainerState::ContainerCreated) => RunState::Created,
-        Ok(cri::ContainerState::ContainerRunning) => RunState::Running,
-        Ok(cri::ContainerState::ContainerExited) => RunState::Exited,
-        _ => RunState::Unknown,
-    };
-    ObservedContainer {
-        id: container.id.clone(),
-        sandbox_id: container.pod_sandbox_id.clone(),
-        name: status.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
-        attempt: status.metadata.as_ref().map_or(0, |m| m.attempt),
-        state,
-        created_at: status.created_at,
-        started_at: status.started_at,
-        finished_at: status.finished_at,
-        exit_code: status.exit_code,
-        reason: status.reason,
-        message: status.message,
-        image: status.image.map(|i| i.image).unwrap_or_default(),
-        image_ref: status.image_ref,
-        spec_hash: container.annotations.get(labels::CONTAINER_HASH).cloned().unwrap_or_default(),
-    }
 }

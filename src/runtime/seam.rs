@@ -1,15 +1,19 @@
 //! What the pod worker needs of the container runtime, as a trait: the CRI client is the real
 //! implementation, `fake::FakeRuntime` the recording one its unit tests run against.
 
+use super::relist::RuntimeCache;
 use super::{Cri, CriResult};
-use crate::pods::observed::ObservedPod;
+use crate::runtime::observed::ObservedPod;
 use k8s_cri::v1 as cri;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[async_trait::async_trait]
 pub trait Runtime: Send + Sync {
-    /// Everything the runtime holds for one pod of this node, by its UID.
-    async fn observe_pod(&self, node: &str, uid: &str) -> CriResult<ObservedPod>;
+    /// Everything the runtime holds for one pod of this node, by its UID, as seen by a look that
+    /// began at or after `at_least`.
+    async fn observe_pod(&self, uid: &str, at_least: Instant) -> CriResult<ObservedPod>;
+    /// The oldest look a periodic resync accepts (no worker asks the runtime on its own).
+    fn recent(&self) -> Instant;
     async fn run_sandbox(&self, config: cri::PodSandboxConfig) -> CriResult<String>;
     /// Stopping or removing what is already gone succeeds.
     async fn stop_sandbox(&self, id: &str) -> CriResult<()>;
@@ -29,36 +33,46 @@ pub trait Runtime: Send + Sync {
     }
 }
 
+/// The real runtime: the pods seen through the shared relist, every action through the CRI client.
+#[derive(Clone)]
+pub struct CachedCri {
+    pub cri: Cri,
+    pub cache: RuntimeCache,
+}
+
 #[async_trait::async_trait]
-impl Runtime for Cri {
-    async fn observe_pod(&self, node: &str, uid: &str) -> CriResult<ObservedPod> {
-        Cri::observe_pod(self, node, uid).await
+impl Runtime for CachedCri {
+    async fn observe_pod(&self, uid: &str, at_least: Instant) -> CriResult<ObservedPod> {
+        self.cache.pod(uid, at_least).await
+    }
+    fn recent(&self) -> Instant {
+        self.cache.recent()
     }
     async fn run_sandbox(&self, config: cri::PodSandboxConfig) -> CriResult<String> {
-        Cri::run_sandbox(self, config).await
+        self.cri.run_sandbox(config).await
     }
     async fn stop_sandbox(&self, id: &str) -> CriResult<()> {
-        Cri::stop_sandbox(self, id).await
+        self.cri.stop_sandbox(id).await
     }
     async fn remove_sandbox(&self, id: &str) -> CriResult<()> {
-        Cri::remove_sandbox(self, id).await
+        self.cri.remove_sandbox(id).await
     }
     async fn create_container(&self, sandbox_id: &str, config: cri::ContainerConfig, sandbox: cri::PodSandboxConfig) -> CriResult<String> {
-        Cri::create_container(self, sandbox_id, config, sandbox).await
+        self.cri.create_container(sandbox_id, config, sandbox).await
     }
     async fn start_container(&self, id: &str) -> CriResult<()> {
-        Cri::start_container(self, id).await
+        self.cri.start_container(id).await
     }
     async fn stop_container(&self, id: &str, grace: Duration) -> CriResult<()> {
-        Cri::stop_container(self, id, grace).await
+        self.cri.stop_container(id, grace).await
     }
     async fn remove_container(&self, id: &str) -> CriResult<()> {
-        Cri::remove_container(self, id).await
+        self.cri.remove_container(id).await
     }
     async fn image_status(&self, image: &str) -> CriResult<Option<cri::Image>> {
-        Cri::image_status(self, image).await
+        self.cri.image_status(image).await
     }
     async fn pull_image(&self, image: &str, auth: Option<cri::AuthConfig>, sandbox: Option<cri::PodSandboxConfig>) -> CriResult<String> {
-        Cri::pull_image(self, image, auth, sandbox).await
+        self.cri.pull_image(image, auth, sandbox).await
     }
 }

@@ -2,7 +2,7 @@
 //! the PodLogOptions query, optionally followed until the container stops running.
 
 use super::crilog::{find_tail_start, Reader, Renderer};
-use super::gauge::LOG_STREAMS;
+use crate::gauge::LOG_STREAMS;
 use super::logopts::{self, LogOptions};
 use crate::pods::store::PodStore;
 use axum::body::Body;

@@ -5,13 +5,12 @@
 //! /attach and /portForward relayed to the runtime's streaming server.
 //!
 //! Pure parts: `attributes` (path to authorization attributes), `logopts` (PodLogOptions),
-//! `crilog` (CRI log lines, partials, filters), `gauge` (live-stream counts). Effectful: `tls`,
+//! `crilog` (CRI log lines, partials, filters); the live-stream counts are `crate::gauge`. Effectful: `tls`,
 //! `auth`, `logs`, `stream`.
 
 pub mod attributes;
 pub mod auth;
 pub mod crilog;
-pub mod gauge;
 pub mod logopts;
 pub mod logs;
 pub mod stream;

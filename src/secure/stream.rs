@@ -2,7 +2,7 @@
 //! server, which already speaks the SPDY and websocket protocols kubectl uses; the upgraded
 //! connection is relayed to it byte for byte, as the kubelet does.
 
-use super::gauge::RELAYED_STREAMS;
+use crate::gauge::RELAYED_STREAMS;
 use crate::pods::store::PodStore;
 use crate::runtime::Cri;
 use axum::body::Body;

@@ -16,7 +16,7 @@ pub mod usage_cache;
 
 use crate::machine::timestamp::rfc3339;
 use crate::metrics::ContainerCounts;
-use crate::pods::labels;
+use crate::runtime::labels;
 use crate::pods::spec::{self, NodeContext};
 use crate::pods::store::PodStore;
 use crate::runtime::Cri;

@@ -6,7 +6,7 @@
 
 pub mod kubestream;
 
-use nodelet::pods::labels;
+use nodelet::runtime::labels;
 use nodelet::runtime::Cri;
 use serde_json::Value;
 use std::collections::HashMap;

@@ -5,7 +5,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::watcher;
-use nodelet::pods::labels;
+use nodelet::runtime::labels;
 use nodelet::runtime::Cri;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

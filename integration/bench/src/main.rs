@@ -8,12 +8,17 @@
 //!   `kubectl logs -f` throughput on a container writing as fast as it can, and nodelet's
 //!   memory with 20 `kubectl logs -f` streams open.
 //!
-//! Arguments name the parts to run (`static`, `api`, `kubectl`); none runs them all.
+//! - runtime load: CRI calls per second nodelet makes with 30 idle static pods (from its
+//!   `/metrics`), the figure the shared relist keeps low.
+//!
+//! Arguments name the parts to run (`static`, `api`, `kubectl`, `idle`); none runs them all.
+//! `NODELET_BIN` runs another nodelet binary (to compare with an older build).
 
 mod api;
+mod idle;
 mod kubectl;
 
-use nodelet::pods::labels;
+use nodelet::runtime::labels;
 use nodelet::runtime::Cri;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -48,7 +53,10 @@ struct Nodelet {
 }
 
 pub fn binary(name: &str) -> PathBuf {
-    std::env::current_exe().unwrap().with_file_name(name)
+    match std::env::var_os("NODELET_BIN") {
+        Some(path) if name == "nodelet" => PathBuf::from(path),
+        _ => std::env::current_exe().unwrap().with_file_name(name),
+    }
 }
 
 fn manifest(name: &str) -> String {
@@ -90,12 +98,19 @@ pub async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMu
 }
 
 fn start_nodelet() -> Nodelet {
+    start_nodelet_serving(0)
+}
+
+/// A standalone nodelet; `read_only_port` 0 serves no read-only port.
+fn start_nodelet_serving(read_only_port: u16) -> Nodelet {
     let dir = tempfile::Builder::new().prefix("nodelet-bench-").tempdir().unwrap();
     let name = format!("bench-{}", std::process::id());
     std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
     let process = spawn(
         Command::new(binary("nodelet"))
-            .args(["--hostname-override", &name, "--read-only-port", "0"])
+            .args(["--hostname-override", &name, "--read-only-port", &read_only_port.to_string()])
+            // A port of its own, so a nodelet already serving 10250 on this machine does not stop it.
+            .args(["--port", &idle::free_port().to_string()])
             .args(["--pod-manifest-path", dir.path().join("manifests").to_str().unwrap()])
             .args(["--root-dir", dir.path().join("root").to_str().unwrap()])
             .args(["--pod-logs-dir", dir.path().join("logs").to_str().unwrap()])
@@ -154,6 +169,9 @@ async fn main() {
     }
     if wanted("kubectl") {
         kubectl::run(&cri).await;
+    }
+    if wanted("idle") {
+        idle::run(&cri).await;
     }
 }
 

@@ -1,6 +1,7 @@
 //! Live-stream counts: a log follower or a relayed exec/attach/port-forward connection holds a
 //! task, a file or sockets, so a count that comes back to zero shows clients that left released
 //! them.
+//! Top-level because both the secure port (which holds them) and `metrics` (which reports them) use it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

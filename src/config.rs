@@ -146,6 +146,30 @@ pub struct Flags {
     /// RuntimeDefault seccomp for containers whose pod names no profile (else Unconfined). Default false.
     #[arg(long = "seccomp-default", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool)]
     pub seccomp_default: Option<bool>,
+    /// A container's log file is rotated when it grows past this size, e.g. 10Mi. Default 10Mi.
+    #[arg(long = "container-log-max-size")]
+    pub container_log_max_size: Option<String>,
+    /// Log files kept per container, the current one included (at least 2). Default 5.
+    #[arg(long = "container-log-max-files")]
+    pub container_log_max_files: Option<u32>,
+    /// Image GC runs when the image file system is at least this full (percent). Default 85.
+    #[arg(long = "image-gc-high-threshold")]
+    pub image_gc_high_threshold: Option<u8>,
+    /// Image GC frees space until the image file system is at most this full (percent). Default 80.
+    #[arg(long = "image-gc-low-threshold")]
+    pub image_gc_low_threshold: Option<u8>,
+    /// An unused image younger than this is never removed. Default 2m.
+    #[arg(long = "minimum-image-gc-age", alias = "image-minimum-gc-age", value_parser = parse_duration)]
+    pub minimum_image_gc_age: Option<Duration>,
+    /// A dead container younger than this is never removed. Default 0.
+    #[arg(long = "minimum-container-ttl-duration", value_parser = parse_duration)]
+    pub minimum_container_ttl_duration: Option<Duration>,
+    /// Dead instances kept per container of a pod (the newest instance aside). Default 1.
+    #[arg(long = "maximum-dead-containers-per-container")]
+    pub maximum_dead_containers_per_container: Option<u32>,
+    /// Dead containers kept on the node in all; -1 for no limit. Default -1.
+    #[arg(long = "maximum-dead-containers", allow_hyphen_values = true)]
+    pub maximum_dead_containers: Option<i64>,
 }
 
 /// The config file's keys, in KubeletConfiguration's spelling where one exists.
@@ -203,6 +227,14 @@ pub struct FileConfig {
     pub authorization_mode: Option<String>,
     pub allowed_unsafe_sysctls: Option<Vec<String>>,
     pub seccomp_default: Option<bool>,
+    pub container_log_max_size: Option<String>,
+    pub container_log_max_files: Option<u32>,
+    #[serde(rename = "imageGCHighThresholdPercent")]
+    pub image_gc_high_threshold_percent: Option<u8>,
+    #[serde(rename = "imageGCLowThresholdPercent")]
+    pub image_gc_low_threshold_percent: Option<u8>,
+    #[serde(default, rename = "imageMinimumGCAge", with = "humantime_serde_opt")]
+    pub image_minimum_gc_age: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -285,6 +317,11 @@ pub struct Config {
     pub authorization_webhook: bool,
     pub allowed_unsafe_sysctls: Vec<String>,
     pub seccomp_default: bool,
+    /// Log rotation: (size in bytes past which a log is rotated, files kept per container).
+    pub container_log_max_size: u64,
+    pub container_log_max_files: u32,
+    pub image_gc: crate::gc::images::Policy,
+    pub container_gc: crate::gc::containers::Policy,
 }
 
 impl Config {
@@ -368,6 +405,21 @@ impl Config {
             },
             allowed_unsafe_sysctls: flags.allowed_unsafe_sysctls.or(file.allowed_unsafe_sysctls).unwrap_or_default().into_iter().filter(|s| !s.is_empty()).collect(),
             seccomp_default: flags.seccomp_default.or(file.seccomp_default).unwrap_or(false),
+            container_log_max_size: match flags.container_log_max_size.or(file.container_log_max_size) {
+                Some(text) => crate::pods::quantity::bytes(&text).ok().filter(|b| *b > 0).map(|b| b as u64).ok_or_else(|| anyhow::anyhow!("--container-log-max-size: {text:?} is not a positive size such as 10Mi"))?,
+                None => 10 << 20,
+            },
+            container_log_max_files: flags.container_log_max_files.or(file.container_log_max_files).unwrap_or(5),
+            image_gc: crate::gc::images::Policy {
+                high_threshold_percent: flags.image_gc_high_threshold.or(file.image_gc_high_threshold_percent).unwrap_or(85),
+                low_threshold_percent: flags.image_gc_low_threshold.or(file.image_gc_low_threshold_percent).unwrap_or(80),
+                min_age: flags.minimum_image_gc_age.or(file.image_minimum_gc_age).unwrap_or(Duration::from_secs(120)),
+            },
+            container_gc: crate::gc::containers::Policy {
+                min_age: flags.minimum_container_ttl_duration.unwrap_or(Duration::ZERO),
+                max_per_pod_container: flags.maximum_dead_containers_per_container.unwrap_or(1) as usize,
+                max_containers: flags.maximum_dead_containers.unwrap_or(-1),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -407,6 +459,15 @@ impl Config {
             }
         }
         crate::pods::admission::sysctls::Allowlist::new(&self.allowed_unsafe_sysctls).map_err(|e| anyhow::anyhow!("--allowed-unsafe-sysctls: {e}"))?;
+        if self.container_log_max_files < 2 {
+            bail!("--container-log-max-files: {} must be at least 2 (the current file and one rotated)", self.container_log_max_files);
+        }
+        if self.image_gc.high_threshold_percent > 100 {
+            bail!("--image-gc-high-threshold: {} is not a percentage between 0 and 100", self.image_gc.high_threshold_percent);
+        }
+        if self.image_gc.low_threshold_percent >= self.image_gc.high_threshold_percent {
+            bail!("--image-gc-low-threshold: {} must be below --image-gc-high-threshold {}", self.image_gc.low_threshold_percent, self.image_gc.high_threshold_percent);
+        }
         if self.proxy_kubeconfig.is_some() && self.kubeconfig.is_none() {
             bail!("--proxy-kubeconfig: needs --kubeconfig (without it nodelet runs standalone, with no Service proxy)");
         }
@@ -574,6 +635,31 @@ mod tests {
         assert_eq!(Config::from_flags(flags(&["--kubeconfig", node.to_str().unwrap()])).unwrap().proxy_kubeconfig, None);
         let err = Config::from_flags(flags(&["--proxy-kubeconfig", proxy.to_str().unwrap()])).unwrap_err().to_string();
         assert!(err.contains("--proxy-kubeconfig") && err.contains("--kubeconfig"), "{err}");
+    }
+
+    #[test]
+    fn log_rotation_and_gc_settings_follow_the_kubelet() {
+        let c = Config::from_flags(flags(&[])).unwrap();
+        assert_eq!((c.container_log_max_size, c.container_log_max_files), (10 << 20, 5));
+        assert_eq!((c.image_gc.high_threshold_percent, c.image_gc.low_threshold_percent, c.image_gc.min_age), (85, 80, Duration::from_secs(120)));
+        assert_eq!((c.container_gc.min_age, c.container_gc.max_per_pod_container, c.container_gc.max_containers), (Duration::ZERO, 1, -1));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "containerLogMaxSize: 1Mi\ncontainerLogMaxFiles: 3\nimageGCHighThresholdPercent: 70\nimageGCLowThresholdPercent: 60\nimageMinimumGCAge: 5m\n").unwrap();
+        let c = Config::from_flags(flags(&["--config", path.to_str().unwrap(), "--image-gc-low-threshold", "50", "--maximum-dead-containers", "-1"])).unwrap();
+        assert_eq!((c.container_log_max_size, c.container_log_max_files), (1 << 20, 3));
+        assert_eq!((c.image_gc.high_threshold_percent, c.image_gc.low_threshold_percent, c.image_gc.min_age), (70, 50, Duration::from_secs(300)));
+        let c = Config::from_flags(flags(&["--container-log-max-size", "2Ki", "--image-minimum-gc-age", "1s", "--maximum-dead-containers-per-container", "2"])).unwrap();
+        assert_eq!((c.container_log_max_size, c.image_gc.min_age, c.container_gc.max_per_pod_container), (2048, Duration::from_secs(1), 2));
+        for (args, option) in [
+            (vec!["--container-log-max-size", "huge"], "--container-log-max-size"),
+            (vec!["--container-log-max-files", "1"], "--container-log-max-files"),
+            (vec!["--image-gc-high-threshold", "101"], "--image-gc-high-threshold"),
+            (vec!["--image-gc-high-threshold", "50", "--image-gc-low-threshold", "50"], "--image-gc-low-threshold"),
+        ] {
+            let err = Config::from_flags(flags(&args)).unwrap_err().to_string();
+            assert!(err.contains(option), "{args:?}: {err}");
+        }
     }
 
     #[test]

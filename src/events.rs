@@ -61,6 +61,18 @@ impl Recorder {
         };
         let _ = tx.send(PodEvent { pod: object, kind, reason, message });
     }
+
+    /// An event about the node itself (image GC, disk space), as the kubelet's node reference
+    /// names it: kind Node, the node's name as its UID, posted in namespace default.
+    pub fn record_node(&self, node: &str, kind: Kind, reason: &'static str, message: String) {
+        match kind {
+            Kind::Normal => tracing::info!(node, reason, "{message}"),
+            Kind::Warning => tracing::warn!(node, reason, "{message}"),
+        }
+        let Some(tx) = &self.tx else { return };
+        let object = ObjectReference { api_version: Some("v1".into()), kind: Some("Node".into()), name: Some(node.into()), uid: Some(node.into()), ..Default::default() };
+        let _ = tx.send(PodEvent { pod: object, kind, reason, message });
+    }
 }
 
 async fn post_events(client: kube::Client, node: String, mut rx: mpsc::UnboundedReceiver<PodEvent>) {

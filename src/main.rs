@@ -152,6 +152,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(client) => nodelet::events::Recorder::to_apiserver(client.clone(), config.node_name.clone()),
         None => nodelet::events::Recorder::log_only(),
     };
+    spawn_garbage_collection(&config, &cri, &store, events.clone());
     let deps = WorkerDeps {
         events,
         api: client.clone(),
@@ -246,6 +247,22 @@ fn start_proxy(client: kube::Client, config: &Config, health: Arc<Health>) -> an
     tokio::spawn(nodelet::proxy::watch::follow(client, proxiers.clone()));
     tokio::spawn(health::watch_proxy(proxiers.clone(), health, Duration::from_secs(5)));
     Ok(proxiers)
+}
+
+/// Log rotation, container GC and image GC, each on its own schedule.
+fn spawn_garbage_collection(config: &Config, cri: &runtime::Cri, store: &PodStore, events: nodelet::events::Recorder) {
+    let rotation = nodelet::logrotate::Policy { max_size: config.container_log_max_size, max_files: config.container_log_max_files };
+    tokio::spawn(nodelet::logrotate::LogRotator { cri: cri.clone(), node_name: config.node_name.clone(), policy: rotation }.run());
+    let containers = nodelet::gc::containers::ContainerGc {
+        cri: cri.clone(),
+        store: store.clone(),
+        node_name: config.node_name.clone(),
+        pod_logs_dir: config.pod_logs_dir.clone(),
+        policy: config.container_gc,
+    };
+    tokio::spawn(containers.run());
+    let images = nodelet::gc::images::ImageGc::new(cri.clone(), config.image_gc, vec![config.pod_infra_container_image.clone()], events, config.node_name.clone());
+    tokio::spawn(Arc::new(images).run());
 }
 
 /// Pulls the sandbox image once at start so the first pod does not wait for it.

@@ -258,6 +258,26 @@ impl Cri {
         let req = request(cri::PullImageRequest { image: Some(spec), auth, sandbox_config: sandbox }, PULL_TIMEOUT);
         Ok(call("PullImage", format!("image {image:?}"), self.images.clone().pull_image(req)).await?.image_ref)
     }
+
+    /// Asks the runtime to reopen a container's log file (after it was renamed by log rotation).
+    pub async fn reopen_container_log(&self, id: &str) -> CriResult<()> {
+        let req = request(cri::ReopenContainerLogRequest { container_id: id.into() }, CALL_TIMEOUT);
+        call("ReopenContainerLog", format!("container {id}"), self.runtime.clone().reopen_container_log(req)).await?;
+        Ok(())
+    }
+
+    /// Every image the runtime holds (ID, tags, size, pinned).
+    pub async fn list_images(&self) -> CriResult<Vec<cri::Image>> {
+        let req = request(cri::ListImagesRequest { filter: None }, CALL_TIMEOUT);
+        Ok(call("ListImages", "images", self.images.clone().list_images(req)).await?.images)
+    }
+
+    /// Removes an image by ID (every tag of it); an image already gone is done.
+    pub async fn remove_image(&self, id: &str) -> CriResult<()> {
+        let spec = cri::ImageSpec { image: id.into(), ..Default::default() };
+        let req = request(cri::RemoveImageRequest { image: Some(spec) }, CALL_TIMEOUT);
+        gone_is_done(call("RemoveImage", format!("image {id}"), self.images.clone().remove_image(req)).await)
+    }
 }
 
 /// Stopping or removing something already gone has done its job.

@@ -124,7 +124,7 @@ pub async fn container_logs(
         }
         Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, format!("opening {}: {e}", path.display())),
     };
-    let follow = (opts.follow && target.running).then(|| Follow { pods: ctx.pods.clone(), uid, container, attempt: target.attempt });
+    let follow = (opts.follow && target.running).then(|| Follow { pods: ctx.pods.clone(), uid, container, attempt: target.attempt, path: path.clone() });
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(8);
     let guard = LOG_STREAMS.hold();
     tokio::spawn(async move {
@@ -143,6 +143,8 @@ struct Follow {
     uid: String,
     container: String,
     attempt: i32,
+    /// The log file's path: log rotation moves the file away and the runtime reopens this one.
+    path: std::path::PathBuf,
 }
 
 impl Follow {
@@ -152,6 +154,17 @@ impl Follow {
         let Some(pod) = pods.iter().find(|p| p.metadata.uid.as_deref() == Some(&self.uid)) else { return false };
         container_status(pod, &self.container)
             .is_some_and(|s| s.restart_count == self.attempt && s.state.as_ref().is_some_and(|st| st.running.is_some()))
+    }
+
+    /// The file now at the log's path when log rotation has replaced the one being read.
+    async fn rotated(&self, file: &tokio::fs::File) -> Option<tokio::fs::File> {
+        use std::os::unix::fs::MetadataExt;
+        let reading = file.metadata().await.ok()?.ino();
+        let current = tokio::fs::metadata(&self.path).await.ok()?.ino();
+        if reading == current {
+            return None;
+        }
+        tokio::fs::File::open(&self.path).await.ok()
     }
 }
 
@@ -221,6 +234,17 @@ async fn stream(mut file: tokio::fs::File, opts: LogOptions, follow: Option<Foll
         let running = follow.still_running();
         if !pump(&mut file, &mut reader, &mut renderer, &mut buf, tx).await? {
             return Ok(());
+        }
+        // The runtime has reopened the log after rotation: the old file gets nothing more, so
+        // it is read to its end and left for the new one (each holds whole lines).
+        if let Some(next) = follow.rotated(&file).await {
+            if !pump(&mut file, &mut reader, &mut renderer, &mut buf, tx).await? {
+                return Ok(());
+            }
+            file = next;
+            if !pump(&mut file, &mut reader, &mut renderer, &mut buf, tx).await? {
+                return Ok(());
+            }
         }
         if !running {
             reader.finish(&mut |h, b, end| renderer.render(h, b, end, &mut out));

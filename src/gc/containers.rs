@@ -1,0 +1,297 @@
+//! Container garbage collection, every minute, node-wide (the kubelet's ContainerGC):
+//! - dead containers beyond `max_per_pod_container` per (pod, container name), oldest first,
+//!   never the newest instance of a container (a pod's worker decides on that one, and
+//!   `kubectl logs --previous` reads the newest dead one). With the default of 1 this is the
+//!   same rule as the pod worker's own cleanup (plan.rs collect_garbage), so the two agree;
+//!   this pass also covers pods no worker syncs and the node-wide `max_containers` limit;
+//! - sandboxes that are not ready and hold no container, of pods nodelet no longer runs
+//!   (a pod with a worker has its old sandboxes removed by the worker);
+//! - log folders (`<ns>_<name>_<uid>`) of pods that are gone: no worker, no sandbox.
+
+use crate::runtime::labels;
+use crate::pods::store::PodStore;
+use crate::runtime::Cri;
+use k8s_cri::v1 as cri;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// The kubelet's GCPolicy (defaults: MinAge 0, MaxPerPodContainer 1, MaxContainers -1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// A dead container younger than this (since its creation) stays.
+    pub min_age: Duration,
+    /// Dead instances kept per (pod, container name) behind the newest instance.
+    pub max_per_pod_container: usize,
+    /// Dead containers kept on the node in all; negative: no limit.
+    pub max_containers: i64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { min_age: Duration::ZERO, max_per_pod_container: 1, max_containers: -1 }
+    }
+}
+
+/// How often the collection runs, as the kubelet's ContainerGCPeriod.
+pub const PERIOD: Duration = Duration::from_secs(60);
+/// A log folder younger than this stays: its pod may be starting right now.
+const LOG_DIR_MIN_AGE: Duration = Duration::from_secs(60);
+
+/// A container as the collection sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    pub id: String,
+    pub pod_uid: String,
+    pub name: String,
+    pub attempt: u32,
+    /// Nanoseconds since the epoch.
+    pub created_at: i64,
+    /// Exited (or unknown): neither running nor created-and-about-to-start.
+    pub dead: bool,
+}
+
+/// The containers to remove, oldest first within each rule.
+pub fn dead_containers_to_remove(instances: &[Instance], policy: &Policy, now: SystemTime) -> Vec<String> {
+    let now_nanos = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    let old_enough = |c: &Instance| now_nanos.saturating_sub(c.created_at) >= policy.min_age.as_nanos() as i64;
+    let mut units: HashMap<(&str, &str), Vec<&Instance>> = HashMap::new();
+    for c in instances {
+        units.entry((&c.pod_uid, &c.name)).or_default().push(c);
+    }
+    let mut remove = Vec::new();
+    // Dead instances that the per-container rule keeps but the node-wide limit may take.
+    let mut kept: Vec<&Instance> = Vec::new();
+    for list in units.values_mut() {
+        list.sort_by_key(|c| std::cmp::Reverse((c.attempt, c.created_at)));
+        // The newest instance is never collected, nor the newest dead one behind it.
+        let older: Vec<&Instance> = list.iter().skip(1).filter(|c| c.dead).copied().collect();
+        for (i, c) in older.into_iter().enumerate() {
+            if i < policy.max_per_pod_container {
+                if i > 0 {
+                    kept.push(c);
+                }
+            } else if old_enough(c) {
+                remove.push(c);
+            }
+        }
+    }
+    if policy.max_containers >= 0 {
+        let dead_total = instances.iter().filter(|c| c.dead).count() - remove.len();
+        let mut excess = dead_total.saturating_sub(policy.max_containers as usize);
+        kept.sort_by_key(|c| c.created_at);
+        for c in kept.into_iter().filter(|c| old_enough(c)) {
+            if excess == 0 {
+                break;
+            }
+            remove.push(c);
+            excess -= 1;
+        }
+    }
+    remove.sort_by_key(|c| c.created_at);
+    remove.into_iter().map(|c| c.id.clone()).collect()
+}
+
+/// A sandbox as the collection sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sandbox {
+    pub id: String,
+    pub pod_uid: String,
+    pub ready: bool,
+}
+
+/// Sandboxes of pods nodelet no longer runs that are not ready and hold no container.
+pub fn sandboxes_to_remove(sandboxes: &[Sandbox], containers_in: &HashSet<String>, active_pods: &HashSet<String>) -> Vec<String> {
+    sandboxes
+        .iter()
+        .filter(|s| !s.ready && !containers_in.contains(&s.id) && !active_pods.contains(&s.pod_uid))
+        .map(|s| s.id.clone())
+        .collect()
+}
+
+/// The pod UID of a log folder named `<namespace>_<name>_<uid>`.
+pub fn log_dir_uid(name: &str) -> Option<&str> {
+    let mut parts = name.splitn(3, '_');
+    let (ns, pod, uid) = (parts.next()?, parts.next()?, parts.next()?);
+    (!ns.is_empty() && !pod.is_empty() && !uid.is_empty() && !uid.contains('_')).then_some(uid)
+}
+
+/// Log folders (name, age) of pods that are gone: no worker and no sandbox, old enough that no
+/// pod is being set up in them.
+pub fn log_dirs_to_remove(dirs: &[(String, Duration)], active_pods: &HashSet<String>, with_sandbox: &HashSet<String>) -> Vec<String> {
+    dirs.iter()
+        .filter(|(name, age)| {
+            *age >= LOG_DIR_MIN_AGE && log_dir_uid(name).is_some_and(|uid| !active_pods.contains(uid) && !with_sandbox.contains(uid))
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// The collector: the runtime, the pods nodelet runs, and where pod logs live.
+pub struct ContainerGc {
+    pub cri: Cri,
+    pub store: PodStore,
+    pub node_name: String,
+    pub pod_logs_dir: PathBuf,
+    pub policy: Policy,
+}
+
+impl ContainerGc {
+    /// Runs the collection every `PERIOD` (first after one period, once the pods are known).
+    pub async fn run(self) {
+        loop {
+            tokio::time::sleep(PERIOD).await;
+            if let Err(e) = self.collect().await {
+                tracing::warn!(error = %e, "container garbage collection failed");
+            }
+        }
+    }
+
+    /// One pass; returns what was removed: (containers, sandboxes, log folders).
+    pub async fn collect(&self) -> Result<(usize, usize, usize), crate::runtime::CriError> {
+        // Log folders are listed first: a pod that appears later is in the store or the runtime.
+        let log_dirs = list_log_dirs(&self.pod_logs_dir);
+        let active: HashSet<String> = self.store.list().iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        let mine = HashMap::from([(labels::MANAGED_BY_NODE.to_string(), self.node_name.clone())]);
+        let containers = self.cri.list_containers(mine.clone()).await?;
+        let instances: Vec<Instance> = containers.iter().map(instance).collect();
+        let mut removed = (0, 0, 0);
+        for id in dead_containers_to_remove(&instances, &self.policy, SystemTime::now()) {
+            match self.cri.remove_container(&id).await {
+                Ok(()) => removed.0 += 1,
+                Err(e) => tracing::warn!(container = %id, error = %e, "could not remove a dead container"),
+            }
+        }
+        let sandboxes: Vec<Sandbox> = self
+            .cri
+            .list_sandboxes(mine)
+            .await?
+            .into_iter()
+            .map(|s| Sandbox { pod_uid: s.labels.get(labels::POD_UID).cloned().unwrap_or_default(), ready: s.state == cri::PodSandboxState::SandboxReady as i32, id: s.id })
+            .collect();
+        let containers_in: HashSet<String> = self.cri.list_containers(HashMap::new()).await?.into_iter().map(|c| c.pod_sandbox_id).collect();
+        for id in sandboxes_to_remove(&sandboxes, &containers_in, &active) {
+            match self.cri.remove_sandbox(&id).await {
+                Ok(()) => removed.1 += 1,
+                Err(e) => tracing::warn!(sandbox = %id, error = %e, "could not remove the sandbox of a pod that is gone"),
+            }
+        }
+        // Any node's sandbox keeps its folder: a shared log directory is never emptied under a pod.
+        let with_sandbox: HashSet<String> = self.cri.list_sandboxes(HashMap::new()).await?.into_iter().filter_map(|s| s.labels.get(labels::POD_UID).cloned()).collect();
+        for name in log_dirs_to_remove(&log_dirs, &active, &with_sandbox) {
+            let dir = self.pod_logs_dir.join(&name);
+            let target = dir.clone();
+            match tokio::task::spawn_blocking(move || crate::volumes::mounts::remove_pod_dir(&target)).await {
+                Ok(Ok(())) => removed.2 += 1,
+                Ok(Err(e)) => tracing::warn!(dir = %dir.display(), error = %e, "could not remove the log folder of a pod that is gone"),
+                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "removing a log folder"),
+            }
+        }
+        if removed != (0, 0, 0) {
+            tracing::info!(containers = removed.0, sandboxes = removed.1, log_folders = removed.2, "container garbage collection");
+        }
+        Ok(removed)
+    }
+}
+
+fn instance(c: &cri::Container) -> Instance {
+    let dead = !matches!(cri::ContainerState::try_from(c.state), Ok(cri::ContainerState::ContainerRunning) | Ok(cri::ContainerState::ContainerCreated));
+    Instance {
+        id: c.id.clone(),
+        pod_uid: c.labels.get(labels::POD_UID).cloned().unwrap_or_default(),
+        name: c.metadata.as_ref().map(|m| m.name.clone()).or_else(|| c.labels.get(labels::CONTAINER_NAME).cloned()).unwrap_or_default(),
+        attempt: c.metadata.as_ref().map_or(0, |m| m.attempt),
+        created_at: c.created_at,
+        dead,
+    }
+}
+
+/// The pod log folders under `root` with their age (by modification time).
+fn list_log_dirs(root: &Path) -> Vec<(String, Duration)> {
+    let Ok(entries) = std::fs::read_dir(root) else { return Vec::new() };
+    let now = SystemTime::now();
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let age = now.duration_since(e.metadata().ok()?.modified().ok()?).unwrap_or_default();
+            Some((e.file_name().into_string().ok()?, age))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: i64 = 1_000_000_000;
+
+    fn c(pod: &str, name: &str, attempt: u32, dead: bool) -> Instance {
+        Instance { id: format!("{pod}-{name}-{attempt}"), pod_uid: pod.into(), name: name.into(), attempt, created_at: attempt as i64 * SEC, dead }
+    }
+
+    fn at(s: i64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(s as u64)
+    }
+
+    #[test]
+    fn keeps_the_newest_instance_and_one_dead_one_per_container() {
+        let list = vec![c("p", "a", 0, true), c("p", "a", 1, true), c("p", "a", 2, true), c("p", "a", 3, false), c("p", "b", 0, true), c("q", "a", 0, true), c("q", "a", 1, true)];
+        let removed = dead_containers_to_remove(&list, &Policy::default(), at(100));
+        assert_eq!(removed, vec!["p-a-0", "p-a-1"]);
+        // The newest instance dead: it and the one before it stay (the worker's rule, and --previous).
+        let list = vec![c("p", "a", 0, true), c("p", "a", 1, true), c("p", "a", 2, true)];
+        assert_eq!(dead_containers_to_remove(&list, &Policy::default(), at(100)), vec!["p-a-0"]);
+    }
+
+    #[test]
+    fn min_age_and_more_dead_per_container_keep_more() {
+        let list: Vec<Instance> = (0..5).map(|i| c("p", "a", i, true)).collect();
+        let young = Policy { min_age: Duration::from_secs(10), ..Default::default() };
+        // created at 0..4 s; at 12 s only those created at or before 2 s are old enough
+        assert_eq!(dead_containers_to_remove(&list, &young, at(12)), vec!["p-a-0", "p-a-1", "p-a-2"]);
+        assert_eq!(dead_containers_to_remove(&list, &young, at(5)), Vec::<String>::new());
+        let three = Policy { max_per_pod_container: 3, ..Default::default() };
+        assert_eq!(dead_containers_to_remove(&list, &three, at(100)), vec!["p-a-0"]);
+    }
+
+    #[test]
+    fn the_node_wide_limit_takes_the_oldest_but_never_the_newest_dead_instance() {
+        let list: Vec<Instance> = (0..4).map(|i| c("p", "a", i, true)).chain((0..4).map(|i| c("q", "b", i + 10, true))).collect();
+        let policy = Policy { max_per_pod_container: 3, max_containers: 4, ..Default::default() };
+        // per container: newest (3, 13) + newest dead behind it (2, 12) are untouchable
+        let removed = dead_containers_to_remove(&list, &policy, at(100));
+        assert_eq!(removed, vec!["p-a-0", "p-a-1", "q-b-10", "q-b-11"]);
+        let zero = Policy { max_per_pod_container: 3, max_containers: 0, ..Default::default() };
+        assert_eq!(dead_containers_to_remove(&list, &zero, at(100)).len(), 4);
+        let running: Vec<Instance> = (0..3).map(|i| c("p", "a", i, false)).collect();
+        assert!(dead_containers_to_remove(&running, &zero, at(100)).is_empty());
+    }
+
+    #[test]
+    fn only_idle_sandboxes_of_pods_that_are_gone_are_removed() {
+        let sb = |id: &str, pod: &str, ready: bool| Sandbox { id: id.into(), pod_uid: pod.into(), ready };
+        let sandboxes = vec![sb("s1", "gone", false), sb("s2", "gone", false), sb("s3", "gone", true), sb("s4", "live", false)];
+        let containers_in = HashSet::from(["s2".to_string()]);
+        let active = HashSet::from(["live".to_string()]);
+        assert_eq!(sandboxes_to_remove(&sandboxes, &containers_in, &active), vec!["s1"]);
+    }
+
+    #[test]
+    fn log_folders_of_gone_pods_are_removed_once_old_enough() {
+        assert_eq!(log_dir_uid("default_web-1_1234-abcd"), Some("1234-abcd"));
+        assert_eq!(log_dir_uid("weird"), None);
+        assert_eq!(log_dir_uid("ns_name_"), None);
+        let old = Duration::from_secs(3600);
+        let dirs = vec![
+            ("ns_a_u1".to_string(), old),
+            ("ns_b_u2".to_string(), old),
+            ("ns_c_u3".to_string(), old),
+            ("ns_d_u4".to_string(), Duration::from_secs(5)),
+            ("not-a-pod".to_string(), old),
+        ];
+        let active = HashSet::from(["u1".to_string()]);
+        let with_sandbox = HashSet::from(["u2".to_string()]);
+        assert_eq!(log_dirs_to_remove(&dirs, &active, &with_sandbox), vec!["ns_c_u3"]);
+    }
+}

@@ -1,0 +1,312 @@
+//! Image garbage collection (the kubelet's image GC manager): every 5 minutes, when the image
+//! file system is at least `high_threshold_percent` full, unused images are removed, the least
+//! recently used first, until it is at most `low_threshold_percent` full. An image is unused
+//! when no container on the runtime (running or not, of any pod) was made from it. Images
+//! younger than `min_age` (since nodelet first saw them), pinned images and the sandbox image
+//! stay. Use and first sight are tracked in memory; images present when nodelet starts count
+//! as seen long ago, as in the kubelet.
+
+use crate::events::{Kind, Recorder};
+use crate::runtime::{Cri, CriError};
+use k8s_cri::v1 as cri;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+/// The kubelet's ImageGCPolicy (defaults 85 / 80 / 2m).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub high_threshold_percent: u8,
+    pub low_threshold_percent: u8,
+    pub min_age: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { high_threshold_percent: 85, low_threshold_percent: 80, min_age: Duration::from_secs(120) }
+    }
+}
+
+/// How often the collection runs, as the kubelet's ImageGCPeriod.
+pub const PERIOD: Duration = Duration::from_secs(300);
+
+/// What nodelet remembers of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    pub first_detected: SystemTime,
+    /// The last pass that found a container made from it; None: never seen in use.
+    pub last_used: Option<SystemTime>,
+    pub size: u64,
+}
+
+/// An image as the collection sees it: its ID, the names it answers to, and whether it may go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub id: String,
+    /// Tags and digests.
+    pub names: Vec<String>,
+    pub size: u64,
+    /// Pinned by the runtime, or the sandbox image: never removed.
+    pub pinned: bool,
+}
+
+/// Updates the records with the images the runtime holds now: a new image is first seen now
+/// (or long ago on the first pass), one in use is used now, one gone is forgotten.
+pub fn detect(records: &mut HashMap<String, Record>, images: &[Image], in_use: &HashSet<String>, now: SystemTime, first_pass: bool) {
+    let seen_at = if first_pass { SystemTime::UNIX_EPOCH } else { now };
+    for image in images {
+        let record = records.entry(image.id.clone()).or_insert(Record { first_detected: seen_at, last_used: None, size: image.size });
+        record.size = image.size;
+        if is_used(image, in_use) {
+            record.last_used = Some(now);
+        }
+    }
+    let present: HashSet<&str> = images.iter().map(|i| i.id.as_str()).collect();
+    records.retain(|id, _| present.contains(id.as_str()));
+}
+
+/// Whether a container refers to the image by ID, tag or digest.
+pub fn is_used(image: &Image, in_use: &HashSet<String>) -> bool {
+    in_use.contains(&image.id) || image.names.iter().any(|n| in_use.contains(n))
+}
+
+/// Bytes to free to get from `available` of `capacity` down to the low threshold, when the
+/// file system is at least at the high threshold; None when there is nothing to do.
+pub fn amount_to_free(capacity: u64, available: u64, policy: &Policy) -> Option<u64> {
+    if capacity == 0 {
+        return None;
+    }
+    let available = available.min(capacity);
+    let usage_percent = 100 - (available as u128 * 100 / capacity as u128) as u64;
+    if usage_percent < policy.high_threshold_percent as u64 {
+        return None;
+    }
+    let target_available = (capacity as u128 * (100 - policy.low_threshold_percent.min(100) as u128) / 100) as u64;
+    Some(target_available.saturating_sub(available)).filter(|b| *b > 0)
+}
+
+/// The images to remove to free `to_free` bytes: unused in this pass, not pinned, first seen at
+/// least `min_age` ago; least recently used first (never used before used), then first seen.
+/// Returns them with the bytes they free (which may fall short of `to_free`).
+pub fn choose(records: &HashMap<String, Record>, images: &[Image], in_use: &HashSet<String>, policy: &Policy, now: SystemTime, to_free: u64) -> (Vec<String>, u64) {
+    let mut candidates: Vec<(&Image, &Record)> = images
+        .iter()
+        .filter(|i| !i.pinned && !is_used(i, in_use))
+        .filter_map(|i| Some((i, records.get(&i.id)?)))
+        .filter(|(_, r)| now.duration_since(r.first_detected).unwrap_or_default() >= policy.min_age)
+        .collect();
+    candidates.sort_by(|a, b| (a.1.last_used, a.1.first_detected, &a.0.id).cmp(&(b.1.last_used, b.1.first_detected, &b.0.id)));
+    let mut chosen = Vec::new();
+    let mut freed = 0u64;
+    for (image, record) in candidates {
+        if freed >= to_free {
+            break;
+        }
+        chosen.push(image.id.clone());
+        freed += record.size;
+    }
+    (chosen, freed)
+}
+
+/// The kubelet's FreeDiskSpaceFailed message.
+pub fn not_enough_message(to_free: u64, freed: u64) -> String {
+    format!("Failed to garbage collect required amount of images. Attempted to free {to_free} bytes, but only found {freed} bytes eligible to free.")
+}
+
+/// The outcome of one pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Bytes that had to be freed (0: under the high threshold).
+    pub to_free: u64,
+    pub freed: u64,
+    pub removed: Vec<String>,
+}
+
+/// Capacity and available bytes of the image file system.
+pub type FsFigures = (u64, u64);
+
+/// The collector. `keep` names images never removed (the sandbox image).
+pub struct ImageGc {
+    pub cri: Cri,
+    pub policy: Policy,
+    pub keep: Vec<String>,
+    pub events: Recorder,
+    pub node_name: String,
+    records: tokio::sync::Mutex<(HashMap<String, Record>, bool)>,
+}
+
+impl ImageGc {
+    pub fn new(cri: Cri, policy: Policy, keep: Vec<String>, events: Recorder, node_name: String) -> ImageGc {
+        ImageGc { cri, policy, keep, events, node_name, records: tokio::sync::Mutex::new((HashMap::new(), false)) }
+    }
+
+    /// Tracks images from the start and collects every `PERIOD`; a failure twice in a row is
+    /// told as an ImageGCFailed event on the node, as the kubelet does.
+    pub async fn run(self: std::sync::Arc<Self>) {
+        let mut failed_before = false;
+        loop {
+            // The first pass only records what is there; the kubelet waits as long before collecting.
+            if let Err(e) = self.detect().await {
+                tracing::debug!(error = %e, "image detection failed");
+            }
+            tokio::time::sleep(PERIOD).await;
+            match self.collect().await {
+                Ok(_) => failed_before = false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "image garbage collection failed");
+                    if failed_before {
+                        self.events.record_node(&self.node_name, Kind::Warning, "ImageGCFailed", e.to_string());
+                    }
+                    failed_before = true;
+                }
+            }
+        }
+    }
+
+    /// The image file system's capacity and available bytes: the runtime's ImageFsInfo names
+    /// its mount point, statvfs measures it.
+    pub async fn image_fs(&self) -> Result<FsFigures, CriError> {
+        let filesystems = self.cri.image_fs_info().await?;
+        let mount = filesystems.iter().find_map(|f| f.fs_id.as_ref().map(|id| id.mountpoint.clone()).filter(|m| !m.is_empty()));
+        let fail = |message: String| CriError { call: "ImageFsInfo", target: "image file systems".into(), message, code: tonic::Code::Unavailable };
+        let mount = mount.ok_or_else(|| fail("the runtime named no image file system".into()))?;
+        let st = nix::sys::statvfs::statvfs(mount.as_str()).map_err(|e| fail(format!("statvfs {mount}: {e}")))?;
+        let block = st.fragment_size() as u64;
+        Ok((st.blocks() as u64 * block, st.blocks_available() as u64 * block))
+    }
+
+    /// Updates the records from the runtime; returns the images and those in use.
+    async fn detect(&self) -> Result<(Vec<Image>, HashSet<String>), CriError> {
+        let images: Vec<Image> = self.cri.list_images().await?.into_iter().map(|i| self.image(i)).collect();
+        let in_use = self.images_in_use().await?;
+        let mut guard = self.records.lock().await;
+        let (records, initialized) = &mut *guard;
+        detect(records, &images, &in_use, SystemTime::now(), !*initialized);
+        *initialized = true;
+        Ok((images, in_use))
+    }
+
+    /// One pass with the image file system measured now.
+    pub async fn collect(&self) -> Result<Outcome, CriError> {
+        let fs = self.image_fs().await?;
+        self.collect_with(fs).await
+    }
+
+    /// One pass with the given file system figures (eviction passes what it measured).
+    pub async fn collect_with(&self, (capacity, available): FsFigures) -> Result<Outcome, CriError> {
+        let (images, in_use) = self.detect().await?;
+        let Some(to_free) = amount_to_free(capacity, available, &self.policy) else { return Ok(Outcome::default()) };
+        let now = SystemTime::now();
+        let (chosen, _) = {
+            let guard = self.records.lock().await;
+            choose(&guard.0, &images, &in_use, &self.policy, now, to_free)
+        };
+        let sizes: HashMap<&str, u64> = images.iter().map(|i| (i.id.as_str(), i.size)).collect();
+        let mut outcome = Outcome { to_free, ..Default::default() };
+        let mut first_error = None;
+        for id in chosen {
+            let names = images.iter().find(|i| i.id == id).map(|i| i.names.join(", ")).unwrap_or_default();
+            match self.cri.remove_image(&id).await {
+                Ok(()) => {
+                    tracing::info!(image = %id, names = %names, "removed an unused image");
+                    outcome.freed += sizes.get(id.as_str()).copied().unwrap_or(0);
+                    outcome.removed.push(id);
+                }
+                Err(e) => {
+                    tracing::warn!(image = %id, names = %names, error = %e, "could not remove an unused image");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if outcome.freed < to_free {
+            self.events.record_node(&self.node_name, Kind::Warning, "FreeDiskSpaceFailed", not_enough_message(to_free, outcome.freed));
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(outcome),
+        }
+    }
+
+    async fn images_in_use(&self) -> Result<HashSet<String>, CriError> {
+        let mut in_use = HashSet::new();
+        for c in self.cri.list_containers(HashMap::new()).await? {
+            if !c.image_ref.is_empty() {
+                in_use.insert(c.image_ref);
+            }
+            if let Some(spec) = c.image.filter(|s| !s.image.is_empty()) {
+                in_use.insert(spec.image);
+            }
+        }
+        Ok(in_use)
+    }
+
+    fn image(&self, i: cri::Image) -> Image {
+        let names: Vec<String> = i.repo_tags.into_iter().chain(i.repo_digests).collect();
+        let pinned = i.pinned || self.keep.iter().any(|k| *k == i.id || names.contains(k));
+        Image { id: i.id, names, size: i.size, pinned }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn img(id: &str, size: u64) -> Image {
+        Image { id: id.into(), names: vec![format!("reg/{id}:1")], size, pinned: false }
+    }
+
+    fn at(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + s)
+    }
+
+    #[test]
+    fn the_thresholds_decide_how_much_to_free() {
+        let p = Policy::default();
+        assert_eq!(amount_to_free(1000, 200, &p), None); // 80% full: under 85
+        assert_eq!(amount_to_free(1000, 150, &p), Some(50)); // 85% full: down to 80%
+        assert_eq!(amount_to_free(1000, 0, &p), Some(200));
+        assert_eq!(amount_to_free(0, 0, &p), None);
+        let low = Policy { high_threshold_percent: 1, low_threshold_percent: 0, ..p };
+        assert_eq!(amount_to_free(1000, 990, &low), Some(10));
+        assert_eq!(amount_to_free(1000, 1000, &low), None);
+    }
+
+    #[test]
+    fn images_present_at_start_are_old_and_new_ones_wait_out_the_minimum_age() {
+        let mut records = HashMap::new();
+        let p = Policy::default();
+        detect(&mut records, &[img("a", 10)], &HashSet::new(), at(0), true);
+        detect(&mut records, &[img("a", 10), img("b", 20)], &HashSet::new(), at(10), false);
+        let images = [img("a", 10), img("b", 20)];
+        assert_eq!(choose(&records, &images, &HashSet::new(), &p, at(60), 1000), (vec!["a".to_string()], 10));
+        assert_eq!(choose(&records, &images, &HashSet::new(), &p, at(130), 1000), (vec!["a".to_string(), "b".to_string()], 30));
+        // an image gone from the runtime is forgotten
+        detect(&mut records, &[img("b", 20)], &HashSet::new(), at(140), false);
+        assert!(!records.contains_key("a"));
+    }
+
+    #[test]
+    fn least_recently_used_first_and_only_as_much_as_needed() {
+        let mut records = HashMap::new();
+        let images = [img("a", 10), img("b", 20), img("c", 30)];
+        detect(&mut records, &images, &HashSet::from(["reg/a:1".to_string()]), at(0), true);
+        detect(&mut records, &images, &HashSet::from(["b".to_string()]), at(100), false);
+        let p = Policy { min_age: Duration::ZERO, ..Default::default() };
+        // c never used, then a (used at 0), then b (used at 100)
+        assert_eq!(choose(&records, &images, &HashSet::new(), &p, at(200), 35), (vec!["c".to_string(), "a".to_string()], 40));
+        assert_eq!(choose(&records, &images, &HashSet::new(), &p, at(200), 30), (vec!["c".to_string()], 30));
+        assert_eq!(choose(&records, &images, &HashSet::new(), &p, at(200), 1000).1, 60);
+    }
+
+    #[test]
+    fn images_in_use_and_pinned_images_stay() {
+        let mut records = HashMap::new();
+        let pinned = Image { pinned: true, ..img("pause", 5) };
+        let images = [img("a", 10), img("b", 20), pinned];
+        detect(&mut records, &images, &HashSet::new(), at(0), true);
+        let p = Policy { min_age: Duration::ZERO, ..Default::default() };
+        let in_use = HashSet::from(["reg/b:1".to_string()]);
+        let (chosen, freed) = choose(&records, &images, &in_use, &p, at(10), 1000);
+        assert_eq!((chosen, freed), (vec!["a".to_string()], 10));
+        assert_eq!(not_enough_message(1000, 10), "Failed to garbage collect required amount of images. Attempted to free 1000 bytes, but only found 10 bytes eligible to free.");
+    }
+}

@@ -1,0 +1,161 @@
+//! Container log rotation (the kubelet's container log manager): every 10 s, the log file of
+//! each running container of this node that has reached `max_size` is renamed to
+//! `<log>.<timestamp>` and the runtime told to reopen it (CRI ReopenContainerLog), so the
+//! container writes on into a fresh file; at most `max_files` files are kept per container
+//! (the current one and the newest rotated ones). The current file stays where `kubectl logs`
+//! reads it. Rotated files are not compressed.
+
+use crate::runtime::labels;
+use crate::runtime::Cri;
+use k8s_cri::v1 as cri;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// How often log sizes are checked, as the kubelet's ContainerLogMonitorInterval.
+pub const PERIOD: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub max_size: u64,
+    /// Files kept per container, the current one included (at least 2).
+    pub max_files: u32,
+}
+
+/// Whether a log file of `size` bytes is rotated now.
+pub fn needs_rotation(size: u64, policy: &Policy) -> bool {
+    size >= policy.max_size
+}
+
+/// `<log>.<YYYYmmdd-HHMMSS.nnnnnnnnn>` (UTC): the kubelet's suffix, with nanoseconds so two
+/// rotations in one second do not collide, and names that sort in time order.
+pub fn rotated_name(log: &Path, now: SystemTime) -> PathBuf {
+    let since = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let stamp = k8s_openapi::jiff::Timestamp::from_second(since.as_secs() as i64).map(|t| t.strftime("%Y%m%d-%H%M%S").to_string()).unwrap_or_default();
+    let mut name = log.as_os_str().to_os_string();
+    name.push(format!(".{stamp}.{:09}", since.subsec_nanos()));
+    PathBuf::from(name)
+}
+
+/// The rotated files of `log_name` among the names of its directory, oldest first.
+pub fn rotated_files(log_name: &str, dir_names: &[String]) -> Vec<String> {
+    let prefix = format!("{log_name}.");
+    let mut found: Vec<String> = dir_names
+        .iter()
+        .filter(|n| n.strip_prefix(&prefix).is_some_and(|rest| rest.len() >= 15 && rest.as_bytes()[..8].iter().all(u8::is_ascii_digit) && !rest.ends_with(".tmp")))
+        .cloned()
+        .collect();
+    found.sort();
+    found
+}
+
+/// The rotated files to delete so that, with the current file, at most `max_files` remain.
+pub fn excess_rotated(rotated: &[String], policy: &Policy) -> Vec<String> {
+    let keep = policy.max_files.saturating_sub(1) as usize;
+    rotated[..rotated.len().saturating_sub(keep)].to_vec()
+}
+
+pub struct LogRotator {
+    pub cri: Cri,
+    pub node_name: String,
+    pub policy: Policy,
+}
+
+impl LogRotator {
+    pub async fn run(self) {
+        loop {
+            tokio::time::sleep(PERIOD).await;
+            if let Err(e) = self.rotate_all().await {
+                tracing::warn!(error = %e, "container log rotation failed");
+            }
+        }
+    }
+
+    /// One pass over the running containers of this node.
+    pub async fn rotate_all(&self) -> Result<(), crate::runtime::CriError> {
+        let mine = HashMap::from([(labels::MANAGED_BY_NODE.to_string(), self.node_name.clone())]);
+        let running = cri::ContainerState::ContainerRunning as i32;
+        for c in self.cri.list_containers(mine).await?.into_iter().filter(|c| c.state == running) {
+            let status = match self.cri.container_status(&c.id).await {
+                Ok(s) => s,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
+            if status.log_path.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.rotate(&c.id, Path::new(&status.log_path)).await {
+                tracing::warn!(container = %c.id, log = %status.log_path, error = %e, "could not rotate the container's log");
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the excess rotated files, and rotates the log when it is too big.
+    async fn rotate(&self, id: &str, log: &Path) -> anyhow::Result<()> {
+        use anyhow::Context;
+        self.remove_excess(log)?;
+        let size = match std::fs::metadata(log) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("reading the size of {}", log.display())),
+        };
+        if !needs_rotation(size, &self.policy) {
+            return Ok(());
+        }
+        let rotated = rotated_name(log, SystemTime::now());
+        std::fs::rename(log, &rotated).with_context(|| format!("renaming {} to {}", log.display(), rotated.display()))?;
+        if let Err(e) = self.cri.reopen_container_log(id).await {
+            // Undone, as the kubelet does: the container keeps writing to the file it has.
+            if let Err(back) = std::fs::rename(&rotated, log) {
+                tracing::warn!(log = %log.display(), error = %back, "could not move the rotated log back");
+            }
+            return Err(e.into());
+        }
+        tracing::debug!(container = %id, log = %log.display(), size, "rotated the container's log");
+        self.remove_excess(log)
+    }
+
+    fn remove_excess(&self, log: &Path) -> anyhow::Result<()> {
+        let (Some(dir), Some(name)) = (log.parent(), log.file_name().and_then(|n| n.to_str())) else { return Ok(()) };
+        let names: Vec<String> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect(),
+            Err(_) => return Ok(()),
+        };
+        for old in excess_rotated(&rotated_files(name, &names), &self.policy) {
+            let path = dir.join(&old);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => anyhow::bail!("removing the rotated log {}: {e}", path.display()),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: Policy = Policy { max_size: 100, max_files: 3 };
+
+    #[test]
+    fn rotated_names_sort_in_time_order_and_are_recognised() {
+        let t = SystemTime::UNIX_EPOCH + Duration::new(1_764_476_162, 5);
+        let a = rotated_name(Path::new("/logs/c/0.log"), t);
+        assert_eq!(a, PathBuf::from("/logs/c/0.log.20251130-041602.000000005"));
+        let b = rotated_name(Path::new("/logs/c/0.log"), t + Duration::from_millis(1));
+        assert!(a < b);
+        let names: Vec<String> = ["0.log", "0.log.20251130-041602.000000005", "1.log.20251130-041602.000000001", "0.log.20251130-041601.000000000", "0.log.tmp", "0.log.20251130-041603.000000000.tmp", "0.logx"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(rotated_files("0.log", &names), vec!["0.log.20251130-041601.000000000", "0.log.20251130-041602.000000005"]);
+    }
+
+    #[test]
+    fn at_most_max_files_remain_with_the_current_one() {
+        let rotated: Vec<String> = (1..=4).map(|i| format!("0.log.2025113{i}-000000.000000000")).collect();
+        assert_eq!(excess_rotated(&rotated, &P), vec![rotated[0].clone(), rotated[1].clone()]);
+        assert!(excess_rotated(&rotated[..2], &P).is_empty());
+        assert!(needs_rotation(100, &P) && !needs_rotation(99, &P));
+    }
+}

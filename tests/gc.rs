@@ -1,0 +1,177 @@
+//! Log rotation, container garbage collection and image garbage collection on the real runtime.
+
+mod common;
+
+use common::kubestream;
+use common::{busybox_pod, eventually, on_runtime, Node};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// The log folder of a container of a static pod of `node`.
+fn container_log_dir(node: &Node, pod: &serde_json::Value, container: &str) -> PathBuf {
+    let (name, uid) = (pod["metadata"]["name"].as_str().unwrap(), pod["metadata"]["uid"].as_str().unwrap());
+    node.pod_logs().join(format!("default_{name}_{uid}")).join(container)
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir).map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect()).unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_fast_writing_container_has_its_log_rotated_and_logs_still_answer() {
+    let node = Node::start("logrotate", &["--anonymous-auth=true", "--container-log-max-size", "4Ki", "--container-log-max-files", "3"]);
+    node.write_manifest("chatty.yaml", &busybox_pod("chatty", "Always", 1, "i=0; while true; do echo line-$i; i=$((i+1)); usleep 2000; done"));
+    let pod = node.wait_running("chatty");
+    let dir = container_log_dir(&node, &pod, "main");
+    let path = format!("/containerLogs/default/{}/main", node.pod_name("chatty"));
+    let rt = runtime();
+    // A follow opened before the rotations goes on reading across them.
+    let (status, mut follow) = rt.block_on(kubestream::get_stream(&node, &format!("{path}?follow=true")));
+    assert_eq!(status, 200);
+    // Rotated every 10 s: two rotations seen means the excess of the first ones is gone too.
+    eventually("two rotated log files", Duration::from_secs(60), || files_in(&dir).iter().filter(|n| n.starts_with("0.log.")).count() >= 2);
+    std::thread::sleep(Duration::from_secs(11));
+    let files = files_in(&dir);
+    assert!(files.len() <= 3 && files.contains(&"0.log".to_string()), "{files:?}");
+    rt.block_on(async {
+        let (_, last) = kubestream::get(&node, &format!("{path}?tailLines=1")).await;
+        let mut got = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), follow.read_until(&mut got, &last)).await;
+        assert!(read.is_ok(), "the follow stopped at a rotation: last of {} bytes: {:?}", got.len(), got.lines().last());
+        // Nothing lost across the rotations: the numbers follow each other.
+        let numbers: Vec<u64> = got.lines().filter_map(|l| l.strip_prefix("line-")?.parse().ok()).collect();
+        assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "a gap in the followed lines");
+    });
+    rt.block_on(async {
+        // The current file answers: it starts after the lines rotated away.
+        let (status, text) = kubestream::get(&node, &format!("{path}?limitBytes=100")).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(text.starts_with("line-") && !text.starts_with("line-0\n"), "{text}");
+        let (status, text) = kubestream::get(&node, &format!("{path}?tailLines=1")).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(text.starts_with("line-"), "{text}");
+    });
+}
+
+#[test]
+fn dead_containers_beyond_the_limit_and_log_folders_of_gone_pods_are_removed() {
+    let mut node = Node::start("deadgc", &["--anonymous-auth=true", "--crash-loop-backoff-initial", "1s", "--crash-loop-backoff-max", "1s"]);
+    // A log folder of a pod that is gone, older than a minute.
+    let stale = node.pod_logs().join(format!("default_gone-{}_{}", node.name, uuid_like()));
+    std::fs::create_dir_all(stale.join("main")).unwrap();
+    std::fs::write(stale.join("main/0.log"), "old\n").unwrap();
+    let status = Command::new("touch").args(["-d", "-2 minutes"]).arg(&stale).status().unwrap();
+    assert!(status.success());
+    node.write_manifest("crash.yaml", &busybox_pod("crash", "Always", 1, "echo run; exit 1"));
+    node.wait_pod("crash", "four restarts", Duration::from_secs(90), |p| (p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(4)).then_some(()));
+    // The newest instance and the newest dead one behind it stay; older ones go.
+    eventually("at most two containers of the crash-looping pod", Duration::from_secs(15), || node.runtime_objects().1.len() <= 2);
+    let path = format!("/containerLogs/default/{}/main?previous=true", node.pod_name("crash"));
+    let (status, text) = runtime().block_on(kubestream::get(&node, &path));
+    assert_eq!((status, text.as_str()), (200, "run\n"));
+    let live = container_log_dir(&node, &node.pod("crash").unwrap(), "main");
+    // The collection's first pass comes a minute after start.
+    eventually("the stale log folder to go", Duration::from_secs(90), || !stale.exists());
+    assert!(live.exists(), "the running pod's log folder was removed");
+    assert!(node.is_running());
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+}
+
+/// An image of its own (one tiny layer with a unique file), pushed to the local registry, so
+/// removing it touches no image another test uses.
+struct TestImage {
+    name: String,
+}
+
+impl TestImage {
+    fn build() -> TestImage {
+        use sha2::{Digest, Sha256};
+        let unique = uuid_like();
+        let name = format!("localhost:5000/nodelet/gc-test-{unique}:1");
+        let work = tempfile::tempdir().unwrap();
+        let content = work.path().join("content");
+        std::fs::create_dir(&content).unwrap();
+        std::fs::write(content.join("unique"), &unique).unwrap();
+        let layer_tar = work.path().join("layer.tar");
+        assert!(Command::new("tar").arg("-cf").arg(&layer_tar).arg("-C").arg(&content).arg(".").status().unwrap().success());
+        let layout = work.path().join("layout");
+        std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+        let put = |bytes: &[u8]| -> (String, usize) {
+            let digest = format!("{:x}", Sha256::digest(bytes));
+            std::fs::write(layout.join("blobs/sha256").join(&digest), bytes).unwrap();
+            (format!("sha256:{digest}"), bytes.len())
+        };
+        let (layer, layer_size) = put(&std::fs::read(&layer_tar).unwrap());
+        let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": [layer]}});
+        let (config, config_size) = put(config.to_string().as_bytes());
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_size}],
+        });
+        let (manifest, manifest_size) = put(manifest.to_string().as_bytes());
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest, "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": "1"}}]});
+        std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+        std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        let out = Command::new("skopeo")
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:1", layout.display()))
+            .arg(format!("docker://{name}"))
+            .output()
+            .expect("skopeo (make setup installs it)");
+        assert!(out.status.success(), "pushing {name}: {}", String::from_utf8_lossy(&out.stderr));
+        TestImage { name }
+    }
+}
+
+impl Drop for TestImage {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        on_runtime(move |cri| async move {
+            if let Ok(Some(id)) = cri.image_id(&name).await {
+                let _ = cri.remove_image(&id).await;
+            }
+        });
+        // The registry may refuse deletes; the image is a few hundred bytes.
+        let _ = Command::new("skopeo").args(["delete", "--tls-verify=false"]).arg(format!("docker://{}", self.name)).output();
+    }
+}
+
+/// Image GC with thresholds the disk is over (high 1%, low 0%) removes the unused image it may
+/// remove and tells that it could not free enough. Every other image on the runtime is on the
+/// keep list (as the sandbox image is in nodelet), since other tests and nodes share them.
+#[test]
+fn image_gc_over_the_threshold_removes_an_unused_image_and_tells_it_fell_short() {
+    common::require_runtime();
+    let image = TestImage::build();
+    let name = image.name.clone();
+    let (outcome, id, kept, still_there, present_after) = on_runtime(move |cri| async move {
+        let id = cri.pull_image(&name, None, None).await.unwrap();
+        let id = cri.image_id(&id).await.unwrap().unwrap_or(id);
+        let kept: Vec<String> = cri.list_images().await.unwrap().into_iter().map(|i| i.id).filter(|i| *i != id).collect();
+        let policy = nodelet::gc::images::Policy { high_threshold_percent: 1, low_threshold_percent: 0, min_age: Duration::ZERO };
+        let gc = nodelet::gc::images::ImageGc::new(cri.clone(), policy, kept.clone(), nodelet::events::Recorder::log_only(), "t-imagegc".into());
+        let outcome = gc.collect().await.unwrap();
+        let still_there: Vec<String> = cri.list_images().await.unwrap().into_iter().map(|i| i.id).collect();
+        let present_after = cri.image_status(&name).await.unwrap().is_some();
+        (outcome, id, kept, still_there, present_after)
+    });
+    assert_eq!(outcome.removed, vec![id.clone()], "{outcome:?}");
+    assert!(!present_after, "{} is still on the runtime", image.name);
+    assert!(outcome.to_free > outcome.freed, "{outcome:?}");
+    for k in &kept {
+        assert!(still_there.contains(k), "kept image {k} was removed");
+    }
+}

@@ -119,6 +119,10 @@ impl Manager {
                 self.stop_deleted(pod);
             }
         }
+        // New pods are admitted oldest first, as the kubelet does, so a newcomer cannot take the
+        // room of a pod that was here before it.
+        let mut desired: Vec<(String, Pod)> = desired.into_iter().collect();
+        desired.sort_by(|(_, a), (_, b)| admission_order(a).cmp(&admission_order(b)));
         for (uid, pod) in desired {
             match self.running.get_mut(&uid) {
                 Some(running) if running.pod != pod => {
@@ -128,7 +132,7 @@ impl Manager {
                 Some(_) => {}
                 None if self.rejected.contains_key(&uid) => {}
                 None => {
-                    if let Err(rejection) = admission::admit(&pod, &self.admission) {
+                    if let Err(rejection) = self.admit(&pod) {
                         self.reject(uid, pod, rejection);
                         continue;
                     }
@@ -140,6 +144,20 @@ impl Manager {
                 }
             }
         }
+    }
+
+    /// Runs admission for a new pod against the pods admitted here that have not finished.
+    fn admit(&self, pod: &Pod) -> Result<(), admission::Rejection> {
+        let finished: HashSet<String> = self
+            .deps
+            .store
+            .list()
+            .into_iter()
+            .filter(|p| matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")))
+            .map(|p| spec::pod_uid(&p).to_string())
+            .collect();
+        let admitted: Vec<&Pod> = self.running.iter().filter(|(uid, _)| !finished.contains(*uid)).map(|(_, r)| &r.pod).collect();
+        admission::admit(pod, &admission::Context { config: &self.admission, admitted: &admitted })
     }
 
     /// A pod the node does not take on: a Warning event and a Failed status, as the kubelet's
@@ -156,7 +174,7 @@ impl Manager {
     /// there (grace 0, with its UID as precondition so a new pod of the same name is safe).
     fn stop_deleted(&mut self, pod: Pod) {
         let uid = spec::pod_uid(&pod).to_string();
-        let refused = self.rejected.remove(&uid).is_some() || (!self.running.contains_key(&uid) && admission::admit(&pod, &self.admission).is_err());
+        let refused = self.rejected.remove(&uid).is_some() || (!self.running.contains_key(&uid) && self.admit(&pod).is_err());
         if refused {
             // Nothing runs for a rejected pod (a worker's first sync could create its sandbox):
             // it only leaves the store and the apiserver; the orphan sweep takes any leftovers.
@@ -248,6 +266,11 @@ async fn remove_from_apiserver(client: kube::Client, pod: Pod, stopped: Option<t
     })
     .await;
     tracing::info!(pod = %spec::pod_ref(&pod), "pod removed from the apiserver");
+}
+
+/// The order new pods are admitted in: by creation time, then namespace and name.
+fn admission_order(pod: &Pod) -> (Option<i64>, &str, &str) {
+    (pod.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()), spec::pod_namespace(pod), spec::pod_name(pod))
 }
 
 /// An orphan keeps the grace period its pod had, recorded on the sandbox.

@@ -18,5 +18,6 @@ pub mod spec;
 pub mod status;
 pub mod status_sync;
 pub mod store;
+pub mod termination;
 pub mod worker;
 pub mod yaml_bounds;

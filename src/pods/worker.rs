@@ -69,6 +69,8 @@ struct Worker {
     /// be nodelet's to measure: the pod was already running when this worker began).
     start_pending: Option<std::time::Instant>,
     synced_once: bool,
+    /// The termination messages of exited instances, read once each.
+    termination: super::termination::Messages,
 }
 
 /// How soon to look again when CRI has not caught up with an exit event.
@@ -91,6 +93,7 @@ async fn run(deps: WorkerDeps, pod: Pod, mut rx: mpsc::UnboundedReceiver<WorkerM
         volumes_refresh: None,
         start_pending: Some(std::time::Instant::now()),
         synced_once: false,
+        termination: Default::default(),
         deps,
         pod,
     };
@@ -151,7 +154,9 @@ impl Worker {
     }
 
     async fn observe(&self) -> Result<ObservedPod, CriError> {
-        self.deps.cri.observe_pod(&self.deps.ctx.node_name, &self.uid()).await
+        let mut observed = self.deps.cri.observe_pod(&self.deps.ctx.node_name, &self.uid()).await?;
+        self.termination.fill(&self.deps.ctx, &self.pod, &mut observed);
+        Ok(observed)
     }
 
     /// Brings the runtime in line with the spec and publishes the status; returns when to look again.
@@ -370,6 +375,9 @@ impl Worker {
         let etc_hosts = self.write_etc_hosts(pod_ip).await.map_err(config_error)?;
         let input = spec::ContainerInput { pod: &self.pod, container: c, attempt: start.attempt, env, volumes: &volumes, sub_paths: &sub_paths, etc_hosts };
         let config = spec::container_config(ctx, &input).map_err(config_error)?;
+        if super::termination::container_path(c).is_some() {
+            super::termination::prepare(&super::termination::host_file(ctx, &self.pod, &c.name, start.attempt)).map_err(config_error)?;
+        }
         let sandbox = spec::sandbox_config(ctx, &self.pod, sandbox_attempt);
         let id = self.deps.cri.create_container(sandbox_id, config, sandbox).await.map_err(|e| ("CreateContainerError", e.to_string()))?;
         self.event(Some(&c.name), Normal, "Created", format!("Created container {}", c.name));

@@ -3,6 +3,7 @@
 pub mod admission;
 pub mod api_source;
 pub mod backoff;
+pub mod deadline;
 pub mod env;
 pub mod env_sources;
 pub mod labels;

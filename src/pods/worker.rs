@@ -71,6 +71,8 @@ struct Worker {
     synced_once: bool,
     /// The termination messages of exited instances, read once each.
     termination: super::termination::Messages,
+    /// The pod outlived its activeDeadlineSeconds: it stays ended.
+    deadline_exceeded: bool,
 }
 
 /// How soon to look again when CRI has not caught up with an exit event.
@@ -94,6 +96,7 @@ async fn run(deps: WorkerDeps, pod: Pod, mut rx: mpsc::UnboundedReceiver<WorkerM
         start_pending: Some(std::time::Instant::now()),
         synced_once: false,
         termination: Default::default(),
+        deadline_exceeded: false,
         deps,
         pod,
     };
@@ -167,6 +170,12 @@ impl Worker {
             // Adopted after a restart of nodelet: its start was not seen here.
             self.start_pending = None;
         }
+        let deadline = super::deadline::check(&self.pod, self.first_seen, SystemTime::now());
+        // Once ended by it (here, or before a restart of nodelet as the pod's status says), the pod stays so.
+        let ended_by_deadline = self.deadline_exceeded || self.pod.status.as_ref().and_then(|s| s.reason.as_deref()) == Some(super::deadline::REASON);
+        if deadline == super::deadline::Deadline::Passed && (ended_by_deadline || plan::finished_phase(&self.pod, &observed).is_none()) {
+            return self.end_past_deadline(observed).await;
+        }
         if let Err(e) = self.prepare_volumes(&observed).await {
             self.publish_error(&observed, &e);
             return Err(e);
@@ -208,8 +217,35 @@ impl Worker {
             crate::metrics::global().pod_started(seen.elapsed());
             self.start_pending = None;
         }
+        if let super::deadline::Deadline::In(left) = deadline {
+            plan.wake_after = Some(plan.wake_after.map_or(left, |w| w.min(left)));
+        }
         self.publish(&observed, &plan);
         Ok(plan.wake_after)
+    }
+
+    /// activeDeadlineSeconds passed: an event (once), every container stopped with the pod's
+    /// grace period, the sandbox stopped, and the pod Failed with DeadlineExceeded from now on.
+    async fn end_past_deadline(&mut self, observed: ObservedPod) -> Result<Option<Duration>, String> {
+        if !std::mem::replace(&mut self.deadline_exceeded, true) {
+            tracing::info!(pod = %self.pod_ref(), "pod passed its activeDeadlineSeconds; stopping it");
+            self.event(None, Normal, super::deadline::REASON, super::deadline::MESSAGE.into());
+        }
+        let grace = self.grace_period();
+        let running: Vec<_> = observed.containers.iter().filter(|c| c.state == RunState::Running).collect();
+        for c in &running {
+            self.event(Some(&c.name), Normal, "Killing", format!("Stopping container {}", c.name));
+        }
+        join_all(running.iter().map(|c| self.deps.cri.stop_container(&c.id, grace))).await.into_iter().collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+        for sandbox in observed.sandboxes.iter().filter(|s| s.ready) {
+            self.deps.cri.stop_sandbox(&sandbox.id).await.map_err(|e| e.to_string())?;
+        }
+        let observed = if running.is_empty() && observed.sandboxes.iter().all(|s| !s.ready) { observed } else { self.observe().await.map_err(|e| e.to_string())? };
+        let plan = Plan { finished: Some(plan::Phase::Failed), ..Default::default() };
+        let mut status = pod_status(&StatusInput { pod: &self.pod, observed: &observed, plan: &plan, host_ip: self.deps.ctx.host_ip.as_deref(), start_time: self.first_seen });
+        super::deadline::mark(&mut status);
+        self.deps.store.set_status(&self.pod, status);
+        Ok(None)
     }
 
     /// Writes the pod's volumes before its first container, and again when a token needs renewing.

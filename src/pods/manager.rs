@@ -338,6 +338,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn max_pods_counts_the_pods_admitted_and_not_finished() {
+        let store = PodStore::default();
+        let mut manager = manager(store.clone());
+        manager.admission.node.max_pods = 1;
+        let pod = |name: &str| parse_static_pod(&format!("{name}.yaml"), format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: c, image: i}}]\n").as_bytes(), "n1").unwrap();
+        let (a, b, c) = (pod("a"), pod("b"), pod("c"));
+        manager.file_pods = vec![a.clone(), b.clone()];
+        manager.reconcile();
+        assert!(manager.running.contains_key(spec::pod_uid(&a)), "the older pod is admitted first");
+        let status = store.list().into_iter().find(|p| spec::pod_uid(p) == spec::pod_uid(&b)).unwrap().status.unwrap();
+        assert_eq!(status.reason.as_deref(), Some("OutOfpods"));
+        assert_eq!(status.message.as_deref(), Some("Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 1, capacity: 1"));
+        // A finished pod no longer holds its place.
+        store.set_status(&a, k8s_openapi::api::core::v1::PodStatus { phase: Some("Succeeded".into()), ..Default::default() });
+        manager.file_pods.push(c.clone());
+        manager.reconcile();
+        assert!(manager.running.contains_key(spec::pod_uid(&c)));
+        for (_, handle) in manager.handles.drain() {
+            handle.abort();
+        }
+    }
+
+    #[tokio::test]
     async fn a_deleted_pod_that_would_be_rejected_gets_no_worker_either() {
         let store = PodStore::default();
         let mut manager = manager(store.clone());

@@ -169,6 +169,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let api_pods = client.as_ref().map(|client| join_cluster(client.clone(), &config, &deps, health.clone()));
     let admission = nodelet::pods::admission::AdmissionConfig {
         sysctls: nodelet::pods::admission::sysctls::Allowlist::new(&config.allowed_unsafe_sysctls).map_err(|e| anyhow::anyhow!("--allowed-unsafe-sysctls: {e}"))?,
+        // The node as it registers itself: its labels and allocatable (capacity less reserved).
+        node: nodelet::pods::admission::NodeFacts {
+            name: config.node_name.clone(),
+            labels: node::object::node_labels(&config.node_name, &config.node_labels),
+            max_pods: config.max_pods,
+            allocatable_cpu_millis: (i64::from(facts.machine.num_cores) * 1000 - config.reserved.0).max(0),
+            allocatable_memory: (facts.machine.memory_capacity as i64 - config.reserved.1).max(0),
+        },
     };
     let manager = Manager::new(deps, client, admission);
     let source = config.pod_manifest_path.clone().map(|dir| ManifestDir::new(dir, config.node_name.clone()));

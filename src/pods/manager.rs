@@ -118,6 +118,10 @@ impl Manager {
                 self.stop_deleted(pod);
             }
         }
+        // New pods are admitted oldest first, as the kubelet does, so a newcomer cannot take the
+        // room of a pod that was here before it.
+        let mut desired: Vec<(String, Pod)> = desired.into_iter().collect();
+        desired.sort_by(|(_, a), (_, b)| admission_order(a).cmp(&admission_order(b)));
         for (uid, pod) in desired {
             match self.running.get_mut(&uid) {
                 Some(running) if running.pod != pod => {
@@ -127,7 +131,7 @@ impl Manager {
                 Some(_) => {}
                 None if self.rejected.contains_key(&uid) => {}
                 None => {
-                    if let Err(rejection) = admission::admit(&pod, &self.admission) {
+                    if let Err(rejection) = self.admit(&pod) {
                         self.reject(uid, pod, rejection);
                         continue;
                     }
@@ -139,6 +143,20 @@ impl Manager {
                 }
             }
         }
+    }
+
+    /// Runs admission for a new pod against the pods admitted here that have not finished.
+    fn admit(&self, pod: &Pod) -> Result<(), admission::Rejection> {
+        let finished: HashSet<String> = self
+            .deps
+            .store
+            .list()
+            .into_iter()
+            .filter(|p| matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")))
+            .map(|p| spec::pod_uid(&p).to_string())
+            .collect();
+        let admitted: Vec<&Pod> = self.running.iter().filter(|(uid, _)| !finished.contains(*uid)).map(|(_, r)| &r.pod).collect();
+        admission::admit(pod, &admission::Context { config: &self.admission, admitted: &admitted })
     }
 
     /// A pod the node does not take on: a Warning event and a Failed status, as the kubelet's
@@ -155,7 +173,7 @@ impl Manager {
     /// there (grace 0, with its UID as precondition so a new pod of the same name is safe).
     fn stop_deleted(&mut self, pod: Pod) {
         let uid = spec::pod_uid(&pod).to_string();
-        let refused = self.rejected.remove(&uid).is_some() || (!self.running.contains_key(&uid) && admission::admit(&pod, &self.admission).is_err());
+        let refused = self.rejected.remove(&uid).is_some() || (!self.running.contains_key(&uid) && self.admit(&pod).is_err());
         if refused {
             // Nothing runs for a rejected pod (a worker's first sync could create its sandbox):
             // it only leaves the store and the apiserver; the orphan sweep takes any leftovers.
@@ -249,6 +267,11 @@ async fn remove_from_apiserver(client: kube::Client, pod: Pod, stopped: Option<t
     tracing::info!(pod = %spec::pod_ref(&pod), "pod removed from the apiserver");
 }
 
+/// The order new pods are admitted in: by creation time, then namespace and name.
+fn admission_order(pod: &Pod) -> (Option<i64>, &str, &str) {
+    (pod.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()), spec::pod_namespace(pod), spec::pod_name(pod))
+}
+
 /// An orphan keeps the grace period its pod had, recorded on the sandbox.
 fn sandbox_grace(annotations: &HashMap<String, String>) -> Duration {
     let secs = annotations.get(labels::TERMINATION_GRACE).and_then(|v| v.parse::<u64>().ok());
@@ -312,6 +335,29 @@ mod tests {
         manager.file_pods.clear();
         manager.reconcile();
         assert!(store.list().is_empty() && manager.rejected.is_empty());
+    }
+
+    #[tokio::test]
+    async fn max_pods_counts_the_pods_admitted_and_not_finished() {
+        let store = PodStore::default();
+        let mut manager = manager(store.clone());
+        manager.admission.node.max_pods = 1;
+        let pod = |name: &str| parse_static_pod(&format!("{name}.yaml"), format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: c, image: i}}]\n").as_bytes(), "n1").unwrap();
+        let (a, b, c) = (pod("a"), pod("b"), pod("c"));
+        manager.file_pods = vec![a.clone(), b.clone()];
+        manager.reconcile();
+        assert!(manager.running.contains_key(spec::pod_uid(&a)), "the older pod is admitted first");
+        let status = store.list().into_iter().find(|p| spec::pod_uid(p) == spec::pod_uid(&b)).unwrap().status.unwrap();
+        assert_eq!(status.reason.as_deref(), Some("OutOfpods"));
+        assert_eq!(status.message.as_deref(), Some("Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 1, capacity: 1"));
+        // A finished pod no longer holds its place.
+        store.set_status(&a, k8s_openapi::api::core::v1::PodStatus { phase: Some("Succeeded".into()), ..Default::default() });
+        manager.file_pods.push(c.clone());
+        manager.reconcile();
+        assert!(manager.running.contains_key(spec::pod_uid(&c)));
+        for (_, handle) in manager.handles.drain() {
+            handle.abort();
+        }
     }
 
     #[tokio::test]

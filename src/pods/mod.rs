@@ -3,6 +3,7 @@
 pub mod admission;
 pub mod api_source;
 pub mod backoff;
+pub mod deadline;
 pub mod env;
 pub mod env_sources;
 pub mod manager;
@@ -19,6 +20,7 @@ pub mod status;
 pub mod status_sync;
 pub mod stopping;
 pub mod store;
+pub mod termination;
 pub mod worker;
 pub mod worker_state;
 pub mod yaml_bounds;

@@ -393,6 +393,11 @@ pub fn container_config(ctx: &NodeContext, input: &ContainerInput) -> Result<cri
             mounts.push(cri::Mount { container_path: "/etc/hosts".into(), host_path: hosts.to_string_lossy().into_owned(), ..Default::default() });
         }
     }
+    if let Some(path) = super::termination::container_path(c).filter(|p| !mounts.iter().any(|m| m.container_path == *p)) {
+        // The file the worker created for this instance (`termination::prepare`).
+        let host = super::termination::host_file(ctx, pod, &c.name, input.attempt);
+        mounts.push(cri::Mount { container_path: path.into(), host_path: host.to_string_lossy().into_owned(), ..Default::default() });
+    }
     Ok(cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata { name: c.name.clone(), attempt: input.attempt }),
         image: Some(cri::ImageSpec { image: c.image.clone().unwrap_or_default(), ..Default::default() }),
@@ -624,6 +629,10 @@ mod tests {
         assert!(cfg.mounts[0].host_path.ends_with("/volumes/kubernetes.io~empty-dir/scratch"));
         assert_eq!((cfg.mounts[1].host_path.as_str(), cfg.mounts[1].readonly), ("/srv", true));
         assert_eq!((cfg.mounts[2].container_path.as_str(), cfg.mounts[2].host_path.as_str()), ("/etc/hosts", "/p/etc-hosts"));
+        // The termination message file of this instance, at the defaulted path.
+        let uid = pod_uid(&pod);
+        assert_eq!((cfg.mounts[3].container_path.as_str(), cfg.mounts[3].readonly), ("/dev/termination-log", false));
+        assert_eq!(cfg.mounts[3].host_path, format!("/var/lib/nodelet/pods/{uid}/containers/c/termination-log-0"));
     }
 
     #[test]

@@ -124,6 +124,10 @@ struct Worker {
     failures: u32,
     /// A new spec arrived during a sync: sync again at once.
     updated: bool,
+    /// The termination messages of exited instances, read once each.
+    termination: super::termination::Messages,
+    /// The pod outlived its activeDeadlineSeconds: it stays ended.
+    deadline_exceeded: bool,
 }
 
 /// How soon to look again when CRI has not caught up with an exit event.
@@ -151,6 +155,8 @@ async fn run(deps: WorkerDeps, pod: Pod, mut inbox: Inbox, state: watch::Sender<
         updated: false,
         state,
         done: Vec::new(),
+        termination: Default::default(),
+        deadline_exceeded: false,
         deps,
         pod,
     };
@@ -288,9 +294,12 @@ impl Worker {
         spec::pod_uid(&self.pod).to_string()
     }
 
-    /// The pod as a relist that began at or after `at_least` saw it.
+    /// The pod as a relist that began at or after `at_least` saw it, with the termination
+    /// messages of exited instances filled in.
     async fn observe(&self, at_least: std::time::Instant) -> Result<ObservedPod, CriError> {
-        self.deps.runtime.observe_pod(&self.uid(), at_least).await
+        let mut observed = self.deps.runtime.observe_pod(&self.uid(), at_least).await?;
+        self.termination.fill(&self.deps.ctx, &self.pod, &mut observed);
+        Ok(observed)
     }
 
     /// Brings the runtime in line with the spec and publishes the status; returns when to look again.
@@ -303,6 +312,12 @@ impl Worker {
         if !std::mem::replace(&mut self.synced_once, true) && all_containers_running(&self.pod, &observed) {
             // Adopted after a restart of nodelet: its start was not seen here.
             self.start_pending = None;
+        }
+        let deadline = super::deadline::check(&self.pod, self.first_seen, SystemTime::now());
+        // Once ended by it (here, or before a restart of nodelet as the pod's status says), the pod stays so.
+        let ended_by_deadline = self.deadline_exceeded || self.pod.status.as_ref().and_then(|s| s.reason.as_deref()) == Some(super::deadline::REASON);
+        if deadline == super::deadline::Deadline::Passed && (ended_by_deadline || plan::finished_phase(&self.pod, &observed).is_none()) {
+            return self.end_past_deadline(observed).await;
         }
         if let Err(e) = self.prepare_volumes(&observed).await {
             self.publish_error(&observed, &e.to_string());
@@ -350,8 +365,35 @@ impl Worker {
             crate::metrics::global().pod_started(seen.elapsed());
             self.start_pending = None;
         }
+        if let super::deadline::Deadline::In(left) = deadline {
+            plan.wake_after = Some(plan.wake_after.map_or(left, |w| w.min(left)));
+        }
         self.publish(&observed, &plan);
         Ok(plan.wake_after)
+    }
+
+    /// activeDeadlineSeconds passed: an event (once), every container stopped with the pod's
+    /// grace period, the sandbox stopped, and the pod Failed with DeadlineExceeded from now on.
+    async fn end_past_deadline(&mut self, observed: ObservedPod) -> Result<Option<Duration>, SyncError> {
+        if !std::mem::replace(&mut self.deadline_exceeded, true) {
+            tracing::info!(pod = %self.pod_ref(), "pod passed its activeDeadlineSeconds; stopping it");
+            self.event(None, Normal, super::deadline::REASON, super::deadline::MESSAGE.into());
+        }
+        let grace = self.grace_period();
+        let running: Vec<_> = observed.containers.iter().filter(|c| c.state == RunState::Running).collect();
+        for c in &running {
+            self.event(Some(&c.name), Normal, "Killing", format!("Stopping container {}", c.name));
+        }
+        futures::future::join_all(running.iter().map(|c| self.deps.runtime.stop_container(&c.id, grace))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+        for sandbox in observed.sandboxes.iter().filter(|s| s.ready) {
+            self.deps.runtime.stop_sandbox(&sandbox.id).await?;
+        }
+        let observed = if running.is_empty() && observed.sandboxes.iter().all(|s| !s.ready) { observed } else { self.observe(std::time::Instant::now()).await? };
+        let plan = Plan { finished: Some(plan::Phase::Failed), ..Default::default() };
+        let mut status = pod_status(&StatusInput { pod: &self.pod, observed: &observed, plan: &plan, host_ip: self.deps.ctx.host_ip.as_deref(), start_time: self.first_seen });
+        super::deadline::mark(&mut status);
+        self.deps.store.set_status(&self.pod, status);
+        Ok(None)
     }
 
     /// Writes the pod's volumes before its first container, and again when a token needs renewing.
@@ -520,6 +562,9 @@ impl Worker {
         let etc_hosts = self.write_etc_hosts(pod_ip).await.map_err(config_error)?;
         let input = spec::ContainerInput { pod: &self.pod, container: c, attempt: start.attempt, env, volumes: &volumes, sub_paths: &sub_paths, etc_hosts };
         let config = spec::container_config(ctx, &input).map_err(config_error)?;
+        if super::termination::container_path(c).is_some() {
+            super::termination::prepare(&super::termination::host_file(ctx, &self.pod, &c.name, start.attempt)).map_err(config_error)?;
+        }
         let sandbox = spec::sandbox_config(ctx, &self.pod, sandbox_attempt);
         let id = self.deps.runtime.create_container(sandbox_id, config, sandbox).await.map_err(|e| (WaitingReason::CreateContainerError, e.to_string()))?;
         self.event(Some(&c.name), Normal, "Created", format!("Created container {}", c.name));

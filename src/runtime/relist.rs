@@ -209,8 +209,9 @@ impl RuntimeCache {
     }
 }
 
-async fn relist_loop(cri: Cri, node: String, period: Duration, mut exits: broadcast::Receiver<String>, tx: watch::Sender<Snapshot>, relist_now: Arc<Notify>) {
+async fn relist_loop(cri: Cri, node: String, period: Duration, exits: broadcast::Receiver<String>, tx: watch::Sender<Snapshot>, relist_now: Arc<Notify>) {
     let mut pods = Arc::new(Pods::new());
+    let mut exits = Some(exits);
     loop {
         let taken = Instant::now();
         match relist(&cri, &node, &pods).await {
@@ -229,10 +230,12 @@ async fn relist_loop(cri: Cri, node: String, period: Duration, mut exits: broadc
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
             _ = relist_now.notified() => {}
-            exit = exits.recv() => if let Err(broadcast::error::RecvError::Closed) = exit {
-                // No exit stream (tests): the period and the readers drive the relists.
-                exits = broadcast::channel(1).1;
-            },
+            Some(exit) = async { match exits.as_mut() { Some(rx) => Some(rx.recv().await), None => None } } => {
+                if let Err(broadcast::error::RecvError::Closed) = exit {
+                    // No exit stream any more: the period and the readers drive the relists.
+                    exits = None;
+                }
+            }
         }
     }
 }

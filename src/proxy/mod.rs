@@ -8,8 +8,10 @@
 //!
 //! - `model`: plain data; `convert`: apiserver objects -> model (pure, with warnings);
 //! - `render`: model -> nft script, full and incremental (pure);
-//! - `apply`: applies scripts through libnftables; `conntrack`: UDP flow cleanup after
-//!   endpoints go away.
+//! - `sync`: the incremental, full and fallback sync paths;
+//! - `nftables`: what the proxier needs of nftables (a trait); `apply`: its libnftables side,
+//!   `fake` (tests) an in-memory one; `conntrack`: UDP flow cleanup after endpoints go away;
+//! - `watch`: the apiserver's Services and EndpointSlices in.
 
 pub mod apply;
 pub mod conntrack;

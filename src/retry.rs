@@ -1,7 +1,7 @@
 //! The one retry helper: an operation is tried again with back-off (200 ms doubling to 10 s)
 //! until it succeeds, each failure logged with what was being done; `Backoff` is the same
 //! doubling for loops that retry on their own schedule (the pod worker, the node lease, the
-//! containerd event stream).
+//! containerd event stream, the service proxy's sync).
 
 use std::time::Duration;
 

@@ -1,20 +1,23 @@
 //! Feeds the proxier from the apiserver: Services and EndpointSlices of all namespaces, listed
-//! then watched (relisted on 410). After a relist, objects that vanished meanwhile are deleted,
-//! so an apiserver outage cannot leave stale rules behind.
+//! then watched (relisted on 410) by kube-runtime's watcher, whose list a reflector's store
+//! collects: when a list is complete the proxiers get all of it at once (one sync), and objects
+//! that vanished meanwhile are deleted, so an apiserver outage cannot leave stale rules behind.
 
 use super::Proxier;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Resource, ResourceExt};
-use std::collections::HashSet;
 use std::sync::Arc;
 
 /// What the proxiers (one per address family) do with one kind of object.
 trait Feed: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static {
     fn upsert(proxier: &Proxier, object: &Self);
+    /// The whole list: upserts each, deletes what it lacks.
+    fn replace(proxier: &Proxier, all: &[Arc<Self>]);
     fn delete(proxier: &Proxier, namespace: &str, name: &str);
     fn plural_static() -> &'static str;
 }
@@ -43,6 +46,9 @@ impl Feed for Service {
     fn upsert(proxier: &Proxier, object: &Self) {
         proxier.upsert_service(object);
     }
+    fn replace(proxier: &Proxier, all: &[Arc<Self>]) {
+        proxier.replace_services(all.iter().map(|o| o.as_ref()));
+    }
     fn delete(proxier: &Proxier, namespace: &str, name: &str) {
         proxier.delete_service(namespace, name);
     }
@@ -54,6 +60,9 @@ impl Feed for Service {
 impl Feed for EndpointSlice {
     fn upsert(proxier: &Proxier, object: &Self) {
         proxier.upsert_slice(object);
+    }
+    fn replace(proxier: &Proxier, all: &[Arc<Self>]) {
+        proxier.replace_slices(all.iter().map(|o| o.as_ref()));
     }
     fn delete(proxier: &Proxier, namespace: &str, name: &str) {
         proxier.delete_slice(namespace, name);
@@ -75,10 +84,9 @@ where
     K: Feed<DynamicType = ()>,
 {
     let api: Api<K> = Api::all(client);
-    let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
-    let mut known: HashSet<(String, String)> = HashSet::new();
-    let mut relisted: HashSet<(String, String)> = HashSet::new();
-    let key = |o: &K| (o.namespace().unwrap_or_default(), o.name_any());
+    // the store holds a list until it is complete, then swaps it in (before InitDone comes out)
+    let (store, writer) = reflector::store();
+    let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().reflect(writer).boxed();
     let resource = K::plural_static();
     // Told once: a refused permission is logged when it starts and when it ends, not per retry.
     let mut refused = false;
@@ -90,24 +98,14 @@ where
             proxiers.iter().for_each(|p| p.set_refused(K::plural_static(), None));
         }
         match event {
-            Ok(Event::Init) => relisted.clear(),
-            Ok(Event::InitApply(o)) => {
-                relisted.insert(key(&o));
-                proxiers.iter().for_each(|p| K::upsert(p, &o));
-            }
+            Ok(Event::Init | Event::InitApply(_)) => {}
             Ok(Event::InitDone) => {
-                for (ns, name) in known.difference(&relisted) {
-                    proxiers.iter().for_each(|p| K::delete(p, ns, name));
-                }
-                known = std::mem::take(&mut relisted);
+                let all = store.state();
+                proxiers.iter().for_each(|p| K::replace(p, &all));
             }
-            Ok(Event::Apply(o)) => {
-                known.insert(key(&o));
-                proxiers.iter().for_each(|p| K::upsert(p, &o));
-            }
+            Ok(Event::Apply(o)) => proxiers.iter().for_each(|p| K::upsert(p, &o)),
             Ok(Event::Delete(o)) => {
-                let (ns, name) = key(&o);
-                known.remove(&(ns.clone(), name.clone()));
+                let (ns, name) = (o.namespace().unwrap_or_default(), o.name_any());
                 proxiers.iter().for_each(|p| K::delete(p, &ns, &name));
             }
             Err(e) => match refusal(&e, resource) {

@@ -28,6 +28,9 @@ type Key = (Kind, String, String);
 /// What a watch knows of one object: None until its first list answered, then the object or its absence.
 type Slot<T> = Arc<RwLock<Option<Option<T>>>>;
 
+/// Services by (namespace, name), None until the first list answered.
+type ServiceCache = Arc<RwLock<Option<HashMap<(String, String), Service>>>>;
+
 struct Watched {
     config_map: Option<Slot<ConfigMap>>,
     secret: Option<Slot<Secret>>,
@@ -45,8 +48,7 @@ impl Drop for Watched {
 pub struct Objects {
     client: kube::Client,
     watched: Arc<Mutex<HashMap<Key, Watched>>>,
-    /// Services by (namespace, name), None until the first list answered.
-    services: Arc<RwLock<Option<HashMap<(String, String), Service>>>>,
+    services: ServiceCache,
 }
 
 impl Objects {
@@ -144,7 +146,7 @@ where
 }
 
 /// Keeps the Services of every namespace, stripped to what env variables need.
-async fn follow_services(client: kube::Client, cache: Arc<RwLock<Option<HashMap<(String, String), Service>>>>) {
+async fn follow_services(client: kube::Client, cache: ServiceCache) {
     let api: Api<Service> = Api::all(client);
     let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
     let mut listed: HashMap<(String, String), Service> = HashMap::new();

@@ -50,6 +50,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         host_ip,
         memory_capacity: facts.machine.memory_capacity as i64,
+        allocatable: nodelet::podinfo::downward::Allocatable::from_capacity(
+            facts.machine.num_cores,
+            facts.machine.memory_capacity as i64,
+            config.reserved.0,
+            config.reserved.1,
+            nix::sys::statvfs::statvfs(&config.root_dir).map(|s| (s.blocks() * s.fragment_size()) as i64).unwrap_or(0),
+        ),
         seccomp_root: config.root_dir.join("seccomp"),
         seccomp_default: config.seccomp_default,
     });
@@ -156,6 +163,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let deps = WorkerDeps {
         events,
         api: client.clone(),
+        objects: client.clone().map(|client| {
+            let pods = store.clone();
+            nodelet::objects::Objects::start(client, move || pods.list())
+        }),
         cri: cri.clone(),
         runtime: Arc::new(runtime::CachedCri { cri: cri.clone(), cache: runtime_cache }),
         ctx: ctx.clone(),

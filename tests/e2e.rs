@@ -135,17 +135,35 @@ fn a_restarted_nodelet_adopts_api_pods() {
 
 #[test]
 fn pods_keep_running_through_an_apiserver_outage() {
-    let Some(mut e2e) = E2e::start_private("outage", &["--node-lease-duration-seconds", "4"]) else {
+    let Some(mut e2e) = E2e::start_private("outage", &["--node-lease-duration-seconds", "4", "--crash-loop-backoff-initial", "1s", "--crash-loop-backoff-max", "2s"]) else {
         eprintln!("skipped: the cluster's apiserver cannot be stopped by the suite");
         return;
     };
     e2e.wait_node_ready();
     e2e.create_pod(sleeping_pod("steady"));
+    // Its container exits every few seconds: each new one takes its env (a configMap key and the
+    // Service variables) from nodelet's watch-fed caches, so the outage does not stop it.
+    e2e.create_namespaced::<k8s_openapi::api::core::v1::ConfigMap>(json!({"metadata": {"name": "outage-env"}, "data": {"color": "blue"}}));
+    e2e.create_pod(json!({
+        "metadata": {"name": "crasher"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX,
+            "command": ["sh", "-c", "echo color=$COLOR api=$KUBERNETES_SERVICE_HOST; sleep 2; exit 1"],
+            "env": [{"name": "COLOR", "valueFrom": {"configMapKeyRef": {"name": "outage-env", "key": "color"}}}]}]}
+    }));
     let before = e2e.wait_running("steady")["status"]["containerStatuses"][0]["containerID"].clone();
-    let (sandboxes, _) = e2e.node.runtime_objects();
+    e2e.wait_pod("crasher", "a first restart", |p| p["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0) >= 1);
+    let (mut sandboxes, _) = e2e.node.runtime_objects();
+    sandboxes.sort();
+    let containers_before = e2e.node.runtime_objects().1;
+    let log_before = e2e.node.log().len();
     e2e.stop_apiserver();
-    std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(e2e.node.runtime_objects().0, sandboxes, "the pod's sandbox changed during the outage");
+    // The crash-loop back-off is 1 s (start_private's flags): several restarts fit in the outage.
+    eventually("the crashing container to be restarted during the outage", Duration::from_secs(20), || e2e.node.runtime_objects().1.iter().any(|id| !containers_before.contains(id)));
+    let during = e2e.node.log()[log_before..].to_string();
+    assert!(!during.contains("CreateContainerConfigError") && !during.contains("listing the services"), "a container could not be created during the outage:\n{during}");
+    let mut during_sandboxes = e2e.node.runtime_objects().0;
+    during_sandboxes.sort();
+    assert_eq!(during_sandboxes, sandboxes, "a pod's sandbox changed during the outage");
     assert!(e2e.node.is_running(), "nodelet exited during the outage:\n{}", e2e.node.log());
     e2e.start_apiserver();
     let first = e2e.lease_renew_time();
@@ -189,6 +207,64 @@ fn pods_get_env_from_configmaps_secrets_and_services_and_the_service_account_vol
     for line in ["token=yes", "ca=yes", "readonly=yes", "hosts=yes"] {
         assert!(log.contains(line), "{line} missing from:\n{log}");
     }
+}
+
+#[test]
+fn configmap_and_downward_api_volumes_follow_their_sources_in_a_running_pod() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let e2e = E2e::start("volupdate", &[]);
+    e2e.wait_node_ready();
+    e2e.create_namespaced::<ConfigMap>(json!({"metadata": {"name": "live"}, "data": {"key": "value-1"}}));
+    let script = "while true; do echo cm=$(cat /cm/key) late=$(cat /late/key 2>/dev/null || echo none) labels=$(cat /info/labels); sleep 1; done";
+    e2e.create_pod(json!({
+        "metadata": {"name": "watcher", "labels": {"app": "v1"}},
+        "spec": {"terminationGracePeriodSeconds": 1,
+            "volumes": [
+                {"name": "cm", "configMap": {"name": "live"}},
+                {"name": "late", "projected": {"sources": [{"configMap": {"name": "late", "optional": true}}]}},
+                {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}
+            ],
+            "containers": [{"name": "main", "image": BUSYBOX, "command": ["sh", "-c", script],
+                "volumeMounts": [{"name": "cm", "mountPath": "/cm"}, {"name": "late", "mountPath": "/late"}, {"name": "info", "mountPath": "/info"}]}]}
+    }));
+    let pod = e2e.wait_running("watcher");
+    let shows = |want: &str, within: Duration| {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let log = e2e.container_log(&pod, "main");
+            if log.contains(want) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{want:?} not shown within {within:?}:\n{log}\nnodelet log:\n{}", e2e.node.log());
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    shows("cm=value-1 late=none labels=app=\"v1\"", Duration::from_secs(15));
+    e2e.apply_namespaced::<ConfigMap>(json!({"metadata": {"name": "live"}, "data": {"key": "value-2"}}));
+    e2e.create_namespaced::<ConfigMap>(json!({"metadata": {"name": "late"}, "data": {"key": "arrived"}}));
+    e2e.kubectl().ok(&["label", "pod", "watcher", "app=v2", "--overwrite"]);
+    // Well inside the kubelet's sync period (the conformance specs wait minutes).
+    shows("cm=value-2 late=arrived labels=app=\"v2\"", Duration::from_secs(45));
+    let after = e2e.wait_running("watcher");
+    assert_eq!(after["status"]["containerStatuses"][0]["restartCount"], 0, "the container was not restarted for it");
+}
+
+#[test]
+fn a_volume_that_cannot_be_prepared_says_why_in_an_event_and_the_status() {
+    let e2e = E2e::start("failmount", &[]);
+    e2e.wait_node_ready();
+    e2e.create_pod(json!({
+        "metadata": {"name": "nomount"},
+        "spec": {"terminationGracePeriodSeconds": 1,
+            "volumes": [{"name": "cm", "configMap": {"name": "never-made"}}],
+            "containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"], "volumeMounts": [{"name": "cm", "mountPath": "/cm"}]}]}
+    }));
+    let pod = e2e.wait_pod("nomount", "ContainerCreating with a message", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ContainerCreating" && p["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().is_some_and(|m| m.contains("never-made"))
+    });
+    let message = pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("volume \"cm\"") && message.contains("not found"), "{message}");
+    eventually("a FailedMount event", Duration::from_secs(20), || e2e.event_reasons("nomount").iter().any(|r| r == "FailedMount"));
 }
 
 #[test]

@@ -240,6 +240,52 @@ spec:
 }
 
 #[test]
+fn downward_api_volume_and_env_carry_resources_and_a_memory_empty_dir_is_a_sized_tmpfs() {
+    let node = Node::start("downres", &[]);
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: downres, labels: {{tier: web}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: info
+    downwardAPI:
+      items:
+      - {{path: cpu_limit, resourceFieldRef: {{containerName: main, resource: limits.cpu, divisor: 1m}}}}
+      - {{path: cpu_limit_cores, resourceFieldRef: {{containerName: main, resource: limits.cpu}}}}
+      - {{path: memory_request, resourceFieldRef: {{containerName: main, resource: requests.memory, divisor: 1Mi}}}}
+      - {{path: memory_limit, resourceFieldRef: {{containerName: main, resource: limits.memory}}}}
+      - {{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}
+  - name: scratch
+    emptyDir: {{medium: Memory, sizeLimit: 8Mi}}
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    command: [sh, -c]
+    args: ["for f in cpu_limit cpu_limit_cores memory_request memory_limit labels; do echo $f=$(cat /info/$f); done; echo env_cpu=$CPU; grep ' /scratch ' /proc/mounts; stat -c mode=%a /scratch; echo done; exec sleep 3600"]
+    env: [{{name: CPU, valueFrom: {{resourceFieldRef: {{resource: limits.cpu, divisor: 1m}}}}}}]
+    resources: {{limits: {{cpu: 1250m}}, requests: {{cpu: 250m, memory: 32Mi}}}}
+    volumeMounts: [{{name: info, mountPath: /info}}, {{name: scratch, mountPath: /scratch}}]
+"#
+    );
+    node.write_manifest("downres.yaml", &manifest);
+    let pod = node.wait_running("downres");
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    let log_path = node.pod_logs().join(format!("default_{}_{uid}/main/0.log", node.pod_name("downres")));
+    eventually("the container's report", Duration::from_secs(10), || std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("done")));
+    let log: String = std::fs::read_to_string(&log_path).unwrap().lines().map(|l| l.splitn(4, ' ').nth(3).unwrap_or("").to_string() + "\n").collect();
+    for line in ["cpu_limit=1250\n", "cpu_limit_cores=2\n", "memory_request=32\n", "labels=tier=\"web\"\n", "env_cpu=1250\n", "mode=777\n"] {
+        assert!(log.contains(line), "{line:?} missing from:\n{log}");
+    }
+    // No memory limit: the node's allocatable memory, a positive byte count.
+    let memory_limit: u64 = log.lines().find_map(|l| l.strip_prefix("memory_limit=")).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{log}"));
+    assert!(memory_limit > 0, "{log}");
+    let scratch = log.lines().find(|l| l.contains(" /scratch ")).unwrap_or_else(|| panic!("no /scratch mount in:\n{log}"));
+    assert!(scratch.starts_with("tmpfs ") && scratch.contains("size=8192k"), "{scratch}");
+}
+
+#[test]
 fn changing_a_manifest_replaces_the_pod() {
     let node = Node::start("change", &[]);
     node.write_manifest("web.yaml", &busybox_pod("web", "Always", 1, "echo v1; exec sleep 3600"));

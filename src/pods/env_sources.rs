@@ -1,9 +1,10 @@
 //! Where a container's environment comes from beyond literal values: configMaps and secrets
 //! (`valueFrom` and `envFrom`), and the Services of the pod's namespace, which the kubelet turns
-//! into `<NAME>_SERVICE_HOST`-style variables. The API reads are here; the rules are pure.
+//! into `<NAME>_SERVICE_HOST`-style variables. The reads (from the watch-fed caches of
+//! `crate::objects`) are here; the rules are pure.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Pod, Secret, Service};
-use kube::api::{Api, ListParams};
+use crate::objects::Objects;
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, Service};
 use std::collections::{BTreeMap, HashMap};
 
 /// What the container's env references, read once before the container is created.
@@ -15,9 +16,9 @@ pub struct EnvSources {
 }
 
 impl EnvSources {
-    pub async fn gather(api: Option<&kube::Client>, pod: &Pod, c: &Container) -> Result<EnvSources, String> {
+    pub async fn gather(api: Option<&Objects>, pod: &Pod, c: &Container) -> Result<EnvSources, String> {
         let mut sources = EnvSources::default();
-        let Some(client) = api else { return Ok(sources) };
+        let Some(objects) = api else { return Ok(sources) };
         let ns = super::spec::pod_namespace(pod);
         let mut config_maps: Vec<String> = c.env_from.iter().flatten().filter_map(|f| f.config_map_ref.as_ref().map(|r| r.name.clone())).collect();
         let mut secrets: Vec<String> = c.env_from.iter().flatten().filter_map(|f| f.secret_ref.as_ref().map(|r| r.name.clone())).collect();
@@ -27,28 +28,22 @@ impl EnvSources {
             secrets.extend(from.secret_key_ref.as_ref().map(|r| r.name.clone()));
         }
         for name in config_maps {
-            let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-            let cm = api.get_opt(&name).await.map_err(|e| format!("reading configmap {ns}/{name}: {e}"))?;
+            let cm = objects.config_map(ns, &name).await?;
             sources.config_maps.insert(name, cm.map(|cm| cm.data.unwrap_or_default()));
         }
         for name in secrets {
-            let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-            let secret = api.get_opt(&name).await.map_err(|e| format!("reading secret {ns}/{name}: {e}"))?;
+            let secret = objects.secret(ns, &name).await?;
             let data = secret.map(|s| s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect());
             sources.secrets.insert(name, data);
         }
         let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
         let mut services: Vec<Service> = Vec::new();
         if links {
-            let api: Api<Service> = Api::namespaced(client.clone(), ns);
-            services = api.list(&ListParams::default()).await.map_err(|e| format!("listing the services of namespace {ns}: {e}"))?.items;
+            services = objects.services(ns).await?;
         }
         // The apiserver's own Service is always announced, as KUBERNETES_SERVICE_HOST/PORT.
         if ns != "default" || !links {
-            let api: Api<Service> = Api::namespaced(client.clone(), "default");
-            if let Some(kubernetes) = api.get_opt("kubernetes").await.map_err(|e| format!("reading service default/kubernetes: {e}"))? {
-                services.push(kubernetes);
-            }
+            services.extend(objects.services("default").await?.into_iter().filter(|s| s.metadata.name.as_deref() == Some("kubernetes")));
         }
         sources.service_env = service_env(&services);
         Ok(sources)

@@ -296,6 +296,7 @@ mod tests {
             host_resolv_conf: String::new(),
             host_ip: Some("10.0.0.1".into()),
             memory_capacity: 1 << 30,
+            allocatable: Default::default(),
             seccomp_root: "/nonexistent/seccomp".into(),
             seccomp_default: false,
         };
@@ -310,6 +311,7 @@ mod tests {
             backoff_max: Duration::from_secs(2),
             resync: Duration::from_secs(10),
             api: None,
+            objects: None,
             events: crate::events::Recorder::log_only(),
             network: crate::pod_network::NetworkGate::always_ready(),
         };

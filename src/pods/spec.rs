@@ -12,56 +12,17 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+pub use crate::podinfo::downward::field_value;
+pub use crate::podinfo::{pod_data_dir, pod_name, pod_namespace, pod_ref, pod_uid, NodeContext, SubPaths, VolumePaths};
+pub use crate::volumes::volume_paths;
+
 const CPU_PERIOD: i64 = 100_000;
 const MIN_CPU_SHARES: i64 = 2;
 const MAX_CPU_SHARES: i64 = 262_144;
 const MIN_CPU_QUOTA: i64 = 1_000;
 
-/// What the translation needs to know about the node.
-#[derive(Debug, Clone)]
-pub struct NodeContext {
-    pub node_name: String,
-    /// cgroupfs parent of every pod's cgroup, e.g. "/nodelet".
-    pub cgroup_root: String,
-    /// Where pod log directories go: /var/log/pods.
-    pub pod_log_root: PathBuf,
-    /// Where nodelet keeps per-pod data such as emptyDir volumes.
-    pub pod_data_root: PathBuf,
-    pub cluster_dns: Vec<String>,
-    pub cluster_domain: String,
-    /// The host's resolv.conf text, used for dnsPolicy Default and without cluster DNS.
-    pub host_resolv_conf: String,
-    pub host_ip: Option<String>,
-    pub memory_capacity: i64,
-    /// The kubelet's seccomp profile root, `<root-dir>/seccomp`: Localhost profiles live there.
-    pub seccomp_root: PathBuf,
-    /// SeccompDefault: RuntimeDefault for containers that name no profile.
-    pub seccomp_default: bool,
-}
-
-pub fn pod_name(pod: &Pod) -> &str {
-    pod.metadata.name.as_deref().unwrap_or("")
-}
-
-pub fn pod_namespace(pod: &Pod) -> &str {
-    pod.metadata.namespace.as_deref().unwrap_or("default")
-}
-
-pub fn pod_uid(pod: &Pod) -> &str {
-    pod.metadata.uid.as_deref().unwrap_or("")
-}
-
-/// "namespace/name", how logs and errors name a pod.
-pub fn pod_ref(pod: &Pod) -> String {
-    format!("{}/{}", pod_namespace(pod), pod_name(pod))
-}
-
 pub fn log_directory(ctx: &NodeContext, pod: &Pod) -> PathBuf {
     ctx.pod_log_root.join(format!("{}_{}_{}", pod_namespace(pod), pod_name(pod), pod_uid(pod)))
-}
-
-pub fn pod_data_dir(ctx: &NodeContext, pod: &Pod) -> PathBuf {
-    ctx.pod_data_root.join(pod_uid(pod))
 }
 
 /// The pod's cgroup under nodelet's own hierarchy, relative to each cgroupfs controller mount.
@@ -227,29 +188,6 @@ pub fn container_hash(container: &Container) -> String {
     Sha256::digest(&json)[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Values for env `fieldRef`s that nodelet can answer itself.
-pub fn field_value(pod: &Pod, pod_ip: Option<&str>, host_ip: Option<&str>, path: &str) -> Option<String> {
-    let spec = pod.spec.as_ref();
-    match path {
-        "metadata.name" => pod.metadata.name.clone(),
-        "metadata.namespace" => Some(pod_namespace(pod).to_string()),
-        "metadata.uid" => pod.metadata.uid.clone(),
-        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()),
-        "spec.serviceAccountName" => spec.map(|s| s.service_account_name.clone().unwrap_or_else(|| "default".into())),
-        "status.podIP" => pod_ip.map(String::from),
-        "status.hostIP" => host_ip.map(String::from),
-        p if p.starts_with("metadata.labels['") => {
-            let key = p.trim_start_matches("metadata.labels['").trim_end_matches("']");
-            pod.metadata.labels.as_ref().and_then(|l| l.get(key).cloned())
-        }
-        p if p.starts_with("metadata.annotations['") => {
-            let key = p.trim_start_matches("metadata.annotations['").trim_end_matches("']");
-            pod.metadata.annotations.as_ref().and_then(|l| l.get(key).cloned())
-        }
-        _ => None,
-    }
-}
-
 /// The container's environment in the kubelet's order: `envFrom` variables, then `env` (with
 /// `$(VAR)` references to anything defined before expanded), then service variables not yet
 /// defined. `resolve` answers `valueFrom` sources; an unresolvable required one is an error.
@@ -283,43 +221,10 @@ pub fn container_env(
     Ok(ordered)
 }
 
-/// Host paths of the pod's volumes, by volume name.
-pub type VolumePaths = HashMap<String, PathBuf>;
-
-/// The host paths prepared for a container's subPath mounts (bind mounts of the resolved
-/// subPath), by the mount's index in its volumeMounts.
-pub type SubPaths = HashMap<usize, PathBuf>;
-
 /// Volumes whose files nodelet writes (configMap, secret, downwardAPI, projected) reach the
 /// container read-only whatever the volumeMount says, so it cannot repoint their `..data` link.
 pub fn mounted_read_only(volume: &Volume) -> bool {
     volume.config_map.is_some() || volume.secret.is_some() || volume.downward_api.is_some() || volume.projected.is_some()
-}
-
-/// Where each volume lives on the host, by the kubelet's layout; kinds nodelet cannot provide
-/// are refused with the volume's name.
-pub fn volume_paths(ctx: &NodeContext, pod: &Pod) -> Result<VolumePaths, String> {
-    let mut paths = VolumePaths::new();
-    for v in spec(pod).volumes.iter().flatten() {
-        let kind = if v.empty_dir.is_some() {
-            "empty-dir"
-        } else if v.config_map.is_some() {
-            "configmap"
-        } else if v.secret.is_some() {
-            "secret"
-        } else if v.downward_api.is_some() {
-            "downward-api"
-        } else if v.projected.is_some() {
-            "projected"
-        } else if let Some(host) = &v.host_path {
-            paths.insert(v.name.clone(), PathBuf::from(&host.path));
-            continue;
-        } else {
-            return Err(format!("volume {:?}: unsupported volume type (emptyDir, hostPath, configMap, secret, downwardAPI and projected are)", v.name));
-        };
-        paths.insert(v.name.clone(), pod_data_dir(ctx, pod).join("volumes").join(format!("kubernetes.io~{kind}")).join(&v.name));
-    }
-    Ok(paths)
 }
 
 pub struct ContainerInput<'a> {
@@ -511,6 +416,7 @@ mod tests {
             host_resolv_conf: "nameserver 127.0.0.53\nsearch lan\noptions edns0\n".into(),
             host_ip: Some("127.0.0.1".into()),
             memory_capacity: 1 << 30,
+            allocatable: Default::default(),
             seccomp_root: "/var/lib/nodelet/seccomp".into(),
             seccomp_default: false,
         }

@@ -58,6 +58,8 @@ pub struct WorkerDeps {
     pub resync: Duration,
     /// The apiserver in cluster mode: volumes and env read configMaps, secrets and tokens from it.
     pub api: Option<kube::Client>,
+    /// ConfigMaps, Secrets and Services from watch-fed caches (cluster mode).
+    pub objects: Option<crate::objects::Objects>,
     pub events: crate::events::Recorder,
     /// Closed while the pod network is not ready (no pod CIDR yet, the runtime reloading).
     pub network: crate::pod_network::NetworkGate,
@@ -116,6 +118,10 @@ struct Worker {
     unconfirmed_exits: HashSet<String>,
     /// When the volumes' written content (a token) must be renewed; None until first written.
     volumes_refresh: Option<Option<SystemTime>>,
+    /// Service account tokens written in the volumes, kept until due for renewal.
+    tokens: crate::volumes::Tokens,
+    /// The last FailedMount message told, so a retry does not repeat it.
+    mount_failure: Option<String>,
     /// When nodelet first saw the pod, until its start-up latency is recorded (or known not to
     /// be nodelet's to measure: the pod was already running when this worker began).
     start_pending: Option<std::time::Instant>,
@@ -149,6 +155,8 @@ async fn run(deps: WorkerDeps, pod: Pod, mut inbox: Inbox, state: watch::Sender<
         watched: HashSet::new(),
         unconfirmed_exits: HashSet::new(),
         volumes_refresh: None,
+        tokens: Default::default(),
+        mount_failure: None,
         start_pending: Some(std::time::Instant::now()),
         synced_once: false,
         failures: 0,
@@ -406,7 +414,24 @@ impl Worker {
         if !due || finished {
             return Ok(());
         }
-        let prepared = crate::volumes::prepare(&self.deps.ctx, &self.pod, self.deps.api.as_ref()).await.map_err(|cause| self.files_error(cause))?;
+        let prepared = match crate::volumes::prepare(&self.deps.ctx, &self.pod, self.deps.objects.as_ref(), &mut self.tokens).await {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                if self.mount_failure.as_deref() != Some(e.as_str()) {
+                    self.event(None, Warning, "FailedMount", format!("MountVolume.SetUp failed: {e}"));
+                    self.mount_failure = Some(e.clone());
+                }
+                // Once written, a volume whose source went wrong keeps its last content and the
+                // pod keeps running, as the kubelet's does; looked at again after a resync.
+                if self.volumes_refresh.is_some() {
+                    tracing::warn!(pod = %self.pod_ref(), error = %e, "refreshing volumes failed; keeping their last content");
+                    self.volumes_refresh = Some(Some(SystemTime::now() + crate::volumes::RESYNC));
+                    return Ok(());
+                }
+                return Err(self.files_error(e));
+            }
+        };
+        self.mount_failure = None;
         self.volumes_refresh = Some(prepared.refresh_at);
         Ok(())
     }
@@ -538,7 +563,7 @@ impl Worker {
         self.ensure_image(c).await?;
         let config_error = |e: String| (WaitingReason::CreateContainerConfigError, e);
         self.verify_run_as_non_root(c).await.map_err(config_error)?;
-        let sources = EnvSources::gather(self.deps.api.as_ref(), &self.pod, c).await.map_err(config_error)?;
+        let sources = EnvSources::gather(self.deps.objects.as_ref(), &self.pod, c).await.map_err(config_error)?;
         let env_from = sources.env_from(c).map_err(config_error)?;
         let env = spec::container_env(c, env_from, &sources.service_env, |var| {
             let source = var.value_from.as_ref().expect("only called for valueFrom");
@@ -547,10 +572,13 @@ impl Worker {
                     .map(Some)
                     .ok_or_else(|| format!("env {:?}: unsupported fieldPath {:?}", var.name, field.field_path));
             }
+            if let Some(resource) = &source.resource_field_ref {
+                return crate::podinfo::downward::resource_value(&self.pod, Some(&c.name), resource, &ctx.allocatable).map(Some).map_err(|e| format!("env {:?}: {e}", var.name));
+            }
             match sources.key_ref(var) {
                 Some(found) => found,
                 None if self.deps.api.is_none() => Err(format!("env {:?}: configMap and secret references need an apiserver", var.name)),
-                None => Err(format!("env {:?}: unsupported valueFrom (fieldRef, configMapKeyRef and secretKeyRef are)", var.name)),
+                None => Err(format!("env {:?}: unsupported valueFrom (fieldRef, resourceFieldRef, configMapKeyRef and secretKeyRef are)", var.name)),
             }
         })
         .map_err(config_error)?;

@@ -63,11 +63,16 @@ pub fn is_mount_point(path: &Path) -> std::io::Result<bool> {
 
 /// Mounts a tmpfs at `dir` unless one is already there (a restarted nodelet adopts it).
 pub fn ensure_tmpfs(dir: &Path) -> std::io::Result<()> {
+    ensure_tmpfs_with(dir, "mode=0755")
+}
+
+/// Mounts a tmpfs with these options (such as `mode=0777,size=65536`) at `dir` unless one is there.
+pub fn ensure_tmpfs_with(dir: &Path, options: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     if is_mount_point(dir)? {
         return Ok(());
     }
-    mount(Some("tmpfs"), dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755")).map_err(|e| std::io::Error::other(format!("mounting a tmpfs at {}: {e}", dir.display())))
+    mount(Some("tmpfs"), dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(options)).map_err(|e| std::io::Error::other(format!("mounting a tmpfs at {}: {e}", dir.display())))
 }
 
 /// Unmounts `path` (detaching it if busy), once per mount stacked there.

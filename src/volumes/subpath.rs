@@ -5,8 +5,8 @@
 //! before; a relative symlink found on the way is read and followed by nodelet itself, confined
 //! to the volume (a configMap key is such a link), and one that is absolute or climbs out fails.
 
-use crate::pods::env::expand;
-use crate::pods::spec::{SubPaths, VolumePaths};
+use crate::podinfo::expand::expand;
+use crate::podinfo::{SubPaths, VolumePaths};
 use k8s_openapi::api::core::v1::{Container, VolumeMount};
 use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, OFlag, AT_FDCWD};

@@ -1,0 +1,274 @@
+//! ConfigMaps, Secrets and Services as the pods on this node see them, read from caches fed by
+//! watches, as the kubelet reads them (its ConfigMapAndSecretChangeDetectionStrategy `Watch`):
+//! one watch per configMap or secret a pod here references (`fieldSelector=metadata.name=<name>`,
+//! all the Node authorizer lets a node watch), and one cluster-wide watch of Services. A stopped
+//! apiserver then changes nothing on the node: the last values seen stay in use.
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use kube::api::{Api, ListParams};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// How often watches of objects no pod here references any more are stopped.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The kinds a pod references by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    ConfigMap,
+    Secret,
+}
+
+type Key = (Kind, String, String);
+
+/// What a watch knows of one object: None until its first list answered, then the object or its absence.
+type Slot<T> = Arc<RwLock<Option<Option<T>>>>;
+
+/// Services by (namespace, name), None until the first list answered.
+type ServiceCache = Arc<RwLock<Option<HashMap<(String, String), Service>>>>;
+
+struct Watched {
+    config_map: Option<Slot<ConfigMap>>,
+    secret: Option<Slot<Secret>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The caches; cheap to clone (shared).
+#[derive(Clone)]
+pub struct Objects {
+    client: kube::Client,
+    watched: Arc<Mutex<HashMap<Key, Watched>>>,
+    services: ServiceCache,
+}
+
+impl Objects {
+    /// Starts the Services watch; `pods` lists the node's pods, whose references keep watches alive.
+    pub fn start(client: kube::Client, pods: impl Fn() -> Vec<Pod> + Send + 'static) -> Objects {
+        let objects = Objects { client, watched: Arc::default(), services: Arc::default() };
+        tokio::spawn(follow_services(objects.client.clone(), objects.services.clone()));
+        let sweeper = objects.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP_EVERY).await;
+                let referenced: BTreeSet<Key> = pods().iter().flat_map(references).collect();
+                sweeper.watched.lock().expect("object watches poisoned").retain(|key, _| referenced.contains(key));
+            }
+        });
+        objects
+    }
+
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    /// The configMap, None when it does not exist; from the watch once it answered, else read directly.
+    pub async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, String> {
+        let slot = self.slot((Kind::ConfigMap, ns.into(), name.into()), |w| w.config_map.clone());
+        if let Some(known) = slot.read().expect("object slot poisoned").clone() {
+            return Ok(known);
+        }
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
+        api.get_opt(name).await.map_err(|e| format!("reading configmap {ns}/{name}: {e}"))
+    }
+
+    /// The secret, None when it does not exist; from the watch once it answered, else read directly.
+    pub async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, String> {
+        let slot = self.slot((Kind::Secret, ns.into(), name.into()), |w| w.secret.clone());
+        if let Some(known) = slot.read().expect("object slot poisoned").clone() {
+            return Ok(known);
+        }
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        api.get_opt(name).await.map_err(|e| format!("reading secret {ns}/{name}: {e}"))
+    }
+
+    /// The Services of a namespace, from the cluster-wide watch once it answered, else listed directly.
+    pub async fn services(&self, ns: &str) -> Result<Vec<Service>, String> {
+        if let Some(all) = self.services.read().expect("services cache poisoned").as_ref() {
+            return Ok(all.iter().filter(|((n, _), _)| n == ns).map(|(_, s)| s.clone()).collect());
+        }
+        let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
+        Ok(api.list(&ListParams::default()).await.map_err(|e| format!("listing the services of namespace {ns}: {e}"))?.items)
+    }
+
+    /// The watch's slot for this object, starting the watch on first use.
+    fn slot<T>(&self, key: Key, pick: impl Fn(&Watched) -> Option<Slot<T>>) -> Slot<T> {
+        let mut watched = self.watched.lock().expect("object watches poisoned");
+        if let Some(slot) = watched.get(&key).and_then(&pick) {
+            return slot;
+        }
+        let (kind, ns, name) = key.clone();
+        let entry = match kind {
+            Kind::ConfigMap => {
+                let slot: Slot<ConfigMap> = Arc::default();
+                let task = tokio::spawn(follow_one(Api::namespaced(self.client.clone(), &ns), name, slot.clone()));
+                Watched { config_map: Some(slot), secret: None, task }
+            }
+            Kind::Secret => {
+                let slot: Slot<Secret> = Arc::default();
+                let task = tokio::spawn(follow_one(Api::namespaced(self.client.clone(), &ns), name, slot.clone()));
+                Watched { config_map: None, secret: Some(slot), task }
+            }
+        };
+        let slot = pick(&entry).expect("the entry was made for this kind");
+        watched.insert(key, entry);
+        slot
+    }
+}
+
+/// Keeps `slot` equal to the named object; errors (an apiserver away) keep the last value.
+async fn follow_one<T>(api: Api<T>, name: String, slot: Slot<T>)
+where
+    T: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut listed: Option<T> = None;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Init) => listed = None,
+            Ok(Event::InitApply(o)) => listed = Some(o),
+            Ok(Event::InitDone) => *slot.write().expect("object slot poisoned") = Some(listed.take()),
+            Ok(Event::Apply(o)) => *slot.write().expect("object slot poisoned") = Some(Some(o)),
+            Ok(Event::Delete(_)) => *slot.write().expect("object slot poisoned") = Some(None),
+            Err(e) => tracing::debug!(object = %name, error = %e, "watch failed; keeping the last value and retrying"),
+        }
+    }
+}
+
+/// Keeps the Services of every namespace, stripped to what env variables need.
+async fn follow_services(client: kube::Client, cache: ServiceCache) {
+    let api: Api<Service> = Api::all(client);
+    let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut listed: HashMap<(String, String), Service> = HashMap::new();
+    let key = |s: &Service| (s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default());
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Init) => listed.clear(),
+            Ok(Event::InitApply(s)) => {
+                listed.insert(key(&s), slim(s));
+            }
+            Ok(Event::InitDone) => *cache.write().expect("services cache poisoned") = Some(std::mem::take(&mut listed)),
+            Ok(Event::Apply(s)) => {
+                if let Some(all) = cache.write().expect("services cache poisoned").as_mut() {
+                    all.insert(key(&s), slim(s));
+                }
+            }
+            Ok(Event::Delete(s)) => {
+                if let Some(all) = cache.write().expect("services cache poisoned").as_mut() {
+                    all.remove(&key(&s));
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "services watch failed; keeping the last list and retrying"),
+        }
+    }
+}
+
+/// Only the name, namespace, cluster IP and ports: what service link variables are made of.
+fn slim(s: Service) -> Service {
+    let spec = s.spec.map(|spec| k8s_openapi::api::core::v1::ServiceSpec { cluster_ip: spec.cluster_ip, ports: spec.ports, ..Default::default() });
+    Service {
+        metadata: kube::api::ObjectMeta { name: s.metadata.name, namespace: s.metadata.namespace, ..Default::default() },
+        spec,
+        status: None,
+    }
+}
+
+/// The configMaps and secrets a pod references: volumes (projected too), env, envFrom.
+pub fn references(pod: &Pod) -> Vec<Key> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let mut out = BTreeSet::new();
+    let Some(spec) = &pod.spec else { return Vec::new() };
+    let mut add = |kind, name: &str| {
+        out.insert((kind, ns.clone(), name.to_string()));
+    };
+    for v in spec.volumes.iter().flatten() {
+        if let Some(cm) = &v.config_map {
+            add(Kind::ConfigMap, &cm.name);
+        }
+        if let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) {
+            add(Kind::Secret, name);
+        }
+        for source in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(cm) = &source.config_map {
+                add(Kind::ConfigMap, &cm.name);
+            }
+            if let Some(s) = &source.secret {
+                add(Kind::Secret, &s.name);
+            }
+        }
+    }
+    let containers = spec.containers.iter().chain(spec.init_containers.iter().flatten());
+    for c in containers {
+        for from in c.env_from.iter().flatten() {
+            if let Some(r) = &from.config_map_ref {
+                add(Kind::ConfigMap, &r.name);
+            }
+            if let Some(r) = &from.secret_ref {
+                add(Kind::Secret, &r.name);
+            }
+        }
+        for var in c.env.iter().flatten() {
+            let Some(from) = &var.value_from else { continue };
+            if let Some(r) = &from.config_map_key_ref {
+                add(Kind::ConfigMap, &r.name);
+            }
+            if let Some(r) = &from.secret_key_ref {
+                add(Kind::Secret, &r.name);
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_cover_volumes_projections_env_and_env_from() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {
+                "volumes": [
+                    {"name": "a", "configMap": {"name": "cm-vol"}},
+                    {"name": "b", "secret": {"secretName": "s-vol"}},
+                    {"name": "c", "projected": {"sources": [{"configMap": {"name": "cm-proj"}}, {"secret": {"name": "s-proj"}}, {"downwardAPI": {}}]}}
+                ],
+                "initContainers": [{"name": "i", "envFrom": [{"secretRef": {"name": "s-from"}}]}],
+                "containers": [{"name": "c", "envFrom": [{"configMapRef": {"name": "cm-from"}}],
+                    "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cm-vol", "key": "k"}}}, {"name": "Y", "valueFrom": {"secretKeyRef": {"name": "s-env", "key": "k"}}}]}]
+            }
+        }))
+        .unwrap();
+        let refs = references(&pod);
+        assert!(refs.iter().all(|(_, ns, _)| ns == "ns"));
+        let names: Vec<(Kind, &str)> = refs.iter().map(|(k, _, n)| (*k, n.as_str())).collect();
+        assert_eq!(names, vec![
+            (Kind::ConfigMap, "cm-from"), (Kind::ConfigMap, "cm-proj"), (Kind::ConfigMap, "cm-vol"),
+            (Kind::Secret, "s-env"), (Kind::Secret, "s-from"), (Kind::Secret, "s-proj"), (Kind::Secret, "s-vol"),
+        ]);
+    }
+
+    #[test]
+    fn services_are_kept_slim() {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "ns", "labels": {"a": "b"}, "managedFields": [{"manager": "x"}]},
+            "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 80}], "selector": {"app": "web"}}
+        }))
+        .unwrap();
+        let slim = slim(svc);
+        assert!(slim.metadata.labels.is_none() && slim.metadata.managed_fields.is_none());
+        let spec = slim.spec.unwrap();
+        assert_eq!((spec.cluster_ip.as_deref(), spec.ports.unwrap()[0].port, spec.selector), (Some("10.96.0.9"), 80, None));
+    }
+}

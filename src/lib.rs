@@ -13,6 +13,7 @@ pub mod node;
 pub mod nodeip;
 pub mod pod_network;
 pub mod pods;
+pub mod probes;
 pub mod proxy;
 pub mod retry;
 pub mod runtime;

@@ -69,7 +69,11 @@ struct Worker {
     /// be nodelet's to measure: the pod was already running when this worker began).
     start_pending: Option<std::time::Instant>,
     synced_once: bool,
+    /// The pod's probe workers and their results (src/probes).
+    probes: Probes,
 }
+
+type Probes = crate::probes::pod::PodProbes<crate::probes::run::Real, crate::events::Recorder>;
 
 /// How soon to look again when CRI has not caught up with an exit event.
 const EXIT_RECHECK: Duration = Duration::from_millis(20);
@@ -91,6 +95,7 @@ async fn run(deps: WorkerDeps, pod: Pod, mut rx: mpsc::UnboundedReceiver<WorkerM
         volumes_refresh: None,
         start_pending: Some(std::time::Instant::now()),
         synced_once: false,
+        probes: Probes::new(Arc::new(crate::probes::run::Real { cri: deps.cri.clone() }), Arc::new(deps.events.clone()), spec::pod_uid(&pod).to_string()),
         deps,
         pod,
     };
@@ -131,6 +136,7 @@ async fn run(deps: WorkerDeps, pod: Pod, mut rx: mpsc::UnboundedReceiver<WorkerM
                     // Missed events: resync to be safe.
                     Err(_) => break,
                 },
+                _ = worker.probes.changed() => break,
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
@@ -162,6 +168,9 @@ impl Worker {
             // Adopted after a restart of nodelet: its start was not seen here.
             self.start_pending = None;
         }
+        if self.kill_unhealthy(&observed).await {
+            observed = self.observe().await.map_err(|e| e.to_string())?;
+        }
         if let Err(e) = self.prepare_volumes(&observed).await {
             self.publish_error(&observed, &e);
             return Err(e);
@@ -185,6 +194,8 @@ impl Worker {
                 || observed.sandboxes.iter().any(|s| &s.id == id && s.ready)
         };
         self.unconfirmed_exits.retain(still_running);
+        let probe_ip = self.probe_ip(&observed);
+        self.probes.sync(&self.pod, &observed, &probe_ip);
         for (name, failure) in self.memory.start_failures.iter().filter(|(_, f)| f.at >= sync_started) {
             plan.waiting.insert(name.clone(), plan::Waiting { reason: failure.reason.clone(), message: failure.message.clone() });
             plan.wake_after = Some(plan.wake_after.map_or(FAILURE_RECHECK, |w| w.min(FAILURE_RECHECK)));
@@ -232,13 +243,14 @@ impl Worker {
     }
 
     fn publish(&self, observed: &ObservedPod, plan: &Plan) {
-        let status = pod_status(&StatusInput {
+        let mut status = pod_status(&StatusInput {
             pod: &self.pod,
             observed,
             plan,
             host_ip: self.deps.ctx.host_ip.as_deref(),
             start_time: self.first_seen,
         });
+        crate::probes::status::apply(&mut status, &self.pod, &self.probes.view(), self.probes.is_terminating());
         self.deps.store.set_status(&self.pod, status);
     }
 
@@ -324,6 +336,7 @@ impl Worker {
         match self.try_start(sandbox_id, sandbox_attempt, pod_ip, &container, start).await {
             Ok(id) => {
                 tracing::debug!(pod = %self.pod_ref(), container = %start.name, id = %id, attempt = start.attempt, "container started");
+                self.post_start(&container, &id, pod_ip).await;
                 self.memory.start_failures.remove(&start.name);
                 self.memory.backoff.forget(&plan::start_failure_key(&start.name));
                 if start.is_restart {
@@ -436,8 +449,9 @@ impl Worker {
 
     /// Stops every container with the grace period (SIGTERM, then SIGKILL), removes the sandbox
     /// and the pod's directories, retrying until the runtime has let go of everything.
-    async fn terminate(self, grace: Option<Duration>) {
+    async fn terminate(mut self, grace: Option<Duration>) {
         let grace = grace.unwrap_or_else(|| self.grace_period());
+        self.probes.terminating();
         tracing::info!(pod = %self.pod_ref(), ?grace, "stopping pod");
         crate::retry::until_ok(&format!("stopping pod {}", self.pod_ref()), || self.try_terminate(grace)).await;
         remove_pod_leftovers(&self.deps.ctx, &self.pod).await;
@@ -451,7 +465,9 @@ impl Worker {
         for c in &running {
             self.event(Some(&c.name), Normal, "Killing", format!("Stopping container {}", c.name));
         }
-        let stops = running.iter().map(|c| self.deps.cri.stop_container(&c.id, grace));
+        // Not ready from here on, while preStop hooks and the grace period run.
+        self.publish(&observed, &Plan::default());
+        let stops = running.iter().map(|c| self.stop_with_pre_stop(&observed, &c.id, &c.name, grace));
         join_all(stops).await.into_iter().collect::<Result<Vec<_>, _>>()?;
         for sandbox in &observed.sandboxes {
             self.deps.cri.stop_sandbox(&sandbox.id).await?;
@@ -490,4 +506,53 @@ pub async fn remove_pod_leftovers(ctx: &NodeContext, pod: &Pod) {
         }
     }
     crate::cgroups::remove_pod_cgroup(&spec::pod_cgroup(ctx, pod));
+}
+
+/// Probes and lifecycle hooks (src/probes): the pod worker's touch points.
+impl Worker {
+    /// Where probes and hooks reach the pod: its IP, the node's for a host-network pod.
+    fn probe_ip(&self, observed: &ObservedPod) -> String {
+        let sandbox_ip = observed.ready_sandbox().and_then(|s| s.ip.clone()).filter(|ip| !ip.is_empty());
+        sandbox_ip.or_else(|| self.deps.ctx.host_ip.clone()).unwrap_or_else(|| "127.0.0.1".into())
+    }
+
+    /// Kills the containers a liveness or startup probe failed on (the restart policy and its
+    /// back-off then apply); true when one was killed.
+    async fn kill_unhealthy(&self, observed: &ObservedPod) -> bool {
+        let mut killed = false;
+        for (id, name, kill) in self.probes.kills() {
+            self.event(Some(&name), Normal, "Killing", kill.message(&name));
+            let grace = kill.grace.unwrap_or_else(|| self.grace_period());
+            match self.stop_with_pre_stop(observed, &id, &name, grace).await {
+                Ok(()) => killed = true,
+                Err(e) => tracing::warn!(pod = %self.pod_ref(), container = %name, error = %e, "could not kill an unhealthy container"),
+            }
+        }
+        killed
+    }
+
+    /// StopContainer after the container's preStop hook, within one grace period.
+    async fn stop_with_pre_stop(&self, observed: &ObservedPod, id: &str, name: &str, grace: Duration) -> Result<(), CriError> {
+        let c = self.container(name);
+        let ip = self.probe_ip(observed);
+        let effects = crate::probes::run::Real { cri: self.deps.cri.clone() };
+        let (failure, stopped) = crate::probes::hooks::stop_container(&effects, &self.deps.cri, &self.pod, c.as_ref(), id, &ip, grace).await;
+        if let Some(message) = failure {
+            self.event(Some(name), Warning, "FailedPreStopHook", message);
+        }
+        stopped.map_err(|message| CriError { call: "StopContainer", target: format!("container {name} ({id}) of pod {}", self.pod_ref()), message, code: tonic::Code::Unknown })
+    }
+
+    /// Runs the container's postStart hook; a failure kills the container (which then restarts
+    /// by the restart policy).
+    async fn post_start(&self, c: &Container, id: &str, pod_ip: Option<&str>) {
+        let ip = pod_ip.map(String::from).or_else(|| self.deps.ctx.host_ip.clone()).unwrap_or_else(|| "127.0.0.1".into());
+        let effects = crate::probes::run::Real { cri: self.deps.cri.clone() };
+        let Err(message) = crate::probes::hooks::post_start(&effects, &self.pod, c, id, &ip).await else { return };
+        self.event(Some(&c.name), Warning, "FailedPostStartHook", message);
+        self.event(Some(&c.name), Normal, "Killing", "FailedPostStartHook".into());
+        if let Err(e) = self.deps.cri.stop_container(id, self.grace_period()).await {
+            tracing::warn!(pod = %self.pod_ref(), container = %c.name, error = %e, "could not kill a container whose postStart hook failed");
+        }
+    }
 }

@@ -520,7 +520,8 @@ impl Worker {
     /// back-off then apply); true when one was killed.
     async fn kill_unhealthy(&self, observed: &ObservedPod) -> bool {
         let mut killed = false;
-        for (id, name, kill) in self.probes.kills() {
+        let running = |id: &str| observed.containers.iter().any(|c| c.id == id && c.state == RunState::Running);
+        for (id, name, kill) in self.probes.kills().into_iter().filter(|(id, _, _)| running(id)) {
             self.event(Some(&name), Normal, "Killing", kill.message(&name));
             let grace = kill.grace.unwrap_or_else(|| self.grace_period());
             match self.stop_with_pre_stop(observed, &id, &name, grace).await {

@@ -123,7 +123,8 @@ mod tests {
         assert_eq!(stopped, Ok(()));
         assert_eq!(log.0.into_inner().unwrap()[1], "stop id1 2");
         let log = Log::default();
-        stop_container(&log, &log, &Pod::default(), Some(&container(None, None)), "id2", "10.0.0.1", Duration::from_secs(30)).await;
+        let (_, stopped) = stop_container(&log, &log, &Pod::default(), Some(&container(None, None)), "id2", "10.0.0.1", Duration::from_secs(30)).await;
+        assert_eq!(stopped, Ok(()));
         assert_eq!(log.0.into_inner().unwrap(), vec!["stop id2 30".to_string()]);
     }
 

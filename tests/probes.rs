@@ -47,9 +47,12 @@ fn http_and_tcp_readiness_probes_flip_ready() {
     let tcp = "    readinessProbe:\n      tcpSocket: {port: 9000}\n      periodSeconds: 1\n";
     node.write_manifest("tcp.yaml", &pod("tcp", "mkdir -p /www; sleep 3; exec httpd -f -p 9000 -h /www", tcp, ""));
 
+    // Both servers start 3 s after their container: seen running first, not ready.
     for name in ["web", "tcp"] {
         let p = node.wait_pod(name, "running, not ready", Duration::from_secs(60), |p| running(p).then(|| p.clone()));
         assert_eq!(container(&p)["ready"], false, "{name} is ready before its probe succeeded: {p:#}");
+    }
+    for name in ["web", "tcp"] {
         let ready = node.wait_pod(name, "ready", Duration::from_secs(30), |p| (container(p)["ready"] == true).then(|| p.clone()));
         let conditions = ready["status"]["conditions"].as_array().unwrap();
         assert!(conditions.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"), "{ready:#}");

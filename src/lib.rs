@@ -18,6 +18,7 @@ pub mod objects;
 pub mod pod_network;
 pub mod podinfo;
 pub mod pods;
+pub mod probes;
 pub mod proxy;
 pub mod retry;
 pub mod runtime;

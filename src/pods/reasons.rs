@@ -108,6 +108,8 @@ pub enum KillReason {
     LivenessFailed,
     /// The startup probe failed (for the prober).
     StartupFailed,
+    /// The container's postStart hook failed.
+    PostStartHookFailed,
 }
 
 impl KillReason {
@@ -118,6 +120,7 @@ impl KillReason {
             KillReason::PodFinished => format!("Stopping container {container}"),
             KillReason::LivenessFailed => format!("Container {container} failed liveness probe, will be restarted"),
             KillReason::StartupFailed => format!("Container {container} failed startup probe, will be restarted"),
+            KillReason::PostStartHookFailed => "FailedPostStartHook".to_string(),
         }
     }
 }

@@ -580,3 +580,10 @@ mod tests {
         assert!(hosts.contains("10.1.2.3\tdb\tdb.local\n"), "{hosts}");
     }
 }
+
+/// A container of the pod by name: init, regular or ephemeral.
+pub fn find_container(pod: &Pod, name: &str) -> Option<Container> {
+    let spec = pod.spec.as_ref()?;
+    let found = spec.init_containers.iter().flatten().chain(spec.containers.iter()).find(|c| c.name == name).cloned();
+    found.or_else(|| super::ephemeral::containers(pod).into_iter().find(|c| c.name == name))
+}

@@ -2,21 +2,39 @@
 //! worker when it terminates, and by the manager for orphans nobody runs any more.
 
 use super::plan::KillContainer;
-use crate::runtime::observed::RunState;
+use crate::runtime::observed::{ObservedPod, RunState};
 use super::reasons::KillReason;
 use super::spec::{self, NodeContext};
 use super::worker::WorkerDeps;
-use crate::events::Kind::Normal;
+use crate::events::Kind::{Normal, Warning};
 use crate::runtime::{Cri, CriError};
-use futures::future::join_all;
+use futures::future::{join_all, BoxFuture, FutureExt};
 use k8s_openapi::api::core::v1::Pod;
 use std::time::Duration;
 
-/// The one place a container is stopped (its spec changed, its pod ends, a probe failed): the
-/// Killing event, then SIGTERM and, once `grace` has passed, SIGKILL.
-pub async fn stop_container(deps: &WorkerDeps, pod: &Pod, kill: &KillContainer, grace: Duration) -> Result<(), CriError> {
-    deps.events.record(pod, Some(&kill.name), Normal, "Killing", kill.reason.message(&kill.name));
-    deps.runtime.stop_container(&kill.id, grace).await
+/// The one place a container is stopped (its spec changed, its pod ends, a probe or hook
+/// failed): the Killing event, its preStop hook within `grace`, then SIGTERM and, once the rest
+/// of the grace has passed, SIGKILL. `pod_ip` is where an httpGet preStop hook goes.
+/// (Boxed: the hook runners' futures are generic, and a boxed future keeps callers that stop
+/// many containers at once provably Send.)
+pub fn stop_container<'a>(deps: &'a WorkerDeps, pod: &'a Pod, kill: &'a KillContainer, grace: Duration, pod_ip: &'a str) -> BoxFuture<'a, Result<(), CriError>> {
+    async move {
+        deps.events.record(pod, Some(&kill.name), Normal, "Killing", kill.reason.message(&kill.name));
+        let container = spec::find_container(pod, &kill.name);
+        let effects = crate::probes::run::Real { cri: deps.cri.clone() };
+        let (failure, left) = crate::probes::hooks::pre_stop(&effects, pod, container.as_ref(), &kill.id, pod_ip, grace).await;
+        if let Some(message) = failure {
+            deps.events.record(pod, Some(&kill.name), Warning, "FailedPreStopHook", message);
+        }
+        deps.runtime.stop_container(&kill.id, left).await
+    }
+    .boxed()
+}
+
+/// Where probes and hooks reach the pod: its sandbox's IP, the node's for a host-network pod.
+pub fn pod_ip(deps: &WorkerDeps, observed: &ObservedPod) -> String {
+    let sandbox_ip = observed.ready_sandbox().and_then(|s| s.ip.clone()).filter(|ip| !ip.is_empty());
+    sandbox_ip.or_else(|| deps.ctx.host_ip.clone()).unwrap_or_else(|| "127.0.0.1".into())
 }
 
 /// Stops every running container of the pod with `grace`, then stops and removes its sandboxes.
@@ -29,7 +47,8 @@ pub async fn stop_pod(deps: WorkerDeps, pod: Pod, grace: Duration) -> Result<(),
         .filter(|c| c.state == RunState::Running)
         .map(|c| KillContainer { id: c.id.clone(), name: c.name.clone(), reason: KillReason::PodFinished })
         .collect();
-    join_all(kills.iter().map(|kill| stop_container(&deps, &pod, kill, grace))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let ip = pod_ip(&deps, &observed);
+    join_all(kills.iter().map(|kill| stop_container(&deps, &pod, kill, grace, &ip))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
     for sandbox in &observed.sandboxes {
         deps.runtime.stop_sandbox(&sandbox.id).await?;
         deps.runtime.remove_sandbox(&sandbox.id).await?;

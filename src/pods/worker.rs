@@ -28,7 +28,9 @@ use super::security;
 use super::spec::{self, NodeContext};
 use super::status::{pod_status, StatusInput};
 use super::store::PodStore;
-use super::stopping::{stop_container, stop_pod};
+use super::plan::KillContainer;
+use super::reasons::KillReason;
+use super::stopping::{pod_ip, stop_container, stop_pod};
 use super::worker_state::{Inbox, PodWorkerState};
 use crate::runtime::{Cri, CriError, Runtime};
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -134,7 +136,11 @@ struct Worker {
     termination: super::termination::Messages,
     /// The pod outlived its activeDeadlineSeconds: it stays ended.
     deadline_exceeded: bool,
+    /// The pod's probe workers and their results (src/probes).
+    probes: Probes,
 }
+
+type Probes = crate::probes::pod::PodProbes<crate::probes::run::Real, crate::events::Recorder>;
 
 /// How soon to look again when CRI has not caught up with an exit event.
 const EXIT_RECHECK: Duration = Duration::from_millis(20);
@@ -165,6 +171,7 @@ async fn run(deps: WorkerDeps, pod: Pod, mut inbox: Inbox, state: watch::Sender<
         done: Vec::new(),
         termination: Default::default(),
         deadline_exceeded: false,
+        probes: Probes::new(Arc::new(crate::probes::run::Real { cri: deps.cri.clone() }), Arc::new(deps.events.clone()), spec::pod_uid(&pod).to_string()),
         deps,
         pod,
     };
@@ -245,6 +252,7 @@ impl Worker {
                     // Missed events: resync to be safe.
                     Err(_) => return,
                 },
+                _ = self.probes.changed() => return,
                 _ = tokio::time::sleep_until(deadline) => return,
             }
         }
@@ -254,6 +262,12 @@ impl Worker {
     /// arriving meanwhile starts the stop again with it (the runtime's SIGKILL comes sooner).
     async fn terminating(&mut self, inbox: &mut Inbox) {
         let Some(grace) = self.current().grace_left(tokio::time::Instant::now()) else { return };
+        // Not ready from here on, while preStop hooks and the grace period run.
+        if self.probes.terminating() {
+            if let Ok(observed) = self.observe(self.deps.runtime.recent()).await {
+                self.publish(&observed, &Plan::default());
+            }
+        }
         let before = self.current();
         let mut stop = std::pin::pin!(stop_pod(self.deps.clone(), self.pod.clone(), grace));
         loop {
@@ -327,6 +341,9 @@ impl Worker {
         if deadline == super::deadline::Deadline::Passed && (ended_by_deadline || plan::finished_phase(&self.pod, &observed).is_none()) {
             return self.end_past_deadline(observed).await;
         }
+        if self.kill_unhealthy(&observed).await {
+            observed = self.observe(std::time::Instant::now()).await?;
+        }
         if let Err(e) = self.prepare_volumes(&observed).await {
             self.publish_error(&observed, &e.to_string());
             return Err(e);
@@ -356,6 +373,8 @@ impl Worker {
                 || observed.sandboxes.iter().any(|s| &s.id == id && s.ready)
         };
         self.unconfirmed_exits.retain(still_running);
+        let probe_ip = pod_ip(&self.deps, &observed);
+        self.probes.sync(&self.pod, &observed, &probe_ip);
         for (name, failure) in self.memory.start_failures.iter().filter(|(_, f)| f.at >= sync_started) {
             plan.waiting.insert(name.clone(), plan::Waiting { reason: failure.reason, message: failure.message.clone() });
             plan.wake_after = Some(plan.wake_after.map_or(FAILURE_RECHECK, |w| w.min(FAILURE_RECHECK)));
@@ -389,10 +408,9 @@ impl Worker {
         }
         let grace = self.grace_period();
         let running: Vec<_> = observed.containers.iter().filter(|c| c.state == RunState::Running).collect();
-        for c in &running {
-            self.event(Some(&c.name), Normal, "Killing", format!("Stopping container {}", c.name));
-        }
-        futures::future::join_all(running.iter().map(|c| self.deps.runtime.stop_container(&c.id, grace))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let ip = pod_ip(&self.deps, &observed);
+        let kills: Vec<KillContainer> = running.iter().map(|c| KillContainer { id: c.id.clone(), name: c.name.clone(), reason: KillReason::PodFinished }).collect();
+        futures::future::join_all(kills.iter().map(|kill| stop_container(&self.deps, &self.pod, kill, grace, &ip))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
         for sandbox in observed.sandboxes.iter().filter(|s| s.ready) {
             self.deps.runtime.stop_sandbox(&sandbox.id).await?;
         }
@@ -446,13 +464,14 @@ impl Worker {
     }
 
     fn publish(&self, observed: &ObservedPod, plan: &Plan) {
-        let status = pod_status(&StatusInput {
+        let mut status = pod_status(&StatusInput {
             pod: &self.pod,
             observed,
             plan,
             host_ip: self.deps.ctx.host_ip.as_deref(),
             start_time: self.first_seen,
         });
+        crate::probes::status::apply(&mut status, &self.pod, &self.probes.view(), self.probes.is_terminating());
         self.deps.store.set_status(&self.pod, status);
     }
 
@@ -474,8 +493,9 @@ impl Worker {
                 acted = true;
             }
         }
+        let ip = pod_ip(&self.deps, observed);
         for kill in &plan.kill {
-            stop_container(&self.deps, &self.pod, kill, self.grace_period()).await?;
+            stop_container(&self.deps, &self.pod, kill, self.grace_period(), &ip).await?;
             acted = true;
         }
         if let Some(sandbox) = observed.ready_sandbox() {
@@ -530,8 +550,7 @@ impl Worker {
     }
 
     fn container(&self, name: &str) -> Option<Container> {
-        let spec = self.pod.spec.as_ref()?;
-        spec.init_containers.iter().flatten().chain(spec.containers.iter()).find(|c| c.name == name).cloned()
+        spec::find_container(&self.pod, name)
     }
 
     /// Pulls, creates and starts one container; a failure is remembered for status and back-off.
@@ -541,6 +560,7 @@ impl Worker {
         match self.try_start(sandbox_id, sandbox_attempt, pod_ip, &container, start).await {
             Ok(id) => {
                 tracing::debug!(pod = %self.pod_ref(), container = %start.name, id = %id, attempt = start.attempt, "container started");
+                self.post_start(&container, &id, pod_ip).await;
                 self.memory.start_failures.remove(&start.name);
                 self.memory.backoff.forget(&plan::start_failure_key(&start.name));
                 if start.is_restart {
@@ -668,3 +688,36 @@ fn all_containers_running(pod: &Pod, observed: &ObservedPod) -> bool {
 #[cfg(test)]
 #[path = "worker_tests.rs"]
 mod tests;
+
+/// Probes and lifecycle hooks (src/probes): the pod worker's touch points.
+impl Worker {
+    /// Kills the containers a liveness or startup probe failed on (the restart policy and its
+    /// back-off then apply); true when one was killed.
+    async fn kill_unhealthy(&self, observed: &ObservedPod) -> bool {
+        let mut killed = false;
+        let running = |id: &str| observed.containers.iter().any(|c| c.id == id && c.state == RunState::Running);
+        let ip = pod_ip(&self.deps, observed);
+        for (id, name, kill) in self.probes.kills().into_iter().filter(|(id, _, _)| running(id)) {
+            let reason = if kill.kind == crate::probes::Kind::Startup { KillReason::StartupFailed } else { KillReason::LivenessFailed };
+            let grace = kill.grace.unwrap_or_else(|| self.grace_period());
+            match stop_container(&self.deps, &self.pod, &KillContainer { id, name: name.clone(), reason }, grace, &ip).await {
+                Ok(()) => killed = true,
+                Err(e) => tracing::warn!(pod = %self.pod_ref(), container = %name, error = %e, "could not kill an unhealthy container"),
+            }
+        }
+        killed
+    }
+
+    /// Runs the container's postStart hook; a failure kills the container (which then restarts
+    /// by the restart policy).
+    async fn post_start(&self, c: &Container, id: &str, pod_ip: Option<&str>) {
+        let ip = pod_ip.map(String::from).or_else(|| self.deps.ctx.host_ip.clone()).unwrap_or_else(|| "127.0.0.1".into());
+        let effects = crate::probes::run::Real { cri: self.deps.cri.clone() };
+        let Err(message) = crate::probes::hooks::post_start(&effects, &self.pod, c, id, &ip).await else { return };
+        self.event(Some(&c.name), Warning, "FailedPostStartHook", message);
+        let kill = KillContainer { id: id.to_string(), name: c.name.clone(), reason: KillReason::PostStartHookFailed };
+        if let Err(e) = stop_container(&self.deps, &self.pod, &kill, self.grace_period(), &ip).await {
+            tracing::warn!(pod = %self.pod_ref(), container = %c.name, error = %e, "could not kill a container whose postStart hook failed");
+        }
+    }
+}

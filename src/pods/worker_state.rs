@@ -72,6 +72,12 @@ impl WorkerHandle {
     pub fn state(&self) -> PodWorkerState {
         *self.state.borrow()
     }
+
+    /// Ends the worker's task where it stands (unit tests; nodelet itself always terminates).
+    #[cfg(test)]
+    pub fn abort(&self) {
+        self.task.abort();
+    }
 }
 
 /// The worker's messages; the manager going away reads as one Terminate with the pod's own grace.

@@ -28,6 +28,7 @@ fn harness() -> Harness {
         memory_capacity: 1 << 30,
         seccomp_root: dir.path().join("seccomp"),
         seccomp_default: false,
+        allocatable: crate::podinfo::downward::Allocatable::from_capacity(2, 1 << 30, 0, 0, 0),
     };
     let fake = FakeRuntime::new();
     let deps = WorkerDeps {
@@ -43,6 +44,7 @@ fn harness() -> Harness {
         api: None,
         events: crate::events::Recorder::log_only(),
         network: crate::pod_network::NetworkGate::always_ready(),
+        objects: None,
     };
     Harness { fake, deps, _dir: dir }
 }

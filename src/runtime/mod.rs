@@ -204,6 +204,13 @@ impl Cri {
         gone_is_done(call("RemoveContainer", format!("container {id}"), self.runtime.clone().remove_container(req)).await)
     }
 
+    /// Runs a command in a running container and waits for it (probes and hooks): the runtime
+    /// kills it after `timeout`, which comes back as an error.
+    pub async fn exec_sync(&self, id: &str, cmd: Vec<String>, timeout: Duration) -> CriResult<cri::ExecSyncResponse> {
+        let req = request(cri::ExecSyncRequest { container_id: id.into(), cmd, timeout: timeout.as_secs().max(1) as i64 }, timeout + Duration::from_secs(5));
+        call("ExecSync", format!("container {id}"), self.runtime.clone().exec_sync(req)).await
+    }
+
     /// A URL on the runtime's streaming server for a command in a running container.
     pub async fn exec(&self, exec: cri::ExecRequest) -> CriResult<String> {
         let target = format!("container {}", exec.container_id);

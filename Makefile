@@ -76,4 +76,5 @@ fmt:
 	$(CARGO) fmt --all
 
 lint:
+	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

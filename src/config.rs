@@ -4,8 +4,8 @@
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use serde::Deserialize;
 use k8s_openapi::api::core::v1::Taint;
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -336,10 +336,7 @@ impl Config {
             None => nix::unistd::gethostname().context("reading the host name")?.to_string_lossy().into_owned(),
         }
         .to_lowercase();
-        let endpoint = flags
-            .container_runtime_endpoint
-            .or(file.container_runtime_endpoint)
-            .unwrap_or_else(|| "unix:///run/containerd/containerd.sock".into());
+        let endpoint = flags.container_runtime_endpoint.or(file.container_runtime_endpoint).unwrap_or_else(|| "unix:///run/containerd/containerd.sock".into());
         let config = Config {
             node_name,
             pod_manifest_path: flags.pod_manifest_path.or(file.static_pod_path),
@@ -375,15 +372,27 @@ impl Config {
                 None => file.node_labels.unwrap_or_default(),
             },
             taints: match flags.register_with_taints {
-                Some(list) => list.iter().map(|t| crate::node::object::parse_taint(t)).collect::<Result<_, _>>().map_err(|e| anyhow::anyhow!("--register-with-taints: {e}"))?,
+                Some(list) => list
+                    .iter()
+                    .map(|t| crate::node::object::parse_taint(t))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| anyhow::anyhow!("--register-with-taints: {e}"))?,
                 None => file.register_with_taints.unwrap_or_default(),
             },
             max_pods: flags.max_pods.or(file.max_pods).unwrap_or(110),
             reserved: {
-                let system = match flags.system_reserved { Some(l) => parse_pairs("--system-reserved", &l)?, None => file.system_reserved.unwrap_or_default() };
-                let kube = match flags.kube_reserved { Some(l) => parse_pairs("--kube-reserved", &l)?, None => file.kube_reserved.unwrap_or_default() };
+                let system = match flags.system_reserved {
+                    Some(l) => parse_pairs("--system-reserved", &l)?,
+                    None => file.system_reserved.unwrap_or_default(),
+                };
+                let kube = match flags.kube_reserved {
+                    Some(l) => parse_pairs("--kube-reserved", &l)?,
+                    None => file.kube_reserved.unwrap_or_default(),
+                };
                 let (a, b) = (reserved("--system-reserved", &system)?, reserved("--kube-reserved", &kube)?);
-                let sum = |x: i64, y: i64, what: &str| x.checked_add(y).ok_or_else(|| anyhow::anyhow!("--system-reserved plus --kube-reserved: {what} does not fit in 64 bits"));
+                let sum = |x: i64, y: i64, what: &str| {
+                    x.checked_add(y).ok_or_else(|| anyhow::anyhow!("--system-reserved plus --kube-reserved: {what} does not fit in 64 bits"))
+                };
                 (sum(a.0, b.0, "cpu")?, sum(a.1, b.1, "memory")?)
             },
             lease_duration: Duration::from_secs(flags.node_lease_duration_seconds.or(file.node_lease_duration_seconds).unwrap_or(40).into()),
@@ -403,10 +412,20 @@ impl Config {
                 Some("Webhook") => true,
                 Some(other) => bail!("--authorization-mode: {other:?} is not AlwaysAllow or Webhook"),
             },
-            allowed_unsafe_sysctls: flags.allowed_unsafe_sysctls.or(file.allowed_unsafe_sysctls).unwrap_or_default().into_iter().filter(|s| !s.is_empty()).collect(),
+            allowed_unsafe_sysctls: flags
+                .allowed_unsafe_sysctls
+                .or(file.allowed_unsafe_sysctls)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect(),
             seccomp_default: flags.seccomp_default.or(file.seccomp_default).unwrap_or(false),
             container_log_max_size: match flags.container_log_max_size.or(file.container_log_max_size) {
-                Some(text) => crate::pods::quantity::bytes(&text).ok().filter(|b| *b > 0).map(|b| b as u64).ok_or_else(|| anyhow::anyhow!("--container-log-max-size: {text:?} is not a positive size such as 10Mi"))?,
+                Some(text) => crate::pods::quantity::bytes(&text)
+                    .ok()
+                    .filter(|b| *b > 0)
+                    .map(|b| b as u64)
+                    .ok_or_else(|| anyhow::anyhow!("--container-log-max-size: {text:?} is not a positive size such as 10Mi"))?,
                 None => 10 << 20,
             },
             container_log_max_files: flags.container_log_max_files.or(file.container_log_max_files).unwrap_or(5),
@@ -436,7 +455,11 @@ impl Config {
         if self.cni_bridge.is_empty() || self.cni_bridge.len() > 15 {
             bail!("--cni-bridge: {:?} must be an interface name of 1 to 15 characters", self.cni_bridge);
         }
-        for (option, d) in [("--file-check-frequency", self.file_check_frequency), ("--sync-frequency", self.sync_frequency), ("--crash-loop-backoff-initial", self.backoff_initial)] {
+        for (option, d) in [
+            ("--file-check-frequency", self.file_check_frequency),
+            ("--sync-frequency", self.sync_frequency),
+            ("--crash-loop-backoff-initial", self.backoff_initial),
+        ] {
             if d.is_zero() {
                 bail!("{option}: must be greater than zero");
             }
@@ -466,7 +489,11 @@ impl Config {
             bail!("--image-gc-high-threshold: {} is not a percentage between 0 and 100", self.image_gc.high_threshold_percent);
         }
         if self.image_gc.low_threshold_percent >= self.image_gc.high_threshold_percent {
-            bail!("--image-gc-low-threshold: {} must be below --image-gc-high-threshold {}", self.image_gc.low_threshold_percent, self.image_gc.high_threshold_percent);
+            bail!(
+                "--image-gc-low-threshold: {} must be below --image-gc-high-threshold {}",
+                self.image_gc.low_threshold_percent,
+                self.image_gc.high_threshold_percent
+            );
         }
         if self.proxy_kubeconfig.is_some() && self.kubeconfig.is_none() {
             bail!("--proxy-kubeconfig: needs --kubeconfig (without it nodelet runs standalone, with no Service proxy)");
@@ -557,7 +584,11 @@ mod tests {
     fn the_file_is_read_and_flags_override_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
-        std::fs::write(&path, "kind: KubeletConfiguration\nreadOnlyPort: 0\npodCIDR: 10.1.0.0/24\ncrashLoopBackOff: {initialPeriod: 1s, maxContainerRestartPeriod: 4s}\n").unwrap();
+        std::fs::write(
+            &path,
+            "kind: KubeletConfiguration\nreadOnlyPort: 0\npodCIDR: 10.1.0.0/24\ncrashLoopBackOff: {initialPeriod: 1s, maxContainerRestartPeriod: 4s}\n",
+        )
+        .unwrap();
         let c = Config::from_flags(flags(&["--config", path.to_str().unwrap(), "--pod-cidr", "10.2.0.0/24"])).unwrap();
         assert_eq!(c.read_only_port, 0);
         assert_eq!(c.pod_cidr, "10.2.0.0/24");
@@ -645,11 +676,16 @@ mod tests {
         assert_eq!((c.container_gc.min_age, c.container_gc.max_per_pod_container, c.container_gc.max_containers), (Duration::ZERO, 1, -1));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
-        std::fs::write(&path, "containerLogMaxSize: 1Mi\ncontainerLogMaxFiles: 3\nimageGCHighThresholdPercent: 70\nimageGCLowThresholdPercent: 60\nimageMinimumGCAge: 5m\n").unwrap();
+        std::fs::write(
+            &path,
+            "containerLogMaxSize: 1Mi\ncontainerLogMaxFiles: 3\nimageGCHighThresholdPercent: 70\nimageGCLowThresholdPercent: 60\nimageMinimumGCAge: 5m\n",
+        )
+        .unwrap();
         let c = Config::from_flags(flags(&["--config", path.to_str().unwrap(), "--image-gc-low-threshold", "50", "--maximum-dead-containers", "-1"])).unwrap();
         assert_eq!((c.container_log_max_size, c.container_log_max_files), (1 << 20, 3));
         assert_eq!((c.image_gc.high_threshold_percent, c.image_gc.low_threshold_percent, c.image_gc.min_age), (70, 50, Duration::from_secs(300)));
-        let c = Config::from_flags(flags(&["--container-log-max-size", "2Ki", "--image-minimum-gc-age", "1s", "--maximum-dead-containers-per-container", "2"])).unwrap();
+        let c = Config::from_flags(flags(&["--container-log-max-size", "2Ki", "--image-minimum-gc-age", "1s", "--maximum-dead-containers-per-container", "2"]))
+            .unwrap();
         assert_eq!((c.container_log_max_size, c.image_gc.min_age, c.container_gc.max_per_pod_container), (2048, Duration::from_secs(1), 2));
         for (args, option) in [
             (vec!["--container-log-max-size", "huge"], "--container-log-max-size"),

@@ -120,7 +120,18 @@ mod tests {
 
     #[test]
     fn the_effective_configuration_under_kubeletconfig() {
-        let flags = Flags::try_parse_from(["nodelet", "--hostname-override", "node-a", "--cni-plugin", "/bin/true", "--read-only-port", "0", "--system-reserved", "cpu=100m"]).unwrap();
+        let flags = Flags::try_parse_from([
+            "nodelet",
+            "--hostname-override",
+            "node-a",
+            "--cni-plugin",
+            "/bin/true",
+            "--read-only-port",
+            "0",
+            "--system-reserved",
+            "cpu=100m",
+        ])
+        .unwrap();
         let body = configz(&Config::from_flags(flags).unwrap());
         let c = &body["kubeletconfig"];
         assert_eq!(c["kind"], "KubeletConfiguration");

@@ -70,7 +70,13 @@ impl Recorder {
             Kind::Warning => tracing::warn!(node, reason, "{message}"),
         }
         let Some(tx) = &self.tx else { return };
-        let object = ObjectReference { api_version: Some("v1".into()), kind: Some("Node".into()), name: Some(node.into()), uid: Some(node.into()), ..Default::default() };
+        let object = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(node.into()),
+            uid: Some(node.into()),
+            ..Default::default()
+        };
         let _ = tx.send(PodEvent { pod: object, kind, reason, message });
     }
 }

@@ -86,7 +86,11 @@ impl Health {
         if let Some(secs) = self.sync_loop_stalled_secs() {
             failures.push(format!("syncloop: the sync loop has not run for {secs}s"));
         }
-        if failures.is_empty() { Ok(()) } else { Err(failures) }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures)
+        }
     }
 }
 
@@ -137,12 +141,9 @@ pub async fn watch_proxy(proxiers: Vec<std::sync::Arc<crate::proxy::Proxier>>, h
 fn proxy_note(family: crate::proxy::model::Family, h: &crate::proxy::ProxyHealth, now: SystemTime) -> String {
     let ago = |t: Option<SystemTime>| t.map(|t| format!("{}s ago", now.duration_since(t).unwrap_or_default().as_secs()));
     match ago(h.last_sync) {
-        Some(last) => format!(
-            "{family} last sync {last} (full {}), {} rules, {} elements",
-            ago(h.last_full_sync).unwrap_or_else(|| "never".into()),
-            h.rules,
-            h.elements
-        ),
+        Some(last) => {
+            format!("{family} last sync {last} (full {}), {} rules, {} elements", ago(h.last_full_sync).unwrap_or_else(|| "never".into()), h.rules, h.elements)
+        }
         None => format!("{family} not synced yet"),
     }
 }
@@ -167,12 +168,16 @@ mod tests {
         health.note("proxy", proxy_note(crate::proxy::model::Family::V4, &h, now));
         let (ok, text) = health.verbose();
         assert!(ok);
-        assert_eq!(
-            text,
-            "[+]proxy ok: IPv4 last sync 3s ago (full 40s ago), 15 rules, 111 elements\n[+]runtime ok\n[+]syncloop ok\nhealthz check passed\n"
-        );
+        assert_eq!(text, "[+]proxy ok: IPv4 last sync 3s ago (full 40s ago), 15 rules, 111 elements\n[+]runtime ok\n[+]syncloop ok\nhealthz check passed\n");
         health.set("runtime", Err("down".into()));
-        assert_eq!(health.verbose(), (false, "[+]proxy ok: IPv4 last sync 3s ago (full 40s ago), 15 rules, 111 elements\n[-]runtime failed: down\n[+]syncloop ok\nhealthz check failed\n".into()));
+        assert_eq!(
+            health.verbose(),
+            (
+                false,
+                "[+]proxy ok: IPv4 last sync 3s ago (full 40s ago), 15 rules, 111 elements\n[-]runtime failed: down\n[+]syncloop ok\nhealthz check failed\n"
+                    .into()
+            )
+        );
     }
 
     #[test]

@@ -42,7 +42,9 @@ pub fn rotated_files(log_name: &str, dir_names: &[String]) -> Vec<String> {
     let prefix = format!("{log_name}.");
     let mut found: Vec<String> = dir_names
         .iter()
-        .filter(|n| n.strip_prefix(&prefix).is_some_and(|rest| rest.len() >= 15 && rest.as_bytes()[..8].iter().all(u8::is_ascii_digit) && !rest.ends_with(".tmp")))
+        .filter(|n| {
+            n.strip_prefix(&prefix).is_some_and(|rest| rest.len() >= 15 && rest.as_bytes()[..8].iter().all(u8::is_ascii_digit) && !rest.ends_with(".tmp"))
+        })
         .cloned()
         .collect();
     found.sort();
@@ -147,7 +149,18 @@ mod tests {
         assert_eq!(a, PathBuf::from("/logs/c/0.log.20251130-041602.000000005"));
         let b = rotated_name(Path::new("/logs/c/0.log"), t + Duration::from_millis(1));
         assert!(a < b);
-        let names: Vec<String> = ["0.log", "0.log.20251130-041602.000000005", "1.log.20251130-041602.000000001", "0.log.20251130-041601.000000000", "0.log.tmp", "0.log.20251130-041603.000000000.tmp", "0.logx"].iter().map(|s| s.to_string()).collect();
+        let names: Vec<String> = [
+            "0.log",
+            "0.log.20251130-041602.000000005",
+            "1.log.20251130-041602.000000001",
+            "0.log.20251130-041601.000000000",
+            "0.log.tmp",
+            "0.log.20251130-041603.000000000.tmp",
+            "0.logx",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         assert_eq!(rotated_files("0.log", &names), vec!["0.log.20251130-041601.000000000", "0.log.20251130-041602.000000005"]);
     }
 

@@ -258,35 +258,12 @@ mod tests {
     use super::*;
 
     fn sample_machine() -> MachineInfo {
-        let cache = Cache {
-            id: 0,
-            size: 32768,
-            cache_type: "Data".into(),
-            level: 1,
-        };
-        let hugepages = vec![HugePagesInfo {
-            page_size: 2048,
-            num_pages: 0,
-        }];
+        let cache = Cache { id: 0, size: 32768, cache_type: "Data".into(), level: 1 };
+        let hugepages = vec![HugePagesInfo { page_size: 2048, num_pages: 0 }];
         let mut memory_by_type = BTreeMap::new();
-        memory_by_type.insert(
-            "Unbuffered-DDR4".to_string(),
-            MemoryInfo {
-                capacity: 1,
-                dimm_count: 1,
-            },
-        );
+        memory_by_type.insert("Unbuffered-DDR4".to_string(), MemoryInfo { capacity: 1, dimm_count: 1 });
         let mut disk_map = BTreeMap::new();
-        disk_map.insert(
-            "8:0".to_string(),
-            DiskInfo {
-                name: "sda".into(),
-                major: 8,
-                minor: 0,
-                size: 512,
-                scheduler: "none".into(),
-            },
-        );
+        disk_map.insert("8:0".to_string(), DiskInfo { name: "sda".into(), major: 8, minor: 0, size: 512, scheduler: "none".into() });
         MachineInfo {
             timestamp: "2024-01-02T03:04:05Z".into(),
             vendor_id: "GenuineIntel".into(),
@@ -302,31 +279,14 @@ mod tests {
             machine_id: "abc".into(),
             system_uuid: "uuid".into(),
             boot_id: "boot".into(),
-            filesystems: vec![FsInfo {
-                device: "/dev/sda1".into(),
-                capacity: 10,
-                fs_type: "vfs".into(),
-                inodes: 5,
-                has_inodes: true,
-            }],
+            filesystems: vec![FsInfo { device: "/dev/sda1".into(), capacity: 10, fs_type: "vfs".into(), inodes: 5, has_inodes: true }],
             disk_map,
-            network_devices: vec![NetInfo {
-                name: "eth0".into(),
-                mac_address: "02:00:00:00:00:01".into(),
-                speed: 1000,
-                mtu: 1500,
-            }],
+            network_devices: vec![NetInfo { name: "eth0".into(), mac_address: "02:00:00:00:00:01".into(), speed: 1000, mtu: 1500 }],
             topology: vec![Node {
                 node_id: 0,
                 memory: 1 << 30,
                 hugepages,
-                cores: vec![Core {
-                    core_id: 0,
-                    thread_ids: vec![0, 1],
-                    caches: vec![cache.clone()],
-                    uncore_caches: vec![],
-                    socket_id: 0,
-                }],
+                cores: vec![Core { core_id: 0, thread_ids: vec![0, 1], caches: vec![cache.clone()], uncore_caches: vec![], socket_id: 0 }],
                 caches: vec![cache],
                 distances: vec![10],
             }],
@@ -377,60 +337,16 @@ mod tests {
                 "instance_id",
             ])
         );
-        assert_eq!(
-            keys(&json["hugepages"][0]),
-            sorted(&["page_size", "num_pages"])
-        );
-        assert_eq!(
-            keys(&json["filesystems"][0]),
-            sorted(&["device", "capacity", "type", "inodes", "has_inodes"])
-        );
-        assert_eq!(
-            keys(&json["network_devices"][0]),
-            sorted(&["name", "mac_address", "speed", "mtu"])
-        );
-        assert_eq!(
-            keys(&json["disk_map"]["8:0"]),
-            sorted(&["name", "major", "minor", "size", "scheduler"])
-        );
-        assert_eq!(
-            keys(&json["memory_by_type"]["Unbuffered-DDR4"]),
-            sorted(&["capacity", "dimm_count"])
-        );
-        assert_eq!(
-            keys(&json["nvm"]),
-            sorted(&[
-                "memory_mode_capacity",
-                "app_direct_mode_capacity",
-                "avg_power_budget"
-            ])
-        );
+        assert_eq!(keys(&json["hugepages"][0]), sorted(&["page_size", "num_pages"]));
+        assert_eq!(keys(&json["filesystems"][0]), sorted(&["device", "capacity", "type", "inodes", "has_inodes"]));
+        assert_eq!(keys(&json["network_devices"][0]), sorted(&["name", "mac_address", "speed", "mtu"]));
+        assert_eq!(keys(&json["disk_map"]["8:0"]), sorted(&["name", "major", "minor", "size", "scheduler"]));
+        assert_eq!(keys(&json["memory_by_type"]["Unbuffered-DDR4"]), sorted(&["capacity", "dimm_count"]));
+        assert_eq!(keys(&json["nvm"]), sorted(&["memory_mode_capacity", "app_direct_mode_capacity", "avg_power_budget"]));
         let node = &json["topology"][0];
-        assert_eq!(
-            keys(node),
-            sorted(&[
-                "node_id",
-                "memory",
-                "hugepages",
-                "cores",
-                "caches",
-                "distances"
-            ])
-        );
-        assert_eq!(
-            keys(&node["cores"][0]),
-            sorted(&[
-                "core_id",
-                "thread_ids",
-                "caches",
-                "uncore_caches",
-                "socket_id"
-            ])
-        );
-        assert_eq!(
-            keys(&node["caches"][0]),
-            sorted(&["id", "size", "type", "level"])
-        );
+        assert_eq!(keys(node), sorted(&["node_id", "memory", "hugepages", "cores", "caches", "distances"]));
+        assert_eq!(keys(&node["cores"][0]), sorted(&["core_id", "thread_ids", "caches", "uncore_caches", "socket_id"]));
+        assert_eq!(keys(&node["caches"][0]), sorted(&["id", "size", "type", "level"]));
     }
 
     #[test]
@@ -463,17 +379,8 @@ mod tests {
         assert!(!facts.kernel_version.is_empty());
         assert!(!facts.os_image.is_empty());
         assert!(machine.timestamp.ends_with('Z'));
-        let threads: usize = machine
-            .topology
-            .iter()
-            .flat_map(|node| &node.cores)
-            .map(|core| core.thread_ids.len())
-            .sum();
-        assert!(
-            threads >= 1,
-            "topology lists no thread: {:?}",
-            machine.topology
-        );
+        let threads: usize = machine.topology.iter().flat_map(|node| &node.cores).map(|core| core.thread_ids.len()).sum();
+        assert!(threads >= 1, "topology lists no thread: {:?}", machine.topology);
     }
 
     #[test]
@@ -496,16 +403,8 @@ mod tests {
     fn read_host_facts_on_a_minimal_tree_leaves_optional_facts_empty() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("proc")).unwrap();
-        std::fs::write(
-            dir.path().join("proc/cpuinfo"),
-            "processor\t: 0\ncpu MHz\t\t: 1500.000\n\nprocessor\t: 1\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("proc/meminfo"),
-            "MemTotal:  1024 kB\nSwapTotal: 0 kB\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("proc/cpuinfo"), "processor\t: 0\ncpu MHz\t\t: 1500.000\n\nprocessor\t: 1\n").unwrap();
+        std::fs::write(dir.path().join("proc/meminfo"), "MemTotal:  1024 kB\nSwapTotal: 0 kB\n").unwrap();
         let facts = read_host_facts(dir.path()).unwrap();
         let machine = &facts.machine;
         assert_eq!(machine.num_cores, 2);

@@ -3,12 +3,12 @@
 use clap::Parser;
 use nodelet::config::{Config, Flags};
 use nodelet::health::{self, Health};
+use nodelet::pod_network::PodNetwork;
 use nodelet::pods::manager::Manager;
 use nodelet::pods::source::ManifestDir;
 use nodelet::pods::spec::NodeContext;
 use nodelet::pods::store::PodStore;
 use nodelet::pods::worker::WorkerDeps;
-use nodelet::pod_network::PodNetwork;
 use nodelet::{machine, network, node, nodeip, runtime, server};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -16,9 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
     let config = match Config::from_flags(Flags::parse()) {
         Ok(c) => c,
         Err(e) => {
@@ -87,13 +85,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // the one runtime client (it connects on first use), shared by every part
     let cri = runtime::Cri::new(&config.runtime_socket);
     let stats = (!config.proxy_only).then(|| Arc::new(nodelet::stats::Collector::new(cri.clone(), store.clone(), ctx.clone(), config.root_dir.clone())));
-    let server_state = server::ReadOnly {
-        health: health.clone(),
-        pods: store.clone(),
-        host_root: "/".into(),
-        configz: Arc::new(nodelet::configz::configz(&config)),
-        stats,
-    };
+    let server_state =
+        server::ReadOnly { health: health.clone(), pods: store.clone(), host_root: "/".into(), configz: Arc::new(nodelet::configz::configz(&config)), stats };
     if config.read_only_port != 0 {
         let state = server_state.clone();
         let addr = SocketAddr::new(config.address, config.read_only_port);
@@ -115,7 +108,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
             client_ca_file: config.client_ca_file.clone(),
             anonymous: config.anonymous_auth,
             authentication_webhook: config.authentication_token_webhook,
-            authorization_mode: if config.authorization_webhook { nodelet::secure::AuthorizationMode::Webhook } else { nodelet::secure::AuthorizationMode::AlwaysAllow },
+            authorization_mode: if config.authorization_webhook {
+                nodelet::secure::AuthorizationMode::Webhook
+            } else {
+                nodelet::secure::AuthorizationMode::AlwaysAllow
+            },
             pod_logs_dir: config.pod_logs_dir.clone(),
             cri: Some(cri.clone()),
         };
@@ -179,7 +176,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let api_pods = client.as_ref().map(|client| join_cluster(client.clone(), &config, &deps, health.clone()));
     let admission = nodelet::pods::admission::AdmissionConfig {
-        sysctls: nodelet::pods::admission::sysctls::Allowlist::new(&config.allowed_unsafe_sysctls).map_err(|e| anyhow::anyhow!("--allowed-unsafe-sysctls: {e}"))?,
+        sysctls: nodelet::pods::admission::sysctls::Allowlist::new(&config.allowed_unsafe_sysctls)
+            .map_err(|e| anyhow::anyhow!("--allowed-unsafe-sysctls: {e}"))?,
         // The node as it registers itself: its labels and allocatable (capacity less reserved).
         node: nodelet::pods::admission::NodeFacts {
             name: config.node_name.clone(),
@@ -245,7 +243,7 @@ fn join_cluster(
 /// The Service proxy: a table of its own per address family (`ip6` only where the node has
 /// IPv6), fed by Services and EndpointSlices.
 fn start_proxy(client: kube::Client, config: &Config, health: Arc<Health>) -> anyhow::Result<Vec<Arc<nodelet::proxy::Proxier>>> {
-    use nodelet::proxy::{model::Family, ProxyConfig, Proxier};
+    use nodelet::proxy::{model::Family, Proxier, ProxyConfig};
     let mut families = vec![Family::V4];
     if nodeip::has_global_ipv6() {
         families.push(Family::V6);
@@ -280,7 +278,8 @@ fn spawn_garbage_collection(config: &Config, cri: &runtime::Cri, store: &PodStor
         policy: config.container_gc,
     };
     tokio::spawn(containers.run());
-    let images = nodelet::gc::images::ImageGc::new(cri.clone(), config.image_gc, vec![config.pod_infra_container_image.clone()], events, config.node_name.clone());
+    let images =
+        nodelet::gc::images::ImageGc::new(cri.clone(), config.image_gc, vec![config.pod_infra_container_image.clone()], events, config.node_name.clone());
     tokio::spawn(Arc::new(images).run());
 }
 

@@ -17,8 +17,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// The kubelet's buckets for pod start-up, in seconds.
-const POD_START_BUCKETS: [f64; 25] =
-    [0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 20.0, 30.0, 45.0, 60.0, 120.0, 180.0, 240.0, 300.0, 360.0, 480.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0];
+const POD_START_BUCKETS: [f64; 25] = [
+    0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 20.0, 30.0, 45.0, 60.0, 120.0, 180.0, 240.0, 300.0, 360.0, 480.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0,
+    3600.0,
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Operation {
@@ -86,7 +88,11 @@ impl Default for Metrics {
             "Duration in seconds from nodelet seeing a pod for the first time to the pod starting to run",
             pod_start.clone(),
         );
-        registry.register("kubelet_runtime_operations_duration_seconds", "Duration in seconds of runtime operations. Broken down by operation type", runtime_duration.clone());
+        registry.register(
+            "kubelet_runtime_operations_duration_seconds",
+            "Duration in seconds of runtime operations. Broken down by operation type",
+            runtime_duration.clone(),
+        );
         // The registry adds the _total suffix of counters.
         registry.register("kubelet_runtime_operations_errors", "Cumulative number of runtime operation errors by operation type", runtime_errors.clone());
         registry.register("kubelet_running_pods", "Number of pods that have a running pod sandbox", running_pods.clone());
@@ -149,7 +155,8 @@ impl Metrics {
 
     pub fn set_running(&self, pods: i64, containers: ContainerCounts) {
         self.running_pods.set(pods);
-        for (state, count) in [("created", containers.created), ("running", containers.running), ("exited", containers.exited), ("unknown", containers.unknown)] {
+        for (state, count) in [("created", containers.created), ("running", containers.running), ("exited", containers.exited), ("unknown", containers.unknown)]
+        {
             self.running_containers.get_or_create(&ContainerState { container_state: state }).set(count);
         }
     }

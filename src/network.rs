@@ -33,8 +33,8 @@ pub fn conflist(bridge: &str, pod_cidr: &str) -> String {
 
 impl CniInstall {
     pub fn install(&self) -> anyhow::Result<()> {
-        let plugin = std::fs::read(&self.plugin_source)
-            .with_context(|| format!("reading the CNI plugin {} (set --cni-plugin)", self.plugin_source.display()))?;
+        let plugin =
+            std::fs::read(&self.plugin_source).with_context(|| format!("reading the CNI plugin {} (set --cni-plugin)", self.plugin_source.display()))?;
         write_if_changed(&self.bin_dir.join(PLUGIN_NAME), &plugin, 0o755)?;
         write_if_changed(&self.conflist_path(), self.conflist().as_bytes(), 0o644)
     }

@@ -176,11 +176,7 @@ async fn follow_services(client: kube::Client, cache: ServiceCache) {
 /// Only the name, namespace, cluster IP and ports: what service link variables are made of.
 fn slim(s: Service) -> Service {
     let spec = s.spec.map(|spec| k8s_openapi::api::core::v1::ServiceSpec { cluster_ip: spec.cluster_ip, ports: spec.ports, ..Default::default() });
-    Service {
-        metadata: kube::api::ObjectMeta { name: s.metadata.name, namespace: s.metadata.namespace, ..Default::default() },
-        spec,
-        status: None,
-    }
+    Service { metadata: kube::api::ObjectMeta { name: s.metadata.name, namespace: s.metadata.namespace, ..Default::default() }, spec, status: None }
 }
 
 /// The configMaps and secrets a pod references: volumes (projected too), env, envFrom.
@@ -253,10 +249,18 @@ mod tests {
         let refs = references(&pod);
         assert!(refs.iter().all(|(_, ns, _)| ns == "ns"));
         let names: Vec<(Kind, &str)> = refs.iter().map(|(k, _, n)| (*k, n.as_str())).collect();
-        assert_eq!(names, vec![
-            (Kind::ConfigMap, "cm-from"), (Kind::ConfigMap, "cm-proj"), (Kind::ConfigMap, "cm-vol"),
-            (Kind::Secret, "s-env"), (Kind::Secret, "s-from"), (Kind::Secret, "s-proj"), (Kind::Secret, "s-vol"),
-        ]);
+        assert_eq!(
+            names,
+            vec![
+                (Kind::ConfigMap, "cm-from"),
+                (Kind::ConfigMap, "cm-proj"),
+                (Kind::ConfigMap, "cm-vol"),
+                (Kind::Secret, "s-env"),
+                (Kind::Secret, "s-from"),
+                (Kind::Secret, "s-proj"),
+                (Kind::Secret, "s-vol"),
+            ]
+        );
     }
 
     #[test]

@@ -169,7 +169,9 @@ impl PodNetwork {
         if should_rewrite(readiness.network_ready, self.install.config_in_place(), self.last_rewrite, Instant::now()) {
             self.last_rewrite = Some(Instant::now());
             match self.install.rewrite_config() {
-                Ok(()) => tracing::info!(file = %self.install.conflist_path().display(), "the runtime reports NetworkReady=false with nodelet's CNI config in place: wrote it again so the runtime reloads it"),
+                Ok(()) => {
+                    tracing::info!(file = %self.install.conflist_path().display(), "the runtime reports NetworkReady=false with nodelet's CNI config in place: wrote it again so the runtime reloads it")
+                }
                 Err(e) => tracing::error!("rewriting the CNI config: {e:#}"),
             }
         }

@@ -34,12 +34,8 @@ impl Limits {
     /// 30 s for headers: far longer than any honest client needs on a node's network, short
     /// enough that a flood of half-open requests drains by itself; it is within the kubelet's 90 s
     /// idle timeout, which it also enforces (see `header_read_timeout`).
-    pub const KUBELET: Limits = Limits {
-        header_read_timeout: Duration::from_secs(30),
-        max_header_bytes: 1 << 20,
-        max_connections: 512,
-        handshake_timeout: Duration::from_secs(10),
-    };
+    pub const KUBELET: Limits =
+        Limits { header_read_timeout: Duration::from_secs(30), max_header_bytes: 1 << 20, max_connections: 512, handshake_timeout: Duration::from_secs(10) };
 }
 
 /// Turns an accepted TCP connection into the stream HTTP is spoken on and what the handlers learn

@@ -15,7 +15,13 @@ fn pod_with(name: &str, spec: &str) -> String {
 fn pods_over_allocatable_or_max_pods_are_rejected_and_never_created() {
     let node = Node::start("admit", &["--max-pods=2"]);
     // A thousand cores: more than any test machine has.
-    node.write_manifest("big.yaml", &pod_with("big", &format!("  containers:\n  - name: main\n    image: {BUSYBOX}\n    command: [sleep, '3600']\n    resources: {{requests: {{cpu: '1000'}}}}\n")));
+    node.write_manifest(
+        "big.yaml",
+        &pod_with(
+            "big",
+            &format!("  containers:\n  - name: main\n    image: {BUSYBOX}\n    command: [sleep, '3600']\n    resources: {{requests: {{cpu: '1000'}}}}\n"),
+        ),
+    );
     let big = node.wait_phase("big", "Failed");
     assert_eq!(big["status"]["reason"], "OutOfcpu", "{big:#}");
     let message = big["status"]["message"].as_str().unwrap();
@@ -57,7 +63,9 @@ fn termination_messages_come_from_the_file_or_the_log_on_failure() {
 #[test]
 fn a_pod_past_its_active_deadline_ends_deadline_exceeded() {
     let node = Node::start("deadline", &[]);
-    let spec = format!("  activeDeadlineSeconds: 5\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: {BUSYBOX}\n    command: [sleep, '3600']\n");
+    let spec = format!(
+        "  activeDeadlineSeconds: 5\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: {BUSYBOX}\n    command: [sleep, '3600']\n"
+    );
     node.write_manifest("late.yaml", &pod_with("late", &spec));
     node.wait_running("late");
     let ended = node.wait_pod("late", "DeadlineExceeded", Duration::from_secs(30), |p| (p["status"]["reason"] == "DeadlineExceeded").then(|| p.clone()));

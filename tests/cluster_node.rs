@@ -43,7 +43,9 @@ fn pods_get_addresses_in_the_pod_cidr_the_cluster_assigns_after_registration() {
         !cidr.is_empty()
     });
     assert!(!ipv4_in(cidr.split('/').next().unwrap(), "10.88.0.0/16"), "the cluster's range must differ from --pod-cidr: {cidr}");
-    eventually("nodelet's log to say it uses the assigned pod CIDR", Duration::from_secs(30), || e2e.node.log().contains("pod network ready") && e2e.node.log().contains(&cidr));
+    eventually("nodelet's log to say it uses the assigned pod CIDR", Duration::from_secs(30), || {
+        e2e.node.log().contains("pod network ready") && e2e.node.log().contains(&cidr)
+    });
     for name in ["first", "second"] {
         e2e.create_pod(json!({
             "metadata": {"name": name},
@@ -63,13 +65,19 @@ fn a_proxy_refused_endpointslices_says_which_permission_and_how_to_grant_it_once
     let _table = TableGuard(table.clone());
     let e2e = E2e::start_with_node_identity_only("refused", &["--proxy-table", &table]);
     let node = e2e.wait_node_ready();
-    assert!(node["status"]["conditions"].as_array().unwrap().iter().any(|c| c["type"] == "Ready" && c["status"] == "True"), "the proxy's trouble does not make the node NotReady");
+    assert!(
+        node["status"]["conditions"].as_array().unwrap().iter().any(|c| c["type"] == "Ready" && c["status"] == "True"),
+        "the proxy's trouble does not make the node NotReady"
+    );
     let mut health = String::new();
     eventually("/healthz?verbose to name the refused permission", Duration::from_secs(30), || {
         health = http_get(e2e.node.port, "/healthz?verbose").1;
         health.contains("[-]proxy failed") && health.contains("endpointslices.discovery.k8s.io")
     });
-    assert!(health.contains(&format!("system:node:{}", e2e.node.name)) && health.contains("--proxy-kubeconfig") && health.contains("system:node-proxier"), "{health}");
+    assert!(
+        health.contains(&format!("system:node:{}", e2e.node.name)) && health.contains("--proxy-kubeconfig") && health.contains("system:node-proxier"),
+        "{health}"
+    );
     // The watch retries with back-off; the log tells the refusal once, not per retry.
     std::thread::sleep(Duration::from_secs(8));
     let told = e2e.node.log().matches("the apiserver refuses the Service proxy to list and watch endpointslices").count();

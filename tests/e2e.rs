@@ -62,9 +62,7 @@ fn a_pod_created_through_the_api_runs_and_reports_its_status() {
             }]
         }
     }));
-    let pod = e2e.wait_pod("web", "Running and ready", |p| {
-        p["status"]["phase"] == "Running" && p["status"]["containerStatuses"][0]["ready"] == true
-    });
+    let pod = e2e.wait_pod("web", "Running and ready", |p| p["status"]["phase"] == "Running" && p["status"]["containerStatuses"][0]["ready"] == true);
     let status = &pod["status"];
     let ip = status["podIP"].as_str().unwrap();
     // --pod-cidr's default, or the pod CIDR the cluster assigned the node.
@@ -135,7 +133,9 @@ fn a_restarted_nodelet_adopts_api_pods() {
 
 #[test]
 fn pods_keep_running_through_an_apiserver_outage() {
-    let Some(mut e2e) = E2e::start_private("outage", &["--node-lease-duration-seconds", "4", "--crash-loop-backoff-initial", "1s", "--crash-loop-backoff-max", "2s"]) else {
+    let Some(mut e2e) =
+        E2e::start_private("outage", &["--node-lease-duration-seconds", "4", "--crash-loop-backoff-initial", "1s", "--crash-loop-backoff-max", "2s"])
+    else {
         eprintln!("skipped: the cluster's apiserver cannot be stopped by the suite");
         return;
     };
@@ -158,9 +158,14 @@ fn pods_keep_running_through_an_apiserver_outage() {
     let log_before = e2e.node.log().len();
     e2e.stop_apiserver();
     // The crash-loop back-off is 1 s (start_private's flags): several restarts fit in the outage.
-    eventually("the crashing container to be restarted during the outage", Duration::from_secs(20), || e2e.node.runtime_objects().1.iter().any(|id| !containers_before.contains(id)));
+    eventually("the crashing container to be restarted during the outage", Duration::from_secs(20), || {
+        e2e.node.runtime_objects().1.iter().any(|id| !containers_before.contains(id))
+    });
     let during = e2e.node.log()[log_before..].to_string();
-    assert!(!during.contains("CreateContainerConfigError") && !during.contains("listing the services"), "a container could not be created during the outage:\n{during}");
+    assert!(
+        !during.contains("CreateContainerConfigError") && !during.contains("listing the services"),
+        "a container could not be created during the outage:\n{during}"
+    );
     let mut during_sandboxes = e2e.node.runtime_objects().0;
     during_sandboxes.sort();
     assert_eq!(during_sandboxes, sandboxes, "a pod's sandbox changed during the outage");
@@ -260,7 +265,8 @@ fn a_volume_that_cannot_be_prepared_says_why_in_an_event_and_the_status() {
             "containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"], "volumeMounts": [{"name": "cm", "mountPath": "/cm"}]}]}
     }));
     let pod = e2e.wait_pod("nomount", "ContainerCreating with a message", |p| {
-        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ContainerCreating" && p["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().is_some_and(|m| m.contains("never-made"))
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ContainerCreating"
+            && p["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().is_some_and(|m| m.contains("never-made"))
     });
     let message = pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap().to_string();
     assert!(message.contains("volume \"cm\"") && message.contains("not found"), "{message}");
@@ -276,7 +282,8 @@ fn a_missing_configmap_is_reported_in_the_pod_status() {
         "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"],
             "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "k"}}}]}]}
     }));
-    let pod = e2e.wait_pod("bad", "CreateContainerConfigError", |p| p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CreateContainerConfigError");
+    let pod = e2e
+        .wait_pod("bad", "CreateContainerConfigError", |p| p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CreateContainerConfigError");
     let message = pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap().to_string();
     assert!(message.contains("absent"), "{message}");
 }

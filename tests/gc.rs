@@ -70,7 +70,9 @@ fn dead_containers_beyond_the_limit_and_log_folders_of_gone_pods_are_removed() {
     let status = Command::new("touch").args(["-d", "-2 minutes"]).arg(&stale).status().unwrap();
     assert!(status.success());
     node.write_manifest("crash.yaml", &busybox_pod("crash", "Always", 1, "echo run; exit 1"));
-    node.wait_pod("crash", "four restarts", Duration::from_secs(90), |p| (p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(4)).then_some(()));
+    node.wait_pod("crash", "four restarts", Duration::from_secs(90), |p| {
+        (p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(4)).then_some(())
+    });
     // The newest instance and the newest dead one behind it stay; older ones go.
     eventually("at most two containers of the crash-looping pod", Duration::from_secs(15), || node.runtime_objects().1.len() <= 2);
     let path = format!("/containerLogs/default/{}/main?previous=true", node.pod_name("crash"));

@@ -103,7 +103,13 @@ fn a_huge_single_line_log_is_served_in_bounded_memory() {
     done.store(true, Ordering::SeqCst);
     sampler.join().unwrap();
     let (peak, rss) = (vm(pid, "VmHWM"), max_rss.load(Ordering::SeqCst));
-    println!("nodelet memory: before {} MB, peak while serving {} MB (VmHWM), highest VmRSS sampled {} MB, now {} MB", baseline >> 20, peak >> 20, rss >> 20, vm(pid, "VmRSS") >> 20);
+    println!(
+        "nodelet memory: before {} MB, peak while serving {} MB (VmHWM), highest VmRSS sampled {} MB, now {} MB",
+        baseline >> 20,
+        peak >> 20,
+        rss >> 20,
+        vm(pid, "VmRSS") >> 20
+    );
     assert!(peak > 0, "no VmHWM for nodelet (pid {pid})");
     assert!(peak < PEAK_LIMIT, "nodelet peaked at {} MB serving a 200 MB single-line log (limit {} MB)", peak >> 20, PEAK_LIMIT >> 20);
 }

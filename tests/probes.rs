@@ -31,7 +31,9 @@ fn a_failing_exec_liveness_probe_restarts_the_container() {
     let probe = "    livenessProbe:\n      exec: {command: [cat, /tmp/health]}\n      periodSeconds: 1\n      failureThreshold: 2\n      terminationGracePeriodSeconds: 1\n";
     node.write_manifest("live.yaml", &pod("live", "touch /tmp/health; sleep 3; rm /tmp/health; exec sleep 600", probe, ""));
     node.wait_running("live");
-    let restarted = node.wait_pod("live", "a restart by the liveness probe", Duration::from_secs(60), |p| (container(p)["restartCount"].as_i64() >= Some(1)).then(|| p.clone()));
+    let restarted = node.wait_pod("live", "a restart by the liveness probe", Duration::from_secs(60), |p| {
+        (container(p)["restartCount"].as_i64() >= Some(1)).then(|| p.clone())
+    });
     assert_eq!(container(&restarted)["lastState"]["terminated"]["exitCode"], 137, "{restarted:#}");
     let log = node.log();
     assert!(log.contains("Liveness probe failed: cat: can't open '/tmp/health'"), "no Unhealthy event:\n{log}");
@@ -81,7 +83,11 @@ fn a_post_start_hook_runs_before_the_container_counts_as_running_and_its_failure
     node.wait_pod("failing", "a restart after the failed hook", Duration::from_secs(60), |p| (container(p)["restartCount"].as_i64() >= Some(1)).then_some(()));
     let log = node.log();
     assert!(log.contains("FailedPostStartHook"), "no FailedPostStartHook event:\n{log}");
-    assert!(log.contains("Exec lifecycle hook ([\\\"sh\\\", \\\"-c\\\", \\\"echo no >&2; exit 3\\\"])") || log.contains("Exec lifecycle hook ([\"sh\", \"-c\", \"echo no >&2; exit 3\"])"), "the event does not name the hook:\n{log}");
+    assert!(
+        log.contains("Exec lifecycle hook ([\\\"sh\\\", \\\"-c\\\", \\\"echo no >&2; exit 3\\\"])")
+            || log.contains("Exec lifecycle hook ([\"sh\", \"-c\", \"echo no >&2; exit 3\"])"),
+        "the event does not name the hook:\n{log}"
+    );
 }
 
 #[test]
@@ -89,7 +95,8 @@ fn a_pre_stop_hook_runs_before_the_stop_signal() {
     let node = Node::start("hook-prestop", &[]);
     let out = node.dir.path().join("prestop-out");
     std::fs::create_dir_all(&out).unwrap();
-    let hook = "    lifecycle:\n      preStop:\n        exec: {command: [sh, -c, 'echo prestop >> /out/order']}\n    volumeMounts: [{name: out, mountPath: /out}]\n";
+    let hook =
+        "    lifecycle:\n      preStop:\n        exec: {command: [sh, -c, 'echo prestop >> /out/order']}\n    volumeMounts: [{name: out, mountPath: /out}]\n";
     let volumes = format!("  terminationGracePeriodSeconds: 10\n  volumes: [{{name: out, hostPath: {{path: {}}}}}]\n", out.display());
     let script = "trap 'echo term >> /out/order; exit 0' TERM; echo started >> /out/order; while true; do sleep 0.1; done";
     let manifest = pod("stopper", script, hook, &volumes).replace("  terminationGracePeriodSeconds: 1\n", "");

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use nodelet::proxy::apply::Netns;
 use nodelet::proxy::model::Family;
-use nodelet::proxy::{ProxyConfig, Proxier};
+use nodelet::proxy::{Proxier, ProxyConfig};
 use proxy_support::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -40,10 +40,7 @@ fn tcp_service(name: &str, cluster_ip: &str) -> Service {
 
 /// A slice for Service `svc` with the given (address, nodeName) endpoints, all ready.
 fn slice(svc: &str, port_name: &str, port: u16, protocol: &str, eps: &[(Ipv4Addr, &str)]) -> EndpointSlice {
-    let endpoints: Vec<Value> = eps
-        .iter()
-        .map(|(ip, node)| json!({"addresses": [ip.to_string()], "conditions": {"ready": true}, "nodeName": node}))
-        .collect();
+    let endpoints: Vec<Value> = eps.iter().map(|(ip, node)| json!({"addresses": [ip.to_string()], "conditions": {"ready": true}, "nodeName": node})).collect();
     serde_json::from_value(json!({
         "metadata": {"namespace": "default", "name": format!("{svc}-xyz"), "labels": {"kubernetes.io/service-name": svc}},
         "addressType": "IPv4",
@@ -138,11 +135,19 @@ async fn node_port_from_another_namespace_with_both_traffic_policies() {
     let p = proxier(&lab);
     let a = lab.add_pod("a", 10);
     let b = lab.add_pod("b", 11);
-    p.upsert_service(&service("np", "10.96.0.20", json!({"type": "NodePort",
-        "ports": [{"name": "http", "port": 80, "nodePort": 30080}]})));
+    p.upsert_service(&service(
+        "np",
+        "10.96.0.20",
+        json!({"type": "NodePort",
+        "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}),
+    ));
     p.upsert_slice(&slice("np", "http", 8080, "TCP", &[(a, NODE_NAME), (b, "node-b")]));
-    p.upsert_service(&service("local", "10.96.0.21", json!({"type": "NodePort", "externalTrafficPolicy": "Local",
-        "ports": [{"name": "http", "port": 80, "nodePort": 30081}]})));
+    p.upsert_service(&service(
+        "local",
+        "10.96.0.21",
+        json!({"type": "NodePort", "externalTrafficPolicy": "Local",
+        "ports": [{"name": "http", "port": 80, "nodePort": 30081}]}),
+    ));
     p.upsert_slice(&slice("local", "http", 8080, "TCP", &[(a, NODE_NAME), (b, "node-b")]));
     p.sync().await.unwrap();
     let answers = tcp_ask_many(&lab.client, SocketAddr::new(NODE_IP.into(), 30080), 40);
@@ -162,7 +167,7 @@ async fn node_port_from_another_namespace_with_both_traffic_policies() {
     let from_node = count_by_pod(&tcp_ask_many(&lab.node, SocketAddr::new(NODE_IP.into(), 30081), 40));
     assert_eq!(from_node.len(), 2, "the node reaches every endpoint of a Local node port: {from_node:?}");
     println!("{}", lab.list_table()); // shown with --nocapture: what an operator sees
-    // a node port is not served on addresses that are not the node's
+                                      // a node port is not served on addresses that are not the node's
     assert!(tcp_ask(&lab.client, addr("10.96.0.99", 30080)).is_err());
     p.cleanup().await.unwrap();
 }
@@ -175,17 +180,20 @@ async fn session_affinity_sticks_to_one_endpoint() {
     for (i, name) in ["a", "b", "c"].iter().enumerate() {
         eps.push((lab.add_pod(name, 10 + i as u8), NODE_NAME));
     }
-    p.upsert_service(&service("sticky", "10.96.0.30", json!({"sessionAffinity": "ClientIP",
+    p.upsert_service(&service(
+        "sticky",
+        "10.96.0.30",
+        json!({"sessionAffinity": "ClientIP",
         "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}},
-        "ports": [{"name": "http", "port": 80}]})));
+        "ports": [{"name": "http", "port": 80}]}),
+    ));
     p.upsert_slice(&slice("sticky", "http", 8080, "TCP", &eps));
     p.sync().await.unwrap();
     let counts = count_by_pod(&tcp_ask_many(&lab.client, addr("10.96.0.30", 80), 30));
     assert_eq!(counts.len(), 1, "affinity broken: {counts:?}");
     // another endpoint goes away: the client keeps its endpoint
     let chosen = counts.keys().next().unwrap().clone();
-    let others: Vec<(Ipv4Addr, &str)> =
-        eps.iter().zip(["a", "b", "c"]).filter(|(_, n)| *n != chosen).map(|(e, _)| *e).collect();
+    let others: Vec<(Ipv4Addr, &str)> = eps.iter().zip(["a", "b", "c"]).filter(|(_, n)| *n != chosen).map(|(e, _)| *e).collect();
     let mut kept = others.clone();
     kept.truncate(1);
     kept.push(*eps.iter().zip(["a", "b", "c"]).find(|(_, n)| *n == chosen).unwrap().0);
@@ -308,8 +316,12 @@ async fn invalid_objects_are_skipped_and_the_rest_is_programmed() {
     let p = proxier(&lab);
     let a = lab.add_pod("a", 10);
     p.upsert_service(&tcp_service("broken", "10.96.0.300"));
-    p.upsert_service(&service("badport", "10.96.0.81", json!({"ports": [
-        {"name": "x", "port": 80, "protocol": "ICMP"}, {"name": "http", "port": 80}]})));
+    p.upsert_service(&service(
+        "badport",
+        "10.96.0.81",
+        json!({"ports": [
+        {"name": "x", "port": 80, "protocol": "ICMP"}, {"name": "http", "port": 80}]}),
+    ));
     p.upsert_slice(&slice("badport", "http", 8080, "TCP", &[(a, NODE_NAME)]));
     p.sync().await.unwrap();
     assert!(tcp_ask(&lab.client, addr("10.96.0.81", 80)).is_ok());
@@ -327,8 +339,12 @@ async fn a_dual_stack_service_is_served_by_an_ip6_table_beside_the_ip_one() {
     let v6 = Proxier::new(config).expect("config");
     let (a, b) = (lab.add_pod("a", 10), lab.add_pod("b", 11));
     lab.add_pod("d", 20); // not an endpoint
-    let svc = service("dual", "10.96.0.60", json!({"type": "NodePort", "clusterIPs": ["10.96.0.60", "fd00:96::60"],
-        "ipFamilies": ["IPv4", "IPv6"], "ports": [{"name": "http", "port": 80, "nodePort": 30060}]}));
+    let svc = service(
+        "dual",
+        "10.96.0.60",
+        json!({"type": "NodePort", "clusterIPs": ["10.96.0.60", "fd00:96::60"],
+        "ipFamilies": ["IPv4", "IPv6"], "ports": [{"name": "http", "port": 80, "nodePort": 30060}]}),
+    );
     let slice6: EndpointSlice = serde_json::from_value(json!({
         "metadata": {"namespace": "default", "name": "dual-v6", "labels": {"kubernetes.io/service-name": "dual"}},
         "addressType": "IPv6",

@@ -141,10 +141,7 @@ impl Fixture {
             builder.with_no_client_auth()
         };
         let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-            .await
-            .expect("TLS handshake");
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(ServerName::try_from("127.0.0.1").unwrap(), tcp).await.expect("TLS handshake");
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
         tokio::spawn(conn);
         sender
@@ -209,10 +206,7 @@ async fn container_logs_honour_the_query() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, "one\ntwo\nthree\nfour\n");
     assert_eq!(f.get(true, "/containerLogs/default/web/app?tailLines=2").await.1, "three\nfour\n");
-    assert_eq!(
-        f.get(true, "/containerLogs/default/web/app?tailLines=1&timestamps=true").await.1,
-        "2024-05-01T10:00:03.000000000Z four\n"
-    );
+    assert_eq!(f.get(true, "/containerLogs/default/web/app?tailLines=1&timestamps=true").await.1, "2024-05-01T10:00:03.000000000Z four\n");
     assert_eq!(f.get(true, "/containerLogs/default/web/app?limitBytes=6").await.1, "one\ntw");
     assert_eq!(f.get(true, "/containerLogs/default/web/app?sinceTime=2024-05-01T10:00:01Z").await.1, "two\nthree\nfour\n");
     assert_eq!(f.get(true, "/containerLogs/default/web/app?previous=true").await.1, "old run\n");

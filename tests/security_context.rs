@@ -83,7 +83,15 @@ fn a_localhost_profile_comes_from_the_seccomp_dir_and_privileged_containers_run(
 #[test]
 fn unsafe_sysctls_reject_the_pod_before_anything_is_created_and_safe_ones_apply() {
     let node = Node::start("sysctl", &[]);
-    node.write_manifest("safe.yaml", &pod("safe", "{sysctls: [{name: net.ipv4.ip_local_port_range, value: '20000 30000'}]}", "{}", "cat /proc/sys/net/ipv4/ip_local_port_range; exec sleep 3600"));
+    node.write_manifest(
+        "safe.yaml",
+        &pod(
+            "safe",
+            "{sysctls: [{name: net.ipv4.ip_local_port_range, value: '20000 30000'}]}",
+            "{}",
+            "cat /proc/sys/net/ipv4/ip_local_port_range; exec sleep 3600",
+        ),
+    );
     node.write_manifest("msg.yaml", &pod("msg", "{sysctls: [{name: kernel.msgmax, value: '12345'}]}", "{}", "exec sleep 3600"));
 
     let rejected = node.wait_phase("msg", "Failed");

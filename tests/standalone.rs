@@ -32,10 +32,7 @@ fn static_pod_runs_with_an_ip_from_nodelet_cni_and_logs_in_cri_format() {
 #[test]
 fn two_pods_on_the_bridge_reach_each_other_by_ip() {
     let node = Node::start("reach", &[]);
-    node.write_manifest(
-        "server.yaml",
-        &busybox_pod("server", "Always", 1, "mkdir -p /www && echo pong > /www/index.html && exec httpd -f -p 8080 -h /www"),
-    );
+    node.write_manifest("server.yaml", &busybox_pod("server", "Always", 1, "mkdir -p /www && echo pong > /www/index.html && exec httpd -f -p 8080 -h /www"));
     let server_ip = node.wait_running("server")["status"]["podIP"].as_str().unwrap().to_string();
     let script = format!("for i in 1 2 3 4 5; do timeout 3 wget -qO- http://{server_ip}:8080/ && exit 0; sleep 0.5; done; exit 1");
     node.write_manifest("client.yaml", &busybox_pod("client", "Never", 1, &script));
@@ -225,9 +222,7 @@ spec:
     assert!(inits.iter().all(|s| s["state"]["terminated"]["exitCode"] == 0), "{inits:?}");
     let uid = pod["metadata"]["uid"].as_str().unwrap();
     let log_path = node.pod_logs().join(format!("default_{}_{uid}/main/0.log", node.pod_name("init")));
-    eventually("the main container's output", Duration::from_secs(10), || {
-        std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("greeting="))
-    });
+    eventually("the main container's output", Duration::from_secs(10), || std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("greeting=")));
     let log: String = std::fs::read_to_string(&log_path).unwrap().lines().map(|l| l.splitn(4, ' ').nth(3).unwrap_or("").to_string() + "\n").collect();
     assert_eq!(log, format!("one\ntwo\ngreeting=hello world pod={}\n", node.pod_name("init")));
 

@@ -125,7 +125,11 @@ fn stats_metrics_and_configz_on_both_ports() {
         let container = &pod["containers"][0];
         // volume and log figures come from a background walk the first request starts
         let volume_measured = pod["volume"].as_array().is_some_and(|v| v.iter().any(|v| v["name"] == "scratch"));
-        positive(&container["cpu"]["usageNanoCores"]) && positive(&summary["node"]["cpu"]["usageNanoCores"]) && container["rootfs"]["usedBytes"].as_u64().unwrap_or(0) >= 1_000_000 && volume_measured && positive(&container["logs"]["usedBytes"])
+        positive(&container["cpu"]["usageNanoCores"])
+            && positive(&summary["node"]["cpu"]["usageNanoCores"])
+            && container["rootfs"]["usedBytes"].as_u64().unwrap_or(0) >= 1_000_000
+            && volume_measured
+            && positive(&container["logs"]["usedBytes"])
     });
     check_summary(&summary, &pod_name);
 

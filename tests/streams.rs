@@ -215,7 +215,10 @@ fn logs_of_the_previous_run_and_follow_ending_with_the_container() {
         // The container ends: the stream sends its last line and ends too.
         follow.read_to_end(&mut got).await;
         assert_eq!(got, "second run\nbye\n");
-        assert_eq!(kubestream::get(&node, &format!("{path}?previous=true&timestamps=true")).await.1.split_once(' ').map(|(_, l)| l.to_string()), Some("first run\n".to_string()));
+        assert_eq!(
+            kubestream::get(&node, &format!("{path}?previous=true&timestamps=true")).await.1.split_once(' ').map(|(_, l)| l.to_string()),
+            Some("first run\n".to_string())
+        );
     });
     node.wait_phase("runs", "Succeeded");
 }

@@ -56,27 +56,14 @@ pub fn sniff_version(input: &[u8]) -> Option<String> {
 }
 
 fn invalid(key: &str, why: impl std::fmt::Display) -> CniError {
-    CniError::new(
-        code::INVALID_CONFIG,
-        format!("invalid network config: key {key:?}: {why}"),
-        "",
-    )
+    CniError::new(code::INVALID_CONFIG, format!("invalid network config: key {key:?}: {why}"), "")
 }
 
 pub fn parse(input: &[u8]) -> Result<NetConf> {
-    let value: serde_json::Value = serde_json::from_slice(input).map_err(|e| {
-        CniError::new(
-            code::DECODE,
-            "failed to decode network config from stdin",
-            e.to_string(),
-        )
-    })?;
+    let value: serde_json::Value =
+        serde_json::from_slice(input).map_err(|e| CniError::new(code::DECODE, "failed to decode network config from stdin", e.to_string()))?;
     if !value.is_object() {
-        return Err(CniError::new(
-            code::DECODE,
-            "failed to decode network config from stdin: not a JSON object",
-            "",
-        ));
+        return Err(CniError::new(code::DECODE, "failed to decode network config from stdin: not a JSON object", ""));
     }
     // Decode through serde_path_to_error so a wrong type names its key.
     let raw: RawConf = serde_path_to_error::deserialize(value).map_err(|e| {
@@ -94,21 +81,12 @@ fn validate(raw: RawConf) -> Result<NetConf> {
     if !SUPPORTED_VERSIONS.contains(&raw.cni_version.as_str()) {
         return Err(CniError::new(
             code::INCOMPATIBLE_VERSION,
-            format!(
-                "incompatible CNI version {:?}: this plugin supports {}",
-                raw.cni_version,
-                SUPPORTED_VERSIONS.join(", ")
-            ),
+            format!("incompatible CNI version {:?}: this plugin supports {}", raw.cni_version, SUPPORTED_VERSIONS.join(", ")),
             "",
         ));
     }
     // The name becomes a directory under dataDir, so it must be one path segment.
-    if raw.name.is_empty()
-        || raw.name == "."
-        || raw.name == ".."
-        || raw.name.contains('/')
-        || raw.name.contains('\0')
-    {
+    if raw.name.is_empty() || raw.name == "." || raw.name == ".." || raw.name.contains('/') || raw.name.contains('\0') {
         return Err(invalid("name", "must be a non-empty single path segment"));
     }
     let bridge = raw.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_owned());
@@ -116,22 +94,14 @@ fn validate(raw: RawConf) -> Result<NetConf> {
 
     let subnet: Subnet = raw.subnet.parse().map_err(|why| invalid("subnet", why))?;
     if subnet.prefix() > 30 {
-        return Err(invalid(
-            "subnet",
-            format!("{subnet} is too small: need a gateway and at least one address"),
-        ));
+        return Err(invalid("subnet", format!("{subnet} is too small: need a gateway and at least one address")));
     }
     let gateway = match raw.gateway {
         None => subnet.first_host(),
         Some(g) => {
-            let ip: Ipv4Addr = g
-                .parse()
-                .map_err(|_| invalid("gateway", format!("{g:?} is not an IPv4 address")))?;
+            let ip: Ipv4Addr = g.parse().map_err(|_| invalid("gateway", format!("{g:?} is not an IPv4 address")))?;
             if !subnet.contains(ip) || ip == subnet.network() || ip == subnet.broadcast() {
-                return Err(invalid(
-                    "gateway",
-                    format!("{ip} is not a host address of subnet {subnet}"),
-                ));
+                return Err(invalid("gateway", format!("{ip} is not a host address of subnet {subnet}")));
             }
             ip
         }
@@ -141,13 +111,9 @@ fn validate(raw: RawConf) -> Result<NetConf> {
             return Err(invalid("mtu", format!("{mtu} is outside 68..=65535")));
         }
     }
-    let masq_table = raw
-        .masq_table
-        .unwrap_or_else(|| DEFAULT_MASQ_TABLE.to_owned());
+    let masq_table = raw.masq_table.unwrap_or_else(|| DEFAULT_MASQ_TABLE.to_owned());
     check_nft_identifier(&masq_table).map_err(|why| invalid("masqTable", why))?;
-    let data_dir = raw
-        .data_dir
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let data_dir = raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     if !data_dir.is_absolute() {
         return Err(invalid("dataDir", "must be an absolute path"));
     }
@@ -173,10 +139,7 @@ pub fn check_ifname(name: &str) -> std::result::Result<(), String> {
     if name == "." || name == ".." {
         return Err(format!("{name:?} is not a valid interface name"));
     }
-    if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
-    {
+    if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control()) {
         return Err(format!("{name:?} contains '/', ':' or whitespace"));
     }
     Ok(())
@@ -186,16 +149,9 @@ pub fn check_ifname(name: &str) -> std::result::Result<(), String> {
 /// identifier grammar accepts and nothing that could end a statement.
 fn check_nft_identifier(name: &str) -> std::result::Result<(), String> {
     let mut chars = name.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    if !first_ok
-        || name.len() > 64
-        || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        return Err(format!(
-            "{name:?} must start with a letter or '_' and contain only letters, digits, '_' or '-' (max 64)"
-        ));
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok || name.len() > 64 || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(format!("{name:?} must start with a letter or '_' and contain only letters, digits, '_' or '-' (max 64)"));
     }
     Ok(())
 }
@@ -210,10 +166,7 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let c = parse_str(
-            r#"{"cniVersion":"1.0.0","name":"nodelet","type":"nodelet-cni","subnet":"10.88.0.0/16","unknown":{"x":1}}"#,
-        )
-        .unwrap();
+        let c = parse_str(r#"{"cniVersion":"1.0.0","name":"nodelet","type":"nodelet-cni","subnet":"10.88.0.0/16","unknown":{"x":1}}"#).unwrap();
         assert_eq!(c.bridge, "nodelet0");
         assert_eq!(c.gateway, Ipv4Addr::new(10, 88, 0, 1));
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
@@ -253,14 +206,8 @@ mod tests {
             (r#""subnet":"10.0.0.0/8","gateway":"11.0.0.1""#, "gateway"),
             (r#""subnet":"10.0.0.0/8","mtu":"big""#, "mtu"),
             (r#""subnet":"10.0.0.0/8","mtu":10"#, "mtu"),
-            (
-                r#""subnet":"10.0.0.0/8","bridge":"waytoolongbridgename""#,
-                "bridge",
-            ),
-            (
-                r#""subnet":"10.0.0.0/8","masqTable":"x; flush ruleset""#,
-                "masqTable",
-            ),
+            (r#""subnet":"10.0.0.0/8","bridge":"waytoolongbridgename""#, "bridge"),
+            (r#""subnet":"10.0.0.0/8","masqTable":"x; flush ruleset""#, "masqTable"),
             (r#""subnet":"10.0.0.0/8","dataDir":"rel""#, "dataDir"),
             (r#""subnet":"10.0.0.0/8","ipMasq":"yes""#, "ipMasq"),
             (r#""bridge":"b""#, "subnet"),
@@ -281,10 +228,7 @@ mod tests {
 
     #[test]
     fn sniffs_version() {
-        assert_eq!(
-            sniff_version(br#"{"cniVersion":"0.4.0"}"#).as_deref(),
-            Some("0.4.0")
-        );
+        assert_eq!(sniff_version(br#"{"cniVersion":"0.4.0"}"#).as_deref(), Some("0.4.0"));
         assert_eq!(sniff_version(b"junk"), None);
     }
 }

@@ -24,15 +24,8 @@ pub struct Args {
 impl Args {
     /// "container X netns Y interface Z": prefixed to every error message.
     pub fn describe(&self) -> String {
-        let netns = self
-            .netns
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "<none>".into());
-        format!(
-            "container {} netns {} interface {}",
-            self.container_id, netns, self.ifname
-        )
+        let netns = self.netns.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<none>".into());
+        format!("container {} netns {} interface {}", self.container_id, netns, self.ifname)
     }
 }
 
@@ -52,15 +45,9 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Args> {
         None => return Err(bad_env("CNI_COMMAND is not set".into())),
     };
     if command == Command::Version {
-        return Ok(Args {
-            command,
-            container_id: String::new(),
-            netns: None,
-            ifname: String::new(),
-        });
+        return Ok(Args { command, container_id: String::new(), netns: None, ifname: String::new() });
     }
-    let container_id =
-        non_empty("CNI_CONTAINERID").ok_or_else(|| bad_env("CNI_CONTAINERID is not set".into()))?;
+    let container_id = non_empty("CNI_CONTAINERID").ok_or_else(|| bad_env("CNI_CONTAINERID is not set".into()))?;
     let ifname = non_empty("CNI_IFNAME").ok_or_else(|| bad_env("CNI_IFNAME is not set".into()))?;
     check_ifname(&ifname).map_err(|why| bad_env(format!("CNI_IFNAME: {why}")))?;
     // Container ids end up in state files; a newline would corrupt the format.
@@ -69,16 +56,9 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Args> {
     }
     let netns = non_empty("CNI_NETNS").map(PathBuf::from);
     if netns.is_none() && command != Command::Del {
-        return Err(bad_env(format!(
-            "CNI_NETNS is not set (container {container_id} interface {ifname})"
-        )));
+        return Err(bad_env(format!("CNI_NETNS is not set (container {container_id} interface {ifname})")));
     }
-    Ok(Args {
-        command,
-        container_id,
-        netns,
-        ifname,
-    })
+    Ok(Args { command, container_id, netns, ifname })
 }
 
 #[cfg(test)]
@@ -87,65 +67,32 @@ mod tests {
     use std::collections::HashMap;
 
     fn args(pairs: &[(&str, &str)]) -> Result<Args> {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         from_lookup(|k| m.get(k).cloned())
     }
 
     #[test]
     fn add_needs_everything() {
-        let a = args(&[
-            ("CNI_COMMAND", "ADD"),
-            ("CNI_CONTAINERID", "c1"),
-            ("CNI_NETNS", "/var/run/netns/x"),
-            ("CNI_IFNAME", "eth0"),
-        ])
-        .unwrap();
+        let a = args(&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c1"), ("CNI_NETNS", "/var/run/netns/x"), ("CNI_IFNAME", "eth0")]).unwrap();
         assert_eq!(a.command, Command::Add);
-        assert_eq!(
-            a.describe(),
-            "container c1 netns /var/run/netns/x interface eth0"
-        );
-        let e = args(&[
-            ("CNI_COMMAND", "ADD"),
-            ("CNI_CONTAINERID", "c1"),
-            ("CNI_IFNAME", "eth0"),
-        ])
-        .unwrap_err();
+        assert_eq!(a.describe(), "container c1 netns /var/run/netns/x interface eth0");
+        let e = args(&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")]).unwrap_err();
         assert_eq!(e.code, code::INVALID_ENV);
         assert!(e.msg.contains("CNI_NETNS"));
     }
 
     #[test]
     fn del_without_netns_is_fine() {
-        let a = args(&[
-            ("CNI_COMMAND", "DEL"),
-            ("CNI_CONTAINERID", "c1"),
-            ("CNI_IFNAME", "eth0"),
-        ])
-        .unwrap();
+        let a = args(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")]).unwrap();
         assert_eq!(a.netns, None);
     }
 
     #[test]
     fn rejects_bad_values() {
         assert_eq!(args(&[]).unwrap_err().code, code::INVALID_ENV);
-        assert_eq!(
-            args(&[("CNI_COMMAND", "FOO")]).unwrap_err().code,
-            code::INVALID_ENV
-        );
-        let e = args(&[
-            ("CNI_COMMAND", "DEL"),
-            ("CNI_CONTAINERID", "c1"),
-            ("CNI_IFNAME", "this-is-far-too-long"),
-        ])
-        .unwrap_err();
+        assert_eq!(args(&[("CNI_COMMAND", "FOO")]).unwrap_err().code, code::INVALID_ENV);
+        let e = args(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "this-is-far-too-long")]).unwrap_err();
         assert!(e.msg.contains("CNI_IFNAME"));
-        assert_eq!(
-            args(&[("CNI_COMMAND", "VERSION")]).unwrap().command,
-            Command::Version
-        );
+        assert_eq!(args(&[("CNI_COMMAND", "VERSION")]).unwrap().command, Command::Version);
     }
 }

@@ -32,11 +32,7 @@ pub struct CniError {
 
 impl CniError {
     pub fn new(code: u32, msg: impl Into<String>, details: impl Into<String>) -> Self {
-        CniError {
-            code,
-            msg: msg.into(),
-            details: details.into(),
-        }
+        CniError { code, msg: msg.into(), details: details.into() }
     }
 
     /// Prefix the message with where it happened (container, netns, interface),
@@ -57,13 +53,7 @@ impl CniError {
             #[serde(skip_serializing_if = "str::is_empty")]
             details: &'a str,
         }
-        serde_json::to_string(&Wire {
-            cni_version,
-            code: self.code,
-            msg: &self.msg,
-            details: &self.details,
-        })
-        .expect("serializing plain strings cannot fail")
+        serde_json::to_string(&Wire { cni_version, code: self.code, msg: &self.msg, details: &self.details }).expect("serializing plain strings cannot fail")
     }
 }
 

@@ -35,13 +35,7 @@ fn main() {
     let outcome = env::from_lookup(|k| std::env::var(k).ok()).and_then(|args| {
         // VERSION needs no config; don't block on a stdin nobody writes.
         if args.command != env::Command::Version {
-            std::io::stdin().read_to_end(&mut stdin).map_err(|e| {
-                CniError::new(
-                    error::code::DECODE,
-                    "reading config from stdin",
-                    e.to_string(),
-                )
-            })?;
+            std::io::stdin().read_to_end(&mut stdin).map_err(|e| CniError::new(error::code::DECODE, "reading config from stdin", e.to_string()))?;
         }
         run(&args, &stdin).map_err(|e| e.context(&args.describe()))
     });
@@ -50,9 +44,7 @@ fn main() {
         Ok(out) => println!("{out}"),
         Err(e) => {
             // Answer in the version the runtime asked for, if we speak it.
-            let version = config::sniff_version(&stdin)
-                .filter(|v| config::SUPPORTED_VERSIONS.contains(&v.as_str()))
-                .unwrap_or_else(|| "1.0.0".to_owned());
+            let version = config::sniff_version(&stdin).filter(|v| config::SUPPORTED_VERSIONS.contains(&v.as_str())).unwrap_or_else(|| "1.0.0".to_owned());
             println!("{}", e.to_json(&version));
             eprintln!("nodelet-cni: {e}");
             std::process::exit(1);

@@ -30,10 +30,7 @@ pub fn rule_comment(subnet: Subnet) -> String {
 /// Traffic leaving the subnet gets the node's address; pod-to-pod traffic on
 /// the bridge keeps its source.
 pub fn rule_script(table: &str, subnet: Subnet) -> String {
-    format!(
-        "add rule ip {table} {CHAIN} ip saddr {subnet} ip daddr != {subnet} masquerade comment \"{}\"\n",
-        rule_comment(subnet)
-    )
+    format!("add rule ip {table} {CHAIN} ip saddr {subnet} ip daddr != {subnet} masquerade comment \"{}\"\n", rule_comment(subnet))
 }
 
 /// Does `nft list chain` output already hold this subnet's rule?
@@ -45,32 +42,20 @@ pub fn has_rule(listing: &str, subnet: Subnet) -> bool {
 fn nft(args: &[&str], stdin: Option<&str>) -> std::result::Result<String, String> {
     let mut child = Command::new("nft")
         .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("running nft: {e}"))?;
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().expect("stdin was piped");
-        pipe.write_all(input.as_bytes())
-            .map_err(|e| format!("writing to nft: {e}"))?;
+        pipe.write_all(input.as_bytes()).map_err(|e| format!("writing to nft: {e}"))?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("waiting for nft: {e}"))?;
+    let out = child.wait_with_output().map_err(|e| format!("waiting for nft: {e}"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!(
-            "nft {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(format!("nft {} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
@@ -84,22 +69,11 @@ pub fn ensure(table: &str, subnet: Subnet, lock_dir: &Path) -> Result<()> {
     if list_chain(table).is_some_and(|l| has_rule(&l, subnet)) {
         return Ok(());
     }
-    let fail = |e: String| {
-        setup(
-            format!("ensuring masquerade for {subnet} in nft table ip {table}"),
-            e,
-        )
-    };
+    let fail = |e: String| setup(format!("ensuring masquerade for {subnet} in nft table ip {table}"), e);
     std::fs::create_dir_all(lock_dir).map_err(|e| fail(e.to_string()))?;
     let lock_path = lock_dir.join(format!("nft-{table}.lock"));
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| fail(format!("{}: {e}", lock_path.display())))?;
-    let _lock = Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| fail(format!("locking {}: {e}", lock_path.display())))?;
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| fail(format!("{}: {e}", lock_path.display())))?;
+    let _lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| fail(format!("locking {}: {e}", lock_path.display())))?;
     nft(&["-f", "-"], Some(&base_script(table))).map_err(fail)?;
     let listing = nft(&["list", "chain", "ip", table, CHAIN], None).map_err(fail)?;
     if !has_rule(&listing, subnet) {

@@ -25,10 +25,7 @@ pub fn mac_for_ip(ip: Ipv4Addr) -> [u8; 6] {
 }
 
 pub fn format_mac(mac: &[u8]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 #[cfg(test)]

@@ -71,21 +71,9 @@ mod tests {
     fn sample() -> AddResult {
         AddResult {
             interfaces: vec![
-                Interface {
-                    name: "br".into(),
-                    mac: "aa".into(),
-                    sandbox: None,
-                },
-                Interface {
-                    name: "vn1".into(),
-                    mac: "bb".into(),
-                    sandbox: None,
-                },
-                Interface {
-                    name: "eth0".into(),
-                    mac: "cc".into(),
-                    sandbox: Some("/var/run/netns/x".into()),
-                },
+                Interface { name: "br".into(), mac: "aa".into(), sandbox: None },
+                Interface { name: "vn1".into(), mac: "bb".into(), sandbox: None },
+                Interface { name: "eth0".into(), mac: "cc".into(), sandbox: Some("/var/run/netns/x".into()) },
             ],
             ip: Ipv4Addr::new(10, 88, 0, 5),
             prefix: 16,

@@ -17,10 +17,7 @@ impl Subnet {
         }
         let s = Subnet { network, prefix };
         if u32::from(network) & !s.mask() != 0 {
-            return Err(format!(
-                "{network}/{prefix} has host bits set (did you mean {}/{prefix}?)",
-                Ipv4Addr::from(u32::from(network) & s.mask())
-            ));
+            return Err(format!("{network}/{prefix} has host bits set (did you mean {}/{prefix}?)", Ipv4Addr::from(u32::from(network) & s.mask())));
         }
         Ok(s)
     }
@@ -64,15 +61,9 @@ impl Subnet {
 impl FromStr for Subnet {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (ip, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not in CIDR form a.b.c.d/len"))?;
-        let ip: Ipv4Addr = ip
-            .parse()
-            .map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
-        let prefix: u8 = prefix
-            .parse()
-            .map_err(|_| format!("{prefix:?} is not a prefix length"))?;
+        let (ip, prefix) = s.split_once('/').ok_or_else(|| format!("{s:?} is not in CIDR form a.b.c.d/len"))?;
+        let ip: Ipv4Addr = ip.parse().map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
+        let prefix: u8 = prefix.parse().map_err(|_| format!("{prefix:?} is not a prefix length"))?;
         Subnet::new(ip, prefix)
     }
 }
@@ -100,10 +91,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        assert!("10.88.0.1/16"
-            .parse::<Subnet>()
-            .unwrap_err()
-            .contains("host bits"));
+        assert!("10.88.0.1/16".parse::<Subnet>().unwrap_err().contains("host bits"));
         assert!("10.88.0.0".parse::<Subnet>().is_err());
         assert!("10.88.0.0/33".parse::<Subnet>().is_err());
         assert!("fd00::/64".parse::<Subnet>().is_err());

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 /// Addresses of eth0 inside `ns`, via iproute2 (an independent observer).
 fn ns_addrs(ns: &str) -> String {
-    String::from_utf8(sh(&["ip", "-n", ns, "-4", "-o", "addr", "show", "dev", "eth0"]).stdout)
-        .unwrap()
+    String::from_utf8(sh(&["ip", "-n", ns, "-4", "-o", "addr", "show", "dev", "eth0"]).stdout).unwrap()
 }
 
 fn ns_default_route(ns: &str) -> String {
@@ -32,8 +31,7 @@ fn tcp_reaches(from: &str, to: &str, to_ip: std::net::Ipv4Addr) {
         buf
     });
     let reply = in_netns(from, move || {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         s.write_all(b"ping").unwrap();
         let mut buf = [0u8; 4];
@@ -67,11 +65,7 @@ fn add_check_del_lifecycle_and_connectivity() {
     assert_eq!(v["routes"][0]["dst"], "0.0.0.0/0");
 
     // The kernel agrees: address, default route, lo up, veth on the bridge.
-    assert!(
-        ns_addrs(&ns1).contains(&format!("{ip1}/24")),
-        "{}",
-        ns_addrs(&ns1)
-    );
+    assert!(ns_addrs(&ns1).contains(&format!("{ip1}/24")), "{}", ns_addrs(&ns1));
     assert!(ns_default_route(&ns1).contains(&format!("via {}", f.addr(1))));
     let lo = String::from_utf8(sh(&["ip", "-n", &ns1, "link", "show", "lo"]).stdout).unwrap();
     assert!(lo.contains("UP"), "{lo}");
@@ -88,14 +82,8 @@ fn add_check_del_lifecycle_and_connectivity() {
 
     // Allocation files name their owners.
     let allocs = f.allocations();
-    assert_eq!(
-        allocs.get(&ip1).map(String::as_str),
-        Some(format!("{}\neth0", f.cid("ctr-one")).as_str())
-    );
-    assert_eq!(
-        allocs.get(&ip2).map(String::as_str),
-        Some(format!("{}\neth0", f.cid("ctr-two")).as_str())
-    );
+    assert_eq!(allocs.get(&ip1).map(String::as_str), Some(format!("{}\neth0", f.cid("ctr-one")).as_str()));
+    assert_eq!(allocs.get(&ip2).map(String::as_str), Some(format!("{}\neth0", f.cid("ctr-two")).as_str()));
 
     // ADD again is idempotent: same address, still working.
     let again = f.run("ADD", &f.cid("ctr-one"), Some(&ns1));
@@ -105,12 +93,7 @@ fn add_check_del_lifecycle_and_connectivity() {
     assert_eq!(f.masq_rule_count(), 1);
 
     let check = f.run("CHECK", &f.cid("ctr-one"), Some(&ns1));
-    assert!(
-        check.ok(),
-        "CHECK failed: {} {}",
-        check.stdout,
-        check.stderr
-    );
+    assert!(check.ok(), "CHECK failed: {} {}", check.stdout, check.stderr);
     assert_eq!(check.stdout, "");
 
     // DEL removes the veth and frees the address; twice is fine.
@@ -127,10 +110,7 @@ fn add_check_del_lifecycle_and_connectivity() {
     assert!(!check.ok());
     let e = check.json();
     assert!(e["code"].as_u64().unwrap() >= 100, "{e}");
-    assert!(
-        e["msg"].as_str().unwrap().contains(&f.cid("ctr-one")),
-        "{e}"
-    );
+    assert!(e["msg"].as_str().unwrap().contains(&f.cid("ctr-one")), "{e}");
 
     assert!(f.run("DEL", &f.cid("ctr-two"), Some(&ns2)).ok());
     assert!(f.allocations().is_empty());
@@ -144,14 +124,7 @@ fn check_detects_a_missing_route() {
     sh(&["ip", "-n", &ns, "route", "del", "default"]);
     let check = f.run("CHECK", &f.cid("ctr"), Some(&ns));
     assert!(!check.ok());
-    assert!(
-        check.json()["msg"]
-            .as_str()
-            .unwrap()
-            .contains("default route"),
-        "{}",
-        check.stdout
-    );
+    assert!(check.json()["msg"].as_str().unwrap().contains("default route"), "{}", check.stdout);
     assert!(f.run("DEL", &f.cid("ctr"), Some(&ns)).ok());
 }
 
@@ -176,17 +149,10 @@ fn del_without_add_or_netns_succeeds() {
 
 #[test]
 fn version_reports_supported_versions() {
-    let out = Command::new(PLUGIN)
-        .env_clear()
-        .env("CNI_COMMAND", "VERSION")
-        .output()
-        .unwrap();
+    let out = Command::new(PLUGIN).env_clear().env("CNI_COMMAND", "VERSION").output().unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        v,
-        serde_json::json!({"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]})
-    );
+    assert_eq!(v, serde_json::json!({"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}));
 }
 
 #[test]
@@ -204,23 +170,15 @@ fn bad_input_gives_cni_errors() {
     let e = r.json();
     assert_eq!(e["code"], 7);
     let msg = e["msg"].as_str().unwrap();
-    assert!(
-        msg.contains("subnet") && msg.contains(&format!("container {} ", f.cid("c"))),
-        "{msg}"
-    );
+    assert!(msg.contains("subnet") && msg.contains(&format!("container {} ", f.cid("c"))), "{msg}");
 
-    let bad_mtu = f
-        .config()
-        .replace("\"masqTable\"", "\"mtu\":\"big\",\"masqTable\"");
+    let bad_mtu = f.config().replace("\"masqTable\"", "\"mtu\":\"big\",\"masqTable\"");
     let e = f.run_with("ADD", &f.cid("c"), Some(&ns), &bad_mtu).json();
     assert_eq!(e["code"], 7);
     assert!(e["msg"].as_str().unwrap().contains("mtu"), "{e}");
 
     let old = f.config().replace("\"1.0.0\"", "\"0.1.0\"");
-    assert_eq!(
-        f.run_with("ADD", &f.cid("c"), Some(&ns), &old).json()["code"],
-        1
-    );
+    assert_eq!(f.run_with("ADD", &f.cid("c"), Some(&ns), &old).json()["code"], 1);
 
     // Missing CNI_NETNS on ADD is an env error.
     let r = f.run("ADD", &f.cid("c"), None);
@@ -235,10 +193,7 @@ fn bad_input_gives_cni_errors() {
 fn exhausted_subnet_is_code_100_and_result_speaks_0_4_0() {
     let f = Fixture::new(5);
     // A /30 has two hosts: the gateway and exactly one container.
-    let conf = f
-        .config()
-        .replace(&f.subnet, &format!("{}/30", f.addr(0)))
-        .replace("\"1.0.0\"", "\"0.4.0\"");
+    let conf = f.config().replace(&f.subnet, &format!("{}/30", f.addr(0))).replace("\"1.0.0\"", "\"0.4.0\"");
     let (a, b) = (f.netns("a"), f.netns("b"));
     let r = f.run_with("ADD", &f.cid("first"), Some(&a), &conf);
     assert!(r.ok(), "{}", r.stdout);

@@ -51,14 +51,7 @@ fn add_del_cycles_with_killed_plugins() {
                     if out.status.success() {
                         added.fetch_add(1, Ordering::SeqCst);
                         let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-                        let ip: Ipv4Addr = v["ips"][0]["address"]
-                            .as_str()
-                            .unwrap()
-                            .split('/')
-                            .next()
-                            .unwrap()
-                            .parse()
-                            .unwrap();
+                        let ip: Ipv4Addr = v["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().parse().unwrap();
                         record_live(f, &mut live.lock().unwrap(), ip, &cid);
                     } else {
                         assert!(kill, "ADD {cid} failed without being killed: {stdout}");
@@ -78,39 +71,20 @@ fn add_del_cycles_with_killed_plugins() {
     });
 
     let elapsed = started.elapsed();
-    eprintln!(
-        "{CYCLES} cycles in {elapsed:?}: {} ADDs completed, {} interrupted by SIGKILL",
-        added.load(Ordering::SeqCst),
-        interrupted.load(Ordering::SeqCst)
-    );
-    assert!(
-        interrupted.load(Ordering::SeqCst) > 0,
-        "no ADD was actually interrupted"
-    );
+    eprintln!("{CYCLES} cycles in {elapsed:?}: {} ADDs completed, {} interrupted by SIGKILL", added.load(Ordering::SeqCst), interrupted.load(Ordering::SeqCst));
+    assert!(interrupted.load(Ordering::SeqCst) > 0, "no ADD was actually interrupted");
     assert!(added.load(Ordering::SeqCst) > 0, "no ADD completed");
 
     // Everything was released and removed.
-    assert!(
-        f.allocations().is_empty(),
-        "leaked allocations: {:?}",
-        f.allocations()
-    );
+    assert!(f.allocations().is_empty(), "leaked allocations: {:?}", f.allocations());
     let links = String::from_utf8(sh(&["ip", "-o", "link", "show"]).stdout).unwrap();
     for i in 0..CYCLES {
         let veth = host_veth(&f.cid(&format!("stress-{i}")), "eth0");
-        assert!(
-            !links.contains(&veth),
-            "veth {veth} of stress-{i} left behind"
-        );
+        assert!(!links.contains(&veth), "veth {veth} of stress-{i} left behind");
     }
-    let ports =
-        String::from_utf8(sh(&["ip", "-o", "link", "show", "master", &f.bridge]).stdout).unwrap();
+    let ports = String::from_utf8(sh(&["ip", "-o", "link", "show", "master", &f.bridge]).stdout).unwrap();
     assert!(ports.trim().is_empty(), "bridge still has ports: {ports}");
-    assert_eq!(
-        f.masq_rule_count(),
-        1,
-        "masquerade rule duplicated or missing"
-    );
+    assert_eq!(f.masq_rule_count(), 1, "masquerade rule duplicated or missing");
     assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
 }
 
@@ -119,20 +93,12 @@ fn add_del_cycles_with_killed_plugins() {
 fn record_live(f: &Fixture, live: &mut HashMap<Ipv4Addr, String>, ip: Ipv4Addr, cid: &str) {
     let allocs = f.allocations();
     let owner = |c: &str| format!("{c}\neth0");
-    assert_eq!(
-        allocs.get(&ip),
-        Some(&owner(cid)),
-        "ADD gave {ip} to {cid} but its allocation file disagrees"
-    );
+    assert_eq!(allocs.get(&ip), Some(&owner(cid)), "ADD gave {ip} to {cid} but its allocation file disagrees");
     if let Some(other) = live.insert(ip, cid.to_owned()) {
         panic!("{ip} handed to {cid} while {other} still holds it");
     }
     for (lip, lcid) in live.iter() {
-        assert_eq!(
-            allocs.get(lip),
-            Some(&owner(lcid)),
-            "live {lcid} lost its claim on {lip}"
-        );
+        assert_eq!(allocs.get(lip), Some(&owner(lcid)), "live {lcid} lost its claim on {lip}");
     }
     let mut owners = HashSet::new();
     for (ip, o) in &allocs {

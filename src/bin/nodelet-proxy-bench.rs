@@ -7,7 +7,7 @@
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use nodelet::proxy::apply::Netns;
-use nodelet::proxy::{ProxyConfig, Proxier};
+use nodelet::proxy::{Proxier, ProxyConfig};
 use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -52,12 +52,7 @@ fn slice(i: usize, generation: usize) -> EndpointSlice {
 
 fn rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     kb / 1024.0
 }
 
@@ -97,13 +92,16 @@ async fn main() -> anyhow::Result<()> {
     let h = p.health();
     if let Ok(path) = std::env::var("PROXY_BENCH_DUMP") {
         // the full script, for timing nft on its own
-        let (script, _) = nodelet::proxy::render::full(&nodelet::proxy::render::Context {
-            table: "nodelet_bench".into(),
-            family: nodelet::proxy::model::Family::V4,
-            generation: 0,
-            node_name: "node-0".into(),
-            pod_cidr: Some("10.128.0.0/9".into()),
-        }, &p.model().await);
+        let (script, _) = nodelet::proxy::render::full(
+            &nodelet::proxy::render::Context {
+                table: "nodelet_bench".into(),
+                family: nodelet::proxy::model::Family::V4,
+                generation: 0,
+                node_name: "node-0".into(),
+                pod_cidr: Some("10.128.0.0/9".into()),
+            },
+            &p.model().await,
+        );
         std::fs::write(&path, script)?;
     }
     println!("bench: proxy_full_sync_10000 {:.3} s", took.as_secs_f64());

@@ -8,8 +8,8 @@
 //!   (a pod with a worker has its old sandboxes removed by the worker);
 //! - log folders (`<ns>_<name>_<uid>`) of pods that are gone: no worker, no sandbox.
 
-use crate::runtime::labels;
 use crate::pods::store::PodStore;
+use crate::runtime::labels;
 use crate::runtime::Cri;
 use k8s_cri::v1 as cri;
 use std::collections::{HashMap, HashSet};
@@ -102,11 +102,7 @@ pub struct Sandbox {
 
 /// Sandboxes of pods nodelet no longer runs that are not ready and hold no container.
 pub fn sandboxes_to_remove(sandboxes: &[Sandbox], containers_in: &HashSet<String>, active_pods: &HashSet<String>) -> Vec<String> {
-    sandboxes
-        .iter()
-        .filter(|s| !s.ready && !containers_in.contains(&s.id) && !active_pods.contains(&s.pod_uid))
-        .map(|s| s.id.clone())
-        .collect()
+    sandboxes.iter().filter(|s| !s.ready && !containers_in.contains(&s.id) && !active_pods.contains(&s.pod_uid)).map(|s| s.id.clone()).collect()
 }
 
 /// The pod UID of a log folder named `<namespace>_<name>_<uid>`.
@@ -120,9 +116,7 @@ pub fn log_dir_uid(name: &str) -> Option<&str> {
 /// pod is being set up in them.
 pub fn log_dirs_to_remove(dirs: &[(String, Duration)], active_pods: &HashSet<String>, with_sandbox: &HashSet<String>) -> Vec<String> {
     dirs.iter()
-        .filter(|(name, age)| {
-            *age >= LOG_DIR_MIN_AGE && log_dir_uid(name).is_some_and(|uid| !active_pods.contains(uid) && !with_sandbox.contains(uid))
-        })
+        .filter(|(name, age)| *age >= LOG_DIR_MIN_AGE && log_dir_uid(name).is_some_and(|uid| !active_pods.contains(uid) && !with_sandbox.contains(uid)))
         .map(|(name, _)| name.clone())
         .collect()
 }
@@ -167,7 +161,11 @@ impl ContainerGc {
             .list_sandboxes(mine)
             .await?
             .into_iter()
-            .map(|s| Sandbox { pod_uid: s.labels.get(labels::POD_UID).cloned().unwrap_or_default(), ready: s.state == cri::PodSandboxState::SandboxReady as i32, id: s.id })
+            .map(|s| Sandbox {
+                pod_uid: s.labels.get(labels::POD_UID).cloned().unwrap_or_default(),
+                ready: s.state == cri::PodSandboxState::SandboxReady as i32,
+                id: s.id,
+            })
             .collect();
         let containers_in: HashSet<String> = self.cri.list_containers(HashMap::new()).await?.into_iter().map(|c| c.pod_sandbox_id).collect();
         for id in sandboxes_to_remove(&sandboxes, &containers_in, &active) {
@@ -177,7 +175,8 @@ impl ContainerGc {
             }
         }
         // Any node's sandbox keeps its folder: a shared log directory is never emptied under a pod.
-        let with_sandbox: HashSet<String> = self.cri.list_sandboxes(HashMap::new()).await?.into_iter().filter_map(|s| s.labels.get(labels::POD_UID).cloned()).collect();
+        let with_sandbox: HashSet<String> =
+            self.cri.list_sandboxes(HashMap::new()).await?.into_iter().filter_map(|s| s.labels.get(labels::POD_UID).cloned()).collect();
         for name in log_dirs_to_remove(&log_dirs, &active, &with_sandbox) {
             let dir = self.pod_logs_dir.join(&name);
             let target = dir.clone();
@@ -236,7 +235,15 @@ mod tests {
 
     #[test]
     fn keeps_the_newest_instance_and_one_dead_one_per_container() {
-        let list = vec![c("p", "a", 0, true), c("p", "a", 1, true), c("p", "a", 2, true), c("p", "a", 3, false), c("p", "b", 0, true), c("q", "a", 0, true), c("q", "a", 1, true)];
+        let list = vec![
+            c("p", "a", 0, true),
+            c("p", "a", 1, true),
+            c("p", "a", 2, true),
+            c("p", "a", 3, false),
+            c("p", "b", 0, true),
+            c("q", "a", 0, true),
+            c("q", "a", 1, true),
+        ];
         let removed = dead_containers_to_remove(&list, &Policy::default(), at(100));
         assert_eq!(removed, vec!["p-a-0", "p-a-1"]);
         // The newest instance dead: it and the one before it stay (the worker's rule, and --previous).

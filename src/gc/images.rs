@@ -87,7 +87,14 @@ pub fn amount_to_free(capacity: u64, available: u64, policy: &Policy) -> Option<
 /// The images to remove to free `to_free` bytes: unused in this pass, not pinned, first seen at
 /// least `min_age` ago; least recently used first (never used before used), then first seen.
 /// Returns them with the bytes they free (which may fall short of `to_free`).
-pub fn choose(records: &HashMap<String, Record>, images: &[Image], in_use: &HashSet<String>, policy: &Policy, now: SystemTime, to_free: u64) -> (Vec<String>, u64) {
+pub fn choose(
+    records: &HashMap<String, Record>,
+    images: &[Image],
+    in_use: &HashSet<String>,
+    policy: &Policy,
+    now: SystemTime,
+    to_free: u64,
+) -> (Vec<String>, u64) {
     let mut candidates: Vec<(&Image, &Record)> = images
         .iter()
         .filter(|i| !i.pinned && !is_used(i, in_use))
@@ -307,6 +314,9 @@ mod tests {
         let in_use = HashSet::from(["reg/b:1".to_string()]);
         let (chosen, freed) = choose(&records, &images, &in_use, &p, at(10), 1000);
         assert_eq!((chosen, freed), (vec!["a".to_string()], 10));
-        assert_eq!(not_enough_message(1000, 10), "Failed to garbage collect required amount of images. Attempted to free 1000 bytes, but only found 10 bytes eligible to free.");
+        assert_eq!(
+            not_enough_message(1000, 10),
+            "Failed to garbage collect required amount of images. Attempted to free 1000 bytes, but only found 10 bytes eligible to free."
+        );
     }
 }

@@ -60,10 +60,7 @@ pub struct MemInfo {
 }
 
 pub fn parse_meminfo(text: &str) -> MemInfo {
-    MemInfo {
-        memory_capacity: meminfo_bytes(text, "MemTotal").unwrap_or(0),
-        swap_capacity: meminfo_bytes(text, "SwapTotal").unwrap_or(0),
-    }
+    MemInfo { memory_capacity: meminfo_bytes(text, "MemTotal").unwrap_or(0), swap_capacity: meminfo_bytes(text, "SwapTotal").unwrap_or(0) }
 }
 
 /// Finds "KEY: N kB" in /proc/meminfo or a NUMA node's meminfo (whose lines
@@ -71,10 +68,7 @@ pub fn parse_meminfo(text: &str) -> MemInfo {
 pub fn meminfo_bytes(text: &str, key: &str) -> Option<u64> {
     let label = format!("{key}:");
     text.lines().find_map(|line| {
-        let mut tokens = line
-            .split_whitespace()
-            .skip_while(|token| *token != label)
-            .skip(1);
+        let mut tokens = line.split_whitespace().skip_while(|token| *token != label).skip(1);
         let number: u64 = tokens.next()?.parse().ok()?;
         match tokens.next() {
             Some("kB") => Some(number * 1024),
@@ -144,14 +138,10 @@ fn unescape_mount_field(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|digits| digits.iter().all(|d| (b'0'..=b'7').contains(d)));
+        let octal = bytes.get(i + 1..i + 4).filter(|digits| digits.iter().all(|d| (b'0'..=b'7').contains(d)));
         match (bytes[i], octal) {
             (b'\\', Some(digits)) => {
-                let value = digits
-                    .iter()
-                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                let value = digits.iter().fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
                 out.push(value as u8);
                 i += 4;
             }
@@ -169,22 +159,13 @@ fn unescape_mount_field(field: &str) -> String {
 /// and a device mounted twice (bind mounts) is one filesystem.
 pub fn block_device_mounts(mounts: Vec<MountEntry>) -> Vec<MountEntry> {
     let mut seen = BTreeSet::new();
-    mounts
-        .into_iter()
-        .filter(|mount| mount.device.starts_with("/dev/"))
-        .filter(|mount| seen.insert(mount.device.clone()))
-        .collect()
+    mounts.into_iter().filter(|mount| mount.device.starts_with("/dev/")).filter(|mount| seen.insert(mount.device.clone())).collect()
 }
 
 /// Parses a sysfs CPU list such as "0-3,8,10-11".
 pub fn parse_cpu_list(text: &str) -> Vec<u32> {
     let mut cpus = Vec::new();
-    for part in text
-        .trim()
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    {
+    for part in text.trim().split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('-') {
             Some((first, last)) => {
                 if let (Ok(first), Ok(last)) = (first.parse::<u32>(), last.parse::<u32>()) {
@@ -212,25 +193,17 @@ pub fn parse_cache_size(text: &str) -> Option<u64> {
 /// Picks the active scheduler from /sys/block/X/queue/scheduler, which
 /// brackets it: "mq-deadline [none] kyber".
 pub fn parse_scheduler(text: &str) -> String {
-    text.split_whitespace()
-        .find_map(|name| name.strip_prefix('[').and_then(|n| n.strip_suffix(']')))
-        .unwrap_or("none")
-        .to_string()
+    text.split_whitespace().find_map(|name| name.strip_prefix('[').and_then(|n| n.strip_suffix(']'))).unwrap_or("none").to_string()
 }
 
 /// Reads the page size in kB from a directory name like "hugepages-2048kB".
 pub fn parse_hugepages_dir_name(name: &str) -> Option<u64> {
-    name.strip_prefix("hugepages-")?
-        .strip_suffix("kB")?
-        .parse()
-        .ok()
+    name.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok()
 }
 
 /// Parses a NUMA node's "distance" file: "10 21".
 pub fn parse_distances(text: &str) -> Vec<u64> {
-    text.split_whitespace()
-        .filter_map(|n| n.parse().ok())
-        .collect()
+    text.split_whitespace().filter_map(|n| n.parse().ok()).collect()
 }
 
 /// Parses a "major:minor" device number as in /sys/block/X/dev.
@@ -305,8 +278,7 @@ BogoMIPS\t: 243.75
 
     #[test]
     fn meminfo_totals_are_bytes() {
-        let text =
-            "MemTotal:       16303728 kB\nMemFree:         1234 kB\nSwapTotal:       2097148 kB\n";
+        let text = "MemTotal:       16303728 kB\nMemFree:         1234 kB\nSwapTotal:       2097148 kB\n";
         let mem = parse_meminfo(text);
         assert_eq!(mem.memory_capacity, 16303728 * 1024);
         assert_eq!(mem.swap_capacity, 2097148 * 1024);
@@ -314,13 +286,7 @@ BogoMIPS\t: 243.75
 
     #[test]
     fn meminfo_without_swap_line_has_zero_swap() {
-        assert_eq!(
-            parse_meminfo("MemTotal: 10 kB\n"),
-            MemInfo {
-                memory_capacity: 10240,
-                swap_capacity: 0
-            }
-        );
+        assert_eq!(parse_meminfo("MemTotal: 10 kB\n"), MemInfo { memory_capacity: 10240, swap_capacity: 0 });
     }
 
     #[test]
@@ -332,10 +298,7 @@ BogoMIPS\t: 243.75
 
     #[test]
     fn meminfo_counts_without_unit_are_taken_as_is() {
-        assert_eq!(
-            meminfo_bytes("HugePages_Total:       4\n", "HugePages_Total"),
-            Some(4)
-        );
+        assert_eq!(meminfo_bytes("HugePages_Total:       4\n", "HugePages_Total"), Some(4));
     }
 
     #[test]
@@ -365,14 +328,7 @@ proc /proc proc rw,relatime 0 0
 ";
         let mounts = parse_mounts(text);
         assert_eq!(mounts.len(), 3);
-        assert_eq!(
-            mounts[2],
-            MountEntry {
-                device: "/dev/sdb1".into(),
-                mount_point: "/mnt/my disk".into(),
-                fs_type: "xfs".into()
-            }
-        );
+        assert_eq!(mounts[2], MountEntry { device: "/dev/sdb1".into(), mount_point: "/mnt/my disk".into(), fs_type: "xfs".into() });
     }
 
     #[test]
@@ -386,17 +342,8 @@ tmpfs /dev/shm tmpfs rw 0 0
 /dev/vda /etc/hosts ext4 rw 0 0
 /dev/mapper/vg-data /data xfs rw 0 0
 ";
-        let kept: Vec<(String, String)> = block_device_mounts(parse_mounts(text))
-            .into_iter()
-            .map(|m| (m.device, m.mount_point))
-            .collect();
-        assert_eq!(
-            kept,
-            vec![
-                ("/dev/vda".to_string(), "/".to_string()),
-                ("/dev/mapper/vg-data".to_string(), "/data".to_string()),
-            ]
-        );
+        let kept: Vec<(String, String)> = block_device_mounts(parse_mounts(text)).into_iter().map(|m| (m.device, m.mount_point)).collect();
+        assert_eq!(kept, vec![("/dev/vda".to_string(), "/".to_string()), ("/dev/mapper/vg-data".to_string(), "/data".to_string()),]);
     }
 
     #[test]
@@ -424,10 +371,7 @@ tmpfs /dev/shm tmpfs rw 0 0
     #[test]
     fn hugepage_directory_names_give_the_size_in_kb() {
         assert_eq!(parse_hugepages_dir_name("hugepages-2048kB"), Some(2048));
-        assert_eq!(
-            parse_hugepages_dir_name("hugepages-1048576kB"),
-            Some(1048576)
-        );
+        assert_eq!(parse_hugepages_dir_name("hugepages-1048576kB"), Some(1048576));
         assert_eq!(parse_hugepages_dir_name("other"), None);
     }
 

@@ -40,16 +40,11 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let shifted = days + 719_468; // days from 0000-03-01 to 1970-01-01
     let era = shifted / 146_097;
     let day_of_era = shifted % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_from_march = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
+    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
     let year = year_of_era + era * 400 + u64::from(month <= 2);
     (year, month, day)
 }
@@ -70,22 +65,13 @@ mod tests {
     #[test]
     fn known_dates_format() {
         // date -u -d @1709251198
-        assert_eq!(
-            rfc3339(at(1_709_251_198, 500_000_000)),
-            "2024-02-29T23:59:58.5Z"
-        );
+        assert_eq!(rfc3339(at(1_709_251_198, 500_000_000)), "2024-02-29T23:59:58.5Z");
         assert_eq!(rfc3339(at(951_782_400, 0)), "2000-02-29T00:00:00Z");
-        assert_eq!(
-            rfc3339(at(4_102_444_799, 123)),
-            "2099-12-31T23:59:59.000000123Z"
-        );
+        assert_eq!(rfc3339(at(4_102_444_799, 123)), "2099-12-31T23:59:59.000000123Z");
     }
 
     #[test]
     fn times_before_the_epoch_clamp() {
-        assert_eq!(
-            rfc3339(UNIX_EPOCH - Duration::from_secs(5)),
-            "1970-01-01T00:00:00Z"
-        );
+        assert_eq!(rfc3339(UNIX_EPOCH - Duration::from_secs(5)), "1970-01-01T00:00:00Z");
     }
 }

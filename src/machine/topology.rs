@@ -33,17 +33,11 @@ pub struct NodeFacts {
 }
 
 pub fn count_physical_cores(cpus: &[CpuFacts]) -> u32 {
-    cpus.iter()
-        .map(|c| (c.socket_id, c.core_id))
-        .collect::<BTreeSet<_>>()
-        .len() as u32
+    cpus.iter().map(|c| (c.socket_id, c.core_id)).collect::<BTreeSet<_>>().len() as u32
 }
 
 pub fn count_sockets(cpus: &[CpuFacts]) -> u32 {
-    cpus.iter()
-        .map(|c| c.socket_id)
-        .collect::<BTreeSet<_>>()
-        .len() as u32
+    cpus.iter().map(|c| c.socket_id).collect::<BTreeSet<_>>().len() as u32
 }
 
 pub fn build_topology(cpus: &[CpuFacts], nodes: &[NodeFacts]) -> Vec<Node> {
@@ -51,10 +45,7 @@ pub fn build_topology(cpus: &[CpuFacts], nodes: &[NodeFacts]) -> Vec<Node> {
 }
 
 fn build_node(cpus: &[CpuFacts], facts: &NodeFacts) -> Node {
-    let node_cpus: Vec<&CpuFacts> = cpus
-        .iter()
-        .filter(|c| facts.cpus.contains(&c.cpu))
-        .collect();
+    let node_cpus: Vec<&CpuFacts> = cpus.iter().filter(|c| facts.cpus.contains(&c.cpu)).collect();
     let mut node = Node {
         node_id: facts.id,
         memory: facts.memory,
@@ -72,18 +63,11 @@ fn build_node(cpus: &[CpuFacts], facts: &NodeFacts) -> Node {
 fn group_into_cores(cpus: &[&CpuFacts]) -> Vec<Core> {
     let mut cores: Vec<Core> = Vec::new();
     for cpu in cpus {
-        match cores
-            .iter_mut()
-            .find(|c| c.core_id == cpu.core_id && c.socket_id == cpu.socket_id)
-        {
+        match cores.iter_mut().find(|c| c.core_id == cpu.core_id && c.socket_id == cpu.socket_id) {
             Some(core) => core.thread_ids.push(cpu.cpu),
-            None => cores.push(Core {
-                core_id: cpu.core_id,
-                thread_ids: vec![cpu.cpu],
-                caches: Vec::new(),
-                uncore_caches: Vec::new(),
-                socket_id: cpu.socket_id,
-            }),
+            None => {
+                cores.push(Core { core_id: cpu.core_id, thread_ids: vec![cpu.cpu], caches: Vec::new(), uncore_caches: Vec::new(), socket_id: cpu.socket_id })
+            }
         }
     }
     for core in &mut cores {
@@ -130,15 +114,7 @@ mod tests {
     use super::*;
 
     fn cache(id: i32, level: u32, cache_type: &str, size: u64, shared_cpus: usize) -> CacheFacts {
-        CacheFacts {
-            cache: Cache {
-                id,
-                size,
-                cache_type: cache_type.into(),
-                level,
-            },
-            shared_cpus,
-        }
+        CacheFacts { cache: Cache { id, size, cache_type: cache_type.into(), level }, shared_cpus }
     }
 
     /// A CPU with private L1d/L1i/L2 shared by its 2 hyperthreads and an L3
@@ -158,24 +134,13 @@ mod tests {
     }
 
     fn node(id: i32, cpus: Vec<u32>) -> NodeFacts {
-        NodeFacts {
-            id,
-            memory: 1 << 30,
-            hugepages: vec![],
-            cpus,
-            distances: vec![10, 21],
-        }
+        NodeFacts { id, memory: 1 << 30, hugepages: vec![], cpus, distances: vec![10, 21] }
     }
 
     #[test]
     fn hyperthreads_form_one_core_with_private_caches_and_a_node_l3() {
         // 2 cores x 2 threads, Linux numbering: thread siblings are n and n+2.
-        let cpus = vec![
-            cpu(0, 0, 0, 0, 4),
-            cpu(1, 1, 0, 0, 4),
-            cpu(2, 0, 0, 0, 4),
-            cpu(3, 1, 0, 0, 4),
-        ];
+        let cpus = vec![cpu(0, 0, 0, 0, 4), cpu(1, 1, 0, 0, 4), cpu(2, 0, 0, 0, 4), cpu(3, 1, 0, 0, 4)];
         let topology = build_topology(&cpus, &[node(0, vec![0, 1, 2, 3])]);
         assert_eq!(topology.len(), 1);
         let node = &topology[0];

@@ -65,9 +65,7 @@ impl NodeAgent {
             Err(_) => String::new(),
         };
         let runtime_problem = self.health.node_readiness().err().map(|failures| failures.join("; "));
-        let ephemeral_storage = nix::sys::statvfs::statvfs(&self.settings.root_dir)
-            .map(|s| s.blocks() * s.fragment_size())
-            .unwrap_or(0);
+        let ephemeral_storage = nix::sys::statvfs::statvfs(&self.settings.root_dir).map(|s| s.blocks() * s.fragment_size()).unwrap_or(0);
         let s = &self.settings;
         Ok(NodeInput {
             name: s.name.clone(),
@@ -105,7 +103,8 @@ impl NodeAgent {
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 let labels = object::node_labels(&input.name, &input.labels);
                 let patch = serde_json::json!({ "metadata": { "labels": labels } });
-                let existing = self.nodes().patch(&self.settings.name, &PatchParams::default(), &Patch::Merge(&patch)).await.context("taking over the existing Node")?;
+                let existing =
+                    self.nodes().patch(&self.settings.name, &PatchParams::default(), &Patch::Merge(&patch)).await.context("taking over the existing Node")?;
                 tracing::info!(node = %self.settings.name, "took over the existing node");
                 Ok(existing)
             }
@@ -189,7 +188,13 @@ impl NodeAgent {
                         name: Some(name.clone()),
                         namespace: Some(LEASE_NAMESPACE.into()),
                         owner_references: (!node_uid.is_empty()).then(|| {
-                            vec![OwnerReference { api_version: "v1".into(), kind: "Node".into(), name: name.clone(), uid: node_uid.into(), ..Default::default() }]
+                            vec![OwnerReference {
+                                api_version: "v1".into(),
+                                kind: "Node".into(),
+                                name: name.clone(),
+                                uid: node_uid.into(),
+                                ..Default::default()
+                            }]
                         }),
                         ..Default::default()
                     },

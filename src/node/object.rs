@@ -2,9 +2,7 @@
 //! allocatable, nodeInfo and conditions, computed from plain inputs. Pure and unit-tested.
 
 use crate::machine::HostFacts;
-use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo, Taint,
-};
+use k8s_openapi::api::core::v1::{DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo, Taint};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use std::collections::BTreeMap;
@@ -130,7 +128,13 @@ pub fn node_status(input: &NodeInput, previous: &[NodeCondition], now: &Time) ->
 }
 
 fn hugepage_size_name(kib: u64) -> String {
-    if kib.is_multiple_of(1024 * 1024) { format!("{}Gi", kib / (1024 * 1024)) } else if kib.is_multiple_of(1024) { format!("{}Mi", kib / 1024) } else { format!("{kib}Ki") }
+    if kib.is_multiple_of(1024 * 1024) {
+        format!("{}Gi", kib / (1024 * 1024))
+    } else if kib.is_multiple_of(1024) {
+        format!("{}Mi", kib / 1024)
+    } else {
+        format!("{kib}Ki")
+    }
 }
 
 /// The four conditions the kubelet reports, with its reasons and messages.
@@ -158,11 +162,8 @@ pub fn conditions(health: &NodeHealth, previous: &[NodeCondition], now: &Time) -
         .into_iter()
         .map(|(kind, status, reason, message)| {
             let status = if status { "True" } else { "False" }.to_string();
-            let transition = previous
-                .iter()
-                .find(|c| c.type_ == kind && c.status == status)
-                .and_then(|c| c.last_transition_time.clone())
-                .unwrap_or_else(|| now.clone());
+            let transition =
+                previous.iter().find(|c| c.type_ == kind && c.status == status).and_then(|c| c.last_transition_time.clone()).unwrap_or_else(|| now.clone());
             NodeCondition {
                 type_: kind,
                 status,

@@ -36,11 +36,7 @@ pub fn judge(f: &Figures) -> Pressure {
 
 /// MemAvailable in bytes from /proc/meminfo text.
 pub fn mem_available(meminfo: &str) -> u64 {
-    meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    meminfo.lines().find_map(|l| l.strip_prefix("MemAvailable:")).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()).map_or(0, |kb| kb * 1024)
 }
 
 /// The number of processes and threads, the fourth field of /proc/loadavg ("running/total").

@@ -56,7 +56,12 @@ fn format_map(map: Option<&std::collections::BTreeMap<String, String>>) -> Strin
 /// and rounded up, as the kubelet does. A limit the container does not set is the node's
 /// allocatable; a request it does not set is its limit (the apiserver's default) or 0.
 pub fn resource_value(pod: &Pod, default_container: Option<&str>, selector: &ResourceFieldSelector, node: &Allocatable) -> Result<String, String> {
-    let name = selector.container_name.as_deref().filter(|n| !n.is_empty()).or(default_container).ok_or_else(|| format!("resourceFieldRef {:?}: containerName is required", selector.resource))?;
+    let name = selector
+        .container_name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .or(default_container)
+        .ok_or_else(|| format!("resourceFieldRef {:?}: containerName is required", selector.resource))?;
     let spec = pod.spec.as_ref();
     let container = spec
         .into_iter()
@@ -70,7 +75,11 @@ pub fn resource_value(pod: &Pod, default_container: Option<&str>, selector: &Res
     let is_cpu = resource == "cpu";
     let parse = |text: &str| -> Result<i128, String> {
         let what = || format!("container {name:?} resources.{kind}.{resource}");
-        if is_cpu { quantity::parse_milli(text).map_err(|e| format!("{}: {e}", what())) } else { quantity::bytes(text).map(i128::from).map_err(|e| format!("{}: {e}", what())) }
+        if is_cpu {
+            quantity::parse_milli(text).map_err(|e| format!("{}: {e}", what()))
+        } else {
+            quantity::bytes(text).map(i128::from).map_err(|e| format!("{}: {e}", what()))
+        }
     };
     let fallback = match resource {
         "cpu" => Some(i128::from(node.cpu_millis)),
@@ -89,7 +98,8 @@ pub fn resource_value(pod: &Pod, default_container: Option<&str>, selector: &Res
         _ => return Err(unsupported(&selector.resource)),
     };
     let divisor = match selector.divisor.as_ref().map(|q| q.0.trim()).filter(|d| !d.is_empty()) {
-        Some(d) => if is_cpu { quantity::parse_milli(d) } else { quantity::bytes(d).map(i128::from) }.map_err(|e| format!("resourceFieldRef {:?}: divisor: {e}", selector.resource))?,
+        Some(d) => if is_cpu { quantity::parse_milli(d) } else { quantity::bytes(d).map(i128::from) }
+            .map_err(|e| format!("resourceFieldRef {:?}: divisor: {e}", selector.resource))?,
         None if is_cpu => 1000,
         None => 1,
     };

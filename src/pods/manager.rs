@@ -3,11 +3,11 @@
 //! nobody wants any more (its manifest vanished while nodelet was down).
 
 use super::admission::{self, AdmissionConfig};
-use crate::runtime::labels;
 use super::source::ManifestDir;
 use super::spec;
 use super::worker::{self, WorkerDeps, WorkerHandle, WorkerMsg};
 use crate::health::Health;
+use crate::runtime::labels;
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -40,7 +40,17 @@ pub struct Manager {
 
 impl Manager {
     pub fn new(deps: WorkerDeps, api: Option<kube::Client>, admission: AdmissionConfig) -> Self {
-        Manager { deps, running: HashMap::new(), handles: HashMap::new(), file_pods: Vec::new(), api_pods: Vec::new(), api, deleting: HashSet::new(), admission, rejected: HashMap::new() }
+        Manager {
+            deps,
+            running: HashMap::new(),
+            handles: HashMap::new(),
+            file_pods: Vec::new(),
+            api_pods: Vec::new(),
+            api,
+            deleting: HashSet::new(),
+            admission,
+            rejected: HashMap::new(),
+        }
     }
 
     /// Follows the manifest directory and the apiserver's pods for this node for ever,
@@ -255,7 +265,11 @@ async fn remove_from_apiserver(client: kube::Client, pod: Pod, stopped: Option<t
     }
     let uid = spec::pod_uid(&pod).to_string();
     let api: kube::Api<Pod> = kube::Api::namespaced(client, spec::pod_namespace(&pod));
-    let params = kube::api::DeleteParams { grace_period_seconds: Some(0), preconditions: Some(kube::api::Preconditions { uid: Some(uid), resource_version: None }), ..Default::default() };
+    let params = kube::api::DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(kube::api::Preconditions { uid: Some(uid), resource_version: None }),
+        ..Default::default()
+    };
     crate::retry::until_ok("removing a stopped pod from the apiserver", || async {
         match api.delete(spec::pod_name(&pod), &params).await {
             Ok(_) => Ok(()),
@@ -303,7 +317,10 @@ mod tests {
         let deps = WorkerDeps {
             // Connects on first use only: a rejected pod must never make it connect.
             cri: crate::runtime::Cri::new(std::path::Path::new("/nonexistent/cri.sock")),
-            runtime: Arc::new(crate::runtime::CachedCri { cri: crate::runtime::Cri::new(std::path::Path::new("/nonexistent/cri.sock")), cache: crate::runtime::relist::RuntimeCache::fixed(Default::default()).0 }),
+            runtime: Arc::new(crate::runtime::CachedCri {
+                cri: crate::runtime::Cri::new(std::path::Path::new("/nonexistent/cri.sock")),
+                cache: crate::runtime::relist::RuntimeCache::fixed(Default::default()).0,
+            }),
             ctx: Arc::new(ctx),
             exits: tokio::sync::broadcast::channel(1).0,
             store,
@@ -344,7 +361,14 @@ mod tests {
         let store = PodStore::default();
         let mut manager = manager(store.clone());
         manager.admission.node.max_pods = 1;
-        let pod = |name: &str| parse_static_pod(&format!("{name}.yaml"), format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: c, image: i}}]\n").as_bytes(), "n1").unwrap();
+        let pod = |name: &str| {
+            parse_static_pod(
+                &format!("{name}.yaml"),
+                format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: c, image: i}}]\n").as_bytes(),
+                "n1",
+            )
+            .unwrap()
+        };
         let (a, b, c) = (pod("a"), pod("b"), pod("c"));
         manager.file_pods = vec![a.clone(), b.clone()];
         manager.reconcile();

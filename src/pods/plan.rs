@@ -2,8 +2,8 @@
 //! computePodActions as a pure function. The worker executes a plan, observes again, plans again.
 
 use super::backoff::Backoff;
-use crate::runtime::observed::{nanos_to_system_time, ObservedContainer, ObservedPod, RunState};
 use super::reasons::{KillReason, WaitingReason};
+use crate::runtime::observed::{nanos_to_system_time, ObservedContainer, ObservedPod, RunState};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
@@ -146,9 +146,7 @@ fn failed_init(pod: &Pod, observed: &ObservedPod) -> Option<Phase> {
     if restart_policy(pod) != "Never" {
         return None;
     }
-    let failed = spec.init_containers.iter().flatten().any(|c| {
-        observed.latest(&c.name).is_some_and(|l| l.state == RunState::Exited && l.exit_code != 0)
-    });
+    let failed = spec.init_containers.iter().flatten().any(|c| observed.latest(&c.name).is_some_and(|l| l.state == RunState::Exited && l.exit_code != 0));
     failed.then_some(Phase::Failed)
 }
 
@@ -173,8 +171,7 @@ pub fn plan(pod: &Pod, observed: &ObservedPod, memory: &Memory, spec_hash: impl 
         plan.create_sandbox = Some(observed.sandboxes.iter().map(|s| s.attempt + 1).max().unwrap_or(0));
         return plan;
     };
-    plan.remove_sandboxes =
-        observed.sandboxes.iter().filter(|s| s.id != sandbox.id).map(|s| s.id.clone()).collect();
+    plan.remove_sandboxes = observed.sandboxes.iter().filter(|s| s.id != sandbox.id).map(|s| s.id.clone()).collect();
 
     let policy = restart_policy(pod);
     let mut wake: Vec<Duration> = Vec::new();
@@ -204,6 +201,13 @@ pub fn plan(pod: &Pod, observed: &ObservedPod, memory: &Memory, spec_hash: impl 
                     }
                 }
                 _ => consider_start(&mut plan, &mut wake, c, false, latest, observed, memory, policy, now),
+            }
+        }
+        // Ephemeral containers start once in the running pod and are never restarted.
+        for c in &super::ephemeral::containers(pod) {
+            match observed.latest(&c.name) {
+                Some(live) if matches!(live.state, RunState::Running | RunState::Created) => {}
+                latest => consider_start(&mut plan, &mut wake, c, false, latest, observed, memory, "Never", now),
             }
         }
     }
@@ -258,12 +262,7 @@ fn consider_start(
     } else {
         plan.waiting.insert(c.name.clone(), waiting(WaitingReason::ContainerCreating, ""));
     }
-    plan.start.push(StartContainer {
-        name: c.name.clone(),
-        init,
-        attempt: observed.next_attempt(&c.name),
-        is_restart: previous.is_some(),
-    });
+    plan.start.push(StartContainer { name: c.name.clone(), init, attempt: observed.next_attempt(&c.name), is_restart: previous.is_some() });
 }
 
 /// Keeps the newest instance of each container and a few dead ones before it.
@@ -283,7 +282,11 @@ fn waiting(reason: WaitingReason, message: &str) -> Waiting {
 
 fn fmt_secs(d: Duration) -> String {
     let secs = d.as_secs_f64();
-    if secs.fract() == 0.0 { format!("{}s", secs as u64) } else { format!("{secs:.1}s") }
+    if secs.fract() == 0.0 {
+        format!("{}s", secs as u64)
+    } else {
+        format!("{secs:.1}s")
+    }
 }
 
 #[cfg(test)]
@@ -415,6 +418,18 @@ mod tests {
         let obs = ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers: vec![container("a", 0, RunState::Running, 0, 0)] };
         let p = plan(&pod("Always", &[], &["a"]), &obs, &memory(), |_| "other".into(), at(1));
         assert_eq!(p.kill, vec![KillContainer { id: "a-0".into(), name: "a".into(), reason: KillReason::SpecChanged }]);
+    }
+
+    #[test]
+    fn an_ephemeral_container_starts_once_and_never_again() {
+        let mut pod = pod("Always", &[], &["a"]);
+        pod.spec.as_mut().unwrap().ephemeral_containers =
+            Some(vec![k8s_openapi::api::core::v1::EphemeralContainer { name: "debug".into(), image: Some("img".into()), ..Default::default() }]);
+        let mut obs = ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers: vec![container("a", 0, RunState::Running, 0, 0)] };
+        let p = run(&pod, &obs, &memory(), 1);
+        assert_eq!(p.start, vec![StartContainer { name: "debug".into(), init: false, attempt: 0, is_restart: false }]);
+        obs.containers.push(container("debug", 0, RunState::Exited, 1, 2));
+        assert!(run(&pod, &obs, &memory(), 100).start.is_empty());
     }
 
     #[test]

@@ -35,16 +35,19 @@ pub fn registry_of(image: &str) -> &str {
 pub fn auth_for(image: &str, configs: &[(String, Vec<u8>)]) -> Option<AuthConfig> {
     let registry = registry_of(image);
     for (key, data) in configs {
-        let auths: BTreeMap<String, Entry> = if key == ".dockerconfigjson" {
-            serde_json::from_slice::<DockerConfig>(data).ok()?.auths
-        } else {
-            serde_json::from_slice(data).ok()?
-        };
+        let auths: BTreeMap<String, Entry> =
+            if key == ".dockerconfigjson" { serde_json::from_slice::<DockerConfig>(data).ok()?.auths } else { serde_json::from_slice(data).ok()? };
         for (server, entry) in auths {
             let host = server.trim_start_matches("https://").trim_start_matches("http://").split('/').next().unwrap_or("");
             let matches = host == registry || (registry == "docker.io" && (host == "index.docker.io" || host == "registry-1.docker.io"));
             if matches {
-                return Some(AuthConfig { username: entry.username, password: entry.password, auth: entry.auth, server_address: host.to_string(), ..Default::default() });
+                return Some(AuthConfig {
+                    username: entry.username,
+                    password: entry.password,
+                    auth: entry.auth,
+                    server_address: host.to_string(),
+                    ..Default::default()
+                });
             }
         }
     }

@@ -87,7 +87,11 @@ impl TerminatedReason {
 
     /// The reason of a plain exit: Completed for 0, Error otherwise.
     pub fn of_exit(exit_code: i32) -> TerminatedReason {
-        if exit_code == 0 { TerminatedReason::Completed } else { TerminatedReason::Error }
+        if exit_code == 0 {
+            TerminatedReason::Completed
+        } else {
+            TerminatedReason::Error
+        }
     }
 }
 

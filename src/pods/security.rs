@@ -190,7 +190,11 @@ mod tests {
     #[test]
     fn any_privileged_container_makes_the_sandbox_privileged() {
         assert!(!has_privileged_container(pod("  containers: [{name: a, image: i, securityContext: {privileged: false}}]\n").spec.as_ref().unwrap()));
-        assert!(has_privileged_container(pod("  containers: [{name: a, image: i}, {name: b, image: i, securityContext: {privileged: true}}]\n").spec.as_ref().unwrap()));
-        assert!(has_privileged_container(pod("  initContainers: [{name: i, image: i, securityContext: {privileged: true}}]\n  containers: [{name: a, image: i}]\n").spec.as_ref().unwrap()));
+        assert!(has_privileged_container(
+            pod("  containers: [{name: a, image: i}, {name: b, image: i, securityContext: {privileged: true}}]\n").spec.as_ref().unwrap()
+        ));
+        assert!(has_privileged_container(
+            pod("  initContainers: [{name: i, image: i, securityContext: {privileged: true}}]\n  containers: [{name: a, image: i}]\n").spec.as_ref().unwrap()
+        ));
     }
 }

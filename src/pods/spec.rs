@@ -2,10 +2,10 @@
 //! translation needs from the node arrives in `NodeContext`, so the mapping is unit-tested.
 
 use super::env::expand;
-use crate::runtime::labels;
 use super::quantity;
 use super::security;
 use super::status::qos_class;
+use crate::runtime::labels;
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, Volume};
 use sha2::{Digest, Sha256};
@@ -54,12 +54,7 @@ pub fn sandbox_config(ctx: &NodeContext, pod: &Pod, attempt: u32) -> cri::PodSan
         .collect();
     let security = spec.security_context.clone().unwrap_or_default();
     cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata {
-            name: pod_name(pod).into(),
-            uid: pod_uid(pod).into(),
-            namespace: pod_namespace(pod).into(),
-            attempt,
-        }),
+        metadata: Some(cri::PodSandboxMetadata { name: pod_name(pod).into(), uid: pod_uid(pod).into(), namespace: pod_namespace(pod).into(), attempt }),
         hostname: if host_network { String::new() } else { hostname },
         log_directory: log_directory(ctx, pod).to_string_lossy().into_owned(),
         dns_config: Some(dns_config(ctx, pod)),
@@ -114,9 +109,7 @@ fn identity_labels(ctx: &NodeContext, pod: &Pod) -> HashMap<String, String> {
 }
 
 fn namespace_options(spec: &PodSpec) -> cri::NamespaceOption {
-    let mode = |host: Option<bool>, otherwise: cri::NamespaceMode| {
-        (if host.unwrap_or(false) { cri::NamespaceMode::Node } else { otherwise }) as i32
-    };
+    let mode = |host: Option<bool>, otherwise: cri::NamespaceMode| (if host.unwrap_or(false) { cri::NamespaceMode::Node } else { otherwise }) as i32;
     let pid_otherwise = if spec.share_process_namespace.unwrap_or(false) { cri::NamespaceMode::Pod } else { cri::NamespaceMode::Container };
     cri::NamespaceOption {
         network: mode(spec.host_network, cri::NamespaceMode::Pod),
@@ -161,7 +154,10 @@ pub fn dns_config(ctx: &NodeContext, pod: &Pod) -> cri::DnsConfig {
         for opt in extra.options.unwrap_or_default() {
             let name = opt.name.unwrap_or_default();
             dns.options.retain(|o| o.split(':').next() != Some(name.as_str()));
-            dns.options.push(match opt.value { Some(v) => format!("{name}:{v}"), None => name });
+            dns.options.push(match opt.value {
+                Some(v) => format!("{name}:{v}"),
+                None => name,
+            });
         }
     }
     dns.searches.dedup();
@@ -252,14 +248,28 @@ pub fn etc_hosts(pod: &Pod, pod_ip: Option<&str>) -> String {
             None => out.push_str(&format!("{ip}\t{hostname}\n")),
         }
     }
-    let aliases = spec.host_aliases.unwrap_or_default();
+    push_host_aliases(&mut out, pod);
+    out
+}
+
+/// A host-network pod's /etc/hosts: the node's, then the pod's hostAliases.
+pub fn host_network_etc_hosts(pod: &Pod, node_hosts: &str) -> String {
+    let mut out = node_hosts.to_string();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    push_host_aliases(&mut out, pod);
+    out
+}
+
+fn push_host_aliases(out: &mut String, pod: &Pod) {
+    let aliases = spec(pod).host_aliases.unwrap_or_default();
     if !aliases.is_empty() {
         out.push_str("\n# Entries added by HostAliases.\n");
         for alias in aliases {
             out.push_str(&format!("{}\t{}\n", alias.ip, alias.hostnames.unwrap_or_default().join("\t")));
         }
     }
-    out
 }
 
 pub fn container_config(ctx: &NodeContext, input: &ContainerInput) -> Result<cri::ContainerConfig, String> {
@@ -317,10 +327,7 @@ pub fn container_config(ctx: &NodeContext, input: &ContainerInput) -> Result<cri
         stdin: c.stdin.unwrap_or(false),
         stdin_once: c.stdin_once.unwrap_or(false),
         tty: c.tty.unwrap_or(false),
-        linux: Some(cri::LinuxContainerConfig {
-            resources: Some(linux_resources(ctx, pod, c)?),
-            security_context: Some(container_security(ctx, pod, c)?),
-        }),
+        linux: Some(cri::LinuxContainerConfig { resources: Some(linux_resources(ctx, pod, c)?), security_context: Some(container_security(ctx, pod, c)?) }),
         ..Default::default()
     })
 }
@@ -335,9 +342,11 @@ pub fn linux_resources(ctx: &NodeContext, pod: &Pod, c: &Container) -> Result<cr
     let res = c.resources.clone().unwrap_or_default();
     let limits = res.limits.unwrap_or_default();
     let requests = res.requests.unwrap_or_default();
-    let read = |map: &std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>, key: &str, f: fn(&str) -> Result<i64, String>, field: &str| {
-        map.get(key).map(|q| f(&q.0).map_err(|e| format!("container {:?} resources.{field}.{key}: {e}", c.name))).transpose()
-    };
+    let read =
+        |map: &std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+         key: &str,
+         f: fn(&str) -> Result<i64, String>,
+         field: &str| { map.get(key).map(|q| f(&q.0).map_err(|e| format!("container {:?} resources.{field}.{key}: {e}", c.name))).transpose() };
     let cpu_limit = read(&limits, "cpu", quantity::cpu_millis, "limits")?;
     let cpu_request = read(&requests, "cpu", quantity::cpu_millis, "requests")?.or(cpu_limit);
     let memory_limit = read(&limits, "memory", quantity::bytes, "limits")?;
@@ -398,6 +407,13 @@ fn container_security(ctx: &NodeContext, pod: &Pod, c: &Container) -> Result<cri
         seccomp: Some(seccomp),
         ..Default::default()
     })
+}
+
+/// A container of the pod by name: init, regular or ephemeral.
+pub fn find_container(pod: &Pod, name: &str) -> Option<Container> {
+    let spec = pod.spec.as_ref()?;
+    let found = spec.init_containers.iter().flatten().chain(spec.containers.iter()).find(|c| c.name == name).cloned();
+    found.or_else(|| super::ephemeral::containers(pod).into_iter().find(|c| c.name == name))
 }
 
 #[cfg(test)]
@@ -468,7 +484,11 @@ mod tests {
         let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k != "FROM" && k != "WEB_SERVICE_HOST").collect();
         assert_eq!(env[1], ("GREETING".to_string(), "hello world".to_string()));
         let vols = VolumePaths::new();
-        let cfg = container_config(&ctx(), &ContainerInput { pod: &pod, container: c, attempt: 3, env, volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: None }).unwrap();
+        let cfg = container_config(
+            &ctx(),
+            &ContainerInput { pod: &pod, container: c, attempt: 3, env, volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: None },
+        )
+        .unwrap();
         assert_eq!(cfg.command, vec!["sh", "-c"]);
         assert_eq!(cfg.args, vec!["echo hello world $(MISSING)"]);
         assert_eq!(cfg.working_dir, "/tmp");
@@ -514,12 +534,21 @@ mod tests {
         assert_eq!(sandbox.sysctls.get("net.ipv4.ip_local_port_range").map(String::as_str), Some("2000 3000"));
         let vols = VolumePaths::new();
         let cs = &pod.spec.as_ref().unwrap().containers;
-        let config = |c| container_config(&ctx(), &ContainerInput { pod: &pod, container: c, attempt: 0, env: vec![], volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: None });
+        let config = |c| {
+            container_config(
+                &ctx(),
+                &ContainerInput { pod: &pod, container: c, attempt: 0, env: vec![], volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: None },
+            )
+        };
         let seccomp = |c| config(c).unwrap().linux.unwrap().security_context.unwrap().seccomp.unwrap().profile_type;
         assert_eq!((seccomp(&cs[0]), seccomp(&cs[1])), (ProfileType::RuntimeDefault as i32, ProfileType::Unconfined as i32));
         let bad = self::pod("  containers: [{name: a, image: i, securityContext: {seccompProfile: {type: Localhost}}}]\n");
         let c = &bad.spec.as_ref().unwrap().containers[0];
-        let err = container_config(&ctx(), &ContainerInput { pod: &bad, container: c, attempt: 0, env: vec![], volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: None }).unwrap_err();
+        let err = container_config(
+            &ctx(),
+            &ContainerInput { pod: &bad, container: c, attempt: 0, env: vec![], volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: None },
+        )
+        .unwrap_err();
         assert!(err.contains("container \"a\" securityContext.seccompProfile"), "{err}");
     }
 
@@ -531,7 +560,19 @@ mod tests {
         ));
         let vols = volume_paths(&ctx(), &pod).unwrap();
         let c = &pod.spec.as_ref().unwrap().containers[0];
-        let cfg = container_config(&ctx(), &ContainerInput { pod: &pod, container: c, attempt: 0, env: vec![], volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: Some("/p/etc-hosts".into()) }).unwrap();
+        let cfg = container_config(
+            &ctx(),
+            &ContainerInput {
+                pod: &pod,
+                container: c,
+                attempt: 0,
+                env: vec![],
+                volumes: &vols,
+                sub_paths: &SubPaths::new(),
+                etc_hosts: Some("/p/etc-hosts".into()),
+            },
+        )
+        .unwrap();
         assert!(cfg.mounts[0].host_path.ends_with("/volumes/kubernetes.io~empty-dir/scratch"));
         assert_eq!((cfg.mounts[1].host_path.as_str(), cfg.mounts[1].readonly), ("/srv", true));
         assert_eq!((cfg.mounts[2].container_path.as_str(), cfg.mounts[2].host_path.as_str()), ("/etc/hosts", "/p/etc-hosts"));
@@ -567,8 +608,19 @@ mod tests {
         let pod = self::pod("  securityContext: {fsGroup: 2000}\n  containers: [{name: c, image: i}]\n");
         let vols = VolumePaths::new();
         let c = &pod.spec.as_ref().unwrap().containers[0];
-        let cfg = container_config(&ctx(), &ContainerInput { pod: &pod, container: c, attempt: 0, env: vec![], volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: None }).unwrap();
+        let cfg = container_config(
+            &ctx(),
+            &ContainerInput { pod: &pod, container: c, attempt: 0, env: vec![], volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: None },
+        )
+        .unwrap();
         assert_eq!(cfg.linux.unwrap().security_context.unwrap().supplemental_groups, vec![2000]);
+    }
+
+    #[test]
+    fn a_host_network_pod_gets_the_nodes_hosts_and_its_aliases() {
+        let pod = pod("  hostNetwork: true\n  hostAliases: [{ip: 10.1.2.3, hostnames: [db]}]\n  containers: [{name: c, image: i}]\n");
+        let hosts = host_network_etc_hosts(&pod, "127.0.0.1 localhost\n10.0.0.1 node1");
+        assert_eq!(hosts, "127.0.0.1 localhost\n10.0.0.1 node1\n\n# Entries added by HostAliases.\n10.1.2.3\tdb\n");
     }
 
     #[test]
@@ -579,11 +631,4 @@ mod tests {
         assert!(hosts.contains("10.88.0.7\tp-n1\n"), "{hosts}");
         assert!(hosts.contains("10.1.2.3\tdb\tdb.local\n"), "{hosts}");
     }
-}
-
-/// A container of the pod by name: init, regular or ephemeral.
-pub fn find_container(pod: &Pod, name: &str) -> Option<Container> {
-    let spec = pod.spec.as_ref()?;
-    let found = spec.init_containers.iter().flatten().chain(spec.containers.iter()).find(|c| c.name == name).cloned();
-    found.or_else(|| super::ephemeral::containers(pod).into_iter().find(|c| c.name == name))
 }

@@ -1,12 +1,12 @@
 //! A pod's status as the API shows it, computed from its spec, what the runtime holds and the
 //! plan's waiting reasons. Pure: the same input always gives the same status.
 
-use crate::runtime::observed::{nanos_to_system_time, ObservedContainer, ObservedPod, RunState};
 use super::plan::{Phase, Plan};
 use super::reasons::{TerminatedReason, WaitingReason};
+use crate::runtime::observed::{nanos_to_system_time, ObservedContainer, ObservedPod, RunState};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, Pod, PodCondition, PodIP, PodStatus, HostIP,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP,
+    PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -28,13 +28,17 @@ pub fn pod_status(input: &StatusInput) -> PodStatus {
     let observed = input.observed;
     let sandbox = observed.latest_sandbox();
     let sandbox_ready = sandbox.is_some_and(|s| s.ready) && input.plan.finished.is_none();
-    let init_statuses: Vec<ContainerStatus> =
-        spec.init_containers.iter().flatten().map(|c| container_status(c, observed, input.plan)).collect();
-    let statuses: Vec<ContainerStatus> = spec.containers.iter().map(|c| container_status(c, observed, input.plan)).collect();
+    // As the kubelet: a container with nothing to show yet waits for the pod's init containers
+    // when it has any, else for its own creation.
+    let not_yet = if spec.init_containers.as_ref().is_some_and(|i| !i.is_empty()) { WaitingReason::PodInitializing } else { WaitingReason::ContainerCreating };
+    let init_statuses: Vec<ContainerStatus> = spec.init_containers.iter().flatten().map(|c| init_container_status(c, observed, input.plan, not_yet)).collect();
+    let statuses: Vec<ContainerStatus> = spec.containers.iter().map(|c| container_status(c, observed, input.plan, not_yet)).collect();
+    let ephemeral: Vec<ContainerStatus> =
+        super::ephemeral::containers(input.pod).iter().map(|c| container_status(c, observed, input.plan, WaitingReason::ContainerCreating)).collect();
 
-    let initialized = init_statuses.iter().all(|s| {
-        matches!(s.state.as_ref().and_then(|st| st.terminated.as_ref()), Some(t) if t.exit_code == 0)
-    });
+    let incomplete: Vec<&str> =
+        spec.init_containers.iter().flatten().zip(&init_statuses).filter(|(c, s)| !init_complete(c, s)).map(|(c, _)| c.name.as_str()).collect();
+    let initialized = incomplete.is_empty();
     let containers_ready = statuses.iter().all(|s| s.ready);
     let phase = input.plan.finished.clone().unwrap_or_else(|| running_phase(&statuses, initialized));
 
@@ -42,7 +46,10 @@ pub fn pod_status(input: &StatusInput) -> PodStatus {
     let now_time = input.start_time;
     let conditions = vec![
         condition("PodReadyToStartContainers", sandbox_ready, None, now_time),
-        condition("Initialized", initialized, (!initialized).then_some("ContainersNotInitialized"), now_time),
+        PodCondition {
+            message: (!initialized).then(|| format!("containers with incomplete status: [{}]", incomplete.join(" "))),
+            ..condition("Initialized", initialized, (!initialized).then_some("ContainersNotInitialized"), now_time)
+        },
         condition("Ready", containers_ready && sandbox_ready, (!containers_ready).then_some("ContainersNotReady"), now_time),
         condition("ContainersReady", containers_ready, (!containers_ready).then_some("ContainersNotReady"), now_time),
         condition("PodScheduled", true, None, now_time),
@@ -57,6 +64,7 @@ pub fn pod_status(input: &StatusInput) -> PodStatus {
         start_time: Some(time(input.start_time)),
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
         container_statuses: Some(statuses),
+        ephemeral_container_statuses: (!ephemeral.is_empty()).then_some(ephemeral),
         qos_class: Some(qos_class(&spec).into()),
         ..Default::default()
     }
@@ -65,10 +73,30 @@ pub fn pod_status(input: &StatusInput) -> PodStatus {
 fn running_phase(statuses: &[ContainerStatus], initialized: bool) -> Phase {
     let any_running = statuses.iter().any(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()));
     let any_ran = statuses.iter().any(|s| s.last_state.as_ref().is_some_and(|st| st.terminated.is_some()));
-    if initialized && (any_running || any_ran) { Phase::Running } else { Phase::Pending }
+    if initialized && (any_running || any_ran) {
+        Phase::Running
+    } else {
+        Phase::Pending
+    }
 }
 
-fn container_status(c: &Container, observed: &ObservedPod, plan: &Plan) -> ContainerStatus {
+/// An init container is done when it exited 0; a restartable one (a sidecar) once it runs.
+fn init_complete(c: &Container, status: &ContainerStatus) -> bool {
+    let state = status.state.as_ref();
+    if c.restart_policy.as_deref() == Some("Always") {
+        return state.is_some_and(|s| s.running.is_some());
+    }
+    matches!(state.and_then(|s| s.terminated.as_ref()), Some(t) if t.exit_code == 0)
+}
+
+/// An init container's status: ready once it has done its part (exited 0, or runs as a sidecar).
+fn init_container_status(c: &Container, observed: &ObservedPod, plan: &Plan, not_yet: WaitingReason) -> ContainerStatus {
+    let mut status = container_status(c, observed, plan, not_yet);
+    status.ready = init_complete(c, &status);
+    status
+}
+
+fn container_status(c: &Container, observed: &ObservedPod, plan: &Plan, not_yet: WaitingReason) -> ContainerStatus {
     let instances = observed.instances(&c.name);
     let mut instances = instances.into_iter();
     let latest = instances.next();
@@ -77,11 +105,16 @@ fn container_status(c: &Container, observed: &ObservedPod, plan: &Plan) -> Conta
     let (state, last_state) = match (latest, waiting) {
         // Not running and about to be (re)started or held back: waiting, the last run as lastState.
         (latest, Some(w)) if latest.is_none_or(|l| l.state != RunState::Running) => (
-            ContainerState { waiting: Some(ContainerStateWaiting { reason: Some(w.reason.as_str().into()), message: non_empty(&w.message) }), ..Default::default() },
+            ContainerState {
+                waiting: Some(ContainerStateWaiting { reason: Some(w.reason.as_str().into()), message: non_empty(&w.message) }),
+                ..Default::default()
+            },
             latest.filter(|l| l.state == RunState::Exited).map(run_state),
         ),
         (Some(l), _) => (run_state(l), previous.filter(|p| p.state == RunState::Exited).map(run_state)),
-        (None, _) => (ContainerState { waiting: Some(ContainerStateWaiting { reason: Some(WaitingReason::ContainerCreating.as_str().into()), message: None }), ..Default::default() }, None),
+        (None, _) => {
+            (ContainerState { waiting: Some(ContainerStateWaiting { reason: Some(not_yet.as_str().into()), message: None }), ..Default::default() }, None)
+        }
     };
     let running = state.running.is_some();
     ContainerStatus {
@@ -100,10 +133,7 @@ fn container_status(c: &Container, observed: &ObservedPod, plan: &Plan) -> Conta
 
 fn run_state(c: &ObservedContainer) -> ContainerState {
     match c.state {
-        RunState::Running => ContainerState {
-            running: Some(ContainerStateRunning { started_at: nanos(c.started_at) }),
-            ..Default::default()
-        },
+        RunState::Running => ContainerState { running: Some(ContainerStateRunning { started_at: nanos(c.started_at) }), ..Default::default() },
         RunState::Exited => ContainerState {
             terminated: Some(ContainerStateTerminated {
                 exit_code: c.exit_code,
@@ -172,8 +202,8 @@ pub fn time(t: SystemTime) -> Time {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::observed::ObservedSandbox;
     use crate::pods::plan::Waiting;
+    use crate::runtime::observed::ObservedSandbox;
 
     fn pod(containers: &[&str]) -> Pod {
         Pod {
@@ -189,8 +219,15 @@ mod tests {
         ObservedPod {
             sandboxes: vec![ObservedSandbox { id: "sb".into(), ready: true, ip: Some("10.88.0.5".into()), ..Default::default() }],
             containers: vec![ObservedContainer {
-                id: "abc".into(), sandbox_id: "sb".into(), name: "a".into(), attempt: 2, state,
-                started_at: 1_000_000_000_000, finished_at: 2_000_000_000_000, exit_code: 1, image_ref: "sha256:1".into(),
+                id: "abc".into(),
+                sandbox_id: "sb".into(),
+                name: "a".into(),
+                attempt: 2,
+                state,
+                started_at: 1_000_000_000_000,
+                finished_at: 2_000_000_000_000,
+                exit_code: 1,
+                image_ref: "sha256:1".into(),
                 ..Default::default()
             }],
         }
@@ -248,16 +285,36 @@ mod tests {
     }
 
     #[test]
+    fn init_containers_show_their_progress_as_the_kubelet_does() {
+        let mut pod = pod(&["run1"]);
+        let init = |n: &str| Container { name: n.into(), image: Some("img:1".into()), ..Default::default() };
+        pod.spec.as_mut().unwrap().init_containers = Some(vec![init("init1"), init("init2")]);
+        // Nothing yet: everything waits for the init containers.
+        let status = pod_status(&input(&pod, &ObservedPod::default(), &Plan::default()));
+        let reason = |s: &ContainerStatus| s.state.as_ref().unwrap().waiting.as_ref().unwrap().reason.clone().unwrap();
+        assert_eq!(reason(&status.container_statuses.as_ref().unwrap()[0]), "PodInitializing");
+        assert_eq!(reason(&status.init_container_statuses.as_ref().unwrap()[1]), "PodInitializing");
+        let initialized = status.conditions.unwrap().into_iter().find(|c| c.type_ == "Initialized").unwrap();
+        assert_eq!(initialized.message.as_deref(), Some("containers with incomplete status: [init1 init2]"));
+        // init1 done: it is ready, init2 is what is left.
+        let mut obs = observed(RunState::Exited);
+        obs.containers[0].name = "init1".into();
+        obs.containers[0].exit_code = 0;
+        let status = pod_status(&input(&pod, &obs, &Plan::default()));
+        assert!(status.init_container_statuses.as_ref().unwrap()[0].ready);
+        let initialized = status.conditions.unwrap().into_iter().find(|c| c.type_ == "Initialized").unwrap();
+        assert_eq!(initialized.message.as_deref(), Some("containers with incomplete status: [init2]"));
+    }
+
+    #[test]
     fn qos_classes() {
         use k8s_openapi::api::core::v1::ResourceRequirements;
         use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
         let mut spec = pod(&["a"]).spec.unwrap();
         assert_eq!(qos_class(&spec), "BestEffort");
         let q = |s: &str| Quantity(s.into());
-        spec.containers[0].resources = Some(ResourceRequirements {
-            limits: Some([("cpu".to_string(), q("1")), ("memory".to_string(), q("1Gi"))].into()),
-            ..Default::default()
-        });
+        spec.containers[0].resources =
+            Some(ResourceRequirements { limits: Some([("cpu".to_string(), q("1")), ("memory".to_string(), q("1Gi"))].into()), ..Default::default() });
         assert_eq!(qos_class(&spec), "Guaranteed");
         spec.containers[0].resources.as_mut().unwrap().limits.as_mut().unwrap().remove("cpu");
         assert_eq!(qos_class(&spec), "Burstable");

@@ -50,7 +50,16 @@ pub fn mirror_of(pod: &Pod, node_uid: Option<&str>) -> Pod {
             namespace: pod.metadata.namespace.clone(),
             labels: pod.metadata.labels.clone(),
             annotations: Some(annotations),
-            owner_references: node_uid.map(|uid| vec![OwnerReference { api_version: "v1".into(), kind: "Node".into(), name: node, uid: uid.into(), controller: Some(true), ..Default::default() }]),
+            owner_references: node_uid.map(|uid| {
+                vec![OwnerReference {
+                    api_version: "v1".into(),
+                    kind: "Node".into(),
+                    name: node,
+                    uid: uid.into(),
+                    controller: Some(true),
+                    ..Default::default()
+                }]
+            }),
             ..Default::default()
         },
         spec: pod.spec.clone(),

@@ -2,11 +2,11 @@
 //! worker when it terminates, and by the manager for orphans nobody runs any more.
 
 use super::plan::KillContainer;
-use crate::runtime::observed::{ObservedPod, RunState};
 use super::reasons::KillReason;
 use super::spec::{self, NodeContext};
 use super::worker::WorkerDeps;
 use crate::events::Kind::{Normal, Warning};
+use crate::runtime::observed::{ObservedPod, RunState};
 use crate::runtime::{Cri, CriError};
 use futures::future::{join_all, BoxFuture, FutureExt};
 use k8s_openapi::api::core::v1::Pod;
@@ -17,7 +17,13 @@ use std::time::Duration;
 /// of the grace has passed, SIGKILL. `pod_ip` is where an httpGet preStop hook goes.
 /// (Boxed: the hook runners' futures are generic, and a boxed future keeps callers that stop
 /// many containers at once provably Send.)
-pub fn stop_container<'a>(deps: &'a WorkerDeps, pod: &'a Pod, kill: &'a KillContainer, grace: Duration, pod_ip: &'a str) -> BoxFuture<'a, Result<(), CriError>> {
+pub fn stop_container<'a>(
+    deps: &'a WorkerDeps,
+    pod: &'a Pod,
+    kill: &'a KillContainer,
+    grace: Duration,
+    pod_ip: &'a str,
+) -> BoxFuture<'a, Result<(), CriError>> {
     async move {
         deps.events.record(pod, Some(&kill.name), Normal, "Killing", kill.reason.message(&kill.name));
         let container = spec::find_container(pod, &kill.name);
@@ -72,7 +78,9 @@ pub async fn remove_orphan(cri: &Cri, sandbox_id: &str, grace: Duration) -> Resu
 pub async fn remove_pod_leftovers(ctx: &NodeContext, pod: &Pod) {
     for dir in [spec::log_directory(ctx, pod), spec::pod_data_dir(ctx, pod)] {
         let target = dir.clone();
-        let removed = tokio::task::spawn_blocking(move || crate::volumes::mounts::remove_pod_dir(&target)).await.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        let removed = tokio::task::spawn_blocking(move || crate::volumes::mounts::remove_pod_dir(&target))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
         if let Err(e) = removed {
             tracing::warn!(pod = %spec::pod_ref(pod), dir = %dir.display(), error = %e, "could not remove pod directory");
         }

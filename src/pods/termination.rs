@@ -5,8 +5,8 @@
 //! messages together stay within 12 KiB (an equal share per container), as the kubelet's status
 //! manager cuts them. Read once per exited instance: `Messages` remembers what it read.
 
-use crate::runtime::observed::{ObservedPod, RunState};
 use super::spec::{self, NodeContext};
+use crate::runtime::observed::{ObservedPod, RunState};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -149,7 +149,11 @@ impl Messages {
         for o in observed.containers.iter_mut().filter(|o| o.state == RunState::Exited) {
             let Some(c) = containers.iter().find(|c| c.name == o.name) else { continue };
             let message = read.entry(o.id.clone()).or_insert_with(|| {
-                let exit = Exit { exit_code: o.exit_code, reason: &o.reason, fallback_to_logs: c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError") };
+                let exit = Exit {
+                    exit_code: o.exit_code,
+                    reason: &o.reason,
+                    fallback_to_logs: c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError"),
+                };
                 let file = container_path(c).and_then(|_| read_tail(&host_file(ctx, pod, &o.name, o.attempt), MAX_MESSAGE_BYTES).transpose());
                 let log = spec::log_directory(ctx, pod).join(spec::container_log_path(&o.name, o.attempt));
                 let mut message = compose(&o.message, file, &exit, || read_log_tail(&log));

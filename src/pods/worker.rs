@@ -18,20 +18,20 @@
 
 use super::backoff::Backoff;
 use super::env_sources::EnvSources;
-use crate::events::Kind::{Normal, Warning};
-use crate::runtime::observed::{ObservedPod, RunState};
-pub use super::stopping::{remove_orphan, remove_pod_leftovers};
-pub use super::worker_state::WorkerHandle;
+use super::plan::KillContainer;
 use super::plan::{self, Memory, Plan, StartContainer, StartFailure};
+use super::reasons::KillReason;
 use super::reasons::{self, WaitingReason};
 use super::security;
 use super::spec::{self, NodeContext};
 use super::status::{pod_status, StatusInput};
-use super::store::PodStore;
-use super::plan::KillContainer;
-use super::reasons::KillReason;
 use super::stopping::{pod_ip, stop_container, stop_pod};
+pub use super::stopping::{remove_orphan, remove_pod_leftovers};
+use super::store::PodStore;
+pub use super::worker_state::WorkerHandle;
 use super::worker_state::{Inbox, PodWorkerState};
+use crate::events::Kind::{Normal, Warning};
+use crate::runtime::observed::{ObservedPod, RunState};
 use crate::runtime::{Cri, CriError, Runtime};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::collections::HashSet;
@@ -95,7 +95,10 @@ pub enum WorkerMsg {
     Update(Box<Pod>),
     /// Stop the pod; a `grace` of None takes the pod's own; `done` hears when all is stopped.
     /// A second Terminate can only shorten the grace of the first.
-    Terminate { grace: Option<Duration>, done: Option<oneshot::Sender<()>> },
+    Terminate {
+        grace: Option<Duration>,
+        done: Option<oneshot::Sender<()>>,
+    },
 }
 
 pub fn spawn(deps: WorkerDeps, pod: Pod) -> (mpsc::UnboundedSender<WorkerMsg>, WorkerHandle) {
@@ -141,6 +144,9 @@ struct Worker {
 }
 
 type Probes = crate::probes::pod::PodProbes<crate::probes::run::Real, crate::events::Recorder>;
+
+/// The node's hosts file, the base of a host-network pod's.
+const HOST_ETC_HOSTS: &str = "/etc/hosts";
 
 /// How soon to look again when CRI has not caught up with an exit event.
 const EXIT_RECHECK: Duration = Duration::from_millis(20);
@@ -224,7 +230,11 @@ impl Worker {
             Ok(wake) => {
                 self.failures = 0;
                 let wait = wake.map_or(self.deps.resync, |w| w.min(self.deps.resync));
-                if self.unconfirmed_exits.is_empty() { wait } else { wait.min(EXIT_RECHECK) }
+                if self.unconfirmed_exits.is_empty() {
+                    wait
+                } else {
+                    wait.min(EXIT_RECHECK)
+                }
             }
             Err(e) => {
                 self.failures += 1;
@@ -369,8 +379,7 @@ impl Worker {
         }
         self.watched = observed.sandboxes.iter().map(|s| s.id.clone()).chain(observed.containers.iter().map(|c| c.id.clone())).collect();
         let still_running = |id: &String| {
-            observed.containers.iter().any(|c| &c.id == id && c.state == RunState::Running)
-                || observed.sandboxes.iter().any(|s| &s.id == id && s.ready)
+            observed.containers.iter().any(|c| &c.id == id && c.state == RunState::Running) || observed.sandboxes.iter().any(|s| &s.id == id && s.ready)
         };
         self.unconfirmed_exits.retain(still_running);
         let probe_ip = pod_ip(&self.deps, &observed);
@@ -409,14 +418,25 @@ impl Worker {
         let grace = self.grace_period();
         let running: Vec<_> = observed.containers.iter().filter(|c| c.state == RunState::Running).collect();
         let ip = pod_ip(&self.deps, &observed);
-        let kills: Vec<KillContainer> = running.iter().map(|c| KillContainer { id: c.id.clone(), name: c.name.clone(), reason: KillReason::PodFinished }).collect();
-        futures::future::join_all(kills.iter().map(|kill| stop_container(&self.deps, &self.pod, kill, grace, &ip))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let kills: Vec<KillContainer> =
+            running.iter().map(|c| KillContainer { id: c.id.clone(), name: c.name.clone(), reason: KillReason::PodFinished }).collect();
+        futures::future::join_all(kills.iter().map(|kill| stop_container(&self.deps, &self.pod, kill, grace, &ip)))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
         for sandbox in observed.sandboxes.iter().filter(|s| s.ready) {
             self.deps.runtime.stop_sandbox(&sandbox.id).await?;
         }
-        let observed = if running.is_empty() && observed.sandboxes.iter().all(|s| !s.ready) { observed } else { self.observe(std::time::Instant::now()).await? };
+        let observed =
+            if running.is_empty() && observed.sandboxes.iter().all(|s| !s.ready) { observed } else { self.observe(std::time::Instant::now()).await? };
         let plan = Plan { finished: Some(plan::Phase::Failed), ..Default::default() };
-        let mut status = pod_status(&StatusInput { pod: &self.pod, observed: &observed, plan: &plan, host_ip: self.deps.ctx.host_ip.as_deref(), start_time: self.first_seen });
+        let mut status = pod_status(&StatusInput {
+            pod: &self.pod,
+            observed: &observed,
+            plan: &plan,
+            host_ip: self.deps.ctx.host_ip.as_deref(),
+            start_time: self.first_seen,
+        });
         super::deadline::mark(&mut status);
         self.deps.store.set_status(&self.pod, status);
         Ok(None)
@@ -464,13 +484,7 @@ impl Worker {
     }
 
     fn publish(&self, observed: &ObservedPod, plan: &Plan) {
-        let mut status = pod_status(&StatusInput {
-            pod: &self.pod,
-            observed,
-            plan,
-            host_ip: self.deps.ctx.host_ip.as_deref(),
-            start_time: self.first_seen,
-        });
+        let mut status = pod_status(&StatusInput { pod: &self.pod, observed, plan, host_ip: self.deps.ctx.host_ip.as_deref(), start_time: self.first_seen });
         crate::probes::status::apply(&mut status, &self.pod, &self.probes.view(), self.probes.is_terminating());
         self.deps.store.set_status(&self.pod, status);
     }
@@ -578,7 +592,14 @@ impl Worker {
         }
     }
 
-    async fn try_start(&self, sandbox_id: &str, sandbox_attempt: u32, pod_ip: Option<&str>, c: &Container, start: &StartContainer) -> Result<String, (WaitingReason, String)> {
+    async fn try_start(
+        &self,
+        sandbox_id: &str,
+        sandbox_attempt: u32,
+        pod_ip: Option<&str>,
+        c: &Container,
+        start: &StartContainer,
+    ) -> Result<String, (WaitingReason, String)> {
         let ctx = &self.deps.ctx;
         self.ensure_image(c).await?;
         let config_error = |e: String| (WaitingReason::CreateContainerConfigError, e);
@@ -593,7 +614,9 @@ impl Worker {
                     .ok_or_else(|| format!("env {:?}: unsupported fieldPath {:?}", var.name, field.field_path));
             }
             if let Some(resource) = &source.resource_field_ref {
-                return crate::podinfo::downward::resource_value(&self.pod, Some(&c.name), resource, &ctx.allocatable).map(Some).map_err(|e| format!("env {:?}: {e}", var.name));
+                return crate::podinfo::downward::resource_value(&self.pod, Some(&c.name), resource, &ctx.allocatable)
+                    .map(Some)
+                    .map_err(|e| format!("env {:?}: {e}", var.name));
             }
             match sources.key_ref(var) {
                 Some(found) => found,
@@ -605,7 +628,10 @@ impl Worker {
         let volumes = spec::volume_paths(ctx, &self.pod).map_err(config_error)?;
         let sub_paths = {
             let (pod_dir, container, env, volumes) = (spec::pod_data_dir(ctx, &self.pod), c.clone(), env.clone(), volumes.clone());
-            tokio::task::spawn_blocking(move || crate::volumes::subpath::prepare(&pod_dir, &container, &env, &volumes)).await.map_err(|e| config_error(e.to_string()))?.map_err(config_error)?
+            tokio::task::spawn_blocking(move || crate::volumes::subpath::prepare(&pod_dir, &container, &env, &volumes))
+                .await
+                .map_err(|e| config_error(e.to_string()))?
+                .map_err(config_error)?
         };
         let etc_hosts = self.write_etc_hosts(pod_ip).await.map_err(config_error)?;
         let input = spec::ContainerInput { pod: &self.pod, container: c, attempt: start.attempt, env, volumes: &volumes, sub_paths: &sub_paths, etc_hosts };
@@ -636,11 +662,14 @@ impl Worker {
 
     /// The pod's /etc/hosts (its address and hostname, then hostAliases); none with the host's network.
     async fn write_etc_hosts(&self, pod_ip: Option<&str>) -> Result<Option<std::path::PathBuf>, String> {
-        if self.host_network() {
-            return Ok(None);
-        }
         let path = spec::pod_data_dir(&self.deps.ctx, &self.pod).join("etc-hosts");
-        let content = spec::etc_hosts(&self.pod, pod_ip);
+        let content = if self.host_network() {
+            // The node's own names, and the pod's hostAliases after them, as the kubelet writes it.
+            let host = tokio::fs::read_to_string(HOST_ETC_HOSTS).await.map_err(|e| format!("reading {HOST_ETC_HOSTS}: {e}"))?;
+            spec::host_network_etc_hosts(&self.pod, &host)
+        } else {
+            spec::etc_hosts(&self.pod, pod_ip)
+        };
         let tmp = path.with_extension("tmp");
         tokio::fs::write(&tmp, content).await.map_err(|e| format!("writing {}: {e}", tmp.display()))?;
         tokio::fs::rename(&tmp, &path).await.map_err(|e| format!("writing {}: {e}", path.display()))?;

@@ -138,7 +138,7 @@ async fn an_existing_sandbox_and_running_container_are_adopted_not_recreated() {
     let h = harness();
     let pod = pod("adopt", &["a"]);
     let hash = spec::container_hash(&pod.spec.as_ref().unwrap().containers[0]);
-    let sandbox = h.fake.add_sandbox(NODE, "uid-adopt", 3);
+    let sandbox = h.fake.add_sandbox("uid-adopt", 3);
     h.fake.add_running(&sandbox, "a", 5, &hash);
     let (_tx, _handle) = spawn(h.deps.clone(), pod);
     eventually("status published", || container_status(&h.deps).is_some_and(|c| c.ready)).await;

@@ -89,7 +89,13 @@ pub fn resolve_port(port: &IntOrString, c: &Container) -> Result<u16, String> {
         IntOrString::Int(n) => *n,
         IntOrString::String(name) => match name.parse::<i32>() {
             Ok(n) => n,
-            Err(_) => c.ports.iter().flatten().find(|p| p.name.as_deref() == Some(name)).map(|p| p.container_port).ok_or_else(|| format!("couldn't find port {name:?} in container {:?}", c.name))?,
+            Err(_) => c
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(name))
+                .map(|p| p.container_port)
+                .ok_or_else(|| format!("couldn't find port {name:?} in container {:?}", c.name))?,
         },
     };
     u16::try_from(number).ok().filter(|p| *p > 0).ok_or_else(|| format!("invalid port number: {number}"))
@@ -101,7 +107,11 @@ mod tests {
     use k8s_openapi::api::core::v1::{ContainerPort, HTTPGetAction, HTTPHeader, SleepAction, TCPSocketAction};
 
     fn container() -> Container {
-        Container { name: "web".into(), ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: 8080, ..Default::default() }]), ..Default::default() }
+        Container {
+            name: "web".into(),
+            ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: 8080, ..Default::default() }]),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -127,7 +137,8 @@ mod tests {
         assert!(probe_action(&probe, &container(), "10.0.0.1").unwrap_err().contains("\"metrics\""));
         let probe = Probe { tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(70000), host: Some("127.0.0.1".into()) }), ..Default::default() };
         assert!(probe_action(&probe, &container(), "10.0.0.1").is_err());
-        let probe = Probe { tcp_socket: Some(TCPSocketAction { port: IntOrString::String("81".into()), host: Some("127.0.0.1".into()) }), ..Default::default() };
+        let probe =
+            Probe { tcp_socket: Some(TCPSocketAction { port: IntOrString::String("81".into()), host: Some("127.0.0.1".into()) }), ..Default::default() };
         assert_eq!(probe_action(&probe, &container(), "10.0.0.1").unwrap(), Action::Tcp { host: "127.0.0.1".into(), port: 81 });
     }
 

@@ -14,17 +14,31 @@ pub const MIN_STOP_GRACE: Duration = Duration::from_secs(2);
 pub const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs one hook; Err is the kubelet's message for the Failed*Hook event.
-pub async fn run_hook<E: Effects>(effects: &E, pod: &Pod, c: &Container, container_id: &str, handler: &LifecycleHandler, pod_ip: &str, timeout: Duration) -> Result<(), String> {
+pub async fn run_hook<E: Effects>(
+    effects: &E,
+    pod: &Pod,
+    c: &Container,
+    container_id: &str,
+    handler: &LifecycleHandler,
+    pod_ip: &str,
+    timeout: Duration,
+) -> Result<(), String> {
     let pod_name = crate::pods::spec::pod_ref(pod);
     let action = hook_action(handler, c, pod_ip).map_err(|e| format!("lifecycle hook for Container {:?} in Pod {pod_name:?} failed - error: {e}", c.name))?;
     if let Action::Tcp { .. } = action {
         // Deprecated in hooks and not run by the kubelet.
         return Ok(());
     }
-    let outcome = tokio::time::timeout(timeout, effects.run(container_id, &action, timeout)).await.unwrap_or_else(|_| Outcome::Failure(format!("timed out after {}s", timeout.as_secs())));
+    let outcome = tokio::time::timeout(timeout, effects.run(container_id, &action, timeout))
+        .await
+        .unwrap_or_else(|_| Outcome::Failure(format!("timed out after {}s", timeout.as_secs())));
     let Outcome::Failure(message) = outcome else { return Ok(()) };
     Err(match &action {
-        Action::Exec { command } => format!("Exec lifecycle hook ({command:?}) for Container {:?} in Pod {pod_name:?} failed - error: command {:?} exited with error, message: {message:?}", c.name, command.join(" ")),
+        Action::Exec { command } => format!(
+            "Exec lifecycle hook ({command:?}) for Container {:?} in Pod {pod_name:?} failed - error: command {:?} exited with error, message: {message:?}",
+            c.name,
+            command.join(" ")
+        ),
         Action::Http(target) => format!("HTTP lifecycle hook ({}) for Container {:?} in Pod {pod_name:?} failed - error: {message}", target.path, c.name),
         _ => format!("lifecycle hook for Container {:?} in Pod {pod_name:?} failed - error: {message}", c.name),
     })
@@ -38,7 +52,14 @@ pub async fn post_start<E: Effects>(effects: &E, pod: &Pod, c: &Container, conta
 
 /// Runs the container's preStop hook, bounded by `grace`, before it is stopped. Returns the
 /// hook's failure (for `FailedPreStopHook`) and the grace StopContainer gets: what is left.
-pub async fn pre_stop<E: Effects>(effects: &E, pod: &Pod, c: Option<&Container>, container_id: &str, pod_ip: &str, grace: Duration) -> (Option<String>, Duration) {
+pub async fn pre_stop<E: Effects>(
+    effects: &E,
+    pod: &Pod,
+    c: Option<&Container>,
+    container_id: &str,
+    pod_ip: &str,
+    grace: Duration,
+) -> (Option<String>, Duration) {
     let started = Instant::now();
     let Some((c, handler)) = c.and_then(|c| c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()).map(|h| (c, h))) else { return (None, grace) };
     if grace.is_zero() {

@@ -44,7 +44,9 @@ pub fn redirect(from: &HttpTarget, location: &str) -> Redirect {
         };
         return Redirect::Follow(HttpTarget { path, ..from.clone() });
     };
-    let (authority, path) = rest.find(['/', '?']).map_or((rest, "/".to_string()), |i| (&rest[..i], if rest[i..].starts_with('?') { format!("/{}", &rest[i..]) } else { rest[i..].to_string() }));
+    let (authority, path) = rest
+        .find(['/', '?'])
+        .map_or((rest, "/".to_string()), |i| (&rest[..i], if rest[i..].starts_with('?') { format!("/{}", &rest[i..]) } else { rest[i..].to_string() }));
     let (host, port) = match split_authority(authority) {
         Ok(hp) => hp,
         Err(e) => return Redirect::Invalid(e),
@@ -105,7 +107,8 @@ async fn follow(mut target: HttpTarget) -> Result<Outcome, String> {
 
 /// One GET: the status, the Location header and the start of the body.
 async fn request(target: &HttpTarget) -> Result<(u16, Option<String>, String), String> {
-    let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await.map_err(|e| format!("dial tcp {}:{}: {e}", target.host, target.port))?;
+    let tcp =
+        tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await.map_err(|e| format!("dial tcp {}:{}: {e}", target.host, target.port))?;
     let mut req = hyper::Request::get(&target.path);
     let has = |name: &str| target.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
     if !has("host") {
@@ -191,11 +194,21 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &rustls::pki_types::CertificateDer<'_>, dss: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &rustls::pki_types::CertificateDer<'_>, dss: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
@@ -249,7 +262,11 @@ mod tests {
                 let mut buf = vec![0u8; 4096];
                 let n = s.read(&mut buf).await.unwrap();
                 let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let reply = if text.starts_with("GET /old ") { "HTTP/1.1 301 Moved\r\nLocation: /new\r\nContent-Length: 0\r\n\r\n" } else { "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" };
+                let reply = if text.starts_with("GET /old ") {
+                    "HTTP/1.1 301 Moved\r\nLocation: /new\r\nContent-Length: 0\r\n\r\n"
+                } else {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                };
                 s.write_all(reply.as_bytes()).await.unwrap();
                 seen.push(text);
             }

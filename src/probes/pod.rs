@@ -42,7 +42,8 @@ impl<E: Effects, S: EventSink> PodProbes<E, S> {
                 continue;
             }
             self.stop(&c.name);
-            let initial = ContainerResults { container_id: live.id.clone(), started: c.startup_probe.is_none(), ready: c.readiness_probe.is_none(), kill: None };
+            let initial =
+                ContainerResults { container_id: live.id.clone(), started: c.startup_probe.is_none(), ready: c.readiness_probe.is_none(), kill: None };
             self.results.begin(&self.uid, &c.name, initial);
             let shared = Arc::new(pod.clone());
             let workers = Kind::ALL
@@ -95,7 +96,9 @@ impl<E: Effects, S: EventSink> PodProbes<E, S> {
     pub fn kills(&self) -> Vec<(String, String, Kill)> {
         self.running
             .iter()
-            .filter_map(|(name, (id, _))| self.results.get(&self.uid, name).filter(|r| r.container_id == *id).and_then(|r| r.kill).map(|k| (id.clone(), name.clone(), k)))
+            .filter_map(|(name, (id, _))| {
+                self.results.get(&self.uid, name).filter(|r| r.container_id == *id).and_then(|r| r.kill).map(|k| (id.clone(), name.clone(), k))
+            })
             .collect()
     }
 

@@ -42,7 +42,9 @@ async fn exec(cri: &Cri, id: &str, command: &[String], timeout: Duration) -> Out
             output.push_str(&String::from_utf8_lossy(&r.stderr));
             Outcome::Failure(exec_failure(command, r.exit_code, &output))
         }
-        Err(e) if e.code == tonic::Code::DeadlineExceeded || e.message.contains("timeout") => Outcome::Failure(format!("command {:?} timed out", command.join(" "))),
+        Err(e) if e.code == tonic::Code::DeadlineExceeded || e.message.contains("timeout") => {
+            Outcome::Failure(format!("command {:?} timed out", command.join(" ")))
+        }
         Err(e) => Outcome::Failure(e.to_string()),
     }
 }

@@ -55,7 +55,9 @@ pub fn gates_not_ready(pod: &Pod) -> Option<String> {
     for gate in gates {
         match conditions.and_then(|cs| cs.iter().find(|c| c.type_ == gate.condition_type)) {
             None => problems.push(format!("corresponding condition of pod readiness gate {:?} does not exist.", gate.condition_type)),
-            Some(c) if c.status != "True" => problems.push(format!("the status of pod readiness gate {:?} is not \"True\", but {}", gate.condition_type, c.status)),
+            Some(c) if c.status != "True" => {
+                problems.push(format!("the status of pod readiness gate {:?} is not \"True\", but {}", gate.condition_type, c.status))
+            }
             Some(_) => {}
         }
     }
@@ -72,7 +74,18 @@ mod tests {
         PodStatus {
             phase: Some("Running".into()),
             conditions: Some(vec![cond("PodReadyToStartContainers"), cond("Ready"), cond("ContainersReady")]),
-            container_statuses: Some(names.iter().map(|n| ContainerStatus { name: n.to_string(), ready: true, started: Some(true), state: Some(ContainerState { running: Some(ContainerStateRunning::default()), ..Default::default() }), ..Default::default() }).collect()),
+            container_statuses: Some(
+                names
+                    .iter()
+                    .map(|n| ContainerStatus {
+                        name: n.to_string(),
+                        ready: true,
+                        started: Some(true),
+                        state: Some(ContainerState { running: Some(ContainerStateRunning::default()), ..Default::default() }),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
             ..Default::default()
         }
     }
@@ -109,13 +122,19 @@ mod tests {
 
     #[test]
     fn readiness_gates_hold_ready_until_their_condition_is_true() {
-        let mut pod = Pod { spec: Some(PodSpec { readiness_gates: Some(vec![PodReadinessGate { condition_type: "k8s.io/test-condition1".into() }]), ..Default::default() }), ..Default::default() };
+        let mut pod = Pod {
+            spec: Some(PodSpec { readiness_gates: Some(vec![PodReadinessGate { condition_type: "k8s.io/test-condition1".into() }]), ..Default::default() }),
+            ..Default::default()
+        };
         let mut s = status(&["a"]);
         apply(&mut s, &pod, &HashMap::new(), false);
         assert_eq!(cond(&s, "ContainersReady").status, "True");
         assert_eq!(cond(&s, "Ready").reason.as_deref(), Some("ReadinessGatesNotReady"));
         assert_eq!(cond(&s, "Ready").message.as_deref(), Some("corresponding condition of pod readiness gate \"k8s.io/test-condition1\" does not exist."));
-        pod.status = Some(PodStatus { conditions: Some(vec![PodCondition { type_: "k8s.io/test-condition1".into(), status: "True".into(), ..Default::default() }]), ..Default::default() });
+        pod.status = Some(PodStatus {
+            conditions: Some(vec![PodCondition { type_: "k8s.io/test-condition1".into(), status: "True".into(), ..Default::default() }]),
+            ..Default::default()
+        });
         let mut s = status(&["a"]);
         apply(&mut s, &pod, &HashMap::new(), false);
         assert_eq!(cond(&s, "Ready").status, "True");

@@ -93,7 +93,11 @@ mod tests {
         async fn run(&self, _id: &str, _action: &Action, _timeout: Duration) -> Outcome {
             *self.1.lock().unwrap() += 1;
             let mut script = self.0.lock().unwrap();
-            if script.len() > 1 { script.remove(0) } else { script[0].clone() }
+            if script.len() > 1 {
+                script.remove(0)
+            } else {
+                script[0].clone()
+            }
         }
     }
 
@@ -107,11 +111,27 @@ mod tests {
     }
 
     fn settings(failure: u32) -> Settings {
-        Settings { initial_delay: Duration::ZERO, period: Duration::from_millis(10), timeout: Duration::from_secs(1), success_threshold: 1, failure_threshold: failure, termination_grace: Some(Duration::from_secs(5)) }
+        Settings {
+            initial_delay: Duration::ZERO,
+            period: Duration::from_millis(10),
+            timeout: Duration::from_secs(1),
+            success_threshold: 1,
+            failure_threshold: failure,
+            termination_grace: Some(Duration::from_secs(5)),
+        }
     }
 
     fn probing(kind: Kind, settings: Settings) -> Probing {
-        Probing { kind, settings, action: Ok(Action::Sleep(Duration::ZERO)), pod: Arc::new(Pod::default()), uid: "u".into(), container: "c".into(), container_id: "id1".into(), started_at: SystemTime::now() }
+        Probing {
+            kind,
+            settings,
+            action: Ok(Action::Sleep(Duration::ZERO)),
+            pod: Arc::new(Pod::default()),
+            uid: "u".into(),
+            container: "c".into(),
+            container_id: "id1".into(),
+            started_at: SystemTime::now(),
+        }
     }
 
     fn start(results: &Results, started: bool) {
@@ -123,7 +143,9 @@ mod tests {
         let (results, events) = (Results::default(), Arc::new(Events::default()));
         start(&results, true);
         let effects = Arc::new(Scripted(Mutex::new(vec![Outcome::Failure("boom".into())]), Mutex::new(0)));
-        tokio::time::timeout(Duration::from_secs(5), run(effects.clone(), results.clone(), events.clone(), probing(Kind::Liveness, settings(3)))).await.expect("the worker ends after the kill");
+        tokio::time::timeout(Duration::from_secs(5), run(effects.clone(), results.clone(), events.clone(), probing(Kind::Liveness, settings(3))))
+            .await
+            .expect("the worker ends after the kill");
         assert_eq!(results.get("u", "c").unwrap().kill, Some(Kill { kind: Kind::Liveness, grace: Some(Duration::from_secs(5)) }));
         assert_eq!(*effects.1.lock().unwrap(), 3);
         let events = events.0.lock().unwrap();
@@ -152,8 +174,13 @@ mod tests {
     async fn startup_success_starts_and_a_warning_counts_as_success_with_an_event() {
         let (results, events) = (Results::default(), Arc::new(Events::default()));
         start(&results, false);
-        let effects = Arc::new(Scripted(Mutex::new(vec![Outcome::Failure("not yet".into()), Outcome::Warning("Probe terminated redirects, Response body: ".into())]), Mutex::new(0)));
-        tokio::time::timeout(Duration::from_secs(5), run(effects, results.clone(), events.clone(), probing(Kind::Startup, settings(3)))).await.expect("startup ends on success");
+        let effects = Arc::new(Scripted(
+            Mutex::new(vec![Outcome::Failure("not yet".into()), Outcome::Warning("Probe terminated redirects, Response body: ".into())]),
+            Mutex::new(0),
+        ));
+        tokio::time::timeout(Duration::from_secs(5), run(effects, results.clone(), events.clone(), probing(Kind::Startup, settings(3))))
+            .await
+            .expect("startup ends on success");
         assert!(results.get("u", "c").unwrap().started);
         let events = events.0.lock().unwrap();
         assert_eq!(events[1], ("ProbeWarning".to_string(), "Startup probe warning: Probe terminated redirects, Response body: ".to_string()));

@@ -24,8 +24,10 @@ impl Netns {
         Netns(Some(PathBuf::from("/run/netns").join(name)))
     }
 
-    /// Moves the calling thread into the namespace (a no-op for the caller's own).
-    fn enter_here(&self) -> std::io::Result<()> {
+    /// Moves the calling thread into the namespace (a no-op for the caller's own). The one
+    /// setns of a running thread (the tests' namespaces use it too); `enter_on_exec` is the
+    /// forked child's, which may only make async-signal-safe calls.
+    pub fn enter_here(&self) -> std::io::Result<()> {
         let Some(path) = &self.0 else { return Ok(()) };
         let file = std::fs::File::open(path)?;
         // SAFETY: setns on a valid fd; it only changes this thread's network namespace.
@@ -310,11 +312,7 @@ mod tests {
         let script = "add table ip t\nadd rule ip t nope drop\n";
         let stderr = "/proc/self/fd/9:2:15-18: Error: No such file or directory; did you mean chain 'x'?\nadd rule ip t nope drop\n              ^^^^\n";
         let p = parse_errors(stderr, script, "/proc/self/fd/9");
-        assert_eq!(p, vec![Problem {
-            line: 2,
-            message: "No such file or directory; did you mean chain 'x'?".into(),
-            text: "add rule ip t nope drop".into()
-        }]);
+        assert_eq!(p, vec![Problem { line: 2, message: "No such file or directory; did you mean chain 'x'?".into(), text: "add rule ip t nope drop".into() }]);
         let e = ApplyError::Rejected { problems: p, stderr: stderr.into() };
         assert!(e.to_string().contains("line 2: No such file or directory; did you mean chain 'x'?: add rule ip t nope drop"), "{e}");
     }

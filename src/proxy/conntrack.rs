@@ -3,8 +3,8 @@
 //! flow that was never NATed). After the ruleset changed, the flows that point at removed
 //! endpoints, and the un-NATed flows of frontends that just got endpoints, are deleted.
 
-use super::model::{usable_endpoints, Family, Protocol, ServiceEntry};
 use super::apply::Netns;
+use super::model::{usable_endpoints, Family, Protocol, ServiceEntry};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -27,15 +27,11 @@ impl Flow {
     pub fn args(&self, family: Family) -> Vec<String> {
         let mut a: Vec<String> = ["-D", "-f", family.conntrack(), "-p", "udp"].iter().map(|s| s.to_string()).collect();
         match self {
-            Flow::ToEndpoint { frontend, endpoint } => {
-                a.extend(["--orig-dst".into(), frontend.to_string(), "--dst-nat".into(), endpoint.to_string()])
-            }
+            Flow::ToEndpoint { frontend, endpoint } => a.extend(["--orig-dst".into(), frontend.to_string(), "--dst-nat".into(), endpoint.to_string()]),
             Flow::NodePortToEndpoint { node_port, endpoint } => {
                 a.extend(["--orig-port-dst".into(), node_port.to_string(), "--dst-nat".into(), endpoint.to_string()])
             }
-            Flow::ToFrontend { frontend, port } => {
-                a.extend(["--orig-dst".into(), frontend.to_string(), "--orig-port-dst".into(), port.to_string()])
-            }
+            Flow::ToFrontend { frontend, port } => a.extend(["--orig-dst".into(), frontend.to_string(), "--orig-port-dst".into(), port.to_string()]),
             Flow::ToNodePort { node_port } => a.extend(["--orig-port-dst".into(), node_port.to_string()]),
         }
         a
@@ -75,11 +71,8 @@ pub fn stale_flows(old: Option<&ServiceEntry>, new: Option<&ServiceEntry>, node_
     for external in [false, true] {
         let before = used(old, external);
         let after = used(new, external);
-        let frontends: Vec<IpAddr> = if external {
-            old_port.external_ips.iter().chain(&old_port.lb_ips).copied().collect()
-        } else {
-            old_port.cluster_ips.clone()
-        };
+        let frontends: Vec<IpAddr> =
+            if external { old_port.external_ips.iter().chain(&old_port.lb_ips).copied().collect() } else { old_port.cluster_ips.clone() };
         for gone in before.difference(&after) {
             for f in &frontends {
                 out.insert(Flow::ToEndpoint { frontend: *f, endpoint: *gone });
@@ -126,7 +119,9 @@ impl Conntrack {
                 Ok(out) if out.status.success() || out.status.code() == Some(1) => {
                     tracing::debug!(args = ?args, "conntrack flows deleted")
                 }
-                Ok(out) => tracing::warn!(args = ?args, status = %out.status, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "conntrack cleanup failed"),
+                Ok(out) => {
+                    tracing::warn!(args = ?args, status = %out.status, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "conntrack cleanup failed")
+                }
                 Err(e) => tracing::warn!(program = %self.program.display(), error = %e, "running conntrack failed"),
             }
         }
@@ -165,10 +160,13 @@ mod tests {
         let old = entry(Protocol::Udp, &[[10, 88, 0, 5], [10, 88, 0, 6]]);
         let new = entry(Protocol::Udp, &[[10, 88, 0, 6]]);
         let flows = stale_flows(Some(&old), Some(&new), "n1");
-        assert_eq!(flows, vec![
-            Flow::ToEndpoint { frontend: [10, 96, 0, 10].into(), endpoint: [10, 88, 0, 5].into() },
-            Flow::NodePortToEndpoint { node_port: 30053, endpoint: [10, 88, 0, 5].into() },
-        ]);
+        assert_eq!(
+            flows,
+            vec![
+                Flow::ToEndpoint { frontend: [10, 96, 0, 10].into(), endpoint: [10, 88, 0, 5].into() },
+                Flow::NodePortToEndpoint { node_port: 30053, endpoint: [10, 88, 0, 5].into() },
+            ]
+        );
         assert_eq!(flows[0].args(Family::V4).join(" "), "-D -f ipv4 -p udp --orig-dst 10.96.0.10 --dst-nat 10.88.0.5");
         assert!(stale_flows(Some(&old), None, "n1").len() == 4);
     }
@@ -178,10 +176,7 @@ mod tests {
         let old = entry(Protocol::Udp, &[]);
         let new = entry(Protocol::Udp, &[[10, 88, 0, 6]]);
         let flows = stale_flows(Some(&old), Some(&new), "n1");
-        assert_eq!(flows, vec![
-            Flow::ToFrontend { frontend: [10, 96, 0, 10].into(), port: 53 },
-            Flow::ToNodePort { node_port: 30053 },
-        ]);
+        assert_eq!(flows, vec![Flow::ToFrontend { frontend: [10, 96, 0, 10].into(), port: 53 }, Flow::ToNodePort { node_port: 30053 },]);
         assert_eq!(stale_flows(None, Some(&new), "n1"), flows);
     }
 

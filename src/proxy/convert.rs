@@ -102,9 +102,7 @@ pub fn service(svc: &Service, family: Family) -> Converted<Vec<ServicePort>> {
                 None => Some(DEFAULT_AFFINITY_TIMEOUT),
                 Some(t) if (1..=86400).contains(&t) => Some(t as u32),
                 Some(t) => {
-                    out.warnings.push(format!(
-                        "Service {name}: session affinity timeout {t} out of range 1..86400, using {DEFAULT_AFFINITY_TIMEOUT}"
-                    ));
+                    out.warnings.push(format!("Service {name}: session affinity timeout {t} out of range 1..86400, using {DEFAULT_AFFINITY_TIMEOUT}"));
                     Some(DEFAULT_AFFINITY_TIMEOUT)
                 }
             }

@@ -245,9 +245,8 @@ fn braced(text: &str) -> Result<&str, String> {
 
 fn run_command(tables: &mut Tables, cmd: &Command) -> Result<(), String> {
     let words: Vec<&str> = cmd.text.split_whitespace().collect();
-    let key = |i: usize| -> Result<(String, String), String> {
-        Ok((words.get(i).ok_or("no family")?.to_string(), words.get(i + 1).ok_or("no table")?.to_string()))
-    };
+    let key =
+        |i: usize| -> Result<(String, String), String> { Ok((words.get(i).ok_or("no family")?.to_string(), words.get(i + 1).ok_or("no table")?.to_string())) };
     let object = words.get(4).map(|s| s.to_string()).unwrap_or_default();
     let table_key = match words.first().copied() {
         Some("table") => key(1)?,
@@ -377,7 +376,10 @@ mod tests {
 
     #[test]
     fn elements_with_comments_values_and_ipv6_keys() {
-        assert_eq!(parse_element("10.96.0.1 . tcp . 80 comment \"ns/a:http\" : goto cluster_tcp_2"), ("10.96.0.1 . tcp . 80".into(), Some("goto cluster_tcp_2".into())));
+        assert_eq!(
+            parse_element("10.96.0.1 . tcp . 80 comment \"ns/a:http\" : goto cluster_tcp_2"),
+            ("10.96.0.1 . tcp . 80".into(), Some("goto cluster_tcp_2".into()))
+        );
         assert_eq!(parse_element("fd00:96::10 . 80 . 0 : fd00:88::5 . 8080"), ("fd00:96::10 . 80 . 0".into(), Some("fd00:88::5 . 8080".into())));
         assert_eq!(parse_element("10.0.0.1 . 10.0.0.1"), ("10.0.0.1 . 10.0.0.1".into(), None));
         assert_eq!(split_elements("a comment \"x, y\" : b,\nc : d"), vec!["a comment \"x, y\" : b", "c : d"]);

@@ -16,29 +16,29 @@
 pub mod apply;
 pub mod conntrack;
 pub mod convert;
+#[cfg(test)]
+mod fake;
 pub mod model;
 pub mod nftables;
 pub mod render;
 mod sync;
-pub mod watch;
-#[cfg(test)]
-mod fake;
 #[cfg(test)]
 mod tests;
+pub mod watch;
 
 use apply::{ApplyError, Netns, Nft};
 use conntrack::Conntrack;
-use nftables::Nftables;
-use sync::Applied;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use model::{join_endpoints, Family, Model, ServiceName, ServicePort, Slice};
+use nftables::Nftables;
 use render::Context;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
+use sync::Applied;
 
 /// How the proxy is set up.
 #[derive(Clone, Debug)]
@@ -115,8 +115,7 @@ struct Inputs {
 impl Inputs {
     fn entries_of(&self, svc: &ServiceName) -> PortsWithEndpoints {
         let Some(ports) = self.services.get(svc) else { return Vec::new() };
-        let slices: Vec<&Slice> =
-            self.slices_of.get(svc).into_iter().flatten().filter_map(|n| self.slices.get(n)).collect();
+        let slices: Vec<&Slice> = self.slices_of.get(svc).into_iter().flatten().filter_map(|n| self.slices.get(n)).collect();
         ports.iter().map(|p| (p.clone(), join_endpoints(p, slices.iter().copied()))).collect()
     }
 }
@@ -136,9 +135,7 @@ pub struct Proxier {
 
 fn valid_table_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name.len() <= 64
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic()) && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') && name.len() <= 64
 }
 
 fn valid_cidr(cidr: &str, family: Family) -> bool {

@@ -226,8 +226,7 @@ pub fn join_endpoints<'a>(port: &ServicePort, slices: impl IntoIterator<Item = &
 /// The endpoints traffic may go to, as kube-proxy picks them: only this node's when
 /// `local_only`; the ready ones, or when none is ready the serving and terminating ones.
 pub fn usable_endpoints<'a>(endpoints: &'a [Endpoint], local_only: bool, node_name: &str) -> Vec<&'a Endpoint> {
-    let candidates: Vec<&Endpoint> =
-        endpoints.iter().filter(|e| !local_only || e.node_name.as_deref() == Some(node_name)).collect();
+    let candidates: Vec<&Endpoint> = endpoints.iter().filter(|e| !local_only || e.node_name.as_deref() == Some(node_name)).collect();
     let ready: Vec<&Endpoint> = candidates.iter().copied().filter(|e| e.ready).collect();
     if !ready.is_empty() {
         return ready;
@@ -247,11 +246,7 @@ mod tests {
     fn ready_endpoints_win_and_terminating_serving_ones_are_the_fallback() {
         let eps = vec![ep([10, 0, 0, 1], "a", true, true, false), ep([10, 0, 0, 2], "a", false, true, true)];
         assert_eq!(usable_endpoints(&eps, false, "a"), vec![&eps[0]]);
-        let eps = vec![
-            ep([10, 0, 0, 1], "a", false, false, true),
-            ep([10, 0, 0, 2], "a", false, true, true),
-            ep([10, 0, 0, 3], "a", false, true, false),
-        ];
+        let eps = vec![ep([10, 0, 0, 1], "a", false, false, true), ep([10, 0, 0, 2], "a", false, true, true), ep([10, 0, 0, 3], "a", false, true, false)];
         assert_eq!(usable_endpoints(&eps, false, "a"), vec![&eps[1]]);
     }
 
@@ -279,10 +274,7 @@ mod tests {
         let se = |ip: [u8; 4]| SliceEndpoint { ip: ip.into(), node_name: None, ready: true, serving: true, terminating: false };
         let slice = |ports: Vec<SlicePort>, eps| Slice { service: ServiceName::new("ns", "s"), ports, endpoints: eps };
         let a = slice(
-            vec![
-                SlicePort { name: "dns".into(), port: 5353, protocol: Protocol::Udp },
-                SlicePort { name: "dns".into(), port: 5354, protocol: Protocol::Tcp },
-            ],
+            vec![SlicePort { name: "dns".into(), port: 5353, protocol: Protocol::Udp }, SlicePort { name: "dns".into(), port: 5354, protocol: Protocol::Tcp }],
             vec![se([10, 0, 0, 2]), se([10, 0, 0, 1])],
         );
         let b = slice(vec![SlicePort { name: "dns".into(), port: 5353, protocol: Protocol::Udp }], vec![se([10, 0, 0, 1])]);

@@ -3,7 +3,7 @@
 
 use super::fake::{FakeNftables, Table};
 use super::model::Family;
-use super::{ProxyConfig, Proxier};
+use super::{Proxier, ProxyConfig};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{json, Value};
@@ -125,7 +125,10 @@ async fn a_periodic_full_sync_fills_the_other_generation_and_switches() {
     let after = table(&fake);
     assert!(after.sets.contains_key("service_ips_b") && !after.sets.contains_key("service_ips"), "{:?}", after.sets.keys());
     assert_eq!(contents(&after), contents(&before));
-    assert_eq!(after.chains["services"].rules.last().unwrap(), "ip daddr != 127.0.0.0/8 fib daddr type local meta l4proto . th dport vmap @service_nodeports_b");
+    assert_eq!(
+        after.chains["services"].rules.last().unwrap(),
+        "ip daddr != 127.0.0.0/8 fib daddr type local meta l4proto . th dport vmap @service_nodeports_b"
+    );
     // declare, the element parts (one per parallel context), switch: no table replacement
     let log = fake.log();
     assert_eq!(log.len(), 4, "{log:?}");

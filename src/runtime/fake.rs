@@ -51,7 +51,6 @@ impl Call {
 
 struct FakeSandbox {
     uid: String,
-    node: String,
     sandbox: ObservedSandbox,
 }
 
@@ -145,19 +144,24 @@ impl FakeRuntime {
     pub fn exit(&self, name: &str, code: i32) -> String {
         let mut state = self.lock();
         let now = now();
-        let c = state.containers.iter_mut().filter(|c| c.name == name && c.state == RunState::Running).max_by_key(|c| c.attempt).expect("a running container of that name");
+        let c = state
+            .containers
+            .iter_mut()
+            .filter(|c| c.name == name && c.state == RunState::Running)
+            .max_by_key(|c| c.attempt)
+            .expect("a running container of that name");
         c.state = RunState::Exited;
         c.exit_code = code;
         c.finished_at = now;
         c.id.clone()
     }
 
-    /// Puts a ready sandbox of pod `uid` on `node` in place, as one left by an earlier nodelet.
-    pub fn add_sandbox(&self, node: &str, uid: &str, attempt: u32) -> String {
+    /// Puts a ready sandbox of pod `uid` in place, as one left by an earlier nodelet.
+    pub fn add_sandbox(&self, uid: &str, attempt: u32) -> String {
         let mut state = self.lock();
         let id = state.new_id("sandbox");
         let sandbox = ObservedSandbox { id: id.clone(), attempt, ready: true, created_at: now(), ip: Some("10.0.0.9".into()) };
-        state.sandboxes.push(FakeSandbox { uid: uid.into(), node: node.into(), sandbox });
+        state.sandboxes.push(FakeSandbox { uid: uid.into(), sandbox });
         id
     }
 
@@ -166,7 +170,17 @@ impl FakeRuntime {
         let mut state = self.lock();
         let id = state.new_id(name);
         let at = now();
-        state.containers.push(ObservedContainer { id: id.clone(), sandbox_id: sandbox_id.into(), name: name.into(), attempt, state: RunState::Running, created_at: at, started_at: at, spec_hash: spec_hash.into(), ..Default::default() });
+        state.containers.push(ObservedContainer {
+            id: id.clone(),
+            sandbox_id: sandbox_id.into(),
+            name: name.into(),
+            attempt,
+            state: RunState::Running,
+            created_at: at,
+            started_at: at,
+            spec_hash: spec_hash.into(),
+            ..Default::default()
+        });
         id
     }
 
@@ -234,8 +248,7 @@ impl Runtime for FakeRuntime {
         let id = state.new_id("sandbox");
         let sandbox = ObservedSandbox { id: id.clone(), attempt, ready: true, created_at: now(), ip: Some("10.0.0.9".into()) };
         let label = |key: &str| config.labels.get(key).cloned().unwrap_or_default();
-        let (uid, node) = (label(labels::POD_UID), label(labels::MANAGED_BY_NODE));
-        state.sandboxes.push(FakeSandbox { uid, node, sandbox });
+        state.sandboxes.push(FakeSandbox { uid: label(labels::POD_UID), sandbox });
         Ok(id)
     }
 
@@ -270,7 +283,17 @@ impl Runtime for FakeRuntime {
         let id = state.new_id(&name);
         let spec_hash = config.annotations.get(labels::CONTAINER_HASH).cloned().unwrap_or_default();
         let image = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
-        state.containers.push(ObservedContainer { id: id.clone(), sandbox_id: sandbox_id.into(), name, attempt, state: RunState::Created, created_at: now(), spec_hash, image, ..Default::default() });
+        state.containers.push(ObservedContainer {
+            id: id.clone(),
+            sandbox_id: sandbox_id.into(),
+            name,
+            attempt,
+            state: RunState::Created,
+            created_at: now(),
+            spec_hash,
+            image,
+            ..Default::default()
+        });
         Ok(id)
     }
 

@@ -56,15 +56,13 @@ impl std::fmt::Debug for Cri {
 /// restarts, so nodelet starts and keeps running while containerd is down.
 pub fn unix_channel(socket: &Path) -> Channel {
     let socket: PathBuf = socket.to_path_buf();
-    Endpoint::from_static("http://[::]")
-        .connect_timeout(Duration::from_secs(5))
-        .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(&socket).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
+    Endpoint::from_static("http://[::]").connect_timeout(Duration::from_secs(5)).connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+        let socket = socket.clone();
+        async move {
+            let stream = tokio::net::UnixStream::connect(&socket).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    }))
 }
 
 fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
@@ -120,11 +118,8 @@ impl Cri {
         let status = call("Status", "runtime", self.runtime.clone().status(req)).await?;
         let conditions = status.status.map(|s| s.conditions).unwrap_or_default();
         let network_ready = conditions.iter().any(|c| c.r#type == "NetworkReady" && c.status);
-        let problems = conditions
-            .into_iter()
-            .filter(|c| !c.status)
-            .map(|c| format!("{} is false: {} {}", c.r#type, c.reason, c.message).trim().to_string())
-            .collect();
+        let problems =
+            conditions.into_iter().filter(|c| !c.status).map(|c| format!("{} is false: {} {}", c.r#type, c.reason, c.message).trim().to_string()).collect();
         Ok(RuntimeReadiness { problems, network_ready })
     }
 
@@ -180,10 +175,7 @@ impl Cri {
 
     pub async fn create_container(&self, sandbox_id: &str, config: cri::ContainerConfig, sandbox: cri::PodSandboxConfig) -> CriResult<String> {
         let target = format!("container {:?} of pod {}", config.metadata.as_ref().map_or("", |m| m.name.as_str()), sandbox_ref(&sandbox));
-        let req = request(
-            cri::CreateContainerRequest { pod_sandbox_id: sandbox_id.into(), config: Some(config), sandbox_config: Some(sandbox) },
-            CALL_TIMEOUT,
-        );
+        let req = request(cri::CreateContainerRequest { pod_sandbox_id: sandbox_id.into(), config: Some(config), sandbox_config: Some(sandbox) }, CALL_TIMEOUT);
         Ok(call("CreateContainer", target, self.runtime.clone().create_container(req)).await?.container_id)
     }
 
@@ -230,7 +222,12 @@ impl Cri {
         let selector = HashMap::from([(labels::POD_UID.to_string(), uid.to_string())]);
         let ready = cri::PodSandboxState::SandboxReady as i32;
         let sandbox = self.list_sandboxes(selector).await?.into_iter().find(|s| s.state == ready);
-        let sandbox = sandbox.ok_or_else(|| CriError { call: "PortForward", target: format!("pod {uid}"), message: "the pod has no ready sandbox".into(), code: tonic::Code::NotFound })?;
+        let sandbox = sandbox.ok_or_else(|| CriError {
+            call: "PortForward",
+            target: format!("pod {uid}"),
+            message: "the pod has no ready sandbox".into(),
+            code: tonic::Code::NotFound,
+        })?;
         let req = request(cri::PortForwardRequest { pod_sandbox_id: sandbox.id.clone(), port: ports }, CALL_TIMEOUT);
         Ok(call("PortForward", format!("sandbox {}", sandbox.id), self.runtime.clone().port_forward(req)).await?.url)
     }

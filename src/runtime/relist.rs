@@ -203,7 +203,12 @@ impl RuntimeCache {
             }
             self.relist_now.notify_one();
             if rx.changed().await.is_err() {
-                return Err(CriError { call: "ListPodSandbox", target: format!("pod {uid}"), message: "the relist task ended".into(), code: tonic::Code::Unavailable });
+                return Err(CriError {
+                    call: "ListPodSandbox",
+                    target: format!("pod {uid}"),
+                    message: "the relist task ended".into(),
+                    code: tonic::Code::Unavailable,
+                });
             }
         }
     }

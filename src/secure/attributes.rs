@@ -60,11 +60,7 @@ pub fn request_attributes(method: &str, path: &str, node_name: &str) -> Attribut
 
 /// The body of a 403, as the kubelet words it.
 pub fn forbidden_message(user: &str, attrs: &Attributes) -> String {
-    format!(
-        "Forbidden (user={user}, verb={}, resource=nodes, subresource(s)=[{}])\n",
-        attrs.verb,
-        attrs.subresources.join(" ")
-    )
+    format!("Forbidden (user={user}, verb={}, resource=nodes, subresource(s)=[{}])\n", attrs.verb, attrs.subresources.join(" "))
 }
 
 #[cfg(test)]

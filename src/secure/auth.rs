@@ -129,10 +129,7 @@ impl Authenticator {
         if let Some(u) = certificate {
             return Some(u.clone());
         }
-        let token = authorization
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|t| !t.is_empty());
+        let token = authorization.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))).map(str::trim).filter(|t| !t.is_empty());
         if let (Some(token), Some(client)) = (token, &self.token_reviews) {
             // A token was offered and could not be checked or was refused: 401, not anonymous.
             return self.review_token(client, token).await;

@@ -196,16 +196,7 @@ impl Reader {
 /// The time as the kubelet prints it with `timestamps=true`: RFC3339 with nine fraction digits.
 pub fn format_timestamp(ts: Timestamp) -> String {
     let dt = k8s_openapi::jiff::tz::Offset::UTC.to_datetime(ts);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-        dt.year(),
-        dt.month(),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second(),
-        dt.subsec_nanosecond()
-    )
+    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z", dt.year(), dt.month(), dt.day(), dt.hour(), dt.minute(), dt.second(), dt.subsec_nanosecond())
 }
 
 /// Renders pieces: drops entries before `since` (as the kubelet, entry by entry) and those
@@ -308,10 +299,13 @@ fn header_at(file: &(impl ReadAt + ?Sized), offset: u64) -> std::io::Result<Opti
     let mut buf = [0u8; HEADER_MAX];
     let n = read_full_at(file, &mut buf, offset)?;
     let mut spaces = 0;
-    let end = buf[..n].iter().position(|&b| b == b'\n' || (b == b' ' && {
-        spaces += 1;
-        spaces == 3
-    }));
+    let end = buf[..n].iter().position(|&b| {
+        b == b'\n'
+            || (b == b' ' && {
+                spaces += 1;
+                spaces == 3
+            })
+    });
     Ok(match end {
         Some(end) => header_of(&buf[..end], offset),
         None if n < HEADER_MAX => header_of(&buf[..n], offset),
@@ -416,7 +410,15 @@ mod tests {
 
     /// The whole pipeline over a log in memory, fed `chunk` bytes at a time, the tail found
     /// reading back `block` bytes at a time.
-    fn render_with(data: &[u8], since: Option<Timestamp>, tail: Option<u64>, timestamps: bool, limit_bytes: Option<u64>, chunk: usize, block: usize) -> Vec<u8> {
+    fn render_with(
+        data: &[u8],
+        since: Option<Timestamp>,
+        tail: Option<u64>,
+        timestamps: bool,
+        limit_bytes: Option<u64>,
+        chunk: usize,
+        block: usize,
+    ) -> Vec<u8> {
         let mut renderer = Renderer::new(since, timestamps, limit_bytes);
         let mut start = 0;
         if let Some(n) = tail {

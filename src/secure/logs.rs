@@ -2,8 +2,8 @@
 //! the PodLogOptions query, optionally followed until the container stops running.
 
 use super::crilog::{find_tail_start, Reader, Renderer};
-use crate::gauge::LOG_STREAMS;
 use super::logopts::{self, LogOptions};
+use crate::gauge::LOG_STREAMS;
 use crate::pods::store::PodStore;
 use axum::body::Body;
 use axum::extract::{Path, Query};
@@ -152,8 +152,7 @@ impl Follow {
     fn still_running(&self) -> bool {
         let pods = self.pods.list();
         let Some(pod) = pods.iter().find(|p| p.metadata.uid.as_deref() == Some(&self.uid)) else { return false };
-        container_status(pod, &self.container)
-            .is_some_and(|s| s.restart_count == self.attempt && s.state.as_ref().is_some_and(|st| st.running.is_some()))
+        container_status(pod, &self.container).is_some_and(|s| s.restart_count == self.attempt && s.state.as_ref().is_some_and(|st| st.running.is_some()))
     }
 
     /// The file now at the log's path when log rotation has replaced the one being read.

@@ -152,12 +152,7 @@ async fn guard(State(sec): State<Arc<Security>>, mut req: Request, next: Next) -
             tracing::warn!(user = %user.name, %path, error = %e, "secure port: authorization failed (500)");
             plain(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!(
-                    "Authorization error (user={}, verb={}, resource=nodes, subresource(s)=[{}])\n",
-                    user.name,
-                    attrs.verb,
-                    attrs.subresources.join(" ")
-                ),
+                format!("Authorization error (user={}, verb={}, resource=nodes, subresource(s)=[{}])\n", user.name, attrs.verb, attrs.subresources.join(" ")),
             )
         }
     }
@@ -179,22 +174,10 @@ pub fn router(settings: &SecureSettings, state: ReadOnly, api: Option<kube::Clie
     let streams = Arc::new(stream::StreamContext { pods: state.pods.clone(), cri: settings.cri.clone() });
     let (exec_ctx, attach_ctx, forward_ctx) = (streams.clone(), streams.clone(), streams);
     let routes = crate::server::router(state)
-        .route(
-            "/containerLogs/{namespace}/{pod}/{container}",
-            axum::routing::get(move |path, query| logs::container_logs(logs.clone(), path, query)),
-        )
-        .route(
-            "/exec/{namespace}/{pod}/{container}",
-            axum::routing::any(move |path, query, req| stream::exec(exec_ctx.clone(), path, query, req)),
-        )
-        .route(
-            "/attach/{namespace}/{pod}/{container}",
-            axum::routing::any(move |path, query, req| stream::attach(attach_ctx.clone(), path, query, req)),
-        )
-        .route(
-            "/portForward/{namespace}/{pod}",
-            axum::routing::any(move |path, query, req| stream::port_forward(forward_ctx.clone(), path, query, req)),
-        );
+        .route("/containerLogs/{namespace}/{pod}/{container}", axum::routing::get(move |path, query| logs::container_logs(logs.clone(), path, query)))
+        .route("/exec/{namespace}/{pod}/{container}", axum::routing::any(move |path, query, req| stream::exec(exec_ctx.clone(), path, query, req)))
+        .route("/attach/{namespace}/{pod}/{container}", axum::routing::any(move |path, query, req| stream::attach(attach_ctx.clone(), path, query, req)))
+        .route("/portForward/{namespace}/{pod}", axum::routing::any(move |path, query, req| stream::port_forward(forward_ctx.clone(), path, query, req)));
     Ok(routes.layer(axum::middleware::from_fn_with_state(sec, guard)))
 }
 
@@ -221,9 +204,7 @@ impl SecureServer {
 pub async fn bind(settings: SecureSettings, state: ReadOnly, api: Option<kube::Client>) -> anyhow::Result<SecureServer> {
     let config = tls::server_config(&settings)?;
     let app = router(&settings, state, api)?;
-    let tcp = tokio::net::TcpListener::bind(settings.addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("--port: cannot listen on {}: {e}", settings.addr))?;
+    let tcp = tokio::net::TcpListener::bind(settings.addr).await.map_err(|e| anyhow::anyhow!("--port: cannot listen on {}: {e}", settings.addr))?;
     let local = tcp.local_addr().map_err(|e| anyhow::anyhow!("--port: {}: {e}", settings.addr))?;
     tracing::info!(addr = %local, node = %settings.node_name, mode = ?settings.authorization_mode, "secure server listening");
     let handshake = TlsHandshake { acceptor: tokio_rustls::TlsAcceptor::from(config), timeout: crate::serving::Limits::KUBELET.handshake_timeout };

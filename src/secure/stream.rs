@@ -132,7 +132,12 @@ fn container_id(pods: &PodStore, namespace: &str, pod: &str, container: &str) ->
     Ok(status.container_id.unwrap_or_default().trim_start_matches("containerd://").to_string())
 }
 
-pub async fn exec(ctx: Arc<StreamContext>, Path((namespace, pod, container)): Path<(String, String, String)>, RawQuery(query): RawQuery, req: Request) -> Response {
+pub async fn exec(
+    ctx: Arc<StreamContext>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    req: Request,
+) -> Response {
     let Some(cri_client) = ctx.cri.clone() else { return plain(StatusCode::SERVICE_UNAVAILABLE, "no container runtime".into()) };
     let id = match container_id(&ctx.pods, &namespace, &pod, &container) {
         Ok(found) => found,
@@ -149,7 +154,12 @@ pub async fn exec(ctx: Arc<StreamContext>, Path((namespace, pod, container)): Pa
     }
 }
 
-pub async fn attach(ctx: Arc<StreamContext>, Path((namespace, pod, container)): Path<(String, String, String)>, RawQuery(query): RawQuery, req: Request) -> Response {
+pub async fn attach(
+    ctx: Arc<StreamContext>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    req: Request,
+) -> Response {
     let Some(cri_client) = ctx.cri.clone() else { return plain(StatusCode::SERVICE_UNAVAILABLE, "no container runtime".into()) };
     let id = match container_id(&ctx.pods, &namespace, &pod, &container) {
         Ok(found) => found,
@@ -169,7 +179,8 @@ pub async fn port_forward(ctx: Arc<StreamContext>, Path((namespace, pod)): Path<
         Ok(p) => p,
         Err(e) => return plain(StatusCode::BAD_REQUEST, format!("port-forward to pod {namespace}/{pod}: {e}")),
     };
-    let found = ctx.pods.list().into_iter().find(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()) && p.metadata.name.as_deref() == Some(pod.as_str()));
+    let found =
+        ctx.pods.list().into_iter().find(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()) && p.metadata.name.as_deref() == Some(pod.as_str()));
     let Some(found) = found else { return plain(StatusCode::NOT_FOUND, format!("pod {namespace}/{pod} not found")) };
     let uid = found.metadata.uid.clone().unwrap_or_default();
     match cri_client.port_forward_for_pod(&uid, ports).await {

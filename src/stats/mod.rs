@@ -16,9 +16,9 @@ pub mod usage_cache;
 
 use crate::machine::timestamp::rfc3339;
 use crate::metrics::ContainerCounts;
-use crate::runtime::labels;
 use crate::pods::spec::{self, NodeContext};
 use crate::pods::store::PodStore;
+use crate::runtime::labels;
 use crate::runtime::Cri;
 use cgroupv1::CgroupUsage;
 use k8s_cri::v1 as cri;
@@ -63,7 +63,16 @@ struct RuntimeFigures {
 
 impl Collector {
     pub fn new(cri: Cri, pods: PodStore, ctx: Arc<NodeContext>, root_dir: PathBuf) -> Collector {
-        Collector { cri, pods, ctx, root_dir, cgroup_mount: "/sys/fs/cgroup".into(), proc_root: "/proc".into(), rates: CpuRates::default(), trees: Arc::new(usage_cache::UsageCache::new(usage_cache::MAX_AGE)) }
+        Collector {
+            cri,
+            pods,
+            ctx,
+            root_dir,
+            cgroup_mount: "/sys/fs/cgroup".into(),
+            proc_root: "/proc".into(),
+            rates: CpuRates::default(),
+            trees: Arc::new(usage_cache::UsageCache::new(usage_cache::MAX_AGE)),
+        }
     }
 
     /// The node's and every pod's figures now.
@@ -188,7 +197,15 @@ impl Collector {
     }
 
     /// One pod's entry, and whether every figure could be read.
-    fn pod_stats(&self, pod: &Pod, at: SystemTime, time: &str, runtime: &RuntimeFigures, image_fs: Option<&FsStats>, seen: &mut HashSet<String>) -> (PodStats, bool) {
+    fn pod_stats(
+        &self,
+        pod: &Pod,
+        at: SystemTime,
+        time: &str,
+        runtime: &RuntimeFigures,
+        image_fs: Option<&FsStats>,
+        seen: &mut HashSet<String>,
+    ) -> (PodStats, bool) {
         let pod_cgroup = spec::pod_cgroup(&self.ctx, pod);
         let (cpu, memory) = self.cgroup(&pod_cgroup, None, at, time, seen);
         let mut complete = cpu.is_some() && memory.is_some();
@@ -362,7 +379,8 @@ mod tests {
 
     #[test]
     fn container_states_are_counted() {
-        let states = [cri::ContainerState::ContainerRunning as i32, cri::ContainerState::ContainerRunning as i32, cri::ContainerState::ContainerExited as i32, 99];
+        let states =
+            [cri::ContainerState::ContainerRunning as i32, cri::ContainerState::ContainerRunning as i32, cri::ContainerState::ContainerExited as i32, 99];
         assert_eq!(count_states(states.into_iter()), ContainerCounts { created: 0, running: 2, exited: 1, unknown: 1 });
     }
 }

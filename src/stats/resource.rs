@@ -68,9 +68,19 @@ pub fn render(summary: &Summary, at_ms: u64, scrape_error: bool) -> String {
     families.extend([
         Family { name: "pod_cpu_usage_seconds_total", help: "Cumulative cpu time consumed by the pod in core-seconds", kind: "counter", samples: pod_cpu },
         Family { name: "pod_memory_working_set_bytes", help: "Current working set of the pod in bytes", kind: "gauge", samples: pod_memory },
-        Family { name: "container_cpu_usage_seconds_total", help: "Cumulative cpu time consumed by the container in core-seconds", kind: "counter", samples: container_cpu },
+        Family {
+            name: "container_cpu_usage_seconds_total",
+            help: "Cumulative cpu time consumed by the container in core-seconds",
+            kind: "counter",
+            samples: container_cpu,
+        },
         Family { name: "container_memory_working_set_bytes", help: "Current working set of the container in bytes", kind: "gauge", samples: container_memory },
-        Family { name: "container_start_time_seconds", help: "Start time of the container since unix epoch in seconds", kind: "gauge", samples: container_start },
+        Family {
+            name: "container_start_time_seconds",
+            help: "Start time of the container since unix epoch in seconds",
+            kind: "gauge",
+            samples: container_start,
+        },
     ]);
     let mut out = String::new();
     for f in families.iter().filter(|f| !f.samples.is_empty()) {
@@ -102,7 +112,13 @@ mod tests {
                 pod_ref: PodReference { name: "web".into(), namespace: "default".into(), uid: "u".into() },
                 cpu: cpu(500_000_000),
                 memory: mem(300),
-                containers: vec![ContainerStats { name: "app".into(), start_time: Some("1970-01-01T00:00:10Z".into()), cpu: cpu(400_000_000), memory: mem(200), ..Default::default() }],
+                containers: vec![ContainerStats {
+                    name: "app".into(),
+                    start_time: Some("1970-01-01T00:00:10Z".into()),
+                    cpu: cpu(400_000_000),
+                    memory: mem(200),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
         };

@@ -110,7 +110,8 @@ fn set_dir_owner(dir: &Path, fs_group: Option<u32>) -> std::io::Result<()> {
 
 /// A generation directory's name as nodelet makes them: `..` and a stamp (never `..data`).
 fn is_generation(name: &str) -> bool {
-    name.strip_prefix("..").is_some_and(|stamp| !stamp.is_empty() && !stamp.starts_with('.') && stamp.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+    name.strip_prefix("..")
+        .is_some_and(|stamp| !stamp.is_empty() && !stamp.starts_with('.') && stamp.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.'))
         && name != DATA_LINK
         && name != DATA_TMP_LINK
 }
@@ -128,7 +129,8 @@ fn current_generation(dir: &Path) -> Result<Option<String>, String> {
         return Err("..data is not a symlink".into());
     }
     let target = std::fs::read_link(&link).map_err(|e| e.to_string())?;
-    let name = target.to_str().filter(|t| is_generation(t)).ok_or_else(|| format!("..data points to {target:?}, not a generation directory inside the volume"))?;
+    let name =
+        target.to_str().filter(|t| is_generation(t)).ok_or_else(|| format!("..data points to {target:?}, not a generation directory inside the volume"))?;
     match std::fs::symlink_metadata(dir.join(name)) {
         Ok(meta) if meta.is_dir() => Ok(Some(name.to_string())),
         _ => Err(format!("..data points to {name:?}, which is not a directory")),
@@ -152,9 +154,9 @@ fn generation_matches(generation: &Path, files: &BTreeMap<String, FileContent>, 
     use std::os::unix::fs::MetadataExt;
     files.iter().all(|(path, file)| {
         let target = generation.join(path);
-        std::fs::symlink_metadata(&target).is_ok_and(|m| {
-            m.file_type().is_file() && m.mode() & 0o7777 == file_mode(file.mode, fs_group) && fs_group.is_none_or(|g| m.gid() == g)
-        }) && std::fs::read(&target).is_ok_and(|d| d == file.data)
+        std::fs::symlink_metadata(&target)
+            .is_ok_and(|m| m.file_type().is_file() && m.mode() & 0o7777 == file_mode(file.mode, fs_group) && fs_group.is_none_or(|g| m.gid() == g))
+            && std::fs::read(&target).is_ok_and(|d| d == file.data)
     }) && count_files(generation) == files.len()
 }
 

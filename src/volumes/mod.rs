@@ -63,7 +63,9 @@ pub async fn prepare(ctx: &NodeContext, pod: &Pod, api: Option<&Objects>, tokens
                 if volume.empty_dir.is_some() {
                     // As the kubelet: any user the containers run as may write an emptyDir.
                     use std::os::unix::fs::PermissionsExt;
-                    tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(EMPTY_DIR_MODE)).await.map_err(|e| format!("volume {:?}: chmod {}: {e}", volume.name, dir.display()))?;
+                    tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(EMPTY_DIR_MODE))
+                        .await
+                        .map_err(|e| format!("volume {:?}: chmod {}: {e}", volume.name, dir.display()))?;
                 }
             }
             Content::Files(files, refresh) => {
@@ -79,9 +81,9 @@ pub async fn prepare(ctx: &NodeContext, pod: &Pod, api: Option<&Objects>, tokens
                     }
                     write_atomically(&target, &files, fs_group)
                 })
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("volume {:?}: writing {}: {e}", volume.name, dir.display()))?;
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("volume {:?}: writing {}: {e}", volume.name, dir.display()))?;
                 let at = refresh.map_or(now + RESYNC, |token| token.min(now + RESYNC));
                 refresh_at = Some(refresh_at.map_or(at, |r: SystemTime| r.min(at)));
             }
@@ -193,7 +195,13 @@ fn insert(files: &mut BTreeMap<String, FileContent>, path: &str, data: Vec<u8>, 
 }
 
 /// The items asked for, or every key under its own name.
-fn add_items(files: &mut BTreeMap<String, FileContent>, data: BTreeMap<String, Vec<u8>>, items: Option<&[KeyToPath]>, mode: i32, what: &str) -> Result<(), String> {
+fn add_items(
+    files: &mut BTreeMap<String, FileContent>,
+    data: BTreeMap<String, Vec<u8>>,
+    items: Option<&[KeyToPath]>,
+    mode: i32,
+    what: &str,
+) -> Result<(), String> {
     match items {
         Some(items) => {
             for item in items {
@@ -210,14 +218,30 @@ fn add_items(files: &mut BTreeMap<String, FileContent>, data: BTreeMap<String, V
     Ok(())
 }
 
-async fn add_config_map(files: &mut BTreeMap<String, FileContent>, api: &Objects, ns: &str, name: &str, items: Option<&[KeyToPath]>, optional: Option<bool>, mode: i32) -> Result<(), String> {
+async fn add_config_map(
+    files: &mut BTreeMap<String, FileContent>,
+    api: &Objects,
+    ns: &str,
+    name: &str,
+    items: Option<&[KeyToPath]>,
+    optional: Option<bool>,
+    mode: i32,
+) -> Result<(), String> {
     let Some(cm) = get_optional(api.config_map(ns, name).await, &format!("configmap {ns}/{name}"), optional)? else { return Ok(()) };
     let mut data: BTreeMap<String, Vec<u8>> = cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
     data.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
     add_items(files, data, items, mode, &format!("configmap {ns}/{name}"))
 }
 
-async fn add_secret(files: &mut BTreeMap<String, FileContent>, api: &Objects, ns: &str, name: &str, items: Option<&[KeyToPath]>, optional: Option<bool>, mode: i32) -> Result<(), String> {
+async fn add_secret(
+    files: &mut BTreeMap<String, FileContent>,
+    api: &Objects,
+    ns: &str,
+    name: &str,
+    items: Option<&[KeyToPath]>,
+    optional: Option<bool>,
+    mode: i32,
+) -> Result<(), String> {
     let Some(secret) = get_optional(api.secret(ns, name).await, &format!("secret {ns}/{name}"), optional)? else { return Ok(()) };
     let mut data: BTreeMap<String, Vec<u8>> = secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
     data.extend(secret.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
@@ -236,7 +260,8 @@ fn get_optional<T>(result: Result<Option<T>, String>, what: &str, optional: Opti
 fn add_downward(files: &mut BTreeMap<String, FileContent>, pod: &Pod, items: &[DownwardAPIVolumeFile], mode: i32, node: &Allocatable) -> Result<(), String> {
     for item in items {
         let value = match (&item.field_ref, &item.resource_field_ref) {
-            (Some(field), _) => field_value(pod, None, None, &field.field_path).ok_or_else(|| format!("downwardAPI item {:?}: unsupported fieldPath {:?}", item.path, field.field_path))?,
+            (Some(field), _) => field_value(pod, None, None, &field.field_path)
+                .ok_or_else(|| format!("downwardAPI item {:?}: unsupported fieldPath {:?}", item.path, field.field_path))?,
             (None, Some(resource)) => resource_value(pod, None, resource, node).map_err(|e| format!("downwardAPI item {:?}: {e}", item.path))?,
             (None, None) => return Err(format!("downwardAPI item {:?}: neither fieldRef nor resourceFieldRef", item.path)),
         };
@@ -264,7 +289,8 @@ async fn request_token(client: &kube::Client, pod: &Pod, audience: Option<String
         },
         ..Default::default()
     };
-    let answer = api.create_token_request(&sa, &PostParams::default(), &request).await.map_err(|e| format!("requesting a token for serviceaccount {ns}/{sa}: {e}"))?;
+    let answer =
+        api.create_token_request(&sa, &PostParams::default(), &request).await.map_err(|e| format!("requesting a token for serviceaccount {ns}/{sa}: {e}"))?;
     let status = answer.status.ok_or_else(|| format!("serviceaccount {ns}/{sa}: the token request was answered without a token"))?;
     let now = SystemTime::now();
     let expires = std::time::UNIX_EPOCH + Duration::from_secs(status.expiration_timestamp.0.as_second().max(0) as u64);
@@ -367,7 +393,10 @@ mod tests {
 
     #[test]
     fn memory_medium_is_a_world_writable_tmpfs_sized_by_its_limit() {
-        let dir = |medium: Option<&str>, limit: Option<&str>| EmptyDirVolumeSource { medium: medium.map(String::from), size_limit: limit.map(|l| Quantity(l.into())) };
+        let dir = |medium: Option<&str>, limit: Option<&str>| EmptyDirVolumeSource {
+            medium: medium.map(String::from),
+            size_limit: limit.map(|l| Quantity(l.into())),
+        };
         assert_eq!(memory_medium_options(&dir(None, Some("1Mi")), &NODE), None);
         assert_eq!(memory_medium_options(&dir(Some("Memory"), Some("64Mi")), &NODE).unwrap(), "mode=0777,size=67108864");
         assert_eq!(memory_medium_options(&dir(Some("Memory"), Some("2Gi")), &NODE).unwrap(), format!("mode=0777,size={}", 1u64 << 30));

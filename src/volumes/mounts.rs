@@ -72,7 +72,8 @@ pub fn ensure_tmpfs_with(dir: &Path, options: &str) -> std::io::Result<()> {
     if is_mount_point(dir)? {
         return Ok(());
     }
-    mount(Some("tmpfs"), dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(options)).map_err(|e| std::io::Error::other(format!("mounting a tmpfs at {}: {e}", dir.display())))
+    mount(Some("tmpfs"), dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(options))
+        .map_err(|e| std::io::Error::other(format!("mounting a tmpfs at {}: {e}", dir.display())))
 }
 
 /// Unmounts `path` (detaching it if busy), once per mount stacked there.
@@ -81,7 +82,9 @@ pub fn unmount(path: &Path) -> std::io::Result<()> {
         if !is_mount_point(path)? {
             return Ok(());
         }
-        umount2(path, MntFlags::empty()).or_else(|_| umount2(path, MntFlags::MNT_DETACH)).map_err(|e| std::io::Error::other(format!("unmounting {}: {e}", path.display())))?;
+        umount2(path, MntFlags::empty())
+            .or_else(|_| umount2(path, MntFlags::MNT_DETACH))
+            .map_err(|e| std::io::Error::other(format!("unmounting {}: {e}", path.display())))?;
     }
     Ok(())
 }
@@ -95,7 +98,9 @@ pub fn unmount_under(dir: &Path) -> std::io::Result<()> {
             return Ok(());
         }
         for m in mounts {
-            umount2(&m, MntFlags::empty()).or_else(|_| umount2(&m, MntFlags::MNT_DETACH)).map_err(|e| std::io::Error::other(format!("unmounting {}: {e}", m.display())))?;
+            umount2(&m, MntFlags::empty())
+                .or_else(|_| umount2(&m, MntFlags::MNT_DETACH))
+                .map_err(|e| std::io::Error::other(format!("unmounting {}: {e}", m.display())))?;
         }
     }
     Err(std::io::Error::other(format!("mounts under {} keep coming back", dir.display())))
@@ -172,7 +177,10 @@ mod tests {
     #[test]
     fn mounts_under_a_pod_dir_deepest_first_and_escapes_decoded() {
         let found = mounts_under(MOUNTINFO, Path::new("/var/lib/nodelet/pods/u1"));
-        assert_eq!(found, vec![PathBuf::from("/var/lib/nodelet/pods/u1/volume-subpaths/data/c/0"), PathBuf::from("/var/lib/nodelet/pods/u1/volumes/kubernetes.io~secret/s")]);
+        assert_eq!(
+            found,
+            vec![PathBuf::from("/var/lib/nodelet/pods/u1/volume-subpaths/data/c/0"), PathBuf::from("/var/lib/nodelet/pods/u1/volumes/kubernetes.io~secret/s")]
+        );
         assert_eq!(mounts_under(MOUNTINFO, Path::new("/var/lib/nodelet/pods/u10")), vec![PathBuf::from("/var/lib/nodelet/pods/u10/a b")]);
     }
 

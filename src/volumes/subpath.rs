@@ -69,15 +69,21 @@ fn kind(st: &FileStat) -> SFlag {
 /// Opens `sub` under `root` without the kernel following any symlink; missing directories are
 /// created (as the kubelet does for a missing subPath) with the volume root's mode.
 pub fn resolve(root: &Path, sub: &str) -> Result<OwnedFd, String> {
-    let root_fd = openat(AT_FDCWD, root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| format!("opening the volume at {}: {e}", root.display()))?;
+    let root_fd = openat(AT_FDCWD, root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| format!("opening the volume at {}: {e}", root.display()))?;
     let mode = Mode::from_bits_truncate(fstat(&root_fd).map_err(|e| e.to_string())?.st_mode & 0o7777);
     let mut stack: Vec<(OwnedFd, OsString)> = vec![(root_fd, OsString::new())];
-    let mut todo: VecDeque<OsString> = Path::new(sub).components().filter_map(|c| match c {
-        Component::Normal(n) => Some(n.to_os_string()),
-        _ => None,
-    }).collect();
+    let mut todo: VecDeque<OsString> = Path::new(sub)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            _ => None,
+        })
+        .collect();
     let mut links = 0;
-    let shown = |stack: &[(OwnedFd, OsString)], name: &OsString| stack.iter().skip(1).map(|(_, n)| n.clone()).chain([name.clone()]).collect::<PathBuf>().display().to_string();
+    let shown = |stack: &[(OwnedFd, OsString)], name: &OsString| {
+        stack.iter().skip(1).map(|(_, n)| n.clone()).chain([name.clone()]).collect::<PathBuf>().display().to_string()
+    };
     while let Some(name) = todo.pop_front() {
         if name == "." {
             continue;
@@ -158,7 +164,13 @@ mod tests {
     use super::*;
 
     fn mount(sub: Option<&str>, expr: Option<&str>) -> VolumeMount {
-        VolumeMount { name: "data".into(), mount_path: "/d".into(), sub_path: sub.map(String::from), sub_path_expr: expr.map(String::from), ..Default::default() }
+        VolumeMount {
+            name: "data".into(),
+            mount_path: "/d".into(),
+            sub_path: sub.map(String::from),
+            sub_path_expr: expr.map(String::from),
+            ..Default::default()
+        }
     }
 
     fn env() -> HashMap<String, String> {

@@ -42,9 +42,16 @@ pub async fn connect_tls(node: &Node) -> Tls {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots).with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", node.secure_port)).await.expect("connecting to the secure port");
-    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(ServerName::try_from("127.0.0.1").unwrap(), tcp).await.expect("TLS handshake with the secure port")
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .expect("TLS handshake with the secure port")
 }
 
 /// Opens a websocket on `path` asking for `protocol`; an answer other than 101 is `Refused`.
@@ -170,7 +177,8 @@ impl Channels {
             }
         }
         if !error.is_empty() {
-            out.status = Some(serde_json::from_slice(&error).unwrap_or_else(|e| panic!("error channel is not a Status ({e}): {}", String::from_utf8_lossy(&error))));
+            out.status =
+                Some(serde_json::from_slice(&error).unwrap_or_else(|e| panic!("error channel is not a Status ({e}): {}", String::from_utf8_lossy(&error))));
         }
         out
     }

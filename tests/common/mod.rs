@@ -29,10 +29,7 @@ pub fn cni_plugin_binary() -> PathBuf {
 }
 
 pub fn require_runtime() {
-    assert!(
-        Path::new(CONTAINERD_SOCKET).exists(),
-        "containerd is not running at {CONTAINERD_SOCKET}: run `make setup` (integration/env/setup.sh) first"
-    );
+    assert!(Path::new(CONTAINERD_SOCKET).exists(), "containerd is not running at {CONTAINERD_SOCKET}: run `make setup` (integration/env/setup.sh) first");
 }
 
 /// A free TCP port on loopback for a nodelet's read-only server.
@@ -43,10 +40,7 @@ pub fn free_port() -> u16 {
 /// The node name a test's nodelet registers: its own per test, or the one a real cluster's node
 /// credentials fix (make e2e NODE_NAME=...).
 pub fn node_name(test: &str) -> String {
-    std::env::var("NODELET_E2E_NODE_NAME")
-        .ok()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| format!("t-{test}-{}", std::process::id()).replace('_', "-"))
+    std::env::var("NODELET_E2E_NODE_NAME").ok().filter(|n| !n.is_empty()).unwrap_or_else(|| format!("t-{test}-{}", std::process::id()).replace('_', "-"))
 }
 
 pub struct Node {
@@ -67,7 +61,8 @@ impl Node {
         let name = node_name(test);
         let dir = tempfile::Builder::new().prefix(&format!("nodelet-{test}-")).tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
-        let mut node = Node { name, dir, port: free_port(), secure_port: free_port(), args: args.iter().map(|s| s.to_string()).collect(), child: None, starts: 0 };
+        let mut node =
+            Node { name, dir, port: free_port(), secure_port: free_port(), args: args.iter().map(|s| s.to_string()).collect(), child: None, starts: 0 };
         node.spawn();
         node
     }
@@ -184,8 +179,8 @@ impl Node {
 
     pub fn wait_running(&self, name: &str) -> Value {
         self.wait_pod(name, "phase Running", Duration::from_secs(60), |p| {
-            let running = p["status"]["phase"] == "Running"
-                && p["status"]["containerStatuses"].as_array().is_some_and(|cs| cs.iter().all(|c| c["ready"] == true));
+            let running =
+                p["status"]["phase"] == "Running" && p["status"]["containerStatuses"].as_array().is_some_and(|cs| cs.iter().all(|c| c["ready"] == true));
             running.then(|| p.clone())
         })
     }

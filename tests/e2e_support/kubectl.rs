@@ -12,11 +12,8 @@ const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
 
 /// kubectl on the PATH, or a failure that says how to get one.
 pub fn kubectl_binary() -> PathBuf {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join("kubectl"))
-        .find(|p| p.is_file());
+    let found =
+        std::env::var_os("PATH").into_iter().flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).map(|dir| dir.join("kubectl")).find(|p| p.is_file());
     let Some(path) = found else {
         panic!("kubectl is not on the PATH: the kubectl cases need it (integration/env/install-packages.sh installs Debian's kubernetes-client)");
     };

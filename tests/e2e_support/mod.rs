@@ -41,7 +41,13 @@ impl ControlPlane {
 
     /// Runs one of the cluster scripts; fails the test with its output.
     fn run(&self, script: &str, args: &[&str]) -> String {
-        let out = Command::new("bash").arg(Self::script(script)).args(args).env("CLUSTER_DIR", &self.dir).envs(self.env.iter().map(|(k, v)| (k, v))).output().expect("running bash");
+        let out = Command::new("bash")
+            .arg(Self::script(script))
+            .args(args)
+            .env("CLUSTER_DIR", &self.dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("running bash");
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         assert!(out.status.success(), "integration/cluster/{script} {args:?} failed ({}):\n{}{}", out.status, text(&out.stdout), text(&out.stderr));
         text(&out.stdout)
@@ -266,7 +272,12 @@ impl E2e {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let node = self.get_node();
-            let ready = node.as_ref().and_then(|n| n["status"]["conditions"].as_array().cloned()).unwrap_or_default().iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
+            let ready = node
+                .as_ref()
+                .and_then(|n| n["status"]["conditions"].as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
             if ready {
                 return node.unwrap();
             }

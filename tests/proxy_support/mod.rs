@@ -13,7 +13,6 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -41,12 +40,9 @@ pub fn sh_out(args: &[&str]) -> String {
 
 /// Runs `f` on a thread that has entered the namespace; sockets made there stay in it.
 pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
+    let netns = nodelet::proxy::apply::Netns::named(ns);
     std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        // SAFETY: setns on a valid fd; it only changes this thread's network namespace.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        netns.enter_here().unwrap_or_else(|e| panic!("entering {netns:?}: {e}"));
         f()
     })
     .join()
@@ -136,8 +132,7 @@ impl Lab {
         sh(&["ip", "-n", &ns, "addr", "add", &format!("fd00:244::{last:x}/64"), "dev", "eth0", "nodad"]);
         sh(&["ip", "-n", &ns, "-6", "route", "add", "default", "via", &BRIDGE_IP6.to_string()]);
         // [::] takes IPv4 too (as v4-mapped addresses, answered as plain IPv4 below)
-        let (tcp, udp) =
-            in_ns(&ns, || (TcpListener::bind("[::]:8080").expect("tcp bind"), UdpSocket::bind("[::]:5353").expect("udp bind")));
+        let (tcp, udp) = in_ns(&ns, || (TcpListener::bind("[::]:8080").expect("tcp bind"), UdpSocket::bind("[::]:5353").expect("udp bind")));
         tcp.set_nonblocking(true).unwrap();
         udp.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let (stop, me) = (self.stop.clone(), name.to_string());

@@ -9,12 +9,7 @@ use std::net::Ipv4Addr;
 /// the gateway and every used address. Round-robin means an address freed by
 /// DEL is not handed out again at once, so stale ARP entries and lingering
 /// connections towards a dead pod do not hit its successor.
-pub fn next_free(
-    subnet: Subnet,
-    gateway: Ipv4Addr,
-    used: &HashSet<Ipv4Addr>,
-    last: Option<Ipv4Addr>,
-) -> Option<Ipv4Addr> {
+pub fn next_free(subnet: Subnet, gateway: Ipv4Addr, used: &HashSet<Ipv4Addr>, last: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
     let range = subnet.host_range();
     let (lo, hi) = (*range.start(), *range.end());
     if lo > hi {
@@ -25,10 +20,7 @@ pub fn next_free(
         _ => lo,
     };
     // Walk start..=hi, then lo..start: every host address exactly once.
-    (start..=hi)
-        .chain(lo..start)
-        .map(Ipv4Addr::from)
-        .find(|ip| *ip != gateway && !used.contains(ip))
+    (start..=hi).chain(lo..start).map(Ipv4Addr::from).find(|ip| *ip != gateway && !used.contains(ip))
 }
 
 #[cfg(test)]
@@ -46,50 +38,32 @@ mod tests {
     fn skips_network_gateway_and_used() {
         let s = net("10.1.0.0/24");
         let used: HashSet<_> = [ip("10.1.0.2")].into();
-        assert_eq!(
-            next_free(s, ip("10.1.0.1"), &used, None),
-            Some(ip("10.1.0.3"))
-        );
+        assert_eq!(next_free(s, ip("10.1.0.1"), &used, None), Some(ip("10.1.0.3")));
     }
 
     #[test]
     fn round_robin_after_last() {
         let s = net("10.1.0.0/24");
         let none = HashSet::new();
-        assert_eq!(
-            next_free(s, ip("10.1.0.1"), &none, Some(ip("10.1.0.7"))),
-            Some(ip("10.1.0.8"))
-        );
+        assert_eq!(next_free(s, ip("10.1.0.1"), &none, Some(ip("10.1.0.7"))), Some(ip("10.1.0.8")));
         // Wraps past the end, never yielding the broadcast address.
-        assert_eq!(
-            next_free(s, ip("10.1.0.1"), &none, Some(ip("10.1.0.254"))),
-            Some(ip("10.1.0.2"))
-        );
+        assert_eq!(next_free(s, ip("10.1.0.1"), &none, Some(ip("10.1.0.254"))), Some(ip("10.1.0.2")));
         // A last value outside the subnet (config changed) restarts at the bottom.
-        assert_eq!(
-            next_free(s, ip("10.1.0.1"), &none, Some(ip("192.168.0.1"))),
-            Some(ip("10.1.0.2"))
-        );
+        assert_eq!(next_free(s, ip("10.1.0.1"), &none, Some(ip("192.168.0.1"))), Some(ip("10.1.0.2")));
     }
 
     #[test]
     fn gateway_in_the_middle() {
         let s = net("10.1.0.0/30"); // hosts .1 and .2
         let none = HashSet::new();
-        assert_eq!(
-            next_free(s, ip("10.1.0.2"), &none, None),
-            Some(ip("10.1.0.1"))
-        );
+        assert_eq!(next_free(s, ip("10.1.0.2"), &none, None), Some(ip("10.1.0.1")));
     }
 
     #[test]
     fn exhausted() {
         let s = net("10.1.0.0/29"); // hosts .1-.6, gateway .1
         let used: HashSet<_> = (2..=6).map(|i| Ipv4Addr::new(10, 1, 0, i)).collect();
-        assert_eq!(
-            next_free(s, ip("10.1.0.1"), &used, Some(ip("10.1.0.4"))),
-            None
-        );
+        assert_eq!(next_free(s, ip("10.1.0.1"), &used, Some(ip("10.1.0.4"))), None);
     }
 
     #[test]

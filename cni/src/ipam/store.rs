@@ -43,23 +43,13 @@ impl Store {
     /// Open `<data_dir>/<network>` (creating it) and take its exclusive lock.
     pub fn lock(data_dir: &Path, network: &str) -> Result<Store> {
         let dir = data_dir.join(network);
-        fs::create_dir_all(&dir)
-            .map_err(|e| setup(format!("creating IPAM directory {}", dir.display()), e))?;
+        fs::create_dir_all(&dir).map_err(|e| setup(format!("creating IPAM directory {}", dir.display()), e))?;
         let path = dir.join(LOCK);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| setup(format!("opening IPAM lock {}", path.display()), e))?;
+        let file =
+            OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| setup(format!("opening IPAM lock {}", path.display()), e))?;
         // A failed flock (EINTR, ENOLCK) is transient: let the runtime retry.
-        let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| {
-            CniError::new(
-                code::TRY_AGAIN,
-                format!("locking {}", path.display()),
-                e.to_string(),
-            )
-        })?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| CniError::new(code::TRY_AGAIN, format!("locking {}", path.display()), e.to_string()))?;
         Ok(Store { dir, _lock: lock })
     }
 
@@ -70,11 +60,7 @@ impl Store {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(read_err)? {
             let entry = entry.map_err(read_err)?;
-            let Some(ip) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<Ipv4Addr>().ok())
-            else {
+            let Some(ip) = entry.file_name().to_str().and_then(|n| n.parse::<Ipv4Addr>().ok()) else {
                 continue;
             };
             let text = match fs::read_to_string(entry.path()) {
@@ -83,53 +69,31 @@ impl Store {
                 Err(e) => return Err(read_err(e)),
             };
             let (container_id, ifname) = text.split_once('\n').unwrap_or((&text, ""));
-            out.push(Allocation {
-                ip,
-                container_id: container_id.to_owned(),
-                ifname: ifname.trim_end().to_owned(),
-            });
+            out.push(Allocation { ip, container_id: container_id.to_owned(), ifname: ifname.trim_end().to_owned() });
         }
         Ok(out)
     }
 
     pub fn find(&self, container_id: &str, ifname: &str) -> Result<Option<Ipv4Addr>> {
-        Ok(self
-            .list()?
-            .into_iter()
-            .find(|a| a.container_id == container_id && a.ifname == ifname)
-            .map(|a| a.ip))
+        Ok(self.list()?.into_iter().find(|a| a.container_id == container_id && a.ifname == ifname).map(|a| a.ip))
     }
 
     /// The address of (container, ifname): its existing one if it has one
     /// (ADD is idempotent), otherwise the next free one, recorded.
-    pub fn allocate(
-        &self,
-        container_id: &str,
-        ifname: &str,
-        subnet: Subnet,
-        gateway: Ipv4Addr,
-    ) -> Result<Ipv4Addr> {
+    pub fn allocate(&self, container_id: &str, ifname: &str, subnet: Subnet, gateway: Ipv4Addr) -> Result<Ipv4Addr> {
         self.remove_stale_temps();
         let all = self.list()?;
-        if let Some(a) = all
-            .iter()
-            .find(|a| a.container_id == container_id && a.ifname == ifname && subnet.contains(a.ip))
-        {
+        if let Some(a) = all.iter().find(|a| a.container_id == container_id && a.ifname == ifname && subnet.contains(a.ip)) {
             return Ok(a.ip);
         }
         let used: HashSet<Ipv4Addr> = all.iter().map(|a| a.ip).collect();
-        let ip = pool::next_free(subnet, gateway, &used, self.last_reserved())
-            .ok_or_else(|| {
-                CniError::new(
-                    code::IPAM_EXHAUSTED,
-                    format!(
-                        "no free address in subnet {subnet}: all {} usable addresses are allocated (state in {})",
-                        used.len(),
-                        self.dir.display()
-                    ),
-                    "",
-                )
-            })?;
+        let ip = pool::next_free(subnet, gateway, &used, self.last_reserved()).ok_or_else(|| {
+            CniError::new(
+                code::IPAM_EXHAUSTED,
+                format!("no free address in subnet {subnet}: all {} usable addresses are allocated (state in {})", used.len(), self.dir.display()),
+                "",
+            )
+        })?;
         self.create_exclusive(&ip.to_string(), &owner_text(container_id, ifname))?;
         // Losing this write only weakens round-robin, never correctness.
         let _ = self.write_atomic(LAST, &ip.to_string());
@@ -153,19 +117,13 @@ impl Store {
     }
 
     fn last_reserved(&self) -> Option<Ipv4Addr> {
-        fs::read_to_string(self.dir.join(LAST))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        fs::read_to_string(self.dir.join(LAST)).ok()?.trim().parse().ok()
     }
 
     fn write_temp(&self, content: &str) -> Result<PathBuf> {
         let tmp = self.dir.join(format!("{TMP_PREFIX}{}", std::process::id()));
-        let mut f =
-            File::create(&tmp).map_err(|e| setup(format!("creating {}", tmp.display()), e))?;
-        f.write_all(content.as_bytes())
-            .map_err(|e| setup(format!("writing {}", tmp.display()), e))?;
+        let mut f = File::create(&tmp).map_err(|e| setup(format!("creating {}", tmp.display()), e))?;
+        f.write_all(content.as_bytes()).map_err(|e| setup(format!("writing {}", tmp.display()), e))?;
         Ok(tmp)
     }
 
@@ -206,11 +164,7 @@ mod tests {
     use super::*;
 
     fn setup_store() -> (tempfile::TempDir, Subnet, Ipv4Addr) {
-        (
-            tempfile::tempdir().unwrap(),
-            "10.5.0.0/29".parse().unwrap(),
-            Ipv4Addr::new(10, 5, 0, 1),
-        )
+        (tempfile::tempdir().unwrap(), "10.5.0.0/29".parse().unwrap(), Ipv4Addr::new(10, 5, 0, 1))
     }
 
     #[test]
@@ -222,18 +176,12 @@ mod tests {
         assert_eq!(s.allocate("c1", "eth0", subnet, gw).unwrap(), a);
         let b = s.allocate("c2", "eth0", subnet, gw).unwrap();
         assert_ne!(a, b);
-        assert_eq!(
-            fs::read_to_string(dir.path().join("net").join(a.to_string())).unwrap(),
-            "c1\neth0"
-        );
+        assert_eq!(fs::read_to_string(dir.path().join("net").join(a.to_string())).unwrap(), "c1\neth0");
         assert_eq!(s.find("c2", "eth0").unwrap(), Some(b));
         assert_eq!(s.release("c1", "eth0").unwrap(), vec![a]);
         assert!(s.release("c1", "eth0").unwrap().is_empty());
         // Round-robin: the freed .2 is not reused next.
-        assert_eq!(
-            s.allocate("c3", "eth0", subnet, gw).unwrap(),
-            Ipv4Addr::new(10, 5, 0, 4)
-        );
+        assert_eq!(s.allocate("c3", "eth0", subnet, gw).unwrap(), Ipv4Addr::new(10, 5, 0, 4));
     }
 
     #[test]
@@ -254,14 +202,8 @@ mod tests {
         let s = Store::lock(dir.path(), "net").unwrap();
         fs::write(dir.path().join("net").join(".tmp-999999"), "junk").unwrap();
         s.allocate("c1", "eth0", subnet, gw).unwrap();
-        let names: Vec<_> = fs::read_dir(dir.path().join("net"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        assert!(
-            !names.iter().any(|n| n.starts_with(TMP_PREFIX)),
-            "{names:?}"
-        );
+        let names: Vec<_> = fs::read_dir(dir.path().join("net")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert!(!names.iter().any(|n| n.starts_with(TMP_PREFIX)), "{names:?}");
     }
 
     #[test]

@@ -31,33 +31,19 @@ pub struct Fixture {
 /// Run a command the test needs (never the plugin's own work) and insist it works.
 pub fn sh(args: &[&str]) -> Output {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     out
 }
 
 /// Same contract as the plugin: "vn" + 10 hex of sha256(id NUL ifname).
 pub fn host_veth(container_id: &str, ifname: &str) -> String {
-    let d = Sha256::new()
-        .chain_update(container_id.as_bytes())
-        .chain_update(b"\0")
-        .chain_update(ifname.as_bytes())
-        .finalize();
+    let d = Sha256::new().chain_update(container_id.as_bytes()).chain_update(b"\0").chain_update(ifname.as_bytes()).finalize();
     let hex: String = d.iter().take(5).map(|b| format!("{b:02x}")).collect();
     format!("vn{hex}")
 }
 
 pub fn link_exists(name: &str) -> bool {
-    Command::new("ip")
-        .args(["link", "show", "dev", name])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
+    Command::new("ip").args(["link", "show", "dev", name]).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap().success()
 }
 
 pub struct Run {
@@ -71,8 +57,7 @@ impl Run {
         self.code == Some(0)
     }
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("plugin output {:?} is not JSON: {e}", self.stdout))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("plugin output {:?} is not JSON: {e}", self.stdout))
     }
     /// The container address from an ADD result.
     pub fn ip(&self) -> Ipv4Addr {
@@ -166,10 +151,7 @@ impl Fixture {
     }
 
     pub fn run_with(&self, command: &str, cid: &str, netns: Option<&str>, config: &str) -> Run {
-        let out = self
-            .spawn(command, cid, netns, config)
-            .wait_with_output()
-            .unwrap();
+        let out = self.spawn(command, cid, netns, config).wait_with_output().unwrap();
         Run {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
@@ -182,13 +164,8 @@ impl Fixture {
     }
 
     pub fn masq_rule_count(&self) -> usize {
-        let out = Command::new("nft")
-            .args(["list", "table", "ip", &self.table])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .matches(" masquerade comment")
-            .count()
+        let out = Command::new("nft").args(["list", "table", "ip", &self.table]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).matches(" masquerade comment").count()
     }
 }
 
@@ -210,11 +187,7 @@ pub fn allocations_in(dir: &Path) -> BTreeMap<Ipv4Addr, String> {
 impl Drop for Fixture {
     fn drop(&mut self) {
         let quiet = |args: &[&str]| {
-            let _ = Command::new(args[0])
-                .args(&args[1..])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            let _ = Command::new(args[0]).args(&args[1..]).stdout(Stdio::null()).stderr(Stdio::null()).status();
         };
         for ns in self.netns.lock().unwrap().iter() {
             quiet(&["ip", "netns", "del", ns]);

@@ -25,7 +25,10 @@ fn pod(name: &str, node: &str) -> Pod {
 }
 
 fn all_started(pod: &Pod) -> bool {
-    pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some())))
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some())))
 }
 
 /// Creates pods and returns, per pod, the time from its creation call to the watch showing all
@@ -67,10 +70,8 @@ async fn delete_all(api: &Api<Pod>, cri: &Cri, node: &str, names: &[String]) {
         let _ = api.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
     }
     let selector = HashMap::from([(labels::MANAGED_BY_NODE.to_string(), node.to_string())]);
-    wait_until("pods to be removed", Duration::from_secs(120), async || {
-        cri.list_sandboxes(selector.clone()).await.map(|s| s.is_empty()).unwrap_or(false)
-    })
-    .await;
+    wait_until("pods to be removed", Duration::from_secs(120), async || cri.list_sandboxes(selector.clone()).await.map(|s| s.is_empty()).unwrap_or(false))
+        .await;
 }
 
 /// The local control plane (integration/cluster/up.sh, which bench.sh runs first) and a
@@ -95,7 +96,12 @@ impl ApiCluster {
         assert!(cluster_dir.join("admin.kubeconfig").exists(), "no control plane in {}: run integration/cluster/up.sh first", cluster_dir.display());
         let dir = tempfile::Builder::new().prefix(&format!("nodelet-bench-{prefix}-")).tempdir().unwrap();
         let node = format!("bench-{prefix}-{}", std::process::id());
-        let minted = Command::new("bash").arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster/node-kubeconfig.sh")).arg(&node).env("CLUSTER_DIR", &cluster_dir).output().unwrap();
+        let minted = Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster/node-kubeconfig.sh"))
+            .arg(&node)
+            .env("CLUSTER_DIR", &cluster_dir)
+            .output()
+            .unwrap();
         assert!(minted.status.success(), "minting the credentials of node {node}: {}", String::from_utf8_lossy(&minted.stderr));
         let node_kubeconfig = PathBuf::from(String::from_utf8_lossy(&minted.stdout).trim());
         let kubeconfig = kube::config::Kubeconfig::read_from(cluster_dir.join("admin.kubeconfig")).unwrap();
@@ -106,7 +112,8 @@ impl ApiCluster {
         Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
         // Pods are refused until the controller-manager made the namespace's default ServiceAccount.
         let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
-        wait_until("the namespace's default ServiceAccount", Duration::from_secs(30), async || accounts.get_opt("default").await.ok().flatten().is_some()).await;
+        wait_until("the namespace's default ServiceAccount", Duration::from_secs(30), async || accounts.get_opt("default").await.ok().flatten().is_some())
+            .await;
         let secure_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
         let nodelet = spawn(
             Command::new(binary("nodelet"))

@@ -36,8 +36,5 @@ fn runtime_calls(port: u16) -> f64 {
     stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("kubelet_runtime_operations_duration_seconds_count"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    text.lines().filter(|l| l.starts_with("kubelet_runtime_operations_duration_seconds_count")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }

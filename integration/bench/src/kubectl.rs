@@ -24,7 +24,8 @@ fn kubectl(cluster: &ApiCluster) -> Command {
 
 /// Starts `kubectl logs -f pod` with its output counted (bytes) by a reader thread.
 fn follow(cluster: &ApiCluster, pod: &str) -> (Process, Arc<AtomicU64>) {
-    let mut child = kubectl(cluster).args(["logs", "-f", pod]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("starting kubectl (is it on the PATH?)");
+    let mut child =
+        kubectl(cluster).args(["logs", "-f", pod]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("starting kubectl (is it on the PATH?)");
     let mut stdout = child.stdout.take().unwrap();
     let count = Arc::new(AtomicU64::new(0));
     let counter = count.clone();
@@ -41,7 +42,10 @@ fn follow(cluster: &ApiCluster, pod: &str) -> (Process, Arc<AtomicU64>) {
 }
 
 pub async fn run(cri: &Cri) {
-    assert!(Command::new("kubectl").arg("version").arg("--client").output().is_ok_and(|o| o.status.success()), "kubectl is not on the PATH (integration/env/install-packages.sh installs one)");
+    assert!(
+        Command::new("kubectl").arg("version").arg("--client").output().is_ok_and(|o| o.status.success()),
+        "kubectl is not on the PATH (integration/env/install-packages.sh installs one)"
+    );
     let cluster = ApiCluster::start("kubectl").await;
 
     cluster.run_pod("shell", "exec sleep 3600").await;

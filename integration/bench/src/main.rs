@@ -43,7 +43,12 @@ impl Drop for Process {
 /// Starts a process with its output in `log`.
 pub fn spawn(cmd: &mut Command, log: &Path) -> Process {
     let log = std::fs::File::create(log).unwrap();
-    Process(cmd.stdout(Stdio::from(log.try_clone().unwrap())).stderr(Stdio::from(log)).spawn().expect("starting a process (build with cargo build --release first)"))
+    Process(
+        cmd.stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("starting a process (build with cargo build --release first)"),
+    )
 }
 
 struct Nodelet {
@@ -144,10 +149,8 @@ async fn remove_all(cri: &Cri, node: &Nodelet, names: &[String]) {
         let _ = std::fs::remove_file(node.dir.path().join("manifests").join(format!("{name}.yaml")));
     }
     let selector = HashMap::from([(labels::MANAGED_BY_NODE.to_string(), node.name.clone())]);
-    wait_until("pods to be removed", Duration::from_secs(120), async || {
-        cri.list_sandboxes(selector.clone()).await.map(|s| s.is_empty()).unwrap_or(false)
-    })
-    .await;
+    wait_until("pods to be removed", Duration::from_secs(120), async || cri.list_sandboxes(selector.clone()).await.map(|s| s.is_empty()).unwrap_or(false))
+        .await;
 }
 
 pub fn print(name: &str, value: f64, unit: &str) {

@@ -37,7 +37,8 @@ fn term_matches(term: &NodeSelectorTerm, node_name: &str, labels: &BTreeMap<Stri
     }
     let name_field = BTreeMap::from([("metadata.name".to_string(), node_name.to_string())]);
     // Fields: only metadata.name, with In or NotIn.
-    let field_ok = |r: &NodeSelectorRequirement| r.key == "metadata.name" && matches!(r.operator.as_str(), "In" | "NotIn") && requirement_matches(r, &name_field);
+    let field_ok =
+        |r: &NodeSelectorRequirement| r.key == "metadata.name" && matches!(r.operator.as_str(), "In" | "NotIn") && requirement_matches(r, &name_field);
     expressions.iter().all(|r| requirement_matches(r, labels)) && fields.iter().all(field_ok)
 }
 
@@ -90,7 +91,11 @@ mod tests {
     #[test]
     fn required_affinity_terms_are_ored_and_their_expressions_anded() {
         let l = labels();
-        assert!(matches(&affinity("[{matchExpressions: [{key: disk, operator: In, values: [ssd, nvme]}, {key: cores, operator: Gt, values: ['4']}]}]"), "n1", &l));
+        assert!(matches(
+            &affinity("[{matchExpressions: [{key: disk, operator: In, values: [ssd, nvme]}, {key: cores, operator: Gt, values: ['4']}]}]"),
+            "n1",
+            &l
+        ));
         assert!(!matches(&affinity("[{matchExpressions: [{key: disk, operator: In, values: [ssd]}, {key: cores, operator: Lt, values: ['4']}]}]"), "n1", &l));
         assert!(matches(&affinity("[{matchExpressions: [{key: gpu, operator: Exists}]}, {matchExpressions: [{key: gpu, operator: DoesNotExist}]}]"), "n1", &l));
         assert!(matches(&affinity("[{matchExpressions: [{key: disk, operator: NotIn, values: [hdd]}]}]"), "n1", &l));

@@ -113,7 +113,9 @@ fn os_label(pod: &Pod, _: &Context) -> Result<(), Rejection> {
 /// spec.os names the OS the pod is for; only linux runs here.
 fn os_field(pod: &Pod, _: &Context) -> Result<(), Rejection> {
     match pod.spec.as_ref().and_then(|s| s.os.as_ref()) {
-        Some(os) if os.name != NODE_OS => Err(Rejection { reason: RejectReason::PodOSNotSupported, message: "Failed to admit pod as the OS field doesn't match node OS".into() }),
+        Some(os) if os.name != NODE_OS => {
+            Err(Rejection { reason: RejectReason::PodOSNotSupported, message: "Failed to admit pod as the OS field doesn't match node OS".into() })
+        }
         _ => Ok(()),
     }
 }

@@ -5,8 +5,8 @@
 use super::{Context, RejectReason, Rejection};
 use crate::pods::quantity;
 use k8s_openapi::api::core::v1::{Container, Pod};
-use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use std::collections::BTreeMap;
 
 /// What a pod asks the node for: cpu in millicores, memory in bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -54,11 +54,14 @@ pub fn namespace_of(name: &str) -> Option<Namespace> {
 /// '/' and '.' swapped ("net/ipv4/conf/eth0.100/rp_filter" -> "net.ipv4.conf.eth0/100.rp_filter").
 pub fn normalize(name: &str) -> String {
     match name.find(['.', '/']) {
-        Some(i) if name.as_bytes()[i] == b'/' => name.chars().map(|c| match c {
-            '.' => '/',
-            '/' => '.',
-            c => c,
-        }).collect(),
+        Some(i) if name.as_bytes()[i] == b'/' => name
+            .chars()
+            .map(|c| match c {
+                '.' => '/',
+                '/' => '.',
+                c => c,
+            })
+            .collect(),
         _ => name.to_string(),
     }
 }
@@ -84,7 +87,9 @@ impl Allowlist {
         let mut list = Allowlist { exact: Vec::new(), prefixes: Vec::new() };
         for pattern in SAFE.iter().map(|s| s.to_string()).chain(unsafe_patterns.iter().cloned()) {
             if !valid_pattern(&pattern) {
-                return Err(format!("sysctl {pattern:?} must have at most 253 characters and be dot- or slash-separated lower-case segments, optionally ending in '*'"));
+                return Err(format!(
+                    "sysctl {pattern:?} must have at most 253 characters and be dot- or slash-separated lower-case segments, optionally ending in '*'"
+                ));
             }
             let pattern = normalize(&pattern);
             match pattern.strip_suffix('*') {
@@ -131,7 +136,10 @@ pub fn admit(pod: &Pod, config: &AdmissionConfig) -> Result<(), Rejection> {
     let Some(spec) = pod.spec.as_ref() else { return Ok(()) };
     let (host_network, host_ipc) = (spec.host_network.unwrap_or(false), spec.host_ipc.unwrap_or(false));
     for sysctl in spec.security_context.iter().flat_map(|sc| sc.sysctls.iter().flatten()) {
-        config.sysctls.check(&sysctl.name, host_network, host_ipc).map_err(|e| Rejection { reason: RejectReason::SysctlForbidden, message: format!("forbidden sysctl: {e}") })?;
+        config
+            .sysctls
+            .check(&sysctl.name, host_network, host_ipc)
+            .map_err(|e| Rejection { reason: RejectReason::SysctlForbidden, message: format!("forbidden sysctl: {e}") })?;
     }
     Ok(())
 }
@@ -180,7 +188,13 @@ mod tests {
 
     #[test]
     fn bad_or_unnamespaced_patterns_are_refused_by_name() {
-        for (pattern, says) in [("vm.swappiness", "not known to be namespaced"), ("kernel.*", "not known to be namespaced"), ("Kernel.Msg*", "must have"), ("net..x", "must have"), ("net.*x", "must have")] {
+        for (pattern, says) in [
+            ("vm.swappiness", "not known to be namespaced"),
+            ("kernel.*", "not known to be namespaced"),
+            ("Kernel.Msg*", "must have"),
+            ("net..x", "must have"),
+            ("net.*x", "must have"),
+        ] {
             let err = Allowlist::new(&[pattern.to_string()]).unwrap_err();
             assert!(err.contains(pattern) && err.contains(says), "{pattern}: {err}");
         }

@@ -138,14 +138,17 @@ mod tests {
         let mut s = String::new();
         diff(&c, Some(&render_service(&c, &a)), Some(&render_service(&c, &a3)), &mut existing, &mut s);
         let lines: Vec<&str> = s.lines().collect();
-        assert_eq!(lines, vec![
-            "add chain ip nodelet cluster_tcp_3",
-            "add rule ip nodelet cluster_tcp_3 ip saddr != 10.88.0.0/16 meta mark set meta mark | 0x4000",
-            "add rule ip nodelet cluster_tcp_3 dnat ip to ip daddr . tcp dport . numgen random mod 3 map @backends_tcp",
-            "delete element ip nodelet service_ips { 10.96.0.1 . tcp . 80 }",
-            "add element ip nodelet backends_tcp { 10.96.0.1 . 80 . 1 : 10.88.0.6 . 8080, 10.96.0.1 . 80 . 2 : 10.88.0.7 . 8080 }",
-            "add element ip nodelet service_ips { 10.96.0.1 . tcp . 80 comment \"ns/a:http\" : goto cluster_tcp_3 }",
-        ]);
+        assert_eq!(
+            lines,
+            vec![
+                "add chain ip nodelet cluster_tcp_3",
+                "add rule ip nodelet cluster_tcp_3 ip saddr != 10.88.0.0/16 meta mark set meta mark | 0x4000",
+                "add rule ip nodelet cluster_tcp_3 dnat ip to ip daddr . tcp dport . numgen random mod 3 map @backends_tcp",
+                "delete element ip nodelet service_ips { 10.96.0.1 . tcp . 80 }",
+                "add element ip nodelet backends_tcp { 10.96.0.1 . 80 . 1 : 10.88.0.6 . 8080, 10.96.0.1 . 80 . 2 : 10.88.0.7 . 8080 }",
+                "add element ip nodelet service_ips { 10.96.0.1 . tcp . 80 comment \"ns/a:http\" : goto cluster_tcp_3 }",
+            ]
+        );
         assert!(existing.contains(&(Path::Cluster, Protocol::Tcp, 3)));
     }
 
@@ -158,12 +161,15 @@ mod tests {
         let mut s = String::new();
         diff(&c, Some(&render_service(&c, &e)), None, &mut BTreeSet::new(), &mut s);
         let lines: Vec<&str> = s.lines().collect();
-        assert_eq!(lines, vec![
-            "delete element ip nodelet service_ips { 10.96.0.13 . tcp . 80 }",
-            "delete chain ip nodelet aff9_c",
-            "delete chain ip nodelet aff9_c_0a580005_8080",
-            "delete set ip nodelet sticky9_c_60_0a580005_8080",
-        ]);
+        assert_eq!(
+            lines,
+            vec![
+                "delete element ip nodelet service_ips { 10.96.0.13 . tcp . 80 }",
+                "delete chain ip nodelet aff9_c",
+                "delete chain ip nodelet aff9_c_0a580005_8080",
+                "delete set ip nodelet sticky9_c_60_0a580005_8080",
+            ]
+        );
     }
 
     #[test]

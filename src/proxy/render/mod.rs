@@ -243,7 +243,6 @@ mod fixtures {
     use super::*;
     use crate::proxy::model::{ServiceKey, ServiceName};
 
-
     pub fn ctx() -> Context {
         Context { table: "nodelet".into(), family: Family::V4, generation: 0, node_name: "n1".into(), pod_cidr: Some("10.88.0.0/16".into()) }
     }

@@ -27,8 +27,7 @@ pub fn render_service(ctx: &Context, entry: &ServiceEntry) -> Rendered {
     let proto = port.protocol.nft();
     let cluster_eps = usable_endpoints(&entry.endpoints, port.internal_local, &ctx.node_name);
     let external_eps = usable_endpoints(&entry.endpoints, port.external_local, &ctx.node_name);
-    let (ext_path, np_path) =
-        if port.external_local { (Path::ExternalLocal, Path::NodePortLocal) } else { (Path::External, Path::NodePort) };
+    let (ext_path, np_path) = if port.external_local { (Path::ExternalLocal, Path::NodePortLocal) } else { (Path::External, Path::NodePort) };
     // (path, dispatch key, backend key prefix, endpoints)
     let mut frontends: Vec<(Path, String, String, &[&Endpoint])> = Vec::new();
     for ip in &port.cluster_ips {
@@ -106,16 +105,7 @@ fn shortcut(ctx: &Context, out: &mut Rendered, port: &ServicePort, endpoints: &[
 }
 
 #[allow(clippy::too_many_arguments)]
-fn affinity_chains(
-    ctx: &Context,
-    out: &mut Rendered,
-    chain: &str,
-    path: Path,
-    port: &ServicePort,
-    eps: &[&Endpoint],
-    timeout: u32,
-    name: &str,
-) {
+fn affinity_chains(ctx: &Context, out: &mut Rendered, chain: &str, path: Path, port: &ServicePort, eps: &[&Endpoint], timeout: u32, name: &str) {
     let proto = port.protocol.nft();
     let f = ctx.family.nft();
     let mut rules: Vec<String> = path.masquerade_rule(ctx).into_iter().collect();
@@ -127,21 +117,14 @@ fn affinity_chains(
         out.chains.push(Chain {
             name: ep_chain.clone(),
             comment: None,
-            rules: vec![
-                format!("update @{sticky} {{ {f} saddr }}"),
-                format!("meta l4proto {proto} dnat {f} to {}", socket_text(e.ip, e.port)),
-            ],
+            rules: vec![format!("update @{sticky} {{ {f} saddr }}"), format!("meta l4proto {proto} dnat {f} to {}", socket_text(e.ip, e.port))],
         });
         rules.push(format!("{f} saddr @{sticky} goto {ep_chain}"));
         gotos.push(format!("{i} : goto {ep_chain}"));
         out.sticky.push(StickySet { name: sticky, timeout, comment: format!("{name} {}", socket_text(e.ip, e.port)) });
     }
     rules.push(format!("numgen random mod {} vmap {{ {} }}", eps.len(), gotos.join(", ")));
-    out.chains.push(Chain {
-        name: chain.to_string(),
-        comment: Some(comment_text(&format!("{name} {} ClientIP {timeout}s", path.name()))),
-        rules,
-    });
+    out.chains.push(Chain { name: chain.to_string(), comment: Some(comment_text(&format!("{name} {} ClientIP {timeout}s", path.name()))), rules });
 }
 
 /// An endpoint's address and port as a name part: hex digits of the address, then the port.
@@ -207,15 +190,19 @@ mod tests {
         assert_eq!(get("shortcut_nodeports", "tcp . 30443").as_deref(), Some("goto nodeport_tcp_2"));
         assert_eq!(get("np_backends_tcp", "30443 . 1").as_deref(), Some("10.88.0.6 . 8080"));
         let chains: Vec<CountChain> = r.count_chains.iter().copied().collect();
-        assert_eq!(chains, vec![
-            (Path::Cluster, Protocol::Tcp, 2),
-            (Path::ExternalLocal, Protocol::Tcp, 1),
-            (Path::NodePort, Protocol::Tcp, 2),
-            (Path::NodePortLocal, Protocol::Tcp, 1)
-        ]);
-        assert_eq!(count_chain(&ctx(), (Path::NodePortLocal, Protocol::Udp, 1)).rules, vec![
-            "dnat ip to udp dport . numgen random mod 1 map @np_local_backends_udp".to_string()
-        ]);
+        assert_eq!(
+            chains,
+            vec![
+                (Path::Cluster, Protocol::Tcp, 2),
+                (Path::ExternalLocal, Protocol::Tcp, 1),
+                (Path::NodePort, Protocol::Tcp, 2),
+                (Path::NodePortLocal, Protocol::Tcp, 1)
+            ]
+        );
+        assert_eq!(
+            count_chain(&ctx(), (Path::NodePortLocal, Protocol::Udp, 1)).rules,
+            vec!["dnat ip to udp dport . numgen random mod 1 map @np_local_backends_udp".to_string()]
+        );
         let (s, _) = full(&ctx(), &model(vec![e]));
         for want in [
             "ip saddr 10.88.0.0/16 ip daddr . meta l4proto . th dport vmap @shortcut_ips\n\t\tfib saddr type local ip daddr . meta l4proto . th dport vmap @shortcut_ips\n\t\tip daddr . meta l4proto . th dport vmap @service_ips\n",
@@ -251,20 +238,25 @@ mod tests {
         assert_eq!(r.elements[&("service_ips", "10.96.0.13 . tcp . 80".to_string())].value.as_deref(), Some("goto aff7_c"));
         let names: Vec<&str> = r.chains.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, vec!["aff7_c_0a580005_8080", "aff7_c_0a580006_8080", "aff7_c"]);
-        assert_eq!(r.chains[0].rules, vec![
-            "update @sticky7_c_600_0a580005_8080 { ip saddr }".to_string(),
-            "meta l4proto tcp dnat ip to 10.88.0.5:8080".to_string()
-        ]);
-        assert_eq!(r.chains[2].rules[1..], [
-            "ip saddr @sticky7_c_600_0a580005_8080 goto aff7_c_0a580005_8080".to_string(),
-            "ip saddr @sticky7_c_600_0a580006_8080 goto aff7_c_0a580006_8080".to_string(),
-            "numgen random mod 2 vmap { 0 : goto aff7_c_0a580005_8080, 1 : goto aff7_c_0a580006_8080 }".to_string(),
-        ]);
+        assert_eq!(
+            r.chains[0].rules,
+            vec!["update @sticky7_c_600_0a580005_8080 { ip saddr }".to_string(), "meta l4proto tcp dnat ip to 10.88.0.5:8080".to_string()]
+        );
+        assert_eq!(
+            r.chains[2].rules[1..],
+            [
+                "ip saddr @sticky7_c_600_0a580005_8080 goto aff7_c_0a580005_8080".to_string(),
+                "ip saddr @sticky7_c_600_0a580006_8080 goto aff7_c_0a580006_8080".to_string(),
+                "numgen random mod 2 vmap { 0 : goto aff7_c_0a580005_8080, 1 : goto aff7_c_0a580006_8080 }".to_string(),
+            ]
+        );
         assert_eq!(r.sticky[0].timeout, 600);
         assert!(r.count_chains.is_empty());
         let (s, _) = full(&ctx(), &model(vec![e]));
         assert!(
-            s.contains("\tset sticky7_c_600_0a580005_8080 { typeof ip saddr; size 65535; flags timeout; timeout 600s; comment \"ns/sticky:http 10.88.0.5:8080\"; }"),
+            s.contains(
+                "\tset sticky7_c_600_0a580005_8080 { typeof ip saddr; size 65535; flags timeout; timeout 600s; comment \"ns/sticky:http 10.88.0.5:8080\"; }"
+            ),
             "{s}"
         );
     }

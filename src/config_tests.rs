@@ -1,0 +1,146 @@
+//! Unit tests of `config`.
+
+use super::*;
+
+fn flags(args: &[&str]) -> Flags {
+    let mut all = vec!["nodelet", "--hostname-override", "node-a", "--cni-plugin", "/bin/true"];
+    all.extend_from_slice(args);
+    Flags::try_parse_from(all).unwrap()
+}
+
+#[test]
+fn defaults_follow_the_kubelet() {
+    let c = Config::from_flags(flags(&[])).unwrap();
+    assert_eq!(c.read_only_port, 10255);
+    assert_eq!(c.runtime_socket, PathBuf::from("/run/containerd/containerd.sock"));
+    assert_eq!(c.backoff_initial, Duration::from_secs(10));
+    assert_eq!(c.backoff_max, Duration::from_secs(300));
+    assert_eq!(c.pod_logs_dir, PathBuf::from("/var/log/pods"));
+}
+
+#[test]
+fn the_file_is_read_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        "kind: KubeletConfiguration\nreadOnlyPort: 0\npodCIDR: 10.1.0.0/24\ncrashLoopBackOff: {initialPeriod: 1s, maxContainerRestartPeriod: 4s}\n",
+    )
+    .unwrap();
+    let c = Config::from_flags(flags(&["--config", path.to_str().unwrap(), "--pod-cidr", "10.2.0.0/24"])).unwrap();
+    assert_eq!(c.read_only_port, 0);
+    assert_eq!(c.pod_cidr, "10.2.0.0/24");
+    assert_eq!((c.backoff_initial, c.backoff_max), (Duration::from_secs(1), Duration::from_secs(4)));
+}
+
+#[test]
+fn errors_name_the_option() {
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--pod-cidr", "10.0.0.0"], "--pod-cidr"),
+        (vec!["--container-runtime-endpoint", "tcp://x"], "--container-runtime-endpoint"),
+        (vec!["--pod-manifest-path", "/nonexistent/dir"], "--pod-manifest-path"),
+        (vec!["--crash-loop-backoff-initial", "5s", "--crash-loop-backoff-max", "1s"], "--crash-loop-backoff-max"),
+        (vec!["--cgroup-root", "nodelet"], "--cgroup-root"),
+        (vec!["--node-labels", "novalue"], "--node-labels"),
+        (vec!["--register-with-taints", "k=v:Maybe"], "--register-with-taints"),
+        (vec!["--system-reserved", "cpu=lots"], "--system-reserved"),
+        (vec!["--kubeconfig", "/nonexistent/kubeconfig"], "--kubeconfig"),
+        (vec!["--proxy-kubeconfig", "/nonexistent/kubeconfig"], "--proxy-kubeconfig"),
+        (vec!["--proxy-only"], "--proxy-only"),
+        (vec!["--authorization-mode", "Sometimes"], "--authorization-mode"),
+        (vec!["--proxy-table", "bad name"], "--proxy-table"),
+        (vec!["--allowed-unsafe-sysctls", "kernel.msg*,vm.swappiness"], "--allowed-unsafe-sysctls"),
+    ];
+    for (args, option) in cases {
+        let err = Config::from_flags(flags(&args)).unwrap_err().to_string();
+        assert!(err.contains(option), "{args:?}: {err}");
+    }
+    let err = Flags::try_parse_from(["nodelet", "--read-only-port", "x"]).unwrap_err().to_string();
+    assert!(err.contains("--read-only-port"), "{err}");
+    let err = Flags::try_parse_from(["nodelet", "--sync-frequency", "often"]).unwrap_err().to_string();
+    assert!(err.contains("--sync-frequency"), "{err}");
+}
+
+#[test]
+fn unsafe_sysctls_and_seccomp_default_from_flags_and_file() {
+    let c = Config::from_flags(flags(&["--allowed-unsafe-sysctls", "kernel.msg*,net.core.somaxconn", "--seccomp-default"])).unwrap();
+    assert_eq!(c.allowed_unsafe_sysctls, vec!["kernel.msg*", "net.core.somaxconn"]);
+    assert!(c.seccomp_default);
+    let c = Config::from_flags(flags(&[])).unwrap();
+    assert!(c.allowed_unsafe_sysctls.is_empty() && !c.seccomp_default);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, "allowedUnsafeSysctls: [fs.mqueue.*]\nseccompDefault: true\n").unwrap();
+    let c = Config::from_flags(flags(&["--config", path.to_str().unwrap(), "--seccomp-default=false"])).unwrap();
+    assert_eq!(c.allowed_unsafe_sysctls, vec!["fs.mqueue.*"]);
+    assert!(!c.seccomp_default);
+}
+
+#[test]
+fn boolean_flags_take_the_bare_form_and_explicit_values_as_the_kubelet_does() {
+    let c = Config::from_flags(flags(&["--authentication-token-webhook", "--anonymous-auth=false", "--disable-proxy"])).unwrap();
+    assert!(c.authentication_token_webhook && !c.anonymous_auth && !c.proxy_enabled);
+    let c = Config::from_flags(flags(&["--authentication-token-webhook=true", "--anonymous-auth=True", "--disable-proxy=false"])).unwrap();
+    assert!(c.authentication_token_webhook && c.anonymous_auth && c.proxy_enabled);
+    // A bare boolean flag never swallows the next word, as with Go's pflag.
+    let f = flags(&["--authentication-token-webhook", "--read-only-port", "0"]);
+    assert_eq!((f.authentication_token_webhook, f.read_only_port), (Some(true), Some(0)));
+    let err = Flags::try_parse_from(["nodelet", "--anonymous-auth=maybe"]).unwrap_err().to_string();
+    assert!(err.contains("--anonymous-auth") && err.contains("not a boolean"), "{err}");
+}
+
+#[test]
+fn the_proxy_kubeconfig_comes_from_the_flag_or_the_file_and_needs_a_kubeconfig() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, proxy) = (dir.path().join("node.kubeconfig"), dir.path().join("proxy.kubeconfig"));
+    std::fs::write(&node, "").unwrap();
+    std::fs::write(&proxy, "").unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(&config, format!("proxyKubeconfig: {}\n", proxy.display())).unwrap();
+    let c = Config::from_flags(flags(&["--config", config.to_str().unwrap(), "--kubeconfig", node.to_str().unwrap()])).unwrap();
+    assert_eq!(c.proxy_kubeconfig.as_deref(), Some(proxy.as_path()));
+    let c = Config::from_flags(flags(&["--kubeconfig", node.to_str().unwrap(), "--proxy-kubeconfig", proxy.to_str().unwrap()])).unwrap();
+    assert_eq!(c.proxy_kubeconfig.as_deref(), Some(proxy.as_path()));
+    assert_eq!(Config::from_flags(flags(&["--kubeconfig", node.to_str().unwrap()])).unwrap().proxy_kubeconfig, None);
+    let err = Config::from_flags(flags(&["--proxy-kubeconfig", proxy.to_str().unwrap()])).unwrap_err().to_string();
+    assert!(err.contains("--proxy-kubeconfig") && err.contains("--kubeconfig"), "{err}");
+}
+
+#[test]
+fn log_rotation_and_gc_settings_follow_the_kubelet() {
+    let c = Config::from_flags(flags(&[])).unwrap();
+    assert_eq!((c.container_log_max_size, c.container_log_max_files), (10 << 20, 5));
+    assert_eq!((c.image_gc.high_threshold_percent, c.image_gc.low_threshold_percent, c.image_gc.min_age), (85, 80, Duration::from_secs(120)));
+    assert_eq!((c.container_gc.min_age, c.container_gc.max_per_pod_container, c.container_gc.max_containers), (Duration::ZERO, 1, -1));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        "containerLogMaxSize: 1Mi\ncontainerLogMaxFiles: 3\nimageGCHighThresholdPercent: 70\nimageGCLowThresholdPercent: 60\nimageMinimumGCAge: 5m\n",
+    )
+    .unwrap();
+    let c = Config::from_flags(flags(&["--config", path.to_str().unwrap(), "--image-gc-low-threshold", "50", "--maximum-dead-containers", "-1"])).unwrap();
+    assert_eq!((c.container_log_max_size, c.container_log_max_files), (1 << 20, 3));
+    assert_eq!((c.image_gc.high_threshold_percent, c.image_gc.low_threshold_percent, c.image_gc.min_age), (70, 50, Duration::from_secs(300)));
+    let c = Config::from_flags(flags(&["--container-log-max-size", "2Ki", "--image-minimum-gc-age", "1s", "--maximum-dead-containers-per-container", "2"]))
+        .unwrap();
+    assert_eq!((c.container_log_max_size, c.image_gc.min_age, c.container_gc.max_per_pod_container), (2048, Duration::from_secs(1), 2));
+    for (args, option) in [
+        (vec!["--container-log-max-size", "huge"], "--container-log-max-size"),
+        (vec!["--container-log-max-files", "1"], "--container-log-max-files"),
+        (vec!["--image-gc-high-threshold", "101"], "--image-gc-high-threshold"),
+        (vec!["--image-gc-high-threshold", "50", "--image-gc-low-threshold", "50"], "--image-gc-low-threshold"),
+    ] {
+        let err = Config::from_flags(flags(&args)).unwrap_err().to_string();
+        assert!(err.contains(option), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn unknown_file_keys_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, "readOnlyPrt: 1\n").unwrap();
+    let err = Config::from_flags(flags(&["--config", path.to_str().unwrap()])).unwrap_err().to_string();
+    assert!(err.contains("readOnlyPrt"), "{err}");
+}

@@ -33,8 +33,18 @@ pub fn require_runtime() {
 }
 
 /// A free TCP port on loopback for a nodelet's read-only server.
+/// Never the same port twice in one test process: a port let go by one test's probe could
+/// otherwise be handed to another test running beside it, and two nodelets would share it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// The node name a test's nodelet registers: its own per test, or the one a real cluster's node

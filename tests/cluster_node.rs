@@ -51,7 +51,7 @@ fn pods_get_addresses_in_the_pod_cidr_the_cluster_assigns_after_registration() {
             "metadata": {"name": name},
             "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"]}]}
         }));
-        let ip = e2e.wait_running(name)["status"]["podIP"].as_str().unwrap().to_string();
+        let ip = e2e.wait_phase_running(name)["status"]["podIP"].as_str().unwrap().to_string();
         assert!(ipv4_in(&ip, &cidr), "pod {name} got {ip}, outside the node's pod CIDR {cidr}");
     }
     let conflist = std::fs::read_to_string("/etc/cni/net.d/10-nodelet.conflist").unwrap();

@@ -108,7 +108,7 @@ fn a_deleted_pod_is_stopped_gracefully_and_removed() {
         "spec": {"terminationGracePeriodSeconds": 30, "containers": [{"name": "main", "image": BUSYBOX,
             "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]}]}
     }));
-    e2e.wait_running("polite");
+    e2e.wait_phase_running("polite");
     let started = std::time::Instant::now();
     e2e.delete_pod("polite", Some(30));
     e2e.wait_pod_gone("polite", Duration::from_secs(25));
@@ -122,11 +122,11 @@ fn a_restarted_nodelet_adopts_api_pods() {
     let mut e2e = E2e::start("adopt", &[]);
     e2e.wait_node_ready();
     e2e.create_pod(sleeping_pod("keep"));
-    let before = e2e.wait_running("keep")["status"]["containerStatuses"][0].clone();
+    let before = e2e.wait_phase_running("keep")["status"]["containerStatuses"][0].clone();
     e2e.node.kill9();
     e2e.node.spawn();
     std::thread::sleep(Duration::from_secs(2));
-    let after = e2e.wait_running("keep")["status"]["containerStatuses"][0].clone();
+    let after = e2e.wait_phase_running("keep")["status"]["containerStatuses"][0].clone();
     assert_eq!(after["containerID"], before["containerID"]);
     assert_eq!(after["restartCount"], 0);
 }
@@ -150,7 +150,7 @@ fn pods_keep_running_through_an_apiserver_outage() {
             "command": ["sh", "-c", "echo color=$COLOR api=$KUBERNETES_SERVICE_HOST; sleep 2; exit 1"],
             "env": [{"name": "COLOR", "valueFrom": {"configMapKeyRef": {"name": "outage-env", "key": "color"}}}]}]}
     }));
-    let before = e2e.wait_running("steady")["status"]["containerStatuses"][0]["containerID"].clone();
+    let before = e2e.wait_phase_running("steady")["status"]["containerStatuses"][0]["containerID"].clone();
     e2e.wait_pod("crasher", "a first restart", |p| p["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0) >= 1);
     let (mut sandboxes, _) = e2e.node.runtime_objects();
     sandboxes.sort();
@@ -173,7 +173,7 @@ fn pods_keep_running_through_an_apiserver_outage() {
     e2e.start_apiserver();
     let first = e2e.lease_renew_time();
     eventually("the lease to be renewed after the outage", Duration::from_secs(30), || e2e.lease_renew_time() != first);
-    let after = e2e.wait_running("steady")["status"]["containerStatuses"][0]["containerID"].clone();
+    let after = e2e.wait_phase_running("steady")["status"]["containerStatuses"][0]["containerID"].clone();
     assert_eq!(before, after);
 }
 
@@ -202,7 +202,7 @@ fn pods_get_env_from_configmaps_secrets_and_services_and_the_service_account_vol
             ]
         }]}
     }));
-    let pod = e2e.wait_running("env");
+    let pod = e2e.wait_phase_running("env");
     let volumes = pod["spec"]["volumes"].as_array().unwrap();
     assert!(volumes.iter().any(|v| v["name"].as_str().unwrap().starts_with("kube-api-access-")), "the apiserver added no token volume: {volumes:?}");
     eventually("the container's report", Duration::from_secs(10), || e2e.container_log(&pod, "main").contains("hosts=yes"));
@@ -232,7 +232,7 @@ fn configmap_and_downward_api_volumes_follow_their_sources_in_a_running_pod() {
             "containers": [{"name": "main", "image": BUSYBOX, "command": ["sh", "-c", script],
                 "volumeMounts": [{"name": "cm", "mountPath": "/cm"}, {"name": "late", "mountPath": "/late"}, {"name": "info", "mountPath": "/info"}]}]}
     }));
-    let pod = e2e.wait_running("watcher");
+    let pod = e2e.wait_phase_running("watcher");
     let shows = |want: &str, within: Duration| {
         let deadline = std::time::Instant::now() + within;
         loop {
@@ -250,7 +250,7 @@ fn configmap_and_downward_api_volumes_follow_their_sources_in_a_running_pod() {
     e2e.kubectl().ok(&["label", "pod", "watcher", "app=v2", "--overwrite"]);
     // Well inside the kubelet's sync period (the conformance specs wait minutes).
     shows("cm=value-2 late=arrived labels=app=\"v2\"", Duration::from_secs(45));
-    let after = e2e.wait_running("watcher");
+    let after = e2e.wait_phase_running("watcher");
     assert_eq!(after["status"]["containerStatuses"][0]["restartCount"], 0, "the container was not restarted for it");
 }
 
@@ -362,7 +362,7 @@ fn services_reach_their_endpoints_through_cluster_ip_and_node_port() {
             "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX,
                 "command": ["sh", "-c", format!("mkdir -p /www && echo {name} > /www/index.html && exec httpd -f -p 8080 -h /www")]}]}
         }));
-        ips.push(e2e.wait_running(name)["status"]["podIP"].as_str().unwrap().to_string());
+        ips.push(e2e.wait_phase_running(name)["status"]["podIP"].as_str().unwrap().to_string());
     }
     // NodePorts answer on every local address; the test uses the bridge's own (the pod network's
     // gateway), so its traffic stays on nodelet's network rather than the machine's uplink address.
@@ -442,7 +442,7 @@ fn a_pod_deleted_while_nodelet_was_down_is_cleaned_up_when_it_returns() {
     let mut e2e = E2e::start("downdelete", &[]);
     e2e.wait_node_ready();
     e2e.create_pod(sleeping_pod("gone"));
-    e2e.wait_running("gone");
+    e2e.wait_phase_running("gone");
     e2e.node.kill9();
     // Bound to a node, the pod only gets a deletionTimestamp: the node must finish the job.
     e2e.delete_pod("gone", Some(1));
@@ -497,7 +497,7 @@ fn kubectl_exec_passes_stdin_output_and_the_exit_code() {
     let kubectl = e2e.kubectl();
     e2e.wait_node_ready();
     e2e.create_pod(sleeping_pod("shell"));
-    e2e.wait_running("shell");
+    e2e.wait_phase_running("shell");
     let echoed = kubectl.run(&["exec", "-i", "shell", "--", "cat"], b"through the apiserver\n");
     assert!(echoed.status.success(), "{echoed:?}");
     assert_eq!(String::from_utf8_lossy(&echoed.stdout), "through the apiserver\n");
@@ -520,7 +520,7 @@ fn kubectl_attach_streams_the_containers_output() {
         "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX,
             "command": ["sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"]}]}
     }));
-    e2e.wait_running("ticker");
+    e2e.wait_phase_running("ticker");
     let mut attach = kubectl.spawn(&["attach", "ticker"]);
     attach.wait_line("a tick from the attached container", Duration::from_secs(30), |l| l.starts_with("tick "));
 }
@@ -535,7 +535,7 @@ fn kubectl_port_forward_reaches_a_pod_port() {
         "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX,
             "command": ["sh", "-c", "mkdir -p /www && echo forwarded > /www/index.html && httpd -p 8080 -h /www && echo serving; exec sleep 3600"]}]}
     }));
-    e2e.wait_running("web");
+    e2e.wait_phase_running("web");
     // kubectl port-forward ends at the first refused connection: start once httpd listens.
     eventually("httpd to listen", Duration::from_secs(20), || kubectl.ok(&["logs", "web"]).contains("serving"));
     let mut forward = kubectl.spawn(&["port-forward", "--address", "127.0.0.1", "pod/web", ":8080"]);

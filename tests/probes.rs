@@ -12,9 +12,7 @@ use std::time::Duration;
 /// A static pod of one busybox container running `script`; `extra` is YAML added to the
 /// container (indented by four spaces), `pod_extra` to the pod's spec (two spaces).
 fn pod(name: &str, script: &str, extra: &str, pod_extra: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 1\n{pod_extra}  containers:\n  - name: main\n    image: {BUSYBOX}\n    command: [sh, -c, {script:?}]\n{extra}"
-    )
+    common::busybox_pod_with(name, script, &format!("  terminationGracePeriodSeconds: 1\n{pod_extra}"), extra)
 }
 
 fn container(p: &Value) -> &Value {

@@ -11,8 +11,11 @@ use std::time::Duration;
 /// A static pod of one busybox container running `script`, with `pod_sc` as its securityContext
 /// and `container_sc` as the container's (YAML flow maps, "{}" for none).
 fn pod(name: &str, pod_sc: &str, container_sc: &str, script: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 1\n  securityContext: {pod_sc}\n  containers:\n  - name: main\n    image: {BUSYBOX}\n    securityContext: {container_sc}\n    command: [sh, -c, {script:?}]\n"
+    common::busybox_pod_with(
+        name,
+        script,
+        &format!("  terminationGracePeriodSeconds: 1\n  securityContext: {pod_sc}\n"),
+        &format!("    securityContext: {container_sc}\n"),
     )
 }
 

@@ -306,7 +306,14 @@ pub fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 /// A pod manifest with one busybox container running `script` under sh.
 pub fn busybox_pod(name: &str, restart: &str, grace: u32, script: &str) -> String {
+    busybox_pod_with(name, script, &format!("  restartPolicy: {restart}\n  terminationGracePeriodSeconds: {grace}\n"), "")
+}
+
+/// The one pod builder of the tests: a busybox container `main` running `script` under sh, with
+/// `pod_extra` added to the pod's spec (YAML two spaces in) and `container_extra` to the
+/// container (four spaces in).
+pub fn busybox_pod_with(name: &str, script: &str, pod_extra: &str, container_extra: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: {restart}\n  terminationGracePeriodSeconds: {grace}\n  containers:\n  - name: main\n    image: {BUSYBOX}\n    command: [sh, -c, {script:?}]\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{pod_extra}  containers:\n  - name: main\n    image: {BUSYBOX}\n    command: [sh, -c, {script:?}]\n{container_extra}"
     )
 }

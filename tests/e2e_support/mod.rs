@@ -376,8 +376,9 @@ impl E2e {
         }
     }
 
-    /// Waits for the pod's phase to be Running.
-    pub fn wait_running(&self, name: &str) -> Value {
+    /// Waits for the pod's phase to be Running (its containers need not be ready: compare
+    /// `common::Node::wait_running`, which waits for both).
+    pub fn wait_phase_running(&self, name: &str) -> Value {
         self.wait_pod(name, "Running", |p| p["status"]["phase"] == "Running")
     }
 

@@ -103,7 +103,17 @@ pub fn resource_value(pod: &Pod, default_container: Option<&str>, selector: &Res
         None if is_cpu => 1000,
         None => 1,
     };
-    if divisor <= 0 {
+    // The apiserver hands an unset divisor over as "0": it means 1, as the kubelet reads it.
+    let divisor = if divisor == 0 {
+        if is_cpu {
+            1000
+        } else {
+            1
+        }
+    } else {
+        divisor
+    };
+    if divisor < 0 {
         return Err(format!("resourceFieldRef {:?}: divisor must be positive", selector.resource));
     }
     Ok(ceil_div(value, divisor).to_string())
@@ -173,8 +183,10 @@ mod tests {
         assert!(err.contains("no container \"nope\""), "{err}");
         let err = resource_value(&p, None, &sel(Some("c"), "limits.gpu", None), &NODE).unwrap_err();
         assert!(err.contains("unsupported resource \"limits.gpu\""), "{err}");
-        let err = resource_value(&p, None, &sel(Some("c"), "limits.cpu", Some("0")), &NODE).unwrap_err();
-        assert!(err.contains("divisor must be positive"), "{err}");
+        // "0" is how the apiserver sends a divisor nobody set: it means 1.
+        assert_eq!(resource_value(&p, None, &sel(Some("c"), "limits.cpu", Some("0")), &NODE).unwrap(), "2");
+        let err = resource_value(&p, None, &sel(Some("c"), "limits.cpu", Some("-1")), &NODE).unwrap_err();
+        assert!(err.contains("divisor"), "{err}");
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub struct StatusInput<'a> {
     pub host_ip: Option<&'a str>,
     /// When nodelet first saw the pod: the pod's startTime.
     pub start_time: SystemTime,
+    /// When the status is computed: a condition's lastTransitionTime (the status manager keeps
+    /// the earlier time of a condition that did not change).
+    pub now: SystemTime,
 }
 
 pub fn pod_status(input: &StatusInput) -> PodStatus {
@@ -43,7 +46,7 @@ pub fn pod_status(input: &StatusInput) -> PodStatus {
     let phase = input.plan.finished.clone().unwrap_or_else(|| running_phase(&statuses, initialized));
 
     let pod_ip = sandbox.and_then(|s| s.ip.clone()).filter(|ip| !ip.is_empty());
-    let now_time = input.start_time;
+    let now_time = input.now;
     let conditions = vec![
         condition("PodReadyToStartContainers", sandbox_ready, None, now_time),
         PodCondition {
@@ -234,7 +237,7 @@ mod tests {
     }
 
     fn input<'a>(pod: &'a Pod, obs: &'a ObservedPod, plan: &'a Plan) -> StatusInput<'a> {
-        StatusInput { pod, observed: obs, plan, host_ip: Some("127.0.0.1"), start_time: SystemTime::UNIX_EPOCH }
+        StatusInput { pod, observed: obs, plan, host_ip: Some("127.0.0.1"), start_time: SystemTime::UNIX_EPOCH, now: SystemTime::UNIX_EPOCH }
     }
 
     #[test]

@@ -19,8 +19,13 @@ impl Default for PodStore {
 }
 
 impl PodStore {
-    pub fn set_status(&self, pod: &Pod, status: PodStatus) {
+    /// A condition whose status did not change keeps the transition time it was stored with.
+    pub fn set_status(&self, pod: &Pod, mut status: PodStatus) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        {
+            let pods = self.pods.read().expect("pod store poisoned");
+            super::status_sync::keep_transition_times(pods.get(&uid).and_then(|p| p.status.as_ref()), &mut status);
+        }
         let mut with_status = pod.clone();
         with_status.status = Some(status);
         let old = self.pods.write().expect("pod store poisoned").insert(uid, with_status.clone());

@@ -435,6 +435,7 @@ impl Worker {
             plan: &plan,
             host_ip: self.deps.ctx.host_ip.as_deref(),
             start_time: self.first_seen,
+            now: SystemTime::now(),
         });
         super::deadline::mark(&mut status);
         self.deps.store.set_status(&self.pod, status);
@@ -483,7 +484,14 @@ impl Worker {
     }
 
     fn publish(&self, observed: &ObservedPod, plan: &Plan) {
-        let mut status = pod_status(&StatusInput { pod: &self.pod, observed, plan, host_ip: self.deps.ctx.host_ip.as_deref(), start_time: self.first_seen });
+        let mut status = pod_status(&StatusInput {
+            pod: &self.pod,
+            observed,
+            plan,
+            host_ip: self.deps.ctx.host_ip.as_deref(),
+            start_time: self.first_seen,
+            now: SystemTime::now(),
+        });
         crate::probes::status::apply(&mut status, &self.pod, &self.probes.view(), self.probes.is_terminating());
         self.deps.store.set_status(&self.pod, status);
     }

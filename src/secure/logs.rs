@@ -3,6 +3,7 @@
 
 use super::crilog::{find_tail_start, Reader, Renderer};
 use super::logopts::{self, LogOptions};
+use super::lookup::{container_status, find_pod};
 use crate::gauge::LOG_STREAMS;
 use crate::pods::store::PodStore;
 use axum::body::Body;
@@ -74,19 +75,6 @@ pub fn log_target(status: Option<&ContainerStatus>, container: &str, pod: &str, 
     }
     let reason = state.waiting.and_then(|w| w.reason).unwrap_or_else(|| crate::pods::reasons::WaitingReason::ContainerCreating.as_str().into());
     Err(format!("container {container:?} in pod {pod:?} is waiting to start: {reason}"))
-}
-
-fn find_pod(pods: &PodStore, namespace: &str, name: &str) -> Option<Pod> {
-    pods.list().into_iter().find(|p| p.metadata.namespace.as_deref().unwrap_or("default") == namespace && p.metadata.name.as_deref() == Some(name))
-}
-
-fn container_status<'a>(pod: &'a Pod, container: &str) -> Option<&'a ContainerStatus> {
-    let status = pod.status.as_ref()?;
-    [&status.container_statuses, &status.init_container_statuses, &status.ephemeral_container_statuses]
-        .into_iter()
-        .flatten()
-        .flatten()
-        .find(|s| s.name == container)
 }
 
 fn has_container(pod: &Pod, container: &str) -> bool {

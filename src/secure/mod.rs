@@ -13,6 +13,7 @@ pub mod auth;
 pub mod crilog;
 pub mod logopts;
 pub mod logs;
+pub mod lookup;
 pub mod stream;
 pub mod tls;
 

@@ -2,6 +2,7 @@
 //! server, which already speaks the SPDY and websocket protocols kubectl uses; the upgraded
 //! connection is relayed to it byte for byte, as the kubelet does.
 
+use super::lookup::{container_status, find_pod};
 use crate::gauge::RELAYED_STREAMS;
 use crate::pods::store::PodStore;
 use crate::runtime::Cri;
@@ -120,16 +121,14 @@ fn plain(status: StatusCode, message: String) -> Response {
 
 /// The running container's runtime ID, or the status and message to answer instead.
 fn container_id(pods: &PodStore, namespace: &str, pod: &str, container: &str) -> Result<String, (StatusCode, String)> {
-    let found = pods.list().into_iter().find(|p| p.metadata.namespace.as_deref() == Some(namespace) && p.metadata.name.as_deref() == Some(pod));
-    let Some(found) = found else { return Err((StatusCode::NOT_FOUND, format!("pod {namespace}/{pod} not found"))) };
-    let statuses = found.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
-    let Some(status) = statuses.into_iter().find(|c| c.name == container) else {
+    let Some(found) = find_pod(pods, namespace, pod) else { return Err((StatusCode::NOT_FOUND, format!("pod {namespace}/{pod} not found"))) };
+    let Some(status) = container_status(&found, container) else {
         return Err((StatusCode::NOT_FOUND, format!("container {container:?} not found in pod {namespace}/{pod}")));
     };
     if status.state.as_ref().and_then(|s| s.running.as_ref()).is_none() {
         return Err((StatusCode::BAD_REQUEST, format!("container {container:?} in pod {namespace}/{pod} is not running")));
     }
-    Ok(status.container_id.unwrap_or_default().trim_start_matches("containerd://").to_string())
+    Ok(status.container_id.as_deref().unwrap_or_default().trim_start_matches("containerd://").to_string())
 }
 
 pub async fn exec(
@@ -179,9 +178,7 @@ pub async fn port_forward(ctx: Arc<StreamContext>, Path((namespace, pod)): Path<
         Ok(p) => p,
         Err(e) => return plain(StatusCode::BAD_REQUEST, format!("port-forward to pod {namespace}/{pod}: {e}")),
     };
-    let found =
-        ctx.pods.list().into_iter().find(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()) && p.metadata.name.as_deref() == Some(pod.as_str()));
-    let Some(found) = found else { return plain(StatusCode::NOT_FOUND, format!("pod {namespace}/{pod} not found")) };
+    let Some(found) = find_pod(&ctx.pods, &namespace, &pod) else { return plain(StatusCode::NOT_FOUND, format!("pod {namespace}/{pod} not found")) };
     let uid = found.metadata.uid.clone().unwrap_or_default();
     match cri_client.port_forward_for_pod(&uid, ports).await {
         Ok(url) => relay(req, &url).await,

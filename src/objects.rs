@@ -2,10 +2,12 @@
 //! watches, as the kubelet reads them (its ConfigMapAndSecretChangeDetectionStrategy `Watch`):
 //! one watch per configMap or secret a pod here references (`fieldSelector=metadata.name=<name>`,
 //! all the Node authorizer lets a node watch), and one cluster-wide watch of Services. A stopped
-//! apiserver then changes nothing on the node: the last values seen stay in use.
+//! apiserver then changes nothing on the node: the last values seen stay in use. RuntimeClasses
+//! (cluster-scoped) are watched by name the same way.
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::api::{Api, ListParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -21,6 +23,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 pub enum Kind {
     ConfigMap,
     Secret,
+    /// Cluster-scoped: its key's namespace is empty.
+    RuntimeClass,
 }
 
 type Key = (Kind, String, String);
@@ -31,9 +35,15 @@ type Slot<T> = Arc<RwLock<Option<Option<T>>>>;
 /// Services by (namespace, name), None until the first list answered.
 type ServiceCache = Arc<RwLock<Option<HashMap<(String, String), Service>>>>;
 
+/// The slot a watch keeps, of its object's kind.
+enum AnySlot {
+    ConfigMap(Slot<ConfigMap>),
+    Secret(Slot<Secret>),
+    RuntimeClass(Slot<RuntimeClass>),
+}
+
 struct Watched {
-    config_map: Option<Slot<ConfigMap>>,
-    secret: Option<Slot<Secret>>,
+    slot: AnySlot,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -73,7 +83,10 @@ impl Objects {
 
     /// The configMap, None when it does not exist; from the watch once it answered, else read directly.
     pub async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, String> {
-        let slot = self.slot((Kind::ConfigMap, ns.into(), name.into()), |w| w.config_map.clone());
+        let slot = self.slot((Kind::ConfigMap, ns.into(), name.into()), |w| match w {
+            AnySlot::ConfigMap(s) => Some(s.clone()),
+            _ => None,
+        });
         if let Some(known) = slot.read().expect("object slot poisoned").clone() {
             return Ok(known);
         }
@@ -83,12 +96,28 @@ impl Objects {
 
     /// The secret, None when it does not exist; from the watch once it answered, else read directly.
     pub async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, String> {
-        let slot = self.slot((Kind::Secret, ns.into(), name.into()), |w| w.secret.clone());
+        let slot = self.slot((Kind::Secret, ns.into(), name.into()), |w| match w {
+            AnySlot::Secret(s) => Some(s.clone()),
+            _ => None,
+        });
         if let Some(known) = slot.read().expect("object slot poisoned").clone() {
             return Ok(known);
         }
         let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
         api.get_opt(name).await.map_err(|e| format!("reading secret {ns}/{name}: {e}"))
+    }
+
+    /// The RuntimeClass, None when it does not exist; from the watch once it answered, else read directly.
+    pub async fn runtime_class(&self, name: &str) -> Result<Option<RuntimeClass>, String> {
+        let slot = self.slot((Kind::RuntimeClass, String::new(), name.into()), |w| match w {
+            AnySlot::RuntimeClass(s) => Some(s.clone()),
+            _ => None,
+        });
+        if let Some(known) = slot.read().expect("object slot poisoned").clone() {
+            return Ok(known);
+        }
+        let api: Api<RuntimeClass> = Api::all(self.client.clone());
+        api.get_opt(name).await.map_err(|e| format!("reading runtimeclass {name}: {e}"))
     }
 
     /// The Services of a namespace, from the cluster-wide watch once it answered, else listed directly.
@@ -101,27 +130,29 @@ impl Objects {
     }
 
     /// The watch's slot for this object, starting the watch on first use.
-    fn slot<T>(&self, key: Key, pick: impl Fn(&Watched) -> Option<Slot<T>>) -> Slot<T> {
+    fn slot<T>(&self, key: Key, pick: impl Fn(&AnySlot) -> Option<Slot<T>>) -> Slot<T> {
         let mut watched = self.watched.lock().expect("object watches poisoned");
-        if let Some(slot) = watched.get(&key).and_then(&pick) {
+        if let Some(slot) = watched.get(&key).and_then(|w| pick(&w.slot)) {
             return slot;
         }
         let (kind, ns, name) = key.clone();
-        let entry = match kind {
+        let (slot, task) = match kind {
             Kind::ConfigMap => {
                 let slot: Slot<ConfigMap> = Arc::default();
-                let task = tokio::spawn(follow_one(Api::namespaced(self.client.clone(), &ns), name, slot.clone()));
-                Watched { config_map: Some(slot), secret: None, task }
+                (AnySlot::ConfigMap(slot.clone()), tokio::spawn(follow_one(Api::namespaced(self.client.clone(), &ns), name, slot)))
             }
             Kind::Secret => {
                 let slot: Slot<Secret> = Arc::default();
-                let task = tokio::spawn(follow_one(Api::namespaced(self.client.clone(), &ns), name, slot.clone()));
-                Watched { config_map: None, secret: Some(slot), task }
+                (AnySlot::Secret(slot.clone()), tokio::spawn(follow_one(Api::namespaced(self.client.clone(), &ns), name, slot)))
+            }
+            Kind::RuntimeClass => {
+                let slot: Slot<RuntimeClass> = Arc::default();
+                (AnySlot::RuntimeClass(slot.clone()), tokio::spawn(follow_one(Api::all(self.client.clone()), name, slot)))
             }
         };
-        let slot = pick(&entry).expect("the entry was made for this kind");
-        watched.insert(key, entry);
-        slot
+        let picked = pick(&slot).expect("the slot was made for this kind");
+        watched.insert(key, Watched { slot, task });
+        picked
     }
 }
 
@@ -222,6 +253,9 @@ pub fn references(pod: &Pod) -> Vec<Key> {
                 add(Kind::Secret, &r.name);
             }
         }
+    }
+    if let Some(name) = &spec.runtime_class_name {
+        out.insert((Kind::RuntimeClass, String::new(), name.clone()));
     }
     out.into_iter().collect()
 }

@@ -288,6 +288,45 @@ fn a_missing_configmap_is_reported_in_the_pod_status() {
     assert!(message.contains("absent"), "{message}");
 }
 
+/// Deletes the cluster-scoped RuntimeClasses a test made, even when it fails.
+struct RuntimeClasses<'a>(&'a e2e_support::kubectl::Kubectl, Vec<String>);
+
+impl Drop for RuntimeClasses<'_> {
+    fn drop(&mut self) {
+        for name in &self.1 {
+            let _ = self.0.run(&["delete", "runtimeclass", name, "--ignore-not-found"], b"");
+        }
+    }
+}
+
+#[test]
+fn a_runtime_class_picks_the_handler_and_one_the_runtime_lacks_is_said_in_an_event() {
+    let e2e = E2e::start("rtclass", &[]);
+    let kubectl = e2e.kubectl();
+    e2e.wait_node_ready();
+    let (known, unknown) = (format!("{}-runc", e2e.namespace), format!("{}-missing", e2e.namespace));
+    let _cleanup = RuntimeClasses(&kubectl, vec![known.clone(), unknown.clone()]);
+    let classes = format!(
+        "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {{name: {known}}}\nhandler: runc\n---\n\
+         apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {{name: {unknown}}}\nhandler: no-such-handler\n"
+    );
+    let applied = kubectl.run(&["apply", "-f", "-"], classes.as_bytes());
+    assert!(applied.status.success(), "{applied:?}");
+    let with_class = |name: &str, class: &str| {
+        let mut pod = sleeping_pod(name);
+        pod["spec"]["runtimeClassName"] = json!(class);
+        pod
+    };
+    e2e.create_pod(with_class("known", &known));
+    e2e.wait_phase_running("known");
+    e2e.create_pod(with_class("unknown", &unknown));
+    let pod = e2e.wait_pod("unknown", "a waiting container that says why", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().is_some_and(|m| m.contains("no-such-handler"))
+    });
+    assert_eq!(pod["status"]["phase"], "Pending");
+    eventually("a FailedCreatePodSandBox event", Duration::from_secs(30), || e2e.event_reasons("unknown").iter().any(|r| r == "FailedCreatePodSandBox"));
+}
+
 #[test]
 fn static_pods_get_mirror_pods_in_the_apiserver() {
     let e2e = E2e::start("mirror", &[]);
@@ -508,6 +547,12 @@ fn kubectl_exec_passes_stdin_output_and_the_exit_code() {
     // An error found on the way comes back with its message.
     let unknown = kubectl.run(&["exec", "shell", "-c", "nope", "--", "true"], b"");
     assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("nope"), "{unknown:?}");
+
+    // An ephemeral container (kubectl debug) runs in the pod and takes exec and logs like the others.
+    kubectl.ok(&["debug", "shell", "--image", BUSYBOX, "-c", "debugger", "--", "sh", "-c", "echo polo; exec sleep 3600"]);
+    e2e.wait_pod("shell", "the ephemeral container running", |p| p["status"]["ephemeralContainerStatuses"][0]["state"]["running"].is_object());
+    assert_eq!(kubectl.ok(&["exec", "shell", "-c", "debugger", "--", "echo", "marco"]), "marco\n");
+    assert_eq!(kubectl.ok(&["logs", "shell", "-c", "debugger"]), "polo\n");
 }
 
 #[test]

@@ -234,6 +234,56 @@ spec:
     assert_eq!(std::fs::read_to_string(&quota).unwrap().trim(), "25000", "{quota}");
 }
 
+/// A sidecar (an init container with `restartPolicy: Always`) starts before the next init
+/// container, keeps running beside the app, is restarted when it ends even in a Never pod, and
+/// is stopped once the app has finished, the pod Succeeded.
+#[test]
+fn a_sidecar_serves_the_init_sequence_and_the_app_and_ends_with_them() {
+    let node = Node::start("sidecar", &["--crash-loop-backoff-initial", "1s", "--crash-loop-backoff-max", "2s"]);
+    // The sidecar fails once, 3 s into its first run; the app ends once it has seen the second.
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: sidecar}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 2
+  volumes: [{{name: shared, emptyDir: {{}}}}]
+  initContainers:
+  - name: side
+    image: {BUSYBOX}
+    restartPolicy: Always
+    command: [sh, -c, "echo run >> /shared/side-runs; touch /shared/up; [ $(wc -l < /shared/side-runs) -ge 2 ] && exec sleep 3600; sleep 3; exit 1"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  - name: after-side
+    image: {BUSYBOX}
+    command: [sh, -c, "test -e /shared/up"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    command: [sh, -c, "until [ $(wc -l < /shared/side-runs) -ge 2 ]; do sleep 0.2; done; echo saw $(wc -l < /shared/side-runs) sidecar runs"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+"#
+    );
+    node.write_manifest("sidecar.yaml", &manifest);
+    let running = node.wait_pod("sidecar", "the app running beside the sidecar", Duration::from_secs(60), |p| {
+        (p["status"]["containerStatuses"][0]["state"]["running"].is_object()).then(|| p.clone())
+    });
+    let inits = running["status"]["initContainerStatuses"].as_array().unwrap();
+    assert_eq!(inits[1]["state"]["terminated"]["exitCode"], 0, "the init container after the sidecar: {inits:?}");
+
+    let pod = node.wait_phase("sidecar", "Succeeded");
+    let side = &pod["status"]["initContainerStatuses"][0];
+    let main = &pod["status"]["containerStatuses"][0];
+    assert_eq!(side["restartCount"], 1, "restarted once although the pod's policy is Never: {side:#}");
+    assert!(side["state"]["terminated"].is_object(), "stopped with the pod: {side:#}");
+    assert_eq!((&main["restartCount"], &main["state"]["terminated"]["exitCode"]), (&0.into(), &0.into()), "{main:#}");
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    let log_path = node.pod_logs().join(format!("default_{}_{uid}/main/0.log", node.pod_name("sidecar")));
+    assert!(std::fs::read_to_string(&log_path).unwrap().contains("saw 2 sidecar runs"));
+}
+
 #[test]
 fn downward_api_volume_and_env_carry_resources_and_a_memory_empty_dir_is_a_sized_tmpfs() {
     let node = Node::start("downres", &[]);

@@ -105,6 +105,12 @@ pub fn restart_policy(pod: &Pod) -> &str {
     pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always")
 }
 
+/// A restartable init container (`restartPolicy: Always`): it starts in the init sequence,
+/// lets the next one start once it runs, and keeps running beside the regular containers.
+pub fn is_sidecar(c: &Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
 fn should_restart(policy: &str, exit_code: i32) -> bool {
     match policy {
         "Always" => true,
@@ -146,7 +152,12 @@ fn failed_init(pod: &Pod, observed: &ObservedPod) -> Option<Phase> {
     if restart_policy(pod) != "Never" {
         return None;
     }
-    let failed = spec.init_containers.iter().flatten().any(|c| observed.latest(&c.name).is_some_and(|l| l.state == RunState::Exited && l.exit_code != 0));
+    let failed = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| !is_sidecar(c))
+        .any(|c| observed.latest(&c.name).is_some_and(|l| l.state == RunState::Exited && l.exit_code != 0));
     failed.then_some(Phase::Failed)
 }
 
@@ -156,6 +167,12 @@ pub fn plan(pod: &Pod, observed: &ObservedPod, memory: &Memory, spec_hash: impl 
 
     if let Some(phase) = finished_phase(pod, observed) {
         plan.finished = Some(phase);
+        // Sidecars serve the regular containers: once those have ended for good, so do they.
+        for c in spec.init_containers.iter().flatten().filter(|c| is_sidecar(c)) {
+            if let Some(live) = observed.latest(&c.name).filter(|l| l.state == RunState::Running) {
+                plan.kill.push(KillContainer { id: live.id.clone(), name: c.name.clone(), reason: KillReason::PodFinished });
+            }
+        }
         collect_garbage(observed, &mut plan);
         return plan;
     }
@@ -176,12 +193,31 @@ pub fn plan(pod: &Pod, observed: &ObservedPod, memory: &Memory, spec_hash: impl 
     let policy = restart_policy(pod);
     let mut wake: Vec<Duration> = Vec::new();
     let inits = spec.init_containers.as_deref().unwrap_or_default();
+    // Once a regular container has run in this sandbox, the init sequence is over for good:
+    // only sidecars that ended are restarted, beside the running containers.
+    let initialized = spec.containers.iter().any(|c| observed.latest_in(&c.name, &sandbox.id).is_some());
     let mut inits_done = true;
     for c in inits {
-        match observed.latest_in(&c.name, &sandbox.id) {
-            Some(done) if done.state == RunState::Exited && done.exit_code == 0 => continue,
-            Some(live) if matches!(live.state, RunState::Running | RunState::Created) => {}
-            latest => consider_start(&mut plan, &mut wake, c, true, latest, observed, memory, policy, now),
+        let latest = observed.latest_in(&c.name, &sandbox.id);
+        if is_sidecar(c) {
+            match latest {
+                Some(live) if live.state == RunState::Running => continue,
+                Some(live) if live.state == RunState::Created => {}
+                // A sidecar is restarted whenever it ends, whatever the pod's restart policy.
+                latest => consider_start(&mut plan, &mut wake, c, true, latest, observed, memory, "Always", now),
+            }
+            if initialized {
+                continue;
+            }
+        } else {
+            if initialized {
+                continue;
+            }
+            match latest {
+                Some(done) if done.state == RunState::Exited && done.exit_code == 0 => continue,
+                Some(live) if matches!(live.state, RunState::Running | RunState::Created) => {}
+                latest => consider_start(&mut plan, &mut wake, c, true, latest, observed, memory, policy, now),
+            }
         }
         inits_done = false;
         break;
@@ -370,6 +406,56 @@ mod tests {
         obs.containers.push(container("i2", 0, RunState::Exited, 0, 2));
         let p = run(&pod, &obs, &memory(), 2);
         assert_eq!(p.start, vec![StartContainer { name: "a".into(), init: false, attempt: 0, is_restart: false }]);
+    }
+
+    /// A pod whose init containers named in `sidecars` have `restartPolicy: Always`.
+    fn with_sidecars(policy: &str, inits: &[&str], sidecars: &[&str], containers: &[&str]) -> Pod {
+        let mut pod = pod(policy, inits, containers);
+        for c in pod.spec.as_mut().unwrap().init_containers.iter_mut().flatten() {
+            if sidecars.contains(&c.name.as_str()) {
+                c.restart_policy = Some("Always".into());
+            }
+        }
+        pod
+    }
+
+    #[test]
+    fn sidecars_start_in_order_keep_running_and_restart_whatever_the_policy() {
+        let pod = with_sidecars("Never", &["side", "i1"], &["side"], &["a"]);
+        let mut obs = ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers: vec![] };
+        assert_eq!(run(&pod, &obs, &memory(), 0).start.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), vec!["side"]);
+        // Created is not yet running: the next init container waits.
+        obs.containers.push(container("side", 0, RunState::Created, 0, 0));
+        assert!(run(&pod, &obs, &memory(), 0).start.is_empty());
+        // Running: the next init container starts beside it.
+        obs.containers[0] = container("side", 0, RunState::Running, 0, 0);
+        assert_eq!(run(&pod, &obs, &memory(), 1).start.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), vec!["i1"]);
+        obs.containers.push(container("i1", 0, RunState::Exited, 0, 2));
+        let p = run(&pod, &obs, &memory(), 2);
+        assert_eq!(p.start.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), vec!["a"]);
+        assert!(p.waiting.get("a").is_none_or(|w| w.reason != WaitingReason::PodInitializing));
+        // The app runs; the sidecar ends: it alone restarts (a Never pod), the app is untouched.
+        obs.containers.push(container("a", 0, RunState::Running, 0, 0));
+        obs.containers[0] = container("side", 0, RunState::Exited, 1, 3);
+        let p = run(&pod, &obs, &memory(), 100);
+        assert_eq!(p.start, vec![StartContainer { name: "side".into(), init: true, attempt: 1, is_restart: true }]);
+        assert!(p.finished.is_none() && p.kill.is_empty() && !p.waiting.contains_key("a"));
+    }
+
+    #[test]
+    fn a_finished_pod_stops_its_sidecars_and_a_failed_sidecar_does_not_fail_it() {
+        let pod = with_sidecars("Never", &["side"], &["side"], &["a"]);
+        let obs = ObservedPod {
+            sandboxes: vec![sandbox("sb", 0, true)],
+            containers: vec![
+                container("side", 1, RunState::Running, 0, 0),
+                container("side", 0, RunState::Exited, 2, 1),
+                container("a", 0, RunState::Exited, 0, 5),
+            ],
+        };
+        let p = run(&pod, &obs, &memory(), 6);
+        assert_eq!(p.finished, Some(Phase::Succeeded));
+        assert_eq!(p.kill, vec![KillContainer { id: "side-1".into(), name: "side".into(), reason: KillReason::PodFinished }]);
     }
 
     #[test]

@@ -86,7 +86,7 @@ fn running_phase(statuses: &[ContainerStatus], initialized: bool) -> Phase {
 /// An init container is done when it exited 0; a restartable one (a sidecar) once it runs.
 fn init_complete(c: &Container, status: &ContainerStatus) -> bool {
     let state = status.state.as_ref();
-    if c.restart_policy.as_deref() == Some("Always") {
+    if super::plan::is_sidecar(c) {
         return state.is_some_and(|s| s.running.is_some());
     }
     matches!(state.and_then(|s| s.terminated.as_ref()), Some(t) if t.exit_code == 0)

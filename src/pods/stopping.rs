@@ -46,20 +46,41 @@ pub fn pod_ip(deps: &WorkerDeps, observed: &ObservedPod) -> String {
 /// Stops every running container of the pod with `grace`, then stops and removes its sandboxes.
 /// Owns what it uses, so the worker can read its inbox while the stop runs.
 pub async fn stop_pod(deps: WorkerDeps, pod: Pod, grace: Duration) -> Result<(), CriError> {
+    let started = std::time::Instant::now();
     let observed = deps.runtime.observe_pod(spec::pod_uid(&pod), std::time::Instant::now()).await?;
-    let kills: Vec<KillContainer> = observed
+    let running: Vec<KillContainer> = observed
         .containers
         .iter()
         .filter(|c| c.state == RunState::Running)
         .map(|c| KillContainer { id: c.id.clone(), name: c.name.clone(), reason: KillReason::PodFinished })
         .collect();
+    let (sidecars, others) = in_stop_order(&pod, running);
     let ip = pod_ip(&deps, &observed);
-    join_all(kills.iter().map(|kill| stop_container(&deps, &pod, kill, grace, &ip))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+    join_all(others.iter().map(|kill| stop_container(&deps, &pod, kill, grace, &ip))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+    // Sidecars outlive what they serve: stopped after it, the last started first, in what is
+    // left of the grace period (at least the kubelet's minimum).
+    for kill in &sidecars {
+        let left = grace.saturating_sub(started.elapsed()).max(MIN_SIDECAR_GRACE);
+        stop_container(&deps, &pod, kill, left, &ip).await?;
+    }
     for sandbox in &observed.sandboxes {
         deps.runtime.stop_sandbox(&sandbox.id).await?;
         deps.runtime.remove_sandbox(&sandbox.id).await?;
     }
     Ok(())
+}
+
+/// The grace a sidecar gets when the pod's has run out stopping the other containers.
+const MIN_SIDECAR_GRACE: Duration = Duration::from_secs(2);
+
+/// Splits the containers to stop into the sidecars (in reverse order of the spec) and the rest.
+fn in_stop_order(pod: &Pod, kills: Vec<KillContainer>) -> (Vec<KillContainer>, Vec<KillContainer>) {
+    let sidecar_names: Vec<&str> =
+        pod.spec.iter().flat_map(|s| s.init_containers.iter().flatten()).filter(|c| super::plan::is_sidecar(c)).map(|c| c.name.as_str()).collect();
+    let position = |k: &KillContainer| sidecar_names.iter().position(|n| *n == k.name);
+    let (mut sidecars, others): (Vec<_>, Vec<_>) = kills.into_iter().partition(|k| position(k).is_some());
+    sidecars.sort_by_key(|k| std::cmp::Reverse(position(k)));
+    (sidecars, others)
 }
 
 /// Stops and removes everything the runtime holds for a pod nodelet no longer knows
@@ -86,4 +107,27 @@ pub async fn remove_pod_leftovers(ctx: &NodeContext, pod: &Pod) {
         }
     }
     crate::cgroups::remove_pod_cgroup(&spec::pod_cgroup(ctx, pod));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+
+    #[test]
+    fn sidecars_stop_after_the_others_the_last_started_first() {
+        let c = |name: &str, always: bool| Container { name: name.into(), restart_policy: always.then(|| "Always".into()), ..Default::default() };
+        let pod = Pod {
+            spec: Some(PodSpec {
+                init_containers: Some(vec![c("s1", true), c("init", false), c("s2", true)]),
+                containers: vec![c("app", false)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let kill = |name: &str| KillContainer { id: name.into(), name: name.into(), reason: KillReason::PodFinished };
+        let (sidecars, others) = in_stop_order(&pod, vec![kill("s1"), kill("app"), kill("s2")]);
+        assert_eq!(sidecars.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["s2", "s1"]);
+        assert_eq!(others.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["app"]);
+    }
 }

@@ -80,6 +80,9 @@ pub enum SyncError {
     /// Volumes, directories or files of the pod could not be written.
     #[error("pod {pod}: {cause}")]
     Files { pod: String, cause: String },
+    /// The pod's sandbox could not be created (its RuntimeClass, or the runtime refused).
+    #[error("pod {pod}: failed to create pod sandbox: {cause}")]
+    Sandbox { pod: String, cause: String },
 }
 
 impl SyncError {
@@ -89,7 +92,7 @@ impl SyncError {
         let wait = backoff.fail();
         match self {
             SyncError::NetworkNotReady { .. } => wait.min(NETWORK_RETRY),
-            SyncError::Runtime(_) | SyncError::Files { .. } => wait,
+            SyncError::Runtime(_) | SyncError::Files { .. } | SyncError::Sandbox { .. } => wait,
         }
     }
 }
@@ -507,17 +510,18 @@ impl Worker {
             self.create_sandbox(attempt).await?;
             return Ok(true);
         }
+        let ip = pod_ip(&self.deps, observed);
+        for kill in &plan.kill {
+            stop_container(&self.deps, &self.pod, kill, self.grace_period(), &ip).await?;
+            acted = true;
+        }
+        // After the kills: a finished pod's sidecars get their grace period before the sandbox goes.
         if plan.finished.is_some() {
             for sandbox in observed.sandboxes.iter().filter(|s| s.ready) {
                 tracing::info!(pod = %self.pod_ref(), phase = ?plan.finished, "pod finished; stopping its sandbox");
                 self.deps.runtime.stop_sandbox(&sandbox.id).await?;
                 acted = true;
             }
-        }
-        let ip = pod_ip(&self.deps, observed);
-        for kill in &plan.kill {
-            stop_container(&self.deps, &self.pod, kill, self.grace_period(), &ip).await?;
-            acted = true;
         }
         if let Some(sandbox) = observed.ready_sandbox() {
             let sandbox_ip = sandbox.ip.clone();
@@ -558,10 +562,29 @@ impl Worker {
         }
         // The pod's volumes (its secrets among them) are no business of other local users.
         crate::volumes::private_dir(&spec::pod_data_dir(ctx, &self.pod)).await.map_err(|cause| self.files_error(cause))?;
+        let handler = self.runtime_handler().await.map_err(|cause| self.sandbox_failed(cause))?;
         let started = std::time::Instant::now();
-        let id = self.deps.runtime.run_sandbox(config).await?;
+        let id = self.deps.runtime.run_sandbox(config, &handler).await.map_err(|e| self.sandbox_failed(e.to_string()))?;
         tracing::info!(pod = %self.pod_ref(), sandbox = %id, attempt, elapsed = ?started.elapsed(), "sandbox ready");
         Ok(())
+    }
+
+    /// The runtime handler of the pod's RuntimeClass; empty (the runtime's default) without one.
+    async fn runtime_handler(&self) -> Result<String, String> {
+        let Some(name) = self.pod.spec.as_ref().and_then(|s| s.runtime_class_name.as_deref()) else { return Ok(String::new()) };
+        let Some(objects) = self.deps.objects.as_ref() else {
+            return Err(format!("RuntimeClass {name:?} cannot be looked up: nodelet runs without an apiserver"));
+        };
+        match objects.runtime_class(name).await? {
+            Some(class) => Ok(class.handler),
+            None => Err(format!("RuntimeClass {name:?} not found")),
+        }
+    }
+
+    /// A sandbox that could not be made: said in a FailedCreatePodSandBox event, as the kubelet does.
+    fn sandbox_failed(&self, cause: String) -> SyncError {
+        self.event(None, Warning, "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {cause}"));
+        SyncError::Sandbox { pod: self.pod_ref(), cause }
     }
 
     async fn remove_sandbox(&self, id: &str) -> Result<(), CriError> {

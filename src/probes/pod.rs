@@ -34,7 +34,9 @@ impl<E: Effects, S: EventSink> PodProbes<E, S> {
         let Some(spec) = pod.spec.as_ref() else { return };
         let sandbox = observed.ready_sandbox().map(|s| s.id.clone());
         let mut seen = Vec::new();
-        for c in &spec.containers {
+        // Sidecars (restartable init containers) are probed as the regular containers are.
+        let sidecars = spec.init_containers.iter().flatten().filter(|c| crate::pods::plan::is_sidecar(c));
+        for c in spec.containers.iter().chain(sidecars) {
             let live = sandbox.as_deref().and_then(|sb| observed.latest_in(&c.name, sb)).filter(|l| l.state == RunState::Running && !self.terminating);
             let Some(live) = live else { continue };
             seen.push(c.name.clone());

@@ -10,7 +10,11 @@ use std::collections::HashMap;
 /// ready while the pod terminates.
 pub fn apply(status: &mut PodStatus, pod: &Pod, view: &HashMap<String, ContainerResults>, terminating: bool) {
     let mut unready = Vec::new();
-    for c in status.container_statuses.iter_mut().flatten() {
+    // Sidecars' probes count as the regular containers' do (the other init containers are done by now).
+    let sidecar_names: Vec<&str> =
+        pod.spec.iter().flat_map(|s| s.init_containers.iter().flatten()).filter(|c| crate::pods::plan::is_sidecar(c)).map(|c| c.name.as_str()).collect();
+    let sidecars = status.init_container_statuses.iter_mut().flatten().filter(|c| sidecar_names.contains(&c.name.as_str()));
+    for c in status.container_statuses.iter_mut().flatten().chain(sidecars) {
         let running = c.state.as_ref().is_some_and(|s| s.running.is_some());
         if let (true, Some(r)) = (running, view.get(&c.name)) {
             c.started = Some(r.started);
@@ -67,7 +71,7 @@ pub fn gates_not_ready(pod: &Pod) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateRunning, ContainerStatus, PodReadinessGate, PodSpec};
+    use k8s_openapi::api::core::v1::{Container, ContainerState, ContainerStateRunning, ContainerStatus, PodReadinessGate, PodSpec};
 
     fn status(names: &[&str]) -> PodStatus {
         let cond = |t: &str| PodCondition { type_: t.into(), status: "True".into(), ..Default::default() };
@@ -109,6 +113,22 @@ mod tests {
         assert_eq!(cond(&s, "Ready").message.as_deref(), Some("containers with unready status: [a]"));
         let mut s = status(&["a"]);
         apply(&mut s, &Pod::default(), &HashMap::from([("a".to_string(), results(true, true))]), false);
+        assert_eq!(cond(&s, "Ready").status, "True");
+    }
+
+    #[test]
+    fn a_sidecars_readiness_counts_and_other_init_containers_do_not() {
+        let init = |name: &str, always: bool| Container { name: name.into(), restart_policy: always.then(|| "Always".into()), ..Default::default() };
+        let pod =
+            Pod { spec: Some(PodSpec { init_containers: Some(vec![init("setup", false), init("side", true)]), ..Default::default() }), ..Default::default() };
+        let mut s = status(&["a"]);
+        s.init_container_statuses = status(&["setup", "side"]).container_statuses;
+        let view = HashMap::from([("side".to_string(), results(true, false))]);
+        apply(&mut s, &pod, &view, false);
+        let side = &s.init_container_statuses.as_ref().unwrap()[1];
+        assert_eq!((side.started, side.ready), (Some(true), false));
+        assert_eq!(cond(&s, "ContainersReady").message.as_deref(), Some("containers with unready status: [side]"));
+        apply(&mut s, &pod, &HashMap::from([("side".to_string(), results(true, true))]), false);
         assert_eq!(cond(&s, "Ready").status, "True");
     }
 

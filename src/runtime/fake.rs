@@ -241,7 +241,7 @@ impl Runtime for FakeRuntime {
         std::time::Instant::now()
     }
 
-    async fn run_sandbox(&self, config: cri::PodSandboxConfig) -> CriResult<String> {
+    async fn run_sandbox(&self, config: cri::PodSandboxConfig, _handler: &str) -> CriResult<String> {
         let attempt = config.metadata.as_ref().map_or(0, |m| m.attempt);
         self.enter(Call::RunSandbox { attempt }).await?;
         let mut state = self.lock();

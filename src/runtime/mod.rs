@@ -156,9 +156,9 @@ impl Cri {
         resp.status.ok_or_else(|| empty_answer("ContainerStatus", id))
     }
 
-    pub async fn run_sandbox(&self, config: cri::PodSandboxConfig) -> CriResult<String> {
+    pub async fn run_sandbox(&self, config: cri::PodSandboxConfig, handler: &str) -> CriResult<String> {
         let target = format!("pod {}", sandbox_ref(&config));
-        let req = request(cri::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() }, CALL_TIMEOUT);
+        let req = request(cri::RunPodSandboxRequest { config: Some(config), runtime_handler: handler.to_string() }, CALL_TIMEOUT);
         Ok(call("RunPodSandbox", target, self.runtime.clone().run_pod_sandbox(req)).await?.pod_sandbox_id)
     }
 

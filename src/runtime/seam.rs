@@ -14,7 +14,8 @@ pub trait Runtime: Send + Sync {
     async fn observe_pod(&self, uid: &str, at_least: Instant) -> CriResult<ObservedPod>;
     /// The oldest look a periodic resync accepts (no worker asks the runtime on its own).
     fn recent(&self) -> Instant;
-    async fn run_sandbox(&self, config: cri::PodSandboxConfig) -> CriResult<String>;
+    /// `handler` names the runtime handler (a RuntimeClass's); empty for the default.
+    async fn run_sandbox(&self, config: cri::PodSandboxConfig, handler: &str) -> CriResult<String>;
     /// Stopping or removing what is already gone succeeds.
     async fn stop_sandbox(&self, id: &str) -> CriResult<()>;
     async fn remove_sandbox(&self, id: &str) -> CriResult<()>;
@@ -48,8 +49,8 @@ impl Runtime for CachedCri {
     fn recent(&self) -> Instant {
         self.cache.recent()
     }
-    async fn run_sandbox(&self, config: cri::PodSandboxConfig) -> CriResult<String> {
-        self.cri.run_sandbox(config).await
+    async fn run_sandbox(&self, config: cri::PodSandboxConfig, handler: &str) -> CriResult<String> {
+        self.cri.run_sandbox(config, handler).await
     }
     async fn stop_sandbox(&self, id: &str) -> CriResult<()> {
         self.cri.stop_sandbox(id).await

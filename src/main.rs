@@ -24,6 +24,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    // glibc gives each thread that allocates an arena of its own (up to 8 per core); nodelet's
+    // threads mostly wait, and every arena keeps what it once held: two keep the heap small.
+    // SAFETY: mallopt only tunes the allocator, before any thread other than this one exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
     match runtime.block_on(run(config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,13 +1,14 @@
 //! Feeds the proxier from the apiserver: Services and EndpointSlices of all namespaces, listed
-//! then watched (relisted on 410) by kube-runtime's watcher, whose list a reflector's store
-//! collects: when a list is complete the proxiers get all of it at once (one sync), and objects
-//! that vanished meanwhile are deleted, so an apiserver outage cannot leave stale rules behind.
+//! then watched (relisted on 410) by kube-runtime's watcher. A list is collected until it is
+//! complete, then the proxiers get all of it at once (one sync) and objects that vanished
+//! meanwhile are deleted, so an apiserver outage cannot leave stale rules behind. No copy of
+//! the objects is kept beyond that (no reflector store): the proxiers' model is the only one,
+//! which at 1,000s of Services is most of the agent's memory saved.
 
 use super::Proxier;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Resource, ResourceExt};
@@ -17,7 +18,7 @@ use std::sync::Arc;
 trait Feed: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static {
     fn upsert(proxier: &Proxier, object: &Self);
     /// The whole list: upserts each, deletes what it lacks.
-    fn replace(proxier: &Proxier, all: &[Arc<Self>]);
+    fn replace(proxier: &Proxier, all: &[Self]);
     fn delete(proxier: &Proxier, namespace: &str, name: &str);
     fn plural_static() -> &'static str;
 }
@@ -46,8 +47,8 @@ impl Feed for Service {
     fn upsert(proxier: &Proxier, object: &Self) {
         proxier.upsert_service(object);
     }
-    fn replace(proxier: &Proxier, all: &[Arc<Self>]) {
-        proxier.replace_services(all.iter().map(|o| o.as_ref()));
+    fn replace(proxier: &Proxier, all: &[Self]) {
+        proxier.replace_services(all.iter());
     }
     fn delete(proxier: &Proxier, namespace: &str, name: &str) {
         proxier.delete_service(namespace, name);
@@ -61,8 +62,8 @@ impl Feed for EndpointSlice {
     fn upsert(proxier: &Proxier, object: &Self) {
         proxier.upsert_slice(object);
     }
-    fn replace(proxier: &Proxier, all: &[Arc<Self>]) {
-        proxier.replace_slices(all.iter().map(|o| o.as_ref()));
+    fn replace(proxier: &Proxier, all: &[Self]) {
+        proxier.replace_slices(all.iter());
     }
     fn delete(proxier: &Proxier, namespace: &str, name: &str) {
         proxier.delete_slice(namespace, name);
@@ -84,9 +85,10 @@ where
     K: Feed<DynamicType = ()>,
 {
     let api: Api<K> = Api::all(client);
-    // the store holds a list until it is complete, then swaps it in (before InitDone comes out)
-    let (store, writer) = reflector::store();
-    let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().reflect(writer).boxed();
+    let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+    // A list being received, until it is complete; managedFields (the largest part of most
+    // objects) are dropped on arrival.
+    let mut listed: Vec<K> = Vec::new();
     let resource = K::plural_static();
     // Told once: a refused permission is logged when it starts and when it ends, not per retry.
     let mut refused = false;
@@ -98,9 +100,13 @@ where
             proxiers.iter().for_each(|p| p.set_refused(K::plural_static(), None));
         }
         match event {
-            Ok(Event::Init | Event::InitApply(_)) => {}
+            Ok(Event::Init) => listed.clear(),
+            Ok(Event::InitApply(mut o)) => {
+                o.meta_mut().managed_fields = None;
+                listed.push(o);
+            }
             Ok(Event::InitDone) => {
-                let all = store.state();
+                let all = std::mem::take(&mut listed);
                 proxiers.iter().for_each(|p| K::replace(p, &all));
             }
             Ok(Event::Apply(o)) => proxiers.iter().for_each(|p| K::upsert(p, &o)),

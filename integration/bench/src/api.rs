@@ -91,7 +91,14 @@ pub struct ApiCluster {
 }
 
 impl ApiCluster {
+    /// A node without the Service proxy.
     pub async fn start(prefix: &str) -> ApiCluster {
+        // pods are measured here, not Services: no nftables table of the host's to leave behind
+        Self::start_with(prefix, &["--disable-proxy"]).await
+    }
+
+    /// A node with `args` added to its flags.
+    pub async fn start_with(prefix: &str, args: &[&str]) -> ApiCluster {
         let cluster_dir = std::env::var_os("CLUSTER_DIR").filter(|d| !d.is_empty()).map(PathBuf::from).unwrap_or_else(|| "/var/lib/nodelet-cluster".into());
         assert!(cluster_dir.join("admin.kubeconfig").exists(), "no control plane in {}: run integration/cluster/up.sh first", cluster_dir.display());
         let dir = tempfile::Builder::new().prefix(&format!("nodelet-bench-{prefix}-")).tempdir().unwrap();
@@ -123,8 +130,7 @@ impl ApiCluster {
                 .args(["--pod-logs-dir", dir.path().join("logs").to_str().unwrap()])
                 .args(["--address", "127.0.0.1", "--port", &secure_port, "--node-ip", "127.0.0.1"])
                 .args(["--client-ca-file", cluster_dir.join("pki/ca.crt").to_str().unwrap(), "--authorization-mode", "Webhook"])
-                // pods are measured here, not Services: no nftables table of the host's to leave behind
-                .arg("--disable-proxy")
+                .args(args)
                 .env("RUST_LOG", "warn"),
             &dir.path().join("nodelet.log"),
         );

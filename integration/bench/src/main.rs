@@ -8,12 +8,14 @@
 //!   `kubectl logs -f` throughput on a container writing as fast as it can, and nodelet's
 //!   memory with 20 `kubectl logs -f` streams open.
 //!
+//! - the agent's footprint: nodelet with its Service proxy, 30 pods and 1,000 Services.
 //! - runtime load: CRI calls per second nodelet makes with 30 idle static pods (from its
 //!   `/metrics`), the figure the shared relist keeps low.
 //!
-//! Arguments name the parts to run (`static`, `api`, `kubectl`, `idle`); none runs them all.
+//! Arguments name the parts to run (`static`, `api`, `agent`, `kubectl`, `idle`); none runs them all.
 //! `NODELET_BIN` runs another nodelet binary (to compare with an older build).
 
+mod agent;
 mod api;
 mod idle;
 mod kubectl;
@@ -169,6 +171,9 @@ async fn main() {
     }
     if wanted("api") {
         api::run(&cri).await;
+    }
+    if wanted("agent") {
+        agent::run(&cri).await;
     }
     if wanted("kubectl") {
         kubectl::run(&cri).await;

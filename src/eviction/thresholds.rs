@@ -104,6 +104,16 @@ impl Value {
     }
 }
 
+impl fmt::Display for Value {
+    /// As the flags write it: the quantity's text, or the percentage.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Quantity { text, .. } => f.write_str(text),
+            Value::Percent(p) => write!(f, "{}%", (p * 100.0 * 1e6).round() / 1e6),
+        }
+    }
+}
+
 /// `signal < value`; a soft threshold has a grace period, a hard one none.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Threshold {
@@ -267,6 +277,7 @@ mod tests {
         );
         assert_eq!(t[2].grace, Some(Duration::from_secs(10)));
         assert_eq!(Value::Percent(0.1).amount(1000), 100);
+        assert_eq!((Value::Percent(0.1).to_string(), Value::Percent(0.075).to_string(), t[1].value.to_string()), ("10%".into(), "7.5%".into(), "1Gi".into()));
     }
 
     #[test]

@@ -189,7 +189,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         resync: config.sync_frequency,
         network: network_gate,
     };
-    let api_pods = client.as_ref().map(|client| join_cluster(client.clone(), &config, &deps, health.clone(), pressure));
+    let api_pods = client.as_ref().map(|client| join_cluster(client.clone(), &config, &deps, health.clone(), pressure.clone()));
     let admission = nodelet::pods::admission::AdmissionConfig {
         sysctls: nodelet::pods::admission::sysctls::Allowlist::new(&config.allowed_unsafe_sysctls)
             .map_err(|e| anyhow::anyhow!("--allowed-unsafe-sysctls: {e}"))?,
@@ -201,6 +201,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             allocatable_cpu_millis: (i64::from(facts.machine.num_cores) * 1000 - config.reserved.0).max(0),
             allocatable_memory: (facts.machine.memory_capacity as i64 - config.reserved.1).max(0),
         },
+        pressure: Some(pressure),
     };
     let manager = Manager::new(deps, client, admission).with_evictions(evicted);
     let source = config.pod_manifest_path.clone().map(|dir| ManifestDir::new(dir, config.node_name.clone()));

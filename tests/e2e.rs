@@ -43,7 +43,7 @@ fn the_node_registers_ready_and_renews_its_lease() {
 }
 
 #[test]
-fn under_memory_pressure_the_node_says_so_and_an_api_pod_is_evicted() {
+fn under_memory_pressure_the_node_says_so_refuses_best_effort_pods_and_evicts_the_others() {
     // A threshold every machine crosses.
     let e2e = E2e::start("evict", &["--eviction-hard=memory.available<1000Ti"]);
     e2e.wait_node_ready();
@@ -55,7 +55,16 @@ fn under_memory_pressure_the_node_says_so_and_an_api_pod_is_evicted() {
     eventually("MemoryPressure True", Duration::from_secs(30), || memory_pressure()["status"] == "True");
     let condition = memory_pressure();
     assert_eq!((&condition["reason"], &condition["message"]), (&json!("KubeletHasInsufficientMemory"), &json!("kubelet has insufficient memory available")));
-    e2e.create_pod(sleeping_pod("hog"));
+    // A BestEffort pod is refused at admission under memory pressure; a Burstable one is taken on, then evicted.
+    e2e.create_pod(sleeping_pod("best-effort"));
+    let refused = e2e.wait_pod("best-effort", "refused", |p| p["status"]["phase"] == "Failed");
+    assert_eq!(
+        (&refused["status"]["reason"], &refused["status"]["message"]),
+        (&json!("Evicted"), &json!("Pod was rejected: The node had condition: [MemoryPressure]. "))
+    );
+    let mut hog = sleeping_pod("hog");
+    hog["spec"]["containers"][0]["resources"] = json!({"requests": {"memory": "1Mi"}});
+    e2e.create_pod(hog);
     let pod = e2e.wait_pod("hog", "Failed, Evicted", |p| p["status"]["phase"] == "Failed" && p["status"]["reason"] == "Evicted");
     let status = &pod["status"];
     let message = status["message"].as_str().unwrap();

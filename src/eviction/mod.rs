@@ -116,7 +116,6 @@ impl<E: Effects> Manager<E> {
         self.pressure.send_replace(NodePressure { memory: assessment.memory_pressure, disk: assessment.disk_pressure });
         let Some(target) = decide::to_reclaim(thresholds, &assessment.due) else { return Outcome::Nothing };
         let signal = thresholds[target].signal;
-        tracing::info!(signal = %signal, "eviction threshold met");
         let (summary, observations) = if decide::reclaims_node_first(signal) {
             match self.reclaim_node(&assessment, &observations).await {
                 Some(after) => after,
@@ -163,7 +162,7 @@ impl<E: Effects> Manager<E> {
             .map(|pod| Candidate { usage: usage.remove(crate::pods::spec::pod_uid(&pod)), pod })
             .collect();
         let Some(first) = decide::rank(&candidates, signal.resource()).into_iter().next() else {
-            tracing::warn!(signal = %signal, "eviction threshold met but no pod may be evicted");
+            tracing::info!(signal = %signal, "eviction threshold met but no pod may be evicted");
             return Outcome::NoneEvictable(signal);
         };
         let Candidate { pod, usage } = &candidates[first];

@@ -217,13 +217,10 @@ pub fn thresholds(settings: &Settings) -> Result<Vec<Threshold>, String> {
         let grace = crate::config::parse_duration(text).map_err(|e| format!("{entry}: {e}"))?;
         graces.insert(parsed, grace);
     }
-    for (signal, value) in &settings.soft {
-        if let Some((signal, value)) = parse_one(settings.names[1], signal, value)? {
+    for (name, text) in &settings.soft {
+        if let Some((signal, value)) = parse_one(settings.names[1], name, text)? {
             let [_, soft, grace] = settings.names;
-            let grace = graces
-                .get(&signal)
-                .copied()
-                .ok_or_else(|| format!("{soft}: {signal}<{}: no grace period given for it in {grace}", settings.soft[signal.as_str()]))?;
+            let grace = graces.get(&signal).copied().ok_or_else(|| format!("{soft}: {name}<{text}: no grace period given for it in {grace}"))?;
             out.push(Threshold { signal, value, grace: Some(grace) });
         }
     }

@@ -190,7 +190,19 @@ pub struct Real {
 #[async_trait::async_trait]
 impl Effects for Real {
     async fn observe(&self) -> Summary {
-        self.stats.collect().await.summary
+        let mut summary = self.stats.collect().await.summary;
+        let node_memory = summary.node.memory.as_ref().is_some_and(|m| m.available_bytes.is_some() && m.working_set_bytes.is_some());
+        if !node_memory {
+            // No root cgroup figures: the kernel's own estimate stands in.
+            if let Some(o) = observe::memory_from_meminfo(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default()) {
+                summary.node.memory = Some(crate::stats::summary::MemoryStats {
+                    available_bytes: Some(o.available),
+                    working_set_bytes: Some(o.capacity - o.available),
+                    ..Default::default()
+                });
+            }
+        }
+        summary
     }
 
     async fn collect_containers(&self) -> Result<(), String> {

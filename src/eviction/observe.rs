@@ -31,6 +31,14 @@ pub fn observations(summary: &Summary) -> Observations {
     out
 }
 
+/// memory.available from /proc/meminfo (MemAvailable of MemTotal), for when the root cgroup's
+/// figures cannot be read (not cgroup v1): what the node's MemoryPressure was judged on before.
+pub fn memory_from_meminfo(meminfo: &str) -> Option<Observation> {
+    let total = crate::machine::parse::meminfo_bytes(meminfo, "MemTotal")?;
+    let available = crate::machine::parse::meminfo_bytes(meminfo, "MemAvailable")?;
+    Some(Observation { available: available.min(total), capacity: total })
+}
+
 /// Each pod's use by UID: its cgroup's working set, its ephemeral storage (writable layers, logs,
 /// volumes) and inodes, and its containers' figures for the message.
 pub fn pod_usage(summary: &Summary) -> HashMap<String, PodUsage> {
@@ -98,5 +106,8 @@ mod tests {
         assert_eq!((u.memory, u.ephemeral_storage, u.inodes), (Some(42), Some(7), Some(3)));
         assert_eq!(u.containers, vec![ContainerUsage { name: "c".into(), rootfs: Some(4), ..Default::default() }]);
         assert!(observations(&Summary::default()).is_empty());
+        let meminfo = "MemTotal:       1000 kB\nMemFree:         100 kB\nMemAvailable:    300 kB\n";
+        assert_eq!(memory_from_meminfo(meminfo), Some(Observation { available: 300 << 10, capacity: 1000 << 10 }));
+        assert_eq!(memory_from_meminfo("MemTotal: 1000 kB\n"), None);
     }
 }

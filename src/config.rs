@@ -170,6 +170,22 @@ pub struct Flags {
     /// Dead containers kept on the node in all; -1 for no limit. Default -1.
     #[arg(long = "maximum-dead-containers", allow_hyphen_values = true)]
     pub maximum_dead_containers: Option<i64>,
+    /// Hard eviction thresholds, signal<value,...: memory.available<100Mi,nodefs.available<10%.
+    /// Default memory.available<100Mi,nodefs.available<10%,nodefs.inodesFree<5%,imagefs.available<15%.
+    #[arg(long = "eviction-hard", value_delimiter = ',')]
+    pub eviction_hard: Option<Vec<String>>,
+    /// Soft eviction thresholds, signal<value,...; each needs a grace period.
+    #[arg(long = "eviction-soft", value_delimiter = ',')]
+    pub eviction_soft: Option<Vec<String>>,
+    /// Grace periods of the soft thresholds, signal=duration,...: memory.available=1m30s.
+    #[arg(long = "eviction-soft-grace-period", value_delimiter = ',')]
+    pub eviction_soft_grace_period: Option<Vec<String>>,
+    /// How long a pressure condition stays after its threshold was last met. Default 5m.
+    #[arg(long = "eviction-pressure-transition-period", value_parser = parse_duration)]
+    pub eviction_pressure_transition_period: Option<Duration>,
+    /// Longest grace (seconds) a pod evicted for a soft threshold gets. Default 0.
+    #[arg(long = "eviction-max-pod-grace-period")]
+    pub eviction_max_pod_grace_period: Option<u32>,
 }
 
 /// The config file's keys, in KubeletConfiguration's spelling where one exists.
@@ -235,6 +251,12 @@ pub struct FileConfig {
     pub image_gc_low_threshold_percent: Option<u8>,
     #[serde(default, rename = "imageMinimumGCAge", with = "humantime_serde_opt")]
     pub image_minimum_gc_age: Option<Duration>,
+    pub eviction_hard: Option<BTreeMap<String, String>>,
+    pub eviction_soft: Option<BTreeMap<String, String>>,
+    pub eviction_soft_grace_period: Option<BTreeMap<String, String>>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub eviction_pressure_transition_period: Option<Duration>,
+    pub eviction_max_pod_grace_period: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -322,6 +344,7 @@ pub struct Config {
     pub container_log_max_files: u32,
     pub image_gc: crate::gc::images::Policy,
     pub container_gc: crate::gc::containers::Policy,
+    pub eviction: crate::eviction::Settings,
 }
 
 impl Config {
@@ -330,6 +353,7 @@ impl Config {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
         };
+        let eviction = eviction_settings(&flags, &file)?;
         let backoff = file.crash_loop_back_off.unwrap_or_default();
         let node_name = match flags.hostname_override.or(file.hostname_override) {
             Some(name) => name,
@@ -439,6 +463,7 @@ impl Config {
                 max_per_pod_container: flags.maximum_dead_containers_per_container.unwrap_or(1) as usize,
                 max_containers: flags.maximum_dead_containers.unwrap_or(-1),
             },
+            eviction,
         };
         config.validate()?;
         Ok(config)
@@ -505,6 +530,35 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The eviction thresholds and periods from the flags, else the file (a flag's map replaces the
+/// file's), else the kubelet's defaults.
+fn eviction_settings(flags: &Flags, file: &FileConfig) -> anyhow::Result<crate::eviction::Settings> {
+    use crate::eviction::thresholds::{parse_pairs, parse_statements, thresholds, Settings, FILE_NAMES, FLAG_NAMES};
+    let err = |e: String| anyhow::anyhow!(e);
+    let from_flag = [flags.eviction_hard.is_some(), flags.eviction_soft.is_some(), flags.eviction_soft_grace_period.is_some()];
+    let names = [0, 1, 2].map(|i| if from_flag[i] { FLAG_NAMES[i] } else { FILE_NAMES[i] });
+    let hard = match &flags.eviction_hard {
+        Some(items) => Some(parse_statements("--eviction-hard", items).map_err(err)?),
+        None => file.eviction_hard.clone(),
+    };
+    let soft = match &flags.eviction_soft {
+        Some(items) => parse_statements("--eviction-soft", items).map_err(err)?,
+        None => file.eviction_soft.clone().unwrap_or_default(),
+    };
+    let soft_grace = match &flags.eviction_soft_grace_period {
+        Some(items) => parse_pairs("--eviction-soft-grace-period", items).map_err(err)?,
+        None => file.eviction_soft_grace_period.clone().unwrap_or_default(),
+    };
+    Ok(crate::eviction::Settings {
+        thresholds: thresholds(&Settings { hard, soft, soft_grace, names }).map_err(err)?,
+        pressure_transition: flags
+            .eviction_pressure_transition_period
+            .or(file.eviction_pressure_transition_period)
+            .unwrap_or(crate::eviction::thresholds::DEFAULT_PRESSURE_TRANSITION),
+        max_pod_grace: Duration::from_secs(flags.eviction_max_pod_grace_period.or(file.eviction_max_pod_grace_period).unwrap_or(0).into()),
+    })
 }
 
 /// `key=value` items as a map; an item without `=` is an error naming the option.

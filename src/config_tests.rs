@@ -144,3 +144,50 @@ fn unknown_file_keys_are_named() {
     let err = Config::from_flags(flags(&["--config", path.to_str().unwrap()])).unwrap_err().to_string();
     assert!(err.contains("readOnlyPrt"), "{err}");
 }
+
+#[test]
+fn eviction_thresholds_from_flags_and_file() {
+    use crate::eviction::thresholds::{Signal, Value};
+    let c = Config::from_flags(flags(&[])).unwrap();
+    assert_eq!(c.eviction, crate::eviction::Settings::default());
+    assert_eq!(c.eviction.thresholds.len(), 4);
+    assert_eq!((c.eviction.pressure_transition, c.eviction.max_pod_grace), (Duration::from_secs(300), Duration::ZERO));
+    let c = Config::from_flags(flags(&[
+        "--eviction-hard=memory.available<1Gi,nodefs.available<20%",
+        "--eviction-soft",
+        "memory.available<2Gi",
+        "--eviction-soft-grace-period=memory.available=1m30s",
+        "--eviction-pressure-transition-period=30s",
+        "--eviction-max-pod-grace-period=15",
+    ]))
+    .unwrap();
+    let t = &c.eviction.thresholds;
+    assert_eq!(t.len(), 3);
+    assert_eq!((t[0].signal, t[0].grace), (Signal::MemoryAvailable, None));
+    assert_eq!((t[1].signal, &t[1].value), (Signal::NodefsAvailable, &Value::Percent(0.2)));
+    assert_eq!((t[2].signal, t[2].grace), (Signal::MemoryAvailable, Some(Duration::from_secs(90))));
+    assert_eq!((c.eviction.pressure_transition, c.eviction.max_pod_grace), (Duration::from_secs(30), Duration::from_secs(15)));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        "evictionHard: {imagefs.available: 5%}\nevictionSoft: {nodefs.available: 30%}\nevictionSoftGracePeriod: {nodefs.available: 2m}\nevictionPressureTransitionPeriod: 1m\nevictionMaxPodGracePeriod: 20\n",
+    )
+    .unwrap();
+    let c = Config::from_flags(flags(&["--config", path.to_str().unwrap(), "--eviction-max-pod-grace-period", "5"])).unwrap();
+    let t = &c.eviction.thresholds;
+    assert_eq!((t.len(), t[0].signal, t[1].signal, t[1].grace), (2, Signal::ImagefsAvailable, Signal::NodefsAvailable, Some(Duration::from_secs(120))));
+    assert_eq!((c.eviction.pressure_transition, c.eviction.max_pod_grace), (Duration::from_secs(60), Duration::from_secs(5)));
+    std::fs::write(&path, "evictionHard: {memory.free: 1Gi}\n").unwrap();
+    let err = Config::from_flags(flags(&["--config", path.to_str().unwrap()])).unwrap_err().to_string();
+    assert!(err.contains("evictionHard: memory.free<1Gi") && err.contains("unsupported eviction signal"), "{err}");
+    for (args, option) in [
+        (vec!["--eviction-hard", "memory.available=1Gi"], "--eviction-hard"),
+        (vec!["--eviction-hard", "nodefs.available<200%"], "--eviction-hard: nodefs.available<200%"),
+        (vec!["--eviction-soft", "memory.available<1Gi"], "--eviction-soft: memory.available<1Gi: no grace period"),
+        (vec!["--eviction-soft", "memory.available<1Gi", "--eviction-soft-grace-period", "memory.available=later"], "--eviction-soft-grace-period"),
+    ] {
+        let err = Config::from_flags(flags(&args)).unwrap_err().to_string();
+        assert!(err.contains(option), "{args:?}: {err}");
+    }
+}

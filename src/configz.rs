@@ -98,6 +98,19 @@ pub fn configz(config: &Config) -> Value {
             // nodelet keeps system- and kube-reserved as one sum.
             obj.insert("systemReserved".into(), reserved.into());
         }
+        let eviction = &config.eviction;
+        let (hard, soft): (Vec<_>, Vec<_>) = eviction.thresholds.iter().partition(|t| t.is_hard());
+        let values = |list: &[&crate::eviction::thresholds::Threshold]| -> Map<String, Value> {
+            list.iter().map(|t| (t.signal.to_string(), t.value.to_string().into())).collect()
+        };
+        obj.insert("evictionHard".into(), values(&hard).into());
+        if !soft.is_empty() {
+            obj.insert("evictionSoft".into(), values(&soft).into());
+            let graces: Map<String, Value> = soft.iter().map(|t| (t.signal.to_string(), go_duration(t.grace.unwrap_or_default()).into())).collect();
+            obj.insert("evictionSoftGracePeriod".into(), graces.into());
+        }
+        obj.insert("evictionPressureTransitionPeriod".into(), go_duration(eviction.pressure_transition).into());
+        obj.insert("evictionMaxPodGracePeriod".into(), eviction.max_pod_grace.as_secs().into());
     }
     json!({ "kubeletconfig": c })
 }
@@ -145,5 +158,25 @@ mod tests {
         assert_eq!(c["containerRuntimeEndpoint"], "unix:///run/containerd/containerd.sock");
         assert_eq!(c["systemReserved"]["cpu"], "100m");
         assert!(c.get("staticPodPath").is_none(), "{c:#}");
+        assert_eq!(c["evictionHard"], json!({"memory.available": "100Mi", "nodefs.available": "10%", "nodefs.inodesFree": "5%", "imagefs.available": "15%"}));
+        assert!(c.get("evictionSoft").is_none(), "{c:#}");
+        assert_eq!((&c["evictionPressureTransitionPeriod"], &c["evictionMaxPodGracePeriod"]), (&json!("5m0s"), &json!(0)));
+    }
+
+    #[test]
+    fn soft_eviction_thresholds_show_with_their_grace_periods() {
+        let flags = Flags::try_parse_from([
+            "nodelet",
+            "--hostname-override",
+            "node-a",
+            "--cni-plugin",
+            "/bin/true",
+            "--eviction-soft=memory.available<1Gi",
+            "--eviction-soft-grace-period=memory.available=90s",
+        ])
+        .unwrap();
+        let body = configz(&Config::from_flags(flags).unwrap());
+        let c = &body["kubeletconfig"];
+        assert_eq!((&c["evictionSoft"], &c["evictionSoftGracePeriod"]), (&json!({"memory.available": "1Gi"}), &json!({"memory.available": "1m30s"})));
     }
 }

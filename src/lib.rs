@@ -5,6 +5,7 @@ pub mod cgroups;
 pub mod config;
 pub mod configz;
 pub mod events;
+pub mod eviction;
 pub mod gauge;
 pub mod gc;
 pub mod health;

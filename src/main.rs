@@ -89,6 +89,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // the one runtime client (it connects on first use), shared by every part
     let cri = runtime::Cri::new(&config.runtime_socket);
     let stats = (!config.proxy_only).then(|| Arc::new(nodelet::stats::Collector::new(cri.clone(), store.clone(), ctx.clone(), config.root_dir.clone())));
+    let eviction_stats = stats.clone();
     let server_state =
         server::ReadOnly { health: health.clone(), pods: store.clone(), host_root: "/".into(), configz: Arc::new(nodelet::configz::configz(&config)), stats };
     if config.read_only_port != 0 {
@@ -160,7 +161,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(client) => nodelet::events::Recorder::to_apiserver(client.clone(), config.node_name.clone()),
         None => nodelet::events::Recorder::log_only(),
     };
-    spawn_garbage_collection(&config, &cri, &store, events.clone());
+    let (container_gc, image_gc) = spawn_garbage_collection(&config, &cri, &store, events.clone());
+    // The eviction manager reads the same figures as /stats/summary and ends pods through the pod manager.
+    let (evictions, evicted) = tokio::sync::mpsc::unbounded_channel();
+    let eviction = nodelet::eviction::Manager::new(
+        config.eviction.clone(),
+        nodelet::eviction::Real {
+            stats: eviction_stats.expect("stats are collected unless the proxy runs alone"),
+            containers: container_gc,
+            images: image_gc,
+            store: store.clone(),
+            evictions,
+        },
+    );
+    let pressure = eviction.pressure();
+    tokio::spawn(eviction.run());
     let deps = WorkerDeps {
         events,
         api: client.clone(),
@@ -178,7 +193,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         resync: config.sync_frequency,
         network: network_gate,
     };
-    let api_pods = client.as_ref().map(|client| join_cluster(client.clone(), &config, &deps, health.clone()));
+    let api_pods = client.as_ref().map(|client| join_cluster(client.clone(), &config, &deps, health.clone(), pressure.clone()));
     let admission = nodelet::pods::admission::AdmissionConfig {
         sysctls: nodelet::pods::admission::sysctls::Allowlist::new(&config.allowed_unsafe_sysctls)
             .map_err(|e| anyhow::anyhow!("--allowed-unsafe-sysctls: {e}"))?,
@@ -190,8 +205,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
             allocatable_cpu_millis: (i64::from(facts.machine.num_cores) * 1000 - config.reserved.0).max(0),
             allocatable_memory: (facts.machine.memory_capacity as i64 - config.reserved.1).max(0),
         },
+        pressure: Some(pressure),
     };
-    let manager = Manager::new(deps, client, admission);
+    let manager = Manager::new(deps, client, admission).with_evictions(evicted);
     let source = config.pod_manifest_path.clone().map(|dir| ManifestDir::new(dir, config.node_name.clone()));
     tokio::select! {
         _ = manager.run(source, api_pods, config.file_check_frequency, health) => Ok(()),
@@ -219,6 +235,7 @@ fn join_cluster(
     config: &Config,
     deps: &WorkerDeps,
     health: Arc<Health>,
+    pressure: tokio::sync::watch::Receiver<nodelet::eviction::NodePressure>,
 ) -> tokio::sync::mpsc::UnboundedReceiver<Vec<k8s_openapi::api::core::v1::Pod>> {
     let settings = node::NodeSettings {
         name: config.node_name.clone(),
@@ -236,7 +253,7 @@ fn join_cluster(
         status_report_every: config.node_status_report_frequency,
         root_dir: config.root_dir.clone(),
     };
-    let agent = Arc::new(node::NodeAgent { client: client.clone(), settings, cri: deps.cri.clone(), health });
+    let agent = Arc::new(node::NodeAgent { client: client.clone(), settings, cri: deps.cri.clone(), health, pressure });
     tokio::spawn(agent.run());
     tokio::spawn(nodelet::pods::status_sync::run(client.clone(), deps.store.clone(), config.node_name.clone()));
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -270,8 +287,14 @@ fn start_proxy(client: kube::Client, config: &Config, health: Arc<Health>) -> an
     Ok(proxiers)
 }
 
-/// Log rotation, container GC and image GC, each on its own schedule.
-fn spawn_garbage_collection(config: &Config, cri: &runtime::Cri, store: &PodStore, events: nodelet::events::Recorder) {
+/// Log rotation, container GC and image GC, each on its own schedule; returns the collectors
+/// for the eviction manager's node-level reclaim.
+fn spawn_garbage_collection(
+    config: &Config,
+    cri: &runtime::Cri,
+    store: &PodStore,
+    events: nodelet::events::Recorder,
+) -> (nodelet::gc::containers::ContainerGc, Arc<nodelet::gc::images::ImageGc>) {
     let rotation = nodelet::logrotate::Policy { max_size: config.container_log_max_size, max_files: config.container_log_max_files };
     tokio::spawn(nodelet::logrotate::LogRotator { cri: cri.clone(), node_name: config.node_name.clone(), policy: rotation }.run());
     let containers = nodelet::gc::containers::ContainerGc {
@@ -281,10 +304,16 @@ fn spawn_garbage_collection(config: &Config, cri: &runtime::Cri, store: &PodStor
         pod_logs_dir: config.pod_logs_dir.clone(),
         policy: config.container_gc,
     };
-    tokio::spawn(containers.run());
-    let images =
-        nodelet::gc::images::ImageGc::new(cri.clone(), config.image_gc, vec![config.pod_infra_container_image.clone()], events, config.node_name.clone());
-    tokio::spawn(Arc::new(images).run());
+    tokio::spawn(containers.clone().run());
+    let images = Arc::new(nodelet::gc::images::ImageGc::new(
+        cri.clone(),
+        config.image_gc,
+        vec![config.pod_infra_container_image.clone()],
+        events,
+        config.node_name.clone(),
+    ));
+    tokio::spawn(images.clone().run());
+    (containers, images)
 }
 
 /// Pulls the sandbox image once at start so the first pod does not wait for it.

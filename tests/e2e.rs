@@ -43,6 +43,46 @@ fn the_node_registers_ready_and_renews_its_lease() {
 }
 
 #[test]
+fn under_memory_pressure_the_node_says_so_refuses_best_effort_pods_and_evicts_the_others() {
+    // A threshold every machine crosses.
+    let e2e = E2e::start("evict", &["--eviction-hard=memory.available<1000Ti"]);
+    e2e.wait_node_ready();
+    let memory_pressure = || {
+        let node = e2e.get_node().unwrap_or_default();
+        let conditions = node["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        conditions.into_iter().find(|c| c["type"] == "MemoryPressure").unwrap_or_default()
+    };
+    eventually("MemoryPressure True", Duration::from_secs(30), || memory_pressure()["status"] == "True");
+    let condition = memory_pressure();
+    assert_eq!((&condition["reason"], &condition["message"]), (&json!("KubeletHasInsufficientMemory"), &json!("kubelet has insufficient memory available")));
+    // A BestEffort pod is refused at admission under memory pressure; a Burstable one is taken on, then evicted.
+    e2e.create_pod(sleeping_pod("best-effort"));
+    let refused = e2e.wait_pod("best-effort", "refused", |p| p["status"]["phase"] == "Failed");
+    assert_eq!(
+        (&refused["status"]["reason"], &refused["status"]["message"]),
+        (&json!("Evicted"), &json!("Pod was rejected: The node had condition: [MemoryPressure]. "))
+    );
+    let mut hog = sleeping_pod("hog");
+    hog["spec"]["containers"][0]["resources"] = json!({"requests": {"memory": "1Mi"}});
+    e2e.create_pod(hog);
+    let pod = e2e.wait_pod("hog", "Failed, Evicted", |p| p["status"]["phase"] == "Failed" && p["status"]["reason"] == "Evicted");
+    let status = &pod["status"];
+    let message = status["message"].as_str().unwrap();
+    assert!(message.starts_with("The node was low on resource: memory. Threshold quantity: 1000Ti, available: "), "{status:#}");
+    let target = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "DisruptionTarget").cloned().unwrap_or_default();
+    assert_eq!((&target["status"], &target["reason"]), (&json!("True"), &json!("TerminationByKubelet")), "{status:#}");
+    eventually("an Evicted event", Duration::from_secs(10), || e2e.event_reasons("hog").iter().any(|r| r == "Evicted"));
+    if e2e.is_local_cluster() {
+        // kube-controller-manager's node lifecycle controller taints the node from the condition.
+        let tainted = || {
+            let taints = e2e.get_node().unwrap_or_default()["spec"]["taints"].as_array().cloned().unwrap_or_default();
+            taints.iter().any(|t| t["key"] == "node.kubernetes.io/memory-pressure" && t["effect"] == "NoSchedule")
+        };
+        eventually("the memory-pressure taint", Duration::from_secs(30), tainted);
+    }
+}
+
+#[test]
 fn a_pod_created_through_the_api_runs_and_reports_its_status() {
     let e2e = E2e::start("pod", &[]);
     e2e.wait_node_ready();

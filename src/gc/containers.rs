@@ -122,6 +122,7 @@ pub fn log_dirs_to_remove(dirs: &[(String, Duration)], active_pods: &HashSet<Str
 }
 
 /// The collector: the runtime, the pods nodelet runs, and where pod logs live.
+#[derive(Clone)]
 pub struct ContainerGc {
     pub cri: Cri,
     pub store: PodStore,

@@ -47,6 +47,8 @@ pub struct NodeAgent {
     pub settings: NodeSettings,
     pub cri: Cri,
     pub health: Arc<Health>,
+    /// Memory and disk pressure as the eviction manager judges them.
+    pub pressure: tokio::sync::watch::Receiver<crate::eviction::NodePressure>,
 }
 
 fn now() -> Time {
@@ -82,8 +84,9 @@ impl NodeAgent {
             ephemeral_storage,
             kubelet_port: s.kubelet_port,
             health: {
-                let pressure = pressure::judge(&pressure::read(&self.settings.root_dir));
-                NodeHealth { runtime_problem, memory_pressure: pressure.memory, disk_pressure: pressure.disk, pid_pressure: pressure.pid }
+                let pid = pressure::pid_pressure(&pressure::read());
+                let evicting = *self.pressure.borrow();
+                NodeHealth { runtime_problem, memory_pressure: evicting.memory, disk_pressure: evicting.disk, pid_pressure: pid }
             },
         })
     }

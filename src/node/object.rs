@@ -137,23 +137,24 @@ fn hugepage_size_name(kib: u64) -> String {
     }
 }
 
-/// The four conditions the kubelet reports, with its reasons and messages.
+/// The four conditions the kubelet reports, with its reasons and messages (pkg/kubelet/nodestatus).
 pub fn conditions(health: &NodeHealth, previous: &[NodeCondition], now: &Time) -> Vec<NodeCondition> {
-    let pressure = |kind: &str, under: bool, what: &str| {
+    // Memory and PID say "(in)sufficient ... available", disk "has (no) disk pressure".
+    let sufficient = |kind: &str, under: bool, what: &str, noun: &str| {
         let (reason, message) = if under {
-            (format!("KubeletHas{what}Pressure"), format!("kubelet has {} pressure", what.to_lowercase()))
+            (format!("KubeletHasInsufficient{what}"), format!("kubelet has insufficient {noun} available"))
         } else {
-            (format!("KubeletHasNo{what}Pressure"), format!("kubelet has no {} pressure", what.to_lowercase()))
+            (format!("KubeletHasSufficient{what}"), format!("kubelet has sufficient {noun} available"))
         };
         (kind.to_string(), under, reason, message)
     };
-    let memory = pressure("MemoryPressure", health.memory_pressure, "Memory");
-    let disk = pressure("DiskPressure", health.disk_pressure, "Disk");
-    let mut pid = pressure("PIDPressure", health.pid_pressure, "PID");
-    if !health.pid_pressure {
-        pid.2 = "KubeletHasSufficientPID".into();
-        pid.3 = "kubelet has sufficient PID available".into();
-    }
+    let memory = sufficient("MemoryPressure", health.memory_pressure, "Memory", "memory");
+    let disk = if health.disk_pressure {
+        ("DiskPressure".to_string(), true, "KubeletHasDiskPressure".to_string(), "kubelet has disk pressure".to_string())
+    } else {
+        ("DiskPressure".to_string(), false, "KubeletHasNoDiskPressure".to_string(), "kubelet has no disk pressure".to_string())
+    };
+    let pid = sufficient("PIDPressure", health.pid_pressure, "PID", "PID");
     let ready = match &health.runtime_problem {
         None => ("Ready".to_string(), true, "KubeletReady".to_string(), "kubelet is posting ready status".to_string()),
         Some(problem) => ("Ready".to_string(), false, "KubeletNotReady".to_string(), problem.clone()),
@@ -282,6 +283,34 @@ mod tests {
         assert!(ready.message.as_ref().unwrap().contains("network"));
         assert!(status_changed(&node_status(&input(), &first, &at(10)), &node_status(&inp, &first, &at(30))));
         assert!(!status_changed(&node_status(&input(), &first, &at(10)), &node_status(&input(), &first, &at(40))));
+    }
+
+    #[test]
+    fn pressure_conditions_carry_the_kubelets_reasons_and_messages() {
+        let reasons = |health: &NodeHealth| -> Vec<(String, String, String, String)> {
+            conditions(health, &[], &at(0))
+                .into_iter()
+                .filter(|c| c.type_ != "Ready")
+                .map(|c| (c.type_, c.status, c.reason.unwrap_or_default(), c.message.unwrap_or_default()))
+                .collect()
+        };
+        let row = |a: &str, b: &str, c: &str, d: &str| (a.to_string(), b.to_string(), c.to_string(), d.to_string());
+        assert_eq!(
+            reasons(&NodeHealth::default()),
+            [
+                row("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                row("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                row("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            ]
+        );
+        assert_eq!(
+            reasons(&NodeHealth { memory_pressure: true, disk_pressure: true, pid_pressure: true, ..Default::default() }),
+            [
+                row("MemoryPressure", "True", "KubeletHasInsufficientMemory", "kubelet has insufficient memory available"),
+                row("DiskPressure", "True", "KubeletHasDiskPressure", "kubelet has disk pressure"),
+                row("PIDPressure", "True", "KubeletHasInsufficientPID", "kubelet has insufficient PID available"),
+            ]
+        );
     }
 
     #[test]

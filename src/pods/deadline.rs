@@ -1,8 +1,8 @@
 //! activeDeadlineSeconds: a pod active on the node longer than its deadline (counted from its
 //! startTime; the apiserver lets the deadline be lowered while the pod runs) is ended: its
-//! containers killed, phase Failed with the kubelet's reason and message. Pure: when it is due.
+//! containers killed, phase Failed with the kubelet's reason and message (`end`). Pure: when it is due.
 
-use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::api::core::v1::Pod;
 use std::time::{Duration, SystemTime};
 
 pub const REASON: &str = "DeadlineExceeded";
@@ -27,13 +27,6 @@ pub fn check(pod: &Pod, start: SystemTime, now: SystemTime) -> Deadline {
     }
 }
 
-/// The status of a pod ended by its deadline: Failed, with the reason and message.
-pub fn mark(status: &mut PodStatus) {
-    status.phase = Some("Failed".into());
-    status.reason = Some(REASON.into());
-    status.message = Some(MESSAGE.into());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,12 +49,5 @@ mod tests {
         assert_eq!(check(&pod(Some(1)), start, start + Duration::from_secs(2)), Deadline::Passed);
         // A clock behind the start time waits the whole deadline.
         assert_eq!(check(&pod(Some(5)), start, start - Duration::from_secs(1)), Deadline::In(Duration::from_secs(6)));
-    }
-
-    #[test]
-    fn an_ended_pod_is_failed_with_the_kubelets_reason() {
-        let mut status = PodStatus { phase: Some("Running".into()), ..Default::default() };
-        mark(&mut status);
-        assert_eq!((status.phase.as_deref(), status.reason.as_deref(), status.message.as_deref()), (Some("Failed"), Some("DeadlineExceeded"), Some(MESSAGE)));
     }
 }

@@ -36,6 +36,8 @@ pub struct Manager {
     admission: AdmissionConfig,
     /// Pods refused at admission, by UID: no worker, only their Failed status in the store.
     rejected: HashMap<String, Pod>,
+    /// Pods (by UID) the eviction manager ends, and why.
+    evictions: Option<tokio::sync::mpsc::UnboundedReceiver<(String, super::end::EndReason)>>,
 }
 
 impl Manager {
@@ -50,7 +52,14 @@ impl Manager {
             deleting: HashSet::new(),
             admission,
             rejected: HashMap::new(),
+            evictions: None,
         }
+    }
+
+    /// Ends the pods the eviction manager names (their workers keep them, Failed).
+    pub fn with_evictions(mut self, evictions: tokio::sync::mpsc::UnboundedReceiver<(String, super::end::EndReason)>) -> Self {
+        self.evictions = Some(evictions);
+        self
     }
 
     /// Follows the manifest directory and the apiserver's pods for this node for ever,
@@ -84,6 +93,12 @@ impl Manager {
                     self.api_pods = pods;
                     api_listed = true;
                     self.reconcile();
+                }
+                Some((uid, reason)) = async { match self.evictions.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                    match self.running.get(&uid) {
+                        Some(running) => { let _ = running.tx.send(WorkerMsg::End(reason)); }
+                        None => tracing::debug!(uid = %uid, "a pod to end has no worker any more"),
+                    }
                 }
             }
             health.sync_loop_ran();

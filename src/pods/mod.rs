@@ -4,6 +4,7 @@ pub mod admission;
 pub mod api_source;
 pub mod backoff;
 pub mod deadline;
+pub mod end;
 pub mod env;
 pub mod env_sources;
 pub mod ephemeral;

@@ -105,6 +105,9 @@ pub enum WorkerMsg {
         grace: Option<Duration>,
         done: Option<oneshot::Sender<()>>,
     },
+    /// End the pod for good without removing it (the eviction manager): containers killed,
+    /// phase Failed with the reason. The first reason stays.
+    End(super::end::EndReason),
 }
 
 pub fn spawn(deps: WorkerDeps, pod: Pod) -> (mpsc::UnboundedSender<WorkerMsg>, WorkerHandle) {
@@ -144,8 +147,10 @@ struct Worker {
     updated: bool,
     /// The termination messages of exited instances, read once each.
     termination: super::termination::Messages,
-    /// The pod outlived its activeDeadlineSeconds: it stays ended.
-    deadline_exceeded: bool,
+    /// Why nodelet ended the pod (its deadline passed, it was evicted): it stays ended.
+    ended: Option<super::end::EndReason>,
+    /// The event telling why was recorded.
+    end_told: bool,
     /// The pod's probe workers and their results (src/probes).
     probes: Probes,
 }
@@ -180,7 +185,9 @@ async fn run(deps: WorkerDeps, pod: Pod, mut inbox: Inbox, state: watch::Sender<
         state,
         done: Vec::new(),
         termination: Default::default(),
-        deadline_exceeded: false,
+        // Ended before a restart of nodelet: it stays so.
+        ended: super::end::EndReason::from_status(pod.status.as_ref()).or_else(|| super::end::recorded(&spec::pod_data_dir(&deps.ctx, &pod))),
+        end_told: false,
         probes: Probes::new(Arc::new(crate::probes::run::Real { cri: deps.cri.clone() }), Arc::new(deps.events.clone()), spec::pod_uid(&pod).to_string()),
         deps,
         pod,
@@ -216,6 +223,14 @@ impl Worker {
             }
             // A pod being stopped keeps the spec it is stopped with, as in the kubelet.
             WorkerMsg::Update(_) => {}
+            WorkerMsg::End(reason) if self.current() == PodWorkerState::Syncing => {
+                if self.ended.is_none() {
+                    tracing::info!(pod = %self.pod_ref(), reason = reason.reason(), message = reason.message(), "ending pod");
+                    self.ended = Some(reason);
+                }
+                self.updated = true;
+            }
+            WorkerMsg::End(_) => {}
             WorkerMsg::Terminate { grace, done } => {
                 self.done.extend(done);
                 let grace = grace.unwrap_or_else(|| self.grace_period());
@@ -348,10 +363,12 @@ impl Worker {
             self.start_pending = None;
         }
         let deadline = super::deadline::check(&self.pod, self.first_seen, SystemTime::now());
-        // Once ended by it (here, or before a restart of nodelet as the pod's status says), the pod stays so.
-        let ended_by_deadline = self.deadline_exceeded || self.pod.status.as_ref().and_then(|s| s.reason.as_deref()) == Some(super::deadline::REASON);
-        if deadline == super::deadline::Deadline::Passed && (ended_by_deadline || plan::finished_phase(&self.pod, &observed).is_none()) {
-            return self.end_past_deadline(observed).await;
+        if self.ended.is_none() && deadline == super::deadline::Deadline::Passed && plan::finished_phase(&self.pod, &observed).is_none() {
+            self.ended = Some(super::end::EndReason::DeadlineExceeded);
+        }
+        // Once ended (here, or before a restart of nodelet as its status or directory says), the pod stays so.
+        if let Some(reason) = self.ended.clone().or_else(|| super::end::EndReason::from_status(self.pod.status.as_ref())) {
+            return self.end_pod(reason, observed).await;
         }
         if self.kill_unhealthy(&observed).await {
             observed = self.observe(std::time::Instant::now()).await?;
@@ -410,14 +427,21 @@ impl Worker {
         Ok(plan.wake_after)
     }
 
-    /// activeDeadlineSeconds passed: an event (once), every container stopped with the pod's
-    /// grace period, the sandbox stopped, and the pod Failed with DeadlineExceeded from now on.
-    async fn end_past_deadline(&mut self, observed: ObservedPod) -> Result<Option<Duration>, SyncError> {
-        if !std::mem::replace(&mut self.deadline_exceeded, true) {
-            tracing::info!(pod = %self.pod_ref(), "pod passed its activeDeadlineSeconds; stopping it");
-            self.event(None, Normal, super::deadline::REASON, super::deadline::MESSAGE.into());
+    /// The one way nodelet ends a pod itself (activeDeadlineSeconds passed, evicted): an event
+    /// (once), the reason remembered, every container stopped with the reason's grace (the pod's
+    /// own for a deadline), the sandbox stopped, and the pod Failed with the reason from now on.
+    async fn end_pod(&mut self, reason: super::end::EndReason, observed: ObservedPod) -> Result<Option<Duration>, SyncError> {
+        if !std::mem::replace(&mut self.end_told, true) {
+            tracing::info!(pod = %self.pod_ref(), reason = reason.reason(), "pod ended by nodelet; stopping it");
+            let kind = if matches!(reason, super::end::EndReason::Evicted { .. }) { Warning } else { Normal };
+            self.event(None, kind, reason.reason(), reason.message().into());
+            self.ended = Some(reason.clone());
+            let dir = spec::pod_data_dir(&self.deps.ctx, &self.pod);
+            if let Err(e) = super::end::record(&dir, &reason).await {
+                tracing::warn!(pod = %self.pod_ref(), dir = %dir.display(), error = %e, "could not remember why the pod ended");
+            }
         }
-        let grace = self.grace_period();
+        let grace = reason.grace().unwrap_or_else(|| self.grace_period());
         let running: Vec<_> = observed.containers.iter().filter(|c| c.state == RunState::Running).collect();
         let ip = pod_ip(&self.deps, &observed);
         let kills: Vec<KillContainer> =
@@ -440,7 +464,7 @@ impl Worker {
             start_time: self.first_seen,
             now: SystemTime::now(),
         });
-        super::deadline::mark(&mut status);
+        reason.mark(&mut status, SystemTime::now());
         self.deps.store.set_status(&self.pod, status);
         Ok(None)
     }

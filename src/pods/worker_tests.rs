@@ -202,3 +202,39 @@ async fn a_failed_sync_is_retried_with_a_typed_error() {
     let sandboxes = h.fake.calls().into_iter().filter(|c| matches!(c, Call::RunSandbox { .. })).count();
     assert_eq!(sandboxes, 2);
 }
+
+#[tokio::test]
+async fn an_evicted_pod_is_stopped_failed_and_never_restarted_also_after_a_restart() {
+    let h = harness();
+    h.fake.add_image("img:1");
+    let (tx, handle) = spawn(h.deps.clone(), pod("evicted", &["a"]));
+    eventually("running", || h.fake.running("a") == 1).await;
+    let message = "The node was low on resource: memory. ".to_string();
+    let grace = Duration::from_secs(2);
+    tx.send(WorkerMsg::End(crate::pods::end::EndReason::Evicted { message: message.clone(), grace: Some(grace) })).unwrap();
+    let failed = || status(&h.deps).is_some_and(|s| s.phase.as_deref() == Some("Failed") && s.reason.as_deref() == Some("Evicted"));
+    eventually("Failed, Evicted", failed).await;
+    let s = status(&h.deps).unwrap();
+    assert_eq!(s.message.as_deref(), Some(message.as_str()));
+    let target = s.conditions.unwrap().into_iter().find(|c| c.type_ == "DisruptionTarget").expect("DisruptionTarget");
+    assert_eq!((target.status.as_str(), target.reason.as_deref()), ("True", Some("TerminationByKubelet")));
+    assert!(h.fake.calls().iter().any(|c| matches!(c, Call::StopContainer { grace: g, .. } if *g == grace)));
+    // A later reason does not replace the first; nothing starts again.
+    tx.send(WorkerMsg::End(crate::pods::end::EndReason::DeadlineExceeded)).unwrap();
+    tx.send(WorkerMsg::Update(Box::new(pod("evicted", &["a"])))).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h.fake.running("a"), 0);
+    assert_eq!(status(&h.deps).unwrap().reason.as_deref(), Some("Evicted"));
+    assert_eq!(handle.state(), PodWorkerState::Syncing, "an evicted pod stays, Failed, until it is deleted");
+    // A new worker for the same pod (nodelet restarted; a static pod has no status to say it) keeps it ended.
+    handle.abort();
+    h.deps.store.remove("uid-evicted");
+    let creates = |calls: Vec<Call>| calls.iter().filter(|c| matches!(c, Call::CreateContainer { .. })).count();
+    let before = creates(h.fake.calls());
+    let (_tx, again) = spawn(h.deps.clone(), pod("evicted", &["a"]));
+    eventually("Failed, Evicted after a restart", failed).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!((creates(h.fake.calls()), h.fake.running("a")), (before, 0));
+    assert_eq!(status(&h.deps).unwrap().message.as_deref(), Some(message.as_str()));
+    again.abort();
+}

@@ -9,6 +9,7 @@
 
 pub mod affinity;
 pub mod ports;
+pub mod pressure;
 pub mod resources;
 pub mod sysctls;
 
@@ -22,6 +23,8 @@ use std::time::SystemTime;
 pub struct AdmissionConfig {
     pub sysctls: sysctls::Allowlist,
     pub node: NodeFacts,
+    /// The node's pressure as the eviction manager judges it (None: never under pressure).
+    pub pressure: Option<tokio::sync::watch::Receiver<crate::eviction::NodePressure>>,
 }
 
 /// The node as the rules see it: its labels (those it registers with) and what pods may use.
@@ -62,6 +65,8 @@ pub enum RejectReason {
     NodeAffinity,
     /// A hostPort is taken by a pod already running here.
     NodePorts,
+    /// The node is under memory or disk pressure (the eviction manager's admit handler).
+    Evicted,
 }
 
 impl RejectReason {
@@ -75,6 +80,7 @@ impl RejectReason {
             RejectReason::OutOfMemory => "OutOfmemory",
             RejectReason::NodeAffinity => "NodeAffinity",
             RejectReason::NodePorts => "NodePorts",
+            RejectReason::Evicted => "Evicted",
         }
     }
 }
@@ -87,9 +93,9 @@ pub struct Rejection {
 
 type Rule = fn(&Pod, &Context) -> Result<(), Rejection>;
 
-/// The rules, in the order the kubelet runs its admit handlers (sysctls, then the predicate
-/// handler: OS label, OS field, resources, node affinity, host ports).
-const RULES: &[Rule] = &[|pod, ctx| sysctls::admit(pod, ctx.config), os_label, os_field, resources::admit, affinity::admit, ports::admit];
+/// The rules, in the order the kubelet runs its admit handlers (eviction, sysctls, then the
+/// predicate handler: OS label, OS field, resources, node affinity, host ports).
+const RULES: &[Rule] = &[pressure::admit, |pod, ctx| sysctls::admit(pod, ctx.config), os_label, os_field, resources::admit, affinity::admit, ports::admit];
 
 /// Ok when the node takes the pod on; else the first rule's rejection.
 pub fn admit(pod: &Pod, ctx: &Context) -> Result<(), Rejection> {

@@ -222,11 +222,10 @@ fn b_containerd_restart() {
     let killed = Instant::now();
     let id = bare_id(&old).to_string();
     on_runtime(move |cri| async move { cri.stop_container(&id, Duration::ZERO).await }).expect("stopping the victim container");
-    let restarted = node.wait_pod("steady-0", "the killed container to run again", Duration::from_secs(60), |p| {
+    node.wait_pod("steady-0", "the killed container to run again", Duration::from_secs(60), |p| {
         let c = &p["status"]["containerStatuses"][0];
         (c["containerID"] != old.as_str() && c["ready"] == true && c["restartCount"] == 1).then_some(())
     });
-    let _ = restarted;
     figure("containerd_restart_killed_container_back_s", format!("{:.1}", killed.elapsed().as_secs_f64()));
     let log = node.log();
     let event_seen = log[log_len..].lines().any(|l| l.contains("task exited") && l.contains(bare_id(&old)));

@@ -206,3 +206,52 @@ impl Drop for RestartGuard {
         }
     }
 }
+
+/// The text of a log line without its colour codes.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The pod events nodelet recorded (its log has each one, whether or not it reached the
+/// apiserver) for pods of `namespace`: (pod name, reason) -> how many.
+pub fn logged_events(log: &str, namespace: &str) -> BTreeMap<(String, String), i64> {
+    let mut out = BTreeMap::new();
+    let prefix = format!("pod={namespace}/");
+    for line in strip_ansi(log).lines().filter(|l| l.contains(" nodelet::events: ")) {
+        let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name)).map(|v| v.trim_matches('"').to_string());
+        let (Some(pod), Some(reason)) = (field(&prefix), field("reason=")) else { continue };
+        *out.entry((pod, reason)).or_default() += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_events_are_counted_by_pod_and_reason_through_colour_codes() {
+        let log = "\u{1b}[2m2026-11-30T08:01:41Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m \u{1b}[2mnodelet::events\u{1b}[0m\u{1b}[2m:\u{1b}[0m Created container main \u{1b}[3mpod\u{1b}[0m\u{1b}[2m=\u{1b}[0mns1/a \u{1b}[3mreason\u{1b}[0m\u{1b}[2m=\u{1b}[0m\"Created\"\n\
+                   2026-11-30T08:01:42Z  WARN nodelet::events: Back-off restarting failed container main pod=ns1/a reason=\"BackOff\"\n\
+                   2026-11-30T08:01:43Z  WARN nodelet::events: Back-off restarting failed container main pod=ns1/a reason=\"BackOff\"\n\
+                   2026-11-30T08:01:43Z  INFO nodelet::events: Started container main pod=other/a reason=\"Started\"\n\
+                   2026-11-30T08:01:44Z  INFO nodelet::pods: not an event pod=ns1/a reason=\"Started\"\n";
+        let counted = logged_events(log, "ns1");
+        let expected = BTreeMap::from([(("a".to_string(), "BackOff".to_string()), 2), (("a".to_string(), "Created".to_string()), 1)]);
+        assert_eq!(counted, expected);
+    }
+}

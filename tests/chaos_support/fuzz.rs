@@ -422,7 +422,7 @@ fn read_answer(stream: &mut impl Read, deadline: Instant) -> Answer {
             Err(_) => break, // reset, or TLS ended without close_notify
         }
     }
-    let status = got.starts_with(b"HTTP/1.").then(|| String::from_utf8_lossy(&got[9..got.len().min(12)]).parse().ok()).flatten();
+    let status = (got.starts_with(b"HTTP/1.") && got.len() >= 12).then(|| String::from_utf8_lossy(&got[9..12]).parse().ok()).flatten();
     status.map_or(Answer::Closed, Answer::Status)
 }
 

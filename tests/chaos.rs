@@ -194,8 +194,6 @@ fn b_containerd_restart() {
         names.insert(node.pod_name(&format!("steady-{i}")));
     }
     let before = wait_exactly_running(&node, &names, Duration::from_secs(180));
-    let subscriptions = |node: &Node| node.log().matches("subscribed to containerd task exits").count();
-    let subscribed_before = subscriptions(&node);
 
     let mut guard = RestartGuard { started: false };
     let down = Instant::now();
@@ -206,9 +204,19 @@ fn b_containerd_restart() {
     guard.started = true;
     let up = Instant::now();
     figure("containerd_restart_down_s", format!("{:.1}", (up - down).as_secs_f64()));
-    eventually("nodelet to say ok on /healthz and to subscribe to containerd's events again", Duration::from_secs(60), || {
-        node.get("/healthz").0 == 200 && subscriptions(&node) > subscribed_before
-    });
+    // Reconnected: the runtime check behind /healthz answers through nodelet's CRI channel. (Its
+    // event subscription cannot be timed from outside: containerd answers a Subscribe only with
+    // the first event; the killed container below shows that it resumed.)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while node.get("/healthz").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "/healthz not ok 60 s after containerd came back: {:?}\nnodelet log (tail):\n{}",
+            node.get("/healthz?verbose"),
+            log_tail(&node, 60)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     figure("containerd_restart_reconnect_s", format!("{:.1}", up.elapsed().as_secs_f64()));
 
     let after = wait_exactly_running(&node, &names, Duration::from_secs(60));

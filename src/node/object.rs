@@ -189,6 +189,19 @@ pub fn status_changed(old: &NodeStatus, new: &NodeStatus) -> bool {
     strip(old) != strip(new)
 }
 
+/// Whether the Node's conditions in the apiserver say something else than `ours` (type, status,
+/// reason, message): the node controller marks them Unknown when the Lease goes stale (an
+/// apiserver outage), and only a patch sets them right again, as the kubelet's check of the
+/// Node it reads back before each update does.
+pub fn conditions_overwritten(in_api: &NodeStatus, ours: &NodeStatus) -> bool {
+    let key = |s: &NodeStatus| {
+        let mut c: Vec<_> = s.conditions.iter().flatten().map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone(), c.message.clone())).collect();
+        c.sort();
+        c
+    };
+    key(in_api) != key(ours)
+}
+
 /// Parses `key=value:Effect` taints as `--register-with-taints` takes them.
 pub fn parse_taint(text: &str) -> Result<Taint, String> {
     let (kv, effect) = text.rsplit_once(':').ok_or_else(|| format!("{text:?}: a taint is key[=value]:Effect"))?;
@@ -291,5 +304,23 @@ mod tests {
         assert_eq!(parse_taint("k:NoSchedule").unwrap().value, None);
         assert!(parse_taint("k=v").unwrap_err().contains("key[=value]:Effect"));
         assert!(parse_taint("k=v:Sometimes").unwrap_err().contains("effect"));
+    }
+
+    #[test]
+    fn conditions_set_unknown_by_the_node_controller_are_overwritten_ones() {
+        let now = Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap());
+        let ours = node_status(&input(), &[], &now);
+        let mut in_api = ours.clone();
+        for c in in_api.conditions.iter_mut().flatten() {
+            c.last_heartbeat_time = None;
+        }
+        assert!(!conditions_overwritten(&in_api, &ours), "heartbeat times alone are no change");
+        for c in in_api.conditions.iter_mut().flatten() {
+            c.status = "Unknown".into();
+            c.reason = Some("NodeStatusUnknown".into());
+            c.message = Some("Kubelet stopped posting node status.".into());
+        }
+        assert!(conditions_overwritten(&in_api, &ours));
+        assert!(conditions_overwritten(&NodeStatus::default(), &ours), "a Node without conditions needs ours");
     }
 }

@@ -311,6 +311,8 @@ fn c_apiserver_outage_while_containers_crash() {
     let log_at_end = e2e.node.log();
     e2e.start_apiserver();
     let back = Instant::now();
+    e2e.wait_node_ready();
+    figure("outage_node_ready_again_s", format!("{:.1}", back.elapsed().as_secs_f64()));
 
     // On schedule: a new container at most one run plus the longest back-off (and a little)
     // after the previous one, from the outage's start to its end.

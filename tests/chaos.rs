@@ -223,7 +223,9 @@ fn b_containerd_restart() {
     let kept = before.iter().filter(|(name, b)| after.get(*name).is_some_and(|a| a.container_ids == b.container_ids && a.restarts == 0)).count();
     figure("containerd_restart_pods_kept", format!("{kept}/{pods}"));
 
-    // A container that exits now is seen through the resumed event stream and restarted.
+    // A container that exits now is seen through the resumed event stream and restarted. nodelet
+    // resubscribes with a back-off of at most 5 s: wait that out first.
+    std::thread::sleep(Duration::from_secs(6));
     let victim = node.pod_name("steady-0");
     let old = before[&victim].container_ids[0].clone();
     let log_len = node.log().len();

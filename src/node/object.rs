@@ -193,13 +193,13 @@ pub fn status_changed(old: &NodeStatus, new: &NodeStatus) -> bool {
 /// reason, message): the node controller marks them Unknown when the Lease goes stale (an
 /// apiserver outage), and only a patch sets them right again, as the kubelet's check of the
 /// Node it reads back before each update does.
+/// Conditions of other types (another component's) are not ours to compare.
 pub fn conditions_overwritten(in_api: &NodeStatus, ours: &NodeStatus) -> bool {
-    let key = |s: &NodeStatus| {
-        let mut c: Vec<_> = s.conditions.iter().flatten().map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone(), c.message.clone())).collect();
-        c.sort();
-        c
-    };
-    key(in_api) != key(ours)
+    let theirs = in_api.conditions.as_deref().unwrap_or_default();
+    ours.conditions.iter().flatten().any(|c| {
+        let same = |a: &&NodeCondition| a.type_ == c.type_ && a.status == c.status && a.reason == c.reason && a.message == c.message;
+        !theirs.iter().any(|a| same(&a))
+    })
 }
 
 /// Parses `key=value:Effect` taints as `--register-with-taints` takes them.
@@ -315,6 +315,9 @@ mod tests {
             c.last_heartbeat_time = None;
         }
         assert!(!conditions_overwritten(&in_api, &ours), "heartbeat times alone are no change");
+        let other = NodeCondition { type_: "NetworkUnavailable".into(), status: "False".into(), ..Default::default() };
+        in_api.conditions.as_mut().unwrap().push(other);
+        assert!(!conditions_overwritten(&in_api, &ours), "another component's condition is not ours");
         for c in in_api.conditions.iter_mut().flatten() {
             c.status = "Unknown".into();
             c.reason = Some("NodeStatusUnknown".into());

@@ -316,10 +316,12 @@ fn c_apiserver_outage_while_containers_crash() {
     e2e.wait_node_ready();
     figure("outage_node_ready_again_s", format!("{:.1}", back.elapsed().as_secs_f64()));
 
-    // On schedule: a new container at most one run plus the longest back-off (and a little)
-    // after the previous one, from the outage's start to its end.
-    let limit = ((RUN_SECS + MAX_BACKOFF_SECS + 3) * 1_000_000_000) as i64;
+    // On schedule: a new container at most one run plus the longest back-off (and 5 s for a
+    // loaded 2-core machine; a stall would be far longer) after the previous one, from the
+    // outage's start to its end.
+    let limit = ((RUN_SECS + MAX_BACKOFF_SECS + 5) * 1_000_000_000) as i64;
     let mut on_schedule = 0;
+    let mut longest = 0;
     let mut gaps_seen = Vec::new();
     for uid in crasher_uids.keys() {
         let mut times: Vec<i64> = starts.get(uid).map(|m| m.values().copied().collect()).unwrap_or_default();
@@ -328,6 +330,7 @@ fn c_apiserver_outage_while_containers_crash() {
         points.extend(&times);
         points.push(ended_ns);
         let worst = points.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(i64::MAX);
+        longest = longest.max(worst);
         gaps_seen.push(format!("{}: {} starts, longest gap {:.1} s", crasher_uids[uid], times.len(), worst as f64 / 1e9));
         if worst <= limit {
             on_schedule += 1;
@@ -337,6 +340,7 @@ fn c_apiserver_outage_while_containers_crash() {
     figure("outage_secs", outage.as_secs());
     figure("outage_restarts_during", restarts_during);
     figure("outage_restarts_on_schedule", format!("{on_schedule}/{crashers}"));
+    figure("outage_longest_restart_gap_s", format!("{:.1}", longest as f64 / 1e9));
     figure("outage_pods_kept_running", format!("{}/{}", steady_ids.len() - steady_lost.len(), steady_ids.len()));
 
     // Status and events catch up: each crasher's restartCount reaches what the runtime ran by

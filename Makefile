@@ -1,6 +1,7 @@
-# The verbs: make setup | build | run | cluster | cluster-down | conformance | test | e2e | bench | install | clean-env | fmt | lint
-# setup, run and test start containerd and a registry on loopback (root needed); cluster, test
-# and e2e also a real control plane (integration/cluster/up.sh, upstream binaries from KUBE_BIN).
+# The verbs: make setup | build | run | cluster | cluster-down | conformance | test | e2e | chaos | bench | install | clean-env | fmt | lint
+# setup, run and test start containerd and a registry on loopback (root needed); cluster, test,
+# e2e and chaos also a real control plane (integration/cluster/up.sh, upstream binaries from KUBE_BIN).
+# chaos (tests/chaos.rs, not part of make test) restarts containerd and kills nodelet: see its target.
 
 CARGO ?= cargo
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
@@ -9,7 +10,7 @@ CLUSTER := integration/cluster
 # The admin kubeconfig of the local control plane (make cluster, make test).
 CLUSTER_KUBECONFIG := $(or $(CLUSTER_DIR),/var/lib/nodelet-cluster)/admin.kubeconfig
 
-.PHONY: setup build run cluster cluster-down conformance test e2e bench install clean-env fmt lint
+.PHONY: setup build run cluster cluster-down conformance test e2e chaos bench install clean-env fmt lint
 
 setup:
 	bash $(ENV)/setup.sh
@@ -59,6 +60,16 @@ else
 	bash $(CLUSTER)/up.sh
 	$(CARGO) test --test e2e
 endif
+
+# The fault suite (tests/chaos.rs, issue 13): SIGKILLs nodelet under pod churn, restarts the
+# containerd the env scripts started, stops a private kube-apiserver while containers crash, and
+# fuzzes manifests, nodelet-cni and both ports. Prints `chaos: <name> <figure>` lines. Settings:
+# NODELET_CHAOS_PODS (30), NODELET_CHAOS_KILLS (20), NODELET_CHAOS_OUTAGE_SECS (300),
+# NODELET_CHAOS_FUZZ_INPUTS (1000), NODELET_CHAOS_SEED (printed; replays a run).
+chaos: setup
+	$(CARGO) build --workspace --exclude nodelet-pause
+	bash $(CLUSTER)/up.sh
+	$(CARGO) test --test chaos -- --ignored --test-threads=1 --nocapture
 
 bench:
 	@if [ -f $(ENV)/bench.sh ]; then bash $(ENV)/bench.sh; \

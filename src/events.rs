@@ -1,13 +1,18 @@
 //! Pod events as the kubelet records them (Pulling, Pulled, Created, Started, Killing, BackOff,
 //! Failed): always logged, and in cluster mode posted as core/v1 Events, where a repeat of the
-//! same event raises its count instead of adding another object.
+//! same event raises its count instead of adding another object. While the apiserver is away
+//! they are aggregated (`aggregate`) and posted with their counts once it answers again.
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use std::collections::HashMap;
+use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+mod aggregate;
+use aggregate::{Aggregates, Entry};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -81,49 +86,88 @@ impl Recorder {
     }
 }
 
+/// How long a failed post waits before the due events are tried again (the kubelet's recorder
+/// sleeps 10 s between tries).
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// Aggregation keys kept, posted or due.
+const MAX_KEPT: usize = 10_000;
+
 async fn post_events(client: kube::Client, node: String, mut rx: mpsc::UnboundedReceiver<PodEvent>) {
-    // (pod uid, reason, message) -> (event name, count) of events already posted.
-    let mut posted: HashMap<(String, &'static str, String), (String, i32)> = HashMap::new();
-    while let Some(event) = rx.recv().await {
-        let ns = event.pod.namespace.clone().unwrap_or_else(|| "default".into());
-        let api: Api<Event> = Api::namespaced(client.clone(), &ns);
-        let now = Time(Timestamp::now());
-        let key = (event.pod.uid.clone().unwrap_or_default(), event.reason, event.message.clone());
-        let result = match posted.get_mut(&key) {
-            Some((name, count)) => {
-                *count += 1;
-                let patch = serde_json::json!({ "count": *count, "lastTimestamp": now });
-                api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
-            }
-            None => {
-                let name = format!("{}.{:x}", event.pod.name.clone().unwrap_or_default(), Timestamp::now().as_nanosecond());
-                let body = Event {
-                    metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(ns.clone()), ..Default::default() },
-                    involved_object: event.pod.clone(),
-                    reason: Some(event.reason.into()),
-                    message: Some(event.message.clone()),
-                    type_: Some(if event.kind == Kind::Normal { "Normal" } else { "Warning" }.into()),
-                    source: Some(EventSource { component: Some("kubelet".into()), host: Some(node.clone()) }),
-                    reporting_component: Some("kubelet".into()),
-                    reporting_instance: Some(node.clone()),
-                    first_timestamp: Some(now.clone()),
-                    last_timestamp: Some(now),
-                    count: Some(1),
-                    ..Default::default()
-                };
-                let result = api.create(&PostParams::default(), &body).await.map(|_| ());
-                if result.is_ok() {
-                    posted.insert(key, (name, 1));
-                }
-                result
-            }
+    let mut aggregates = Aggregates::default();
+    // Set while the apiserver is away: events are only aggregated until then.
+    let mut retry_at: Option<Instant> = None;
+    loop {
+        let received = match retry_at {
+            Some(at) => tokio::select! {
+                event = rx.recv() => Some(event),
+                _ = tokio::time::sleep_until(at) => None,
+            },
+            None => Some(rx.recv().await),
         };
-        if let Err(e) = result {
-            tracing::debug!(error = %e, reason = event.reason, "posting an event failed");
+        match received {
+            Some(None) => return,
+            Some(Some(event)) => aggregates.record(event, Timestamp::now()),
+            None => {}
         }
-        // Bounded memory: forget the oldest aggregation keys when there are many.
-        if posted.len() > 10_000 {
-            posted.clear();
+        while let Ok(event) = rx.try_recv() {
+            aggregates.record(event, Timestamp::now());
         }
+        if retry_at.is_some_and(|at| Instant::now() < at) {
+            continue;
+        }
+        retry_at = None;
+        while let Some((_, entry)) = aggregates.next_due() {
+            let count = entry.count;
+            match post(&client, &node, entry).await {
+                Ok(()) => aggregates.settle(count),
+                Err(kube::Error::Api(status)) if (400..500).contains(&status.code) && ![408, 429].contains(&status.code) => {
+                    tracing::debug!(reason = entry_reason(&aggregates), code = status.code, "the apiserver refused an event: {}", status.message);
+                    aggregates.refused();
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, due = aggregates.due_len(), "posting events failed; trying again in {RETRY_AFTER:?}");
+                    retry_at = Some(Instant::now() + RETRY_AFTER);
+                    break;
+                }
+            }
+        }
+        aggregates.bound(MAX_KEPT);
+    }
+}
+
+fn entry_reason(aggregates: &Aggregates) -> &'static str {
+    aggregates.next_due().map_or("", |(key, _)| key.1)
+}
+
+/// Creates the Event object with the count so far, or raises the count of the one created
+/// before (also when a create whose answer was lost did create it).
+async fn post(client: &kube::Client, node: &str, entry: &Entry) -> Result<(), kube::Error> {
+    let ns = entry.event.pod.namespace.clone().unwrap_or_else(|| "default".into());
+    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let patch = || async {
+        let patch = serde_json::json!({ "count": entry.count, "lastTimestamp": Time(entry.last) });
+        api.patch(&entry.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
+    };
+    if entry.created {
+        return patch().await;
+    }
+    let event = &entry.event;
+    let body = Event {
+        metadata: ObjectMeta { name: Some(entry.name.clone()), namespace: Some(ns.clone()), ..Default::default() },
+        involved_object: event.pod.clone(),
+        reason: Some(event.reason.into()),
+        message: Some(event.message.clone()),
+        type_: Some(if event.kind == Kind::Normal { "Normal" } else { "Warning" }.into()),
+        source: Some(EventSource { component: Some("kubelet".into()), host: Some(node.into()) }),
+        reporting_component: Some("kubelet".into()),
+        reporting_instance: Some(node.into()),
+        first_timestamp: Some(Time(entry.first)),
+        last_timestamp: Some(Time(entry.last)),
+        count: Some(entry.count),
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &body).await {
+        Err(kube::Error::Api(status)) if status.code == 409 => patch().await,
+        result => result.map(|_| ()),
     }
 }

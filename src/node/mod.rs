@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeStatus, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use object::{node_status, status_changed, NodeHealth, NodeInput};
+use object::{conditions_overwritten, node_status, status_changed, NodeHealth, NodeInput};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -131,11 +131,19 @@ impl NodeAgent {
         loop {
             match self.input().await {
                 Ok(input) => {
+                    // The Node as the apiserver has it: someone else (the node controller, after
+                    // an outage) may have changed its conditions since our last patch.
+                    let in_api = self.nodes().get_opt(&self.settings.name).await.ok().flatten().and_then(|n| n.status);
+                    if let Some(conditions) = in_api.as_ref().and_then(|s| s.conditions.clone()) {
+                        previous = conditions;
+                    }
                     let status = node_status(&input, &previous, &now());
-                    let due = match &last {
-                        None => true,
-                        Some((old, at)) => status_changed(old, &status) || at.elapsed() >= self.settings.status_report_every,
-                    };
+                    let overwritten = in_api.as_ref().is_some_and(|api| conditions_overwritten(api, &status));
+                    let due = overwritten
+                        || match &last {
+                            None => true,
+                            Some((old, at)) => status_changed(old, &status) || at.elapsed() >= self.settings.status_report_every,
+                        };
                     if due {
                         let patch = serde_json::json!({ "status": status });
                         match self.nodes().patch_status(&self.settings.name, &PatchParams::default(), &Patch::Merge(&patch)).await {

@@ -190,6 +190,19 @@ pub fn status_changed(old: &NodeStatus, new: &NodeStatus) -> bool {
     strip(old) != strip(new)
 }
 
+/// Whether the Node's conditions in the apiserver say something else than `ours` (type, status,
+/// reason, message): the node controller marks them Unknown when the Lease goes stale (an
+/// apiserver outage), and only a patch sets them right again, as the kubelet's check of the
+/// Node it reads back before each update does.
+/// Conditions of other types (another component's) are not ours to compare.
+pub fn conditions_overwritten(in_api: &NodeStatus, ours: &NodeStatus) -> bool {
+    let theirs = in_api.conditions.as_deref().unwrap_or_default();
+    ours.conditions.iter().flatten().any(|c| {
+        let same = |a: &&NodeCondition| a.type_ == c.type_ && a.status == c.status && a.reason == c.reason && a.message == c.message;
+        !theirs.iter().any(|a| same(&a))
+    })
+}
+
 /// Parses `key=value:Effect` taints as `--register-with-taints` takes them.
 pub fn parse_taint(text: &str) -> Result<Taint, String> {
     let (kv, effect) = text.rsplit_once(':').ok_or_else(|| format!("{text:?}: a taint is key[=value]:Effect"))?;
@@ -320,5 +333,26 @@ mod tests {
         assert_eq!(parse_taint("k:NoSchedule").unwrap().value, None);
         assert!(parse_taint("k=v").unwrap_err().contains("key[=value]:Effect"));
         assert!(parse_taint("k=v:Sometimes").unwrap_err().contains("effect"));
+    }
+
+    #[test]
+    fn conditions_set_unknown_by_the_node_controller_are_overwritten_ones() {
+        let now = Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap());
+        let ours = node_status(&input(), &[], &now);
+        let mut in_api = ours.clone();
+        for c in in_api.conditions.iter_mut().flatten() {
+            c.last_heartbeat_time = None;
+        }
+        assert!(!conditions_overwritten(&in_api, &ours), "heartbeat times alone are no change");
+        let other = NodeCondition { type_: "NetworkUnavailable".into(), status: "False".into(), ..Default::default() };
+        in_api.conditions.as_mut().unwrap().push(other);
+        assert!(!conditions_overwritten(&in_api, &ours), "another component's condition is not ours");
+        for c in in_api.conditions.iter_mut().flatten() {
+            c.status = "Unknown".into();
+            c.reason = Some("NodeStatusUnknown".into());
+            c.message = Some("Kubelet stopped posting node status.".into());
+        }
+        assert!(conditions_overwritten(&in_api, &ours));
+        assert!(conditions_overwritten(&NodeStatus::default(), &ours), "a Node without conditions needs ours");
     }
 }

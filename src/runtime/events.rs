@@ -13,6 +13,9 @@ use tonic::transport::Channel;
 pub type ExitedId = String;
 
 const TOPIC_FILTER: &str = r#"topic=="/tasks/exit",namespace=="k8s.io""#;
+/// A subscription that lasted this long was healthy (containerd answers a Subscribe only with
+/// the first event, so its duration is the sign).
+const HEALTHY_SUBSCRIPTION: Duration = Duration::from_secs(10);
 
 /// Subscribes for ever, reconnecting with a short back-off when containerd goes away.
 pub fn spawn_exit_watcher(channel: Channel) -> broadcast::Sender<ExitedId> {
@@ -21,7 +24,12 @@ pub fn spawn_exit_watcher(channel: Channel) -> broadcast::Sender<ExitedId> {
     tokio::spawn(async move {
         let mut backoff = crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
+            let subscribed = std::time::Instant::now();
             let result = watch_once(channel.clone(), &sender).await;
+            // A subscription that held for a while was healthy: a new outage starts the back-off over.
+            if subscribed.elapsed() >= HEALTHY_SUBSCRIPTION {
+                backoff.reset();
+            }
             let delay = backoff.fail();
             match result {
                 Ok(()) => tracing::warn!("containerd event stream ended; resubscribing"),

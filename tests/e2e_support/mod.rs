@@ -321,6 +321,19 @@ impl E2e {
         events.into_iter().filter(|e| e.involved_object.name.as_deref() == Some(pod)).filter_map(|e| e.reason).collect()
     }
 
+    /// How many times each event happened in the test's namespace, by (object name, reason): the
+    /// counts of the aggregated Events.
+    pub fn event_counts(&self) -> std::collections::BTreeMap<(String, String), i64> {
+        let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let events = self.rt.block_on(api.list(&Default::default())).map(|l| l.items).unwrap_or_default();
+        let mut counts = std::collections::BTreeMap::new();
+        for e in events {
+            let key = (e.involved_object.name.clone().unwrap_or_default(), e.reason.clone().unwrap_or_default());
+            *counts.entry(key).or_default() += e.count.unwrap_or(1) as i64;
+        }
+        counts
+    }
+
     /// Creates or replaces a cluster-scoped-in-namespace object from JSON (Service, EndpointSlice).
     pub fn apply_namespaced<K>(&self, mut body: Value)
     where

@@ -1,0 +1,440 @@
+//! `make chaos`: nodelet under faults (issue 13, part 7), against the real containerd, runc,
+//! nodelet-cni and (for the outage) a private upstream control plane. Each case prints its
+//! figures as `chaos: <name> <figure>` lines and asserts that nothing was lost:
+//!
+//! - (a) SIGKILL nodelet at random moments while manifests come and go under 30 pods: no
+//!   container restarted that nobody asked to restart, one sandbox per pod, no address leaked;
+//! - (b) restart containerd: the pods keep running, nodelet reconnects, its exit event stream
+//!   resumes (a container killed after the restart is restarted);
+//! - (c) stop the apiserver while containers crash: every pod keeps running, crashed containers
+//!   restart on the back-off schedule, status and events catch up once it is back;
+//! - (d) disk pressure: a marked place for the eviction work;
+//! - (e) mutated manifests, CNI configs and environments, HTTP requests and TLS handshakes: no
+//!   crash, no hang, each answered with an error or a clean close.
+//!
+//! The cases restart containerd and take minutes, so they are `#[ignore]`d: `make chaos` runs
+//! them (`--ignored --test-threads=1`), `make test` does not. Settings from the environment:
+//! NODELET_CHAOS_PODS (30), NODELET_CHAOS_KILLS (20), NODELET_CHAOS_OUTAGE_SECS (300),
+//! NODELET_CHAOS_FUZZ_INPUTS (1000), NODELET_CHAOS_SEED (from the clock; printed, to replay).
+
+mod chaos_support;
+mod common;
+mod e2e_support;
+
+use chaos_support::fuzz;
+use chaos_support::mutate::{self, Mutator};
+use chaos_support::*;
+use common::*;
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A container that sleeps and leaves at once on SIGTERM (sh as PID 1 ignores it otherwise).
+const SLEEPER: &str = "trap 'exit 0' TERM; sleep 3600 & wait";
+
+fn sleeper_manifest(name: &str) -> String {
+    busybox_pod(name, "Always", 1, SLEEPER)
+}
+
+/// The container id of a /pods or API containerID (`containerd://<id>`).
+fn bare_id(id: &str) -> &str {
+    id.rsplit("://").next().unwrap_or(id)
+}
+
+/// Manifests written and removed by a thread of their own while nodelet is killed: new names
+/// each time (a new pod, a new UID), at most six at once.
+struct Churn {
+    stop: Arc<AtomicBool>,
+    live: Arc<Mutex<BTreeSet<usize>>>,
+    thread: Option<std::thread::JoinHandle<(usize, usize)>>,
+}
+
+impl Churn {
+    fn start(node: &Node, seed: u64) -> Churn {
+        let (stop, live) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(BTreeSet::new())));
+        let (manifests, scratch) = (node.manifests(), node.dir.path().to_path_buf());
+        let (stop2, live2) = (stop.clone(), live.clone());
+        let thread = std::thread::spawn(move || {
+            let mut rng = fastrand::Rng::with_seed(seed ^ 0xc4);
+            let (mut added, mut removed, mut next) = (0, 0, 0);
+            while !stop2.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(rng.u64(200..900)));
+                let mut live = live2.lock().unwrap();
+                if live.len() < 2 || (live.len() < 6 && rng.bool()) {
+                    let (file, tmp) = (format!("churn-{next}.yaml"), scratch.join(format!(".churn-{next}.tmp")));
+                    std::fs::write(&tmp, sleeper_manifest(&format!("churn-{next}"))).unwrap();
+                    std::fs::rename(&tmp, manifests.join(file)).unwrap();
+                    live.insert(next);
+                    next += 1;
+                    added += 1;
+                } else {
+                    let k = *live.iter().nth(rng.usize(..live.len())).unwrap();
+                    std::fs::remove_file(manifests.join(format!("churn-{k}.yaml"))).unwrap();
+                    live.remove(&k);
+                    removed += 1;
+                }
+            }
+            (added, removed)
+        });
+        Churn { stop, live, thread: Some(thread) }
+    }
+
+    /// Stops churning: (manifests added, removed, the churn pods that should run now).
+    fn finish(mut self) -> (usize, usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (added, removed) = self.thread.take().unwrap().join().expect("churn thread");
+        let live = self.live.lock().unwrap().iter().map(|k| format!("churn-{k}")).collect();
+        (added, removed, live)
+    }
+}
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+#[ignore = "chaos suite (make chaos): kills nodelet 20 times under 30 pods, a few minutes"]
+fn a_sigkill_during_pod_churn() {
+    let (pods, kills) = (setting("NODELET_CHAOS_PODS", 30) as usize, setting("NODELET_CHAOS_KILLS", 20));
+    let seed = mutate::seed();
+    figure("sigkill_seed", seed);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let claims_before = ip_claims();
+    let mut node = Node::start("chaos-kill", &[]);
+    let mut names = HashSet::new();
+    for i in 0..pods {
+        node.write_manifest(&format!("steady-{i}.yaml"), &sleeper_manifest(&format!("steady-{i}")));
+        names.insert(node.pod_name(&format!("steady-{i}")));
+    }
+    let steady = wait_exactly_running(&node, &names, Duration::from_secs(180));
+
+    let churn = Churn::start(&node, seed);
+    let started = Instant::now();
+    for _ in 0..kills {
+        std::thread::sleep(Duration::from_millis(rng.u64(300..3000)));
+        node.kill9();
+        std::thread::sleep(Duration::from_millis(rng.u64(0..300)));
+        node.spawn();
+    }
+    let (added, removed, churn_pods) = churn.finish();
+    figure("sigkill_kills", format!("{kills} in {:.0} s, churn {added} added {removed} removed", started.elapsed().as_secs_f64()));
+
+    // Settle: exactly the pods whose manifests are there run, and nothing is left of the others.
+    names.extend(churn_pods.iter().map(|n| node.pod_name(n)));
+    let views = wait_exactly_running(&node, &names, Duration::from_secs(180));
+    let uids: HashSet<String> = views.values().map(|v| v.uid.clone()).collect();
+    let orphans = |node: &Node| inventory(&node.name).0.into_iter().filter(|s| !uids.contains(&s.pod_uid)).count();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while orphans(&node) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (sandboxes, containers) = inventory(&node.name);
+
+    // Restarts nobody asked for: a running pod's container seen with a later attempt or beside
+    // an earlier instance, a restart count in /pods, or a steady pod's container replaced.
+    let mut unasked = 0;
+    let mut details = Vec::new();
+    for (name, view) in &views {
+        let mut by_container: HashMap<&str, (usize, u32)> = HashMap::new();
+        for c in containers.iter().filter(|c| c.pod_uid == view.uid) {
+            let e = by_container.entry(c.name.as_str()).or_default();
+            e.0 += 1;
+            e.1 = e.1.max(c.attempt);
+        }
+        let runtime_restarts: usize = by_container.values().map(|(count, attempt)| (count - 1).max(*attempt as usize)).sum();
+        let replaced = steady.get(name).is_some_and(|before| before.container_ids != view.container_ids) as usize;
+        let restarts = runtime_restarts.max(view.restarts as usize).max(replaced);
+        if restarts > 0 {
+            details.push(format!("{name}: runtime {by_container:?}, restartCount {}, replaced {replaced}", view.restarts));
+        }
+        unasked += restarts;
+    }
+    let mut per_pod: HashMap<&str, (usize, usize)> = HashMap::new();
+    for s in &sandboxes {
+        let e = per_pod.entry(s.pod_uid.as_str()).or_default();
+        if s.ready {
+            e.0 += 1;
+        } else {
+            e.1 += 1;
+        }
+    }
+    let duplicates: usize = views.values().map(|v| per_pod.get(v.uid.as_str()).map_or(0, |(ready, _)| ready.saturating_sub(1))).sum();
+    let stale: usize = views.values().map(|v| per_pod.get(v.uid.as_str()).map_or(0, |(_, not_ready)| *not_ready)).sum();
+    let without_sandbox = views.values().filter(|v| per_pod.get(v.uid.as_str()).is_none_or(|(ready, _)| *ready == 0)).count();
+    let leaked = leaked_ips(&claims_before);
+    figure("sigkill_unasked_restarts", unasked);
+    figure("sigkill_duplicate_sandboxes", duplicates);
+    figure("sigkill_stale_sandboxes", stale);
+    figure("sigkill_orphan_sandboxes", orphans(&node));
+    figure("sigkill_leaked_ips", leaked.len());
+    let log = node.log();
+    assert!(!log.contains("panicked at"), "nodelet panicked:\n{log}");
+    assert_eq!(unasked, 0, "containers restarted that nobody asked to restart:\n{}\nnodelet log (tail):\n{}", details.join("\n"), log_tail(&node, 150));
+    assert_eq!((duplicates, without_sandbox), (0, 0), "ready sandboxes per pod are not exactly one: {per_pod:?}");
+    assert_eq!(orphans(&node), 0, "sandboxes of removed pods are left");
+    assert!(leaked.is_empty(), "addresses held for sandboxes that are gone: {leaked:?}");
+}
+
+#[test]
+#[ignore = "chaos suite (make chaos): restarts the containerd the env scripts started"]
+fn b_containerd_restart() {
+    assert!(
+        scripted_containerd_pid().is_some(),
+        "containerd was not started by integration/env/start-containerd.sh (no live pid in /run/nodelet-env/containerd.pid): this case restarts only that one"
+    );
+    let pods = setting("NODELET_CHAOS_PODS", 30) as usize;
+    let node = Node::start("chaos-ctrd", &["--crash-loop-backoff-initial", "1s", "--crash-loop-backoff-max", "2s"]);
+    let mut names = HashSet::new();
+    for i in 0..pods {
+        node.write_manifest(&format!("steady-{i}.yaml"), &sleeper_manifest(&format!("steady-{i}")));
+        names.insert(node.pod_name(&format!("steady-{i}")));
+    }
+    let before = wait_exactly_running(&node, &names, Duration::from_secs(180));
+
+    let mut guard = RestartGuard { started: false };
+    let down = Instant::now();
+    stop_containerd();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(scripted_containerd_pid().is_none(), "containerd still runs after stop_daemon");
+    start_containerd();
+    guard.started = true;
+    let up = Instant::now();
+    figure("containerd_restart_down_s", format!("{:.1}", (up - down).as_secs_f64()));
+    // Reconnected: the runtime check behind /healthz answers through nodelet's CRI channel. (Its
+    // event subscription cannot be timed from outside: containerd answers a Subscribe only with
+    // the first event; the killed container below shows that it resumed.)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while node.get("/healthz").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "/healthz not ok 60 s after containerd came back: {:?}\nnodelet log (tail):\n{}",
+            node.get("/healthz?verbose"),
+            log_tail(&node, 60)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    figure("containerd_restart_reconnect_s", format!("{:.1}", up.elapsed().as_secs_f64()));
+
+    let after = wait_exactly_running(&node, &names, Duration::from_secs(60));
+    let kept = before.iter().filter(|(name, b)| after.get(*name).is_some_and(|a| a.container_ids == b.container_ids && a.restarts == 0)).count();
+    figure("containerd_restart_pods_kept", format!("{kept}/{pods}"));
+
+    // A container that exits now is seen through the resumed event stream and restarted. nodelet
+    // resubscribes with a back-off of at most 5 s: wait that out first.
+    std::thread::sleep(Duration::from_secs(6));
+    let victim = node.pod_name("steady-0");
+    let old = before[&victim].container_ids[0].clone();
+    let log_len = node.log().len();
+    let killed = Instant::now();
+    let id = bare_id(&old).to_string();
+    on_runtime(move |cri| async move { cri.stop_container(&id, Duration::ZERO).await }).expect("stopping the victim container");
+    node.wait_pod("steady-0", "the killed container to run again", Duration::from_secs(60), |p| {
+        let c = &p["status"]["containerStatuses"][0];
+        (c["containerID"] != old.as_str() && c["ready"] == true && c["restartCount"] == 1).then_some(())
+    });
+    figure("containerd_restart_killed_container_back_s", format!("{:.1}", killed.elapsed().as_secs_f64()));
+    let log = node.log();
+    let event_seen = log[log_len..].lines().any(|l| l.contains("task exited") && l.contains(bare_id(&old)));
+    figure("containerd_restart_exit_event_seen", event_seen);
+    assert!(!log.contains("panicked at"), "nodelet panicked:\n{log}");
+    assert_eq!(kept, pods, "pods changed across the containerd restart: before {before:#?}\nafter {after:#?}");
+    assert!(event_seen, "the exit of container {old} did not come through containerd's event stream:\n{}", &log[log_len..]);
+}
+
+#[test]
+#[ignore = "chaos suite (make chaos): stops a private kube-apiserver for NODELET_CHAOS_OUTAGE_SECS (300)"]
+fn c_apiserver_outage_while_containers_crash() {
+    const RUN_SECS: u64 = 3;
+    const MAX_BACKOFF_SECS: u64 = 4;
+    let outage = Duration::from_secs(setting("NODELET_CHAOS_OUTAGE_SECS", 300));
+    let pods = setting("NODELET_CHAOS_PODS", 30) as usize;
+    let crashers = (pods / 5).max(1);
+    let Some(mut e2e) = e2e_support::E2e::start_private("chaos-outage", &["--crash-loop-backoff-initial", "1s", "--crash-loop-backoff-max", "4s"]) else {
+        eprintln!("skipped: the cluster's apiserver cannot be stopped by the suite");
+        return;
+    };
+    e2e.wait_node_ready();
+    for i in 0..pods - crashers {
+        e2e.create_pod(json!({"metadata": {"name": format!("steady-{i}")},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX, "command": ["sh", "-c", SLEEPER]}]}}));
+    }
+    for i in 0..crashers {
+        e2e.create_pod(json!({"metadata": {"name": format!("crasher-{i}")},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": BUSYBOX, "command": ["sh", "-c", format!("sleep {RUN_SECS}; exit 1")]}]}}));
+    }
+    let mut steady_ids = BTreeMap::new();
+    for i in 0..pods - crashers {
+        let pod = e2e.wait_phase_running(&format!("steady-{i}"));
+        steady_ids.insert(
+            pod["metadata"]["uid"].as_str().unwrap().to_string(),
+            bare_id(pod["status"]["containerStatuses"][0]["containerID"].as_str().unwrap()).to_string(),
+        );
+    }
+    let mut crasher_uids = BTreeMap::new();
+    for i in 0..crashers {
+        let pod = e2e.wait_pod(&format!("crasher-{i}"), "a first restart", |p| p["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0) >= 1);
+        crasher_uids.insert(pod["metadata"]["uid"].as_str().unwrap().to_string(), format!("crasher-{i}"));
+    }
+    let sandboxes_before: BTreeSet<String> = inventory(&e2e.node.name).0.into_iter().map(|s| s.id).collect();
+
+    e2e.stop_apiserver();
+    let stopped = Instant::now();
+    let stopped_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    // Every crasher container created during the outage (the runtime keeps only the newest dead
+    // one, so look every second), and whether a steady container or any sandbox changed.
+    let mut starts: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    let mut steady_lost = BTreeSet::new();
+    let mut sandboxes_changed = false;
+    while stopped.elapsed() < outage {
+        let (sandboxes, containers) = inventory(&e2e.node.name);
+        for c in &containers {
+            if crasher_uids.contains_key(&c.pod_uid) && c.created_at >= stopped_ns {
+                starts.entry(c.pod_uid.clone()).or_default().insert(c.id.clone(), c.created_at);
+            }
+        }
+        for (uid, id) in &steady_ids {
+            if !containers.iter().any(|c| &c.id == id && c.running) {
+                steady_lost.insert(uid.clone());
+            }
+        }
+        sandboxes_changed |= sandboxes.iter().map(|s| s.id.clone()).collect::<BTreeSet<_>>() != sandboxes_before;
+        assert!(e2e.node.is_running(), "nodelet exited during the outage:\n{}", e2e.node.log());
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let ended_ns = stopped_ns + outage.as_nanos() as i64;
+    let attempts_at_end: BTreeMap<String, u32> = {
+        let containers = inventory(&e2e.node.name).1;
+        crasher_uids.keys().map(|uid| (uid.clone(), containers.iter().filter(|c| &c.pod_uid == uid).map(|c| c.attempt).max().unwrap_or(0))).collect()
+    };
+    let log_at_end = e2e.node.log();
+    e2e.start_apiserver();
+    let back = Instant::now();
+    e2e.wait_node_ready();
+    figure("outage_node_ready_again_s", format!("{:.1}", back.elapsed().as_secs_f64()));
+
+    // On schedule: a new container at most one run plus the longest back-off (and 5 s for a
+    // loaded 2-core machine; a stall would be far longer) after the previous one, from the
+    // outage's start to its end.
+    let limit = ((RUN_SECS + MAX_BACKOFF_SECS + 5) * 1_000_000_000) as i64;
+    let mut on_schedule = 0;
+    let mut longest = 0;
+    let mut gaps_seen = Vec::new();
+    for uid in crasher_uids.keys() {
+        let mut times: Vec<i64> = starts.get(uid).map(|m| m.values().copied().collect()).unwrap_or_default();
+        times.sort();
+        let mut points = vec![stopped_ns];
+        points.extend(&times);
+        points.push(ended_ns);
+        let worst = points.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(i64::MAX);
+        longest = longest.max(worst);
+        gaps_seen.push(format!("{}: {} starts, longest gap {:.1} s", crasher_uids[uid], times.len(), worst as f64 / 1e9));
+        if worst <= limit {
+            on_schedule += 1;
+        }
+    }
+    let restarts_during: usize = starts.values().map(|m| m.len()).sum();
+    figure("outage_secs", outage.as_secs());
+    figure("outage_restarts_during", restarts_during);
+    figure("outage_restarts_on_schedule", format!("{on_schedule}/{crashers}"));
+    figure("outage_longest_restart_gap_s", format!("{:.1}", longest as f64 / 1e9));
+    figure("outage_pods_kept_running", format!("{}/{}", steady_ids.len() - steady_lost.len(), steady_ids.len()));
+
+    // Status and events catch up: each crasher's restartCount reaches what the runtime ran by
+    // the outage's end, and every event nodelet recorded by then (its log) is counted in the API.
+    let caught_up = |check: &dyn Fn(&str, u32) -> bool| crasher_uids.iter().all(|(uid, name)| check(name, attempts_at_end[uid]));
+    let status_ok = |name: &str, attempts: u32| {
+        e2e.get_pod(name).is_some_and(|p| p["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0) >= attempts as i64)
+    };
+    eventually("restart counts in the API to catch up", Duration::from_secs(120), || caught_up(&status_ok));
+    figure("outage_status_caught_up_s", format!("{:.1}", back.elapsed().as_secs_f64()));
+    let recorded = logged_events(&log_at_end, &e2e.namespace);
+    let behind = || -> Vec<String> {
+        let in_api = e2e.event_counts();
+        recorded
+            .iter()
+            .filter_map(|(key, logged)| {
+                let posted = in_api.get(key).copied().unwrap_or(0);
+                (posted < *logged).then(|| format!("{} {}: {posted} of {logged}", key.0, key.1))
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut missing = behind();
+    while !missing.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+        missing = behind();
+    }
+    figure("outage_events_recorded", recorded.values().sum::<i64>());
+    figure("outage_events_caught_up_s", if missing.is_empty() { format!("{:.1}", back.elapsed().as_secs_f64()) } else { "never".into() });
+    e2e.wait_node_ready();
+    let log = e2e.node.log();
+    assert!(!log.contains("panicked at"), "nodelet panicked:\n{log}");
+    assert!(
+        steady_lost.is_empty() && !sandboxes_changed,
+        "pods stopped running during the outage: lost {steady_lost:?}, sandboxes changed {sandboxes_changed}"
+    );
+    assert_eq!(on_schedule, crashers, "crashed containers were not restarted on schedule: {gaps_seen:#?}");
+    assert!(missing.is_empty(), "events recorded by the outage's end are missing in the API: {missing:#?}");
+}
+
+// (d) Disk pressure: fill a test file system past the eviction threshold and check that pods are
+// evicted in the kubelet's order and the node reports DiskPressure. It needs the eviction work
+// (issue 13, built on its own branch); the case goes here when that lands.
+#[test]
+#[ignore = "chaos suite (make chaos): a place for the disk pressure case, which needs eviction"]
+fn d_disk_pressure_pending_eviction() {
+    figure("disk_pressure", "pending (needs the eviction work)");
+}
+
+/// The fuzz passes' tallies so far in this process: the last pass prints their sum.
+static FUZZ_SO_FAR: Mutex<Option<fuzz::Tally>> = Mutex::new(None);
+
+/// The pass's share of NODELET_CHAOS_FUZZ_INPUTS (1000): 40 % manifests, 30 % CNI, 30 % HTTP.
+fn fuzz_share(percent: usize) -> usize {
+    setting("NODELET_CHAOS_FUZZ_INPUTS", 1000) as usize * percent / 100
+}
+
+/// Prints a pass's figure, adds it to the sum, and fails on its crashes and hangs.
+fn fuzz_report(name: &str, seed: u64, tally: fuzz::Tally) {
+    figure(name, tally.figure());
+    let mut so_far = FUZZ_SO_FAR.lock().unwrap_or_else(|e| e.into_inner());
+    so_far.get_or_insert_with(Default::default).add(&tally);
+    assert_eq!((tally.crashes, tally.hangs), (0, 0), "{name} failures (replay with NODELET_CHAOS_SEED={seed}):\n{}", tally.examples.join("\n"));
+}
+
+#[test]
+#[ignore = "chaos suite (make chaos): 400 mutated manifests through the parser and the pod-spec code"]
+fn e1_fuzz_manifests() {
+    let seed = mutate::seed();
+    figure("fuzz_manifests_seed", seed);
+    fuzz_report("fuzz_manifests", seed, fuzz::manifests(&mut Mutator::new(seed), fuzz_share(40)));
+}
+
+#[test]
+#[ignore = "chaos suite (make chaos): 300 mutated CNI configs and environments through nodelet-cni"]
+fn e2_fuzz_cni() {
+    let seed = mutate::seed();
+    figure("fuzz_cni_seed", seed);
+    fuzz_report("fuzz_cni", seed, fuzz::cni(&mut Mutator::new(seed), fuzz_share(30)));
+}
+
+#[test]
+#[ignore = "chaos suite (make chaos): 300 mutated HTTP requests and TLS handshakes to a live nodelet"]
+fn e3_fuzz_http_live() {
+    let seed = mutate::seed();
+    figure("fuzz_http_seed", seed);
+    let mut node = Node::start("chaos-fuzz", &["--anonymous-auth", "--authorization-mode", "AlwaysAllow"]);
+    eventually("/healthz ok", Duration::from_secs(30), || node.get("/healthz").0 == 200);
+    let tally = fuzz::http(&mut node, &mut Mutator::new(seed), fuzz_share(100) - fuzz_share(40) - fuzz_share(30));
+    let result = std::panic::catch_unwind(move || fuzz_report("fuzz_http", seed, tally));
+    // The sum of every fuzz pass of this run (e1 and e2 ran before: the suite runs in name order).
+    let all = FUZZ_SO_FAR.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
+    figure("fuzz_inputs", format!("{} crashes {} hangs {}", all.inputs, all.crashes, all.hangs));
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}

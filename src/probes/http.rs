@@ -163,7 +163,7 @@ where
 }
 
 /// Probes do not verify the server's certificate, as the kubelet's (InsecureSkipVerify).
-fn insecure_tls() -> Arc<rustls::ClientConfig> {
+pub fn insecure_tls() -> Arc<rustls::ClientConfig> {
     static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
     CONFIG
         .get_or_init(|| {

@@ -111,6 +111,11 @@ pub fn is_sidecar(c: &Container) -> bool {
     c.restart_policy.as_deref() == Some("Always")
 }
 
+/// The pod's sidecars, in the order of the spec.
+pub fn sidecars(pod: &Pod) -> impl Iterator<Item = &Container> {
+    pod.spec.iter().flat_map(|s| s.init_containers.iter().flatten()).filter(|c| is_sidecar(c))
+}
+
 fn should_restart(policy: &str, exit_code: i32) -> bool {
     match policy {
         "Always" => true,
@@ -168,7 +173,7 @@ pub fn plan(pod: &Pod, observed: &ObservedPod, memory: &Memory, spec_hash: impl 
     if let Some(phase) = finished_phase(pod, observed) {
         plan.finished = Some(phase);
         // Sidecars serve the regular containers: once those have ended for good, so do they.
-        for c in spec.init_containers.iter().flatten().filter(|c| is_sidecar(c)) {
+        for c in sidecars(pod) {
             if let Some(live) = observed.latest(&c.name).filter(|l| l.state == RunState::Running) {
                 plan.kill.push(KillContainer { id: live.id.clone(), name: c.name.clone(), reason: KillReason::PodFinished });
             }

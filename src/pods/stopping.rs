@@ -75,8 +75,7 @@ const MIN_SIDECAR_GRACE: Duration = Duration::from_secs(2);
 
 /// Splits the containers to stop into the sidecars (in reverse order of the spec) and the rest.
 fn in_stop_order(pod: &Pod, kills: Vec<KillContainer>) -> (Vec<KillContainer>, Vec<KillContainer>) {
-    let sidecar_names: Vec<&str> =
-        pod.spec.iter().flat_map(|s| s.init_containers.iter().flatten()).filter(|c| super::plan::is_sidecar(c)).map(|c| c.name.as_str()).collect();
+    let sidecar_names: Vec<&str> = super::plan::sidecars(pod).map(|c| c.name.as_str()).collect();
     let position = |k: &KillContainer| sidecar_names.iter().position(|n| *n == k.name);
     let (mut sidecars, others): (Vec<_>, Vec<_>) = kills.into_iter().partition(|k| position(k).is_some());
     sidecars.sort_by_key(|k| std::cmp::Reverse(position(k)));

@@ -35,8 +35,7 @@ impl<E: Effects, S: EventSink> PodProbes<E, S> {
         let sandbox = observed.ready_sandbox().map(|s| s.id.clone());
         let mut seen = Vec::new();
         // Sidecars (restartable init containers) are probed as the regular containers are.
-        let sidecars = spec.init_containers.iter().flatten().filter(|c| crate::pods::plan::is_sidecar(c));
-        for c in spec.containers.iter().chain(sidecars) {
+        for c in spec.containers.iter().chain(crate::pods::plan::sidecars(pod)) {
             let live = sandbox.as_deref().and_then(|sb| observed.latest_in(&c.name, sb)).filter(|l| l.state == RunState::Running && !self.terminating);
             let Some(live) = live else { continue };
             seen.push(c.name.clone());

@@ -11,8 +11,7 @@ use std::collections::HashMap;
 pub fn apply(status: &mut PodStatus, pod: &Pod, view: &HashMap<String, ContainerResults>, terminating: bool) {
     let mut unready = Vec::new();
     // Sidecars' probes count as the regular containers' do (the other init containers are done by now).
-    let sidecar_names: Vec<&str> =
-        pod.spec.iter().flat_map(|s| s.init_containers.iter().flatten()).filter(|c| crate::pods::plan::is_sidecar(c)).map(|c| c.name.as_str()).collect();
+    let sidecar_names: Vec<&str> = crate::pods::plan::sidecars(pod).map(|c| c.name.as_str()).collect();
     let sidecars = status.init_container_statuses.iter_mut().flatten().filter(|c| sidecar_names.contains(&c.name.as_str()));
     for c in status.container_statuses.iter_mut().flatten().chain(sidecars) {
         let running = c.state.as_ref().is_some_and(|s| s.running.is_some());

@@ -65,6 +65,9 @@ pub struct StartContainer {
     pub attempt: u32,
     /// A restart of a container that ran before: counts against its back-off.
     pub is_restart: bool,
+    /// The id of this attempt's container when it exists already, created but never started
+    /// (nodelet stopped between the two calls): it is started, not replaced.
+    pub created: Option<String>,
 }
 
 /// A running container the plan stops, and why (the kubelet's containerToKillInfo).
@@ -207,9 +210,8 @@ pub fn plan(pod: &Pod, observed: &ObservedPod, memory: &Memory, spec_hash: impl 
         if is_sidecar(c) {
             match latest {
                 Some(live) if live.state == RunState::Running => continue,
-                Some(live) if live.state == RunState::Created => {}
                 // A sidecar is restarted whenever it ends, whatever the pod's restart policy.
-                latest => consider_start(&mut plan, &mut wake, c, true, latest, observed, memory, "Always", now),
+                latest => consider_start(&mut plan, &mut wake, c, true, latest, observed, memory, "Always", &spec_hash(c), now),
             }
             if initialized {
                 continue;
@@ -220,8 +222,8 @@ pub fn plan(pod: &Pod, observed: &ObservedPod, memory: &Memory, spec_hash: impl 
             }
             match latest {
                 Some(done) if done.state == RunState::Exited && done.exit_code == 0 => continue,
-                Some(live) if matches!(live.state, RunState::Running | RunState::Created) => {}
-                latest => consider_start(&mut plan, &mut wake, c, true, latest, observed, memory, policy, now),
+                Some(live) if live.state == RunState::Running => {}
+                latest => consider_start(&mut plan, &mut wake, c, true, latest, observed, memory, policy, &spec_hash(c), now),
             }
         }
         inits_done = false;
@@ -241,14 +243,14 @@ pub fn plan(pod: &Pod, observed: &ObservedPod, memory: &Memory, spec_hash: impl 
                         plan.kill.push(KillContainer { id: live.id.clone(), name: c.name.clone(), reason: KillReason::SpecChanged });
                     }
                 }
-                _ => consider_start(&mut plan, &mut wake, c, false, latest, observed, memory, policy, now),
+                _ => consider_start(&mut plan, &mut wake, c, false, latest, observed, memory, policy, &spec_hash(c), now),
             }
         }
         // Ephemeral containers start once in the running pod and are never restarted.
         for c in &super::ephemeral::containers(pod) {
             match observed.latest(&c.name) {
-                Some(live) if matches!(live.state, RunState::Running | RunState::Created) => {}
-                latest => consider_start(&mut plan, &mut wake, c, false, latest, observed, memory, "Never", now),
+                Some(live) if live.state == RunState::Running => {}
+                latest => consider_start(&mut plan, &mut wake, c, false, latest, observed, memory, "Never", &spec_hash(c), now),
             }
         }
     }
@@ -268,9 +270,19 @@ fn consider_start(
     observed: &ObservedPod,
     memory: &Memory,
     policy: &str,
+    want_hash: &str,
     now: SystemTime,
 ) {
-    // A container created but never started (start failed) is replaced like an exited one.
+    let never_started = latest_here.filter(|p| p.state == RunState::Created);
+    if let Some(created) = never_started.filter(|p| !p.spec_hash.is_empty() && p.spec_hash == want_hash && !memory.start_failures.contains_key(&c.name)) {
+        // Created by this spec and never started (nodelet stopped between the two calls): start
+        // it as the attempt it is, so no restart is counted that nobody asked for.
+        plan.waiting.insert(c.name.clone(), waiting(WaitingReason::ContainerCreating, ""));
+        plan.start.push(StartContainer { name: c.name.clone(), init, attempt: created.attempt, is_restart: false, created: Some(created.id.clone()) });
+        return;
+    }
+    // A container created but never started (its start failed, or its spec changed since) is
+    // replaced like an exited one.
     let previous = latest_here.filter(|p| p.state != RunState::Running);
     if let Some(prev) = previous {
         // Init containers of a pod that may restart are retried whatever the policy says, as in the kubelet.
@@ -303,7 +315,7 @@ fn consider_start(
     } else {
         plan.waiting.insert(c.name.clone(), waiting(WaitingReason::ContainerCreating, ""));
     }
-    plan.start.push(StartContainer { name: c.name.clone(), init, attempt: observed.next_attempt(&c.name), is_restart: previous.is_some() });
+    plan.start.push(StartContainer { name: c.name.clone(), init, attempt: observed.next_attempt(&c.name), is_restart: previous.is_some(), created: None });
 }
 
 /// Keeps the newest instance of each container and a few dead ones before it.
@@ -410,7 +422,7 @@ mod tests {
         assert_eq!(p.start[0].name, "i2");
         obs.containers.push(container("i2", 0, RunState::Exited, 0, 2));
         let p = run(&pod, &obs, &memory(), 2);
-        assert_eq!(p.start, vec![StartContainer { name: "a".into(), init: false, attempt: 0, is_restart: false }]);
+        assert_eq!(p.start, vec![StartContainer { name: "a".into(), init: false, attempt: 0, is_restart: false, created: None }]);
     }
 
     /// A pod whose init containers named in `sidecars` have `restartPolicy: Always`.
@@ -425,13 +437,38 @@ mod tests {
     }
 
     #[test]
+    fn a_container_created_but_never_started_is_started_not_replaced() {
+        let pod = pod("Always", &["i1"], &["a"]);
+        let created = |name: &str| container(name, 0, RunState::Created, 0, 0);
+        // An init container and a regular one, each left Created by a nodelet that stopped.
+        for (obs, name) in [
+            (ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers: vec![created("i1")] }, "i1"),
+            (ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers: vec![container("i1", 0, RunState::Exited, 0, 1), created("a")] }, "a"),
+        ] {
+            let p = run(&pod, &obs, &memory(), 5);
+            let want = StartContainer { name: name.into(), init: name == "i1", attempt: 0, is_restart: false, created: Some(format!("{name}-0")) };
+            assert_eq!(p.start, vec![want]);
+            assert_eq!(p.waiting[name].reason, WaitingReason::ContainerCreating);
+            // Created from another spec: replaced by the next attempt.
+            let p = plan(&pod, &obs, &memory(), |_| "other".to_string(), at(5));
+            assert_eq!((p.start[0].attempt, p.start[0].created.as_deref()), (1, None));
+            // Its start failed here before: replaced too.
+            let mut mem = memory();
+            mem.start_failures.insert(name.into(), StartFailure { reason: WaitingReason::RunContainerError, message: "no".into(), at: at(0) });
+            let p = run(&pod, &obs, &mem, 500);
+            assert_eq!((p.start[0].attempt, p.start[0].created.as_deref()), (1, None));
+        }
+    }
+
+    #[test]
     fn sidecars_start_in_order_keep_running_and_restart_whatever_the_policy() {
         let pod = with_sidecars("Never", &["side", "i1"], &["side"], &["a"]);
         let mut obs = ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers: vec![] };
         assert_eq!(run(&pod, &obs, &memory(), 0).start.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), vec!["side"]);
-        // Created is not yet running: the next init container waits.
+        // Created is not yet running: it is started, and the next init container waits.
         obs.containers.push(container("side", 0, RunState::Created, 0, 0));
-        assert!(run(&pod, &obs, &memory(), 0).start.is_empty());
+        let p = run(&pod, &obs, &memory(), 0);
+        assert_eq!(p.start.iter().map(|s| (s.name.as_str(), s.created.as_deref())).collect::<Vec<_>>(), vec![("side", Some("side-0"))]);
         // Running: the next init container starts beside it.
         obs.containers[0] = container("side", 0, RunState::Running, 0, 0);
         assert_eq!(run(&pod, &obs, &memory(), 1).start.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), vec!["i1"]);
@@ -443,7 +480,7 @@ mod tests {
         obs.containers.push(container("a", 0, RunState::Running, 0, 0));
         obs.containers[0] = container("side", 0, RunState::Exited, 1, 3);
         let p = run(&pod, &obs, &memory(), 100);
-        assert_eq!(p.start, vec![StartContainer { name: "side".into(), init: true, attempt: 1, is_restart: true }]);
+        assert_eq!(p.start, vec![StartContainer { name: "side".into(), init: true, attempt: 1, is_restart: true, created: None }]);
         assert!(p.finished.is_none() && p.kill.is_empty() && !p.waiting.contains_key("a"));
     }
 
@@ -486,7 +523,7 @@ mod tests {
         assert!(p.waiting["a"].message.starts_with("back-off 10s restarting failed container=a"), "{}", p.waiting["a"].message);
         assert_eq!(p.wake_after, Some(Duration::from_secs(6)));
         let p = run(&pod, &obs, &mem, 111);
-        assert_eq!(p.start, vec![StartContainer { name: "a".into(), init: false, attempt: 2, is_restart: true }]);
+        assert_eq!(p.start, vec![StartContainer { name: "a".into(), init: false, attempt: 2, is_restart: true, created: None }]);
     }
 
     #[test]
@@ -518,7 +555,7 @@ mod tests {
             Some(vec![k8s_openapi::api::core::v1::EphemeralContainer { name: "debug".into(), image: Some("img".into()), ..Default::default() }]);
         let mut obs = ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers: vec![container("a", 0, RunState::Running, 0, 0)] };
         let p = run(&pod, &obs, &memory(), 1);
-        assert_eq!(p.start, vec![StartContainer { name: "debug".into(), init: false, attempt: 0, is_restart: false }]);
+        assert_eq!(p.start, vec![StartContainer { name: "debug".into(), init: false, attempt: 0, is_restart: false, created: None }]);
         obs.containers.push(container("debug", 0, RunState::Exited, 1, 2));
         assert!(run(&pod, &obs, &memory(), 100).start.is_empty());
     }

@@ -1,6 +1,7 @@
 //! How the pod worker starts one container: the image as its pull policy asks, runAsNonRoot
 //! against the image's user, env and volumes resolved, the container created and started, then
-//! its postStart hook. A child of `worker`, so it reaches the worker's own state.
+//! its postStart hook (or, for a container created but never started, only the start and the
+//! hook). A child of `worker`, so it reaches the worker's own state.
 
 use super::*;
 
@@ -45,6 +46,9 @@ impl Worker {
         c: &Container,
         start: &StartContainer,
     ) -> Result<String, (WaitingReason, String)> {
+        if let Some(id) = &start.created {
+            return self.start_created(c, id).await;
+        }
         let ctx = &self.deps.ctx;
         self.ensure_image(c).await?;
         let config_error = |e: String| (WaitingReason::CreateContainerConfigError, e);
@@ -87,9 +91,13 @@ impl Worker {
         let sandbox = spec::sandbox_config(ctx, &self.pod, sandbox_attempt);
         let id = self.deps.runtime.create_container(sandbox_id, config, sandbox).await.map_err(|e| (WaitingReason::CreateContainerError, e.to_string()))?;
         self.event(Some(&c.name), Normal, "Created", format!("Created container {}", c.name));
-        self.deps.runtime.start_container(&id).await.map_err(|e| (WaitingReason::RunContainerError, e.to_string()))?;
+        self.start_created(c, &id).await
+    }
+
+    async fn start_created(&self, c: &Container, id: &str) -> Result<String, (WaitingReason, String)> {
+        self.deps.runtime.start_container(id).await.map_err(|e| (WaitingReason::RunContainerError, e.to_string()))?;
         self.event(Some(&c.name), Normal, "Started", format!("Started container {}", c.name));
-        Ok(id)
+        Ok(id.to_string())
     }
 
     /// runAsNonRoot, checked against runAsUser or else the user the image runs as (from CRI).

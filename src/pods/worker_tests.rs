@@ -139,12 +139,25 @@ async fn an_existing_sandbox_and_running_container_are_adopted_not_recreated() {
     let pod = pod("adopt", &["a"]);
     let hash = spec::container_hash(&pod.spec.as_ref().unwrap().containers[0]);
     let sandbox = h.fake.add_sandbox("uid-adopt", 3);
-    h.fake.add_running(&sandbox, "a", 5, &hash);
+    h.fake.add_container(&sandbox, "a", 5, &hash, RunState::Running);
     let (_tx, _handle) = spawn(h.deps.clone(), pod);
     eventually("status published", || container_status(&h.deps).is_some_and(|c| c.ready)).await;
     assert_eq!(container_status(&h.deps).unwrap().restart_count, 5);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(h.fake.changes(), [], "nothing created, stopped or removed");
+}
+
+#[tokio::test]
+async fn a_container_left_created_by_a_stopped_nodelet_is_started_not_replaced() {
+    let h = harness();
+    let pod = pod("half", &["a"]);
+    let hash = spec::container_hash(&pod.spec.as_ref().unwrap().containers[0]);
+    let sandbox = h.fake.add_sandbox("uid-half", 0);
+    let id = h.fake.add_container(&sandbox, "a", 0, &hash, RunState::Created);
+    let (_tx, _handle) = spawn(h.deps.clone(), pod);
+    eventually("running", || h.fake.running("a") == 1).await;
+    assert_eq!(h.fake.changes(), [Call::StartContainer(id)], "started as it was, not created again");
+    eventually("status published", || container_status(&h.deps).is_some_and(|c| c.ready && c.restart_count == 0)).await;
 }
 
 #[tokio::test]

@@ -165,8 +165,9 @@ impl FakeRuntime {
         id
     }
 
-    /// Puts a running container in a sandbox, as one left by an earlier nodelet.
-    pub fn add_running(&self, sandbox_id: &str, name: &str, attempt: u32, spec_hash: &str) -> String {
+    /// Puts a running (or created, never started) container in a sandbox, as one left by an
+    /// earlier nodelet.
+    pub fn add_container(&self, sandbox_id: &str, name: &str, attempt: u32, spec_hash: &str, run_state: RunState) -> String {
         let mut state = self.lock();
         let id = state.new_id(name);
         let at = now();
@@ -175,9 +176,9 @@ impl FakeRuntime {
             sandbox_id: sandbox_id.into(),
             name: name.into(),
             attempt,
-            state: RunState::Running,
+            state: run_state,
             created_at: at,
-            started_at: at,
+            started_at: if run_state == RunState::Running { at } else { 0 },
             spec_hash: spec_hash.into(),
             ..Default::default()
         });

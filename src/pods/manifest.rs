@@ -94,7 +94,7 @@ fn apply_defaults(pod: &mut Pod, file: &str, content: &[u8], node_name: &str) {
 /// Spec defaults shared by every source of pods.
 pub fn default_pod_spec(spec: &mut k8s_openapi::api::core::v1::PodSpec) {
     spec.restart_policy.get_or_insert_with(|| "Always".into());
-    spec.termination_grace_period_seconds.get_or_insert(30);
+    spec.termination_grace_period_seconds.get_or_insert(super::reasons::DEFAULT_GRACE_PERIOD_SECS);
     spec.dns_policy.get_or_insert_with(|| "ClusterFirst".into());
     let containers = spec.init_containers.iter_mut().flatten().chain(spec.containers.iter_mut());
     for c in containers {

@@ -9,6 +9,7 @@ pub mod eviction;
 pub mod gauge;
 pub mod gc;
 pub mod health;
+pub mod heap;
 pub mod logrotate;
 pub mod machine;
 pub mod metrics;

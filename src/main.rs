@@ -24,10 +24,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    // glibc gives each thread that allocates an arena of its own (up to 8 per core); nodelet's
-    // threads mostly wait, and every arena keeps what it once held: two keep the heap small.
-    // SAFETY: mallopt only tunes the allocator, before any thread other than this one exists.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    nodelet::heap::configure();
     let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
     match runtime.block_on(run(config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -40,6 +37,7 @@ fn main() -> std::process::ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(node = %config.node_name, "nodelet starting");
+    tokio::spawn(nodelet::heap::run());
     let facts = machine::read_host_facts(Path::new("/"))?;
     let host_ip = config.node_ip.or_else(nodeip::default_route_ipv4).map(|ip| ip.to_string());
     let ctx = Arc::new(NodeContext {

@@ -174,8 +174,7 @@ impl Context {
         };
         drop(file);
         if script.len() >= TRIM_AFTER_BYTES {
-            // SAFETY: malloc_trim only returns free heap memory to the system.
-            unsafe { libc::malloc_trim(0) };
+            crate::heap::trim();
         }
         if rc == 0 {
             return Ok(output);

@@ -1,7 +1,7 @@
 //! Pure conversion of the apiserver's Service and EndpointSlice objects into the proxy's model.
 //! Bad parts are skipped with a warning that names the object and the cause; the rest stays.
 
-use super::model::{Family, Protocol, ServiceKey, ServiceName, ServicePort, Slice, SliceEndpoint, SlicePort};
+use super::model::{Family, NodeNames, Protocol, ServiceKey, ServiceName, ServicePort, Slice, SliceEndpoint, SlicePort};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::net::IpAddr;
@@ -158,6 +158,8 @@ pub fn service(svc: &Service, family: Family) -> Converted<Vec<ServicePort>> {
             internal_local,
         });
     }
+    // Held for as long as the Service exists: no spare capacity.
+    out.value.shrink_to_fit();
     out
 }
 
@@ -169,7 +171,7 @@ pub fn slice_name(slice: &EndpointSlice) -> Option<ServiceName> {
 /// An EndpointSlice as the proxy's table of `family` uses it: None when it does not belong to a
 /// Service or is of another address type. Bad ports or addresses are skipped with a warning
 /// naming the slice.
-pub fn slice(slice: &EndpointSlice, family: Family) -> Converted<Option<Slice>> {
+pub fn slice(slice: &EndpointSlice, family: Family, node_names: &mut NodeNames) -> Converted<Option<Slice>> {
     let mut out = Converted { value: None, warnings: Vec::new() };
     let Some(name) = slice_name(slice) else {
         out.warnings.push("EndpointSlice without a name skipped".into());
@@ -217,8 +219,11 @@ pub fn slice(slice: &EndpointSlice, family: Family) -> Converted<Option<Slice>> 
         let ready = c.and_then(|c| c.ready).unwrap_or(true);
         let serving = c.and_then(|c| c.serving).unwrap_or(ready);
         let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
-        endpoints.push(SliceEndpoint { ip, node_name: e.node_name.clone(), ready, serving, terminating });
+        endpoints.push(SliceEndpoint { ip, node_name: e.node_name.as_deref().map(|n| node_names.get(n)), ready, serving, terminating });
     }
+    // Held for as long as the slice exists: no spare capacity.
+    ports.shrink_to_fit();
+    endpoints.shrink_to_fit();
     out.value = Some(Slice { service: ServiceName::new(name.namespace, service.clone()), ports, endpoints });
     out
 }
@@ -320,7 +325,7 @@ mod tests {
             ]
         }))
         .unwrap();
-        let c = slice(&s, Family::V4);
+        let c = slice(&s, Family::V4, &mut NodeNames::default());
         let v = c.value.unwrap();
         assert_eq!(v.service, ServiceName::new("web", "front"));
         assert_eq!(v.ports, vec![SlicePort { name: "http".into(), port: 8080, protocol: Protocol::Tcp }]);
@@ -338,12 +343,12 @@ mod tests {
             "metadata": {"name": "x"}, "addressType": "IPv4", "endpoints": []
         }))
         .unwrap();
-        assert_eq!(slice(&s, Family::V4).value, None);
+        assert_eq!(slice(&s, Family::V4, &mut NodeNames::default()).value, None);
         let s: EndpointSlice = serde_json::from_value(json!({
             "metadata": {"name": "x", "labels": {SERVICE_NAME_LABEL: "s"}}, "addressType": "IPv6", "endpoints": []
         }))
         .unwrap();
-        assert_eq!(slice(&s, Family::V4).value, None);
+        assert_eq!(slice(&s, Family::V4, &mut NodeNames::default()).value, None);
     }
 
     #[test]
@@ -367,7 +372,7 @@ mod tests {
             "ports": [{"port": 8080}], "endpoints": [{"addresses": ["fd00:88::5"]}, {"addresses": ["10.88.0.5"]}]
         }))
         .unwrap();
-        let c = slice(&s, Family::V6);
+        let c = slice(&s, Family::V6, &mut NodeNames::default());
         assert_eq!(c.value.unwrap().endpoints[0].ip, "fd00:88::5".parse::<IpAddr>().unwrap());
         assert!(c.warnings[0].contains("10.88.0.5"), "{:?}", c.warnings);
     }

@@ -108,6 +108,7 @@ struct Inputs {
     slices: HashMap<ServiceName, Slice>,
     slices_of: HashMap<ServiceName, BTreeSet<ServiceName>>,
     dirty: BTreeSet<ServiceName>,
+    node_names: model::NodeNames,
     /// Bumped by every change, so a sync knows whether it saw the latest.
     generation: u64,
 }
@@ -247,10 +248,10 @@ impl Proxier {
 
     /// An EndpointSlice was added or changed.
     pub fn upsert_slice(&self, slice: &EndpointSlice) {
-        let converted = convert::slice(slice, self.config.family);
+        let mut inputs = self.inputs.lock().unwrap();
+        let converted = convert::slice(slice, self.config.family, &mut inputs.node_names);
         self.warn_all(&converted.warnings);
         let Some(name) = convert::slice_name(slice) else { return };
-        let mut inputs = self.inputs.lock().unwrap();
         let old = inputs.slices.get(&name).map(|s| s.service.clone());
         if let Some(old_svc) = &old {
             if converted.value.as_ref() == inputs.slices.get(&name) {
@@ -313,7 +314,7 @@ impl Proxier {
     /// What is currently programmed (or about to be, before a failed sync is repaired).
     pub async fn model(&self) -> Model {
         let applied = self.applied.lock().await;
-        applied.entries.iter().map(|(k, (e, _))| (k.clone(), e.clone())).collect()
+        applied.entries.iter().map(|(k, a)| (k.clone(), a.entry.clone())).collect()
     }
 
     /// The apiserver refuses (Some) or grants again (None) what watching `resource` needs.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 /// What is in the kernel (as far as the proxy knows).
 #[derive(Default)]
 pub(super) struct Applied {
-    pub(super) entries: BTreeMap<ServiceKey, (ServiceEntry, Rendered)>,
+    pub(super) entries: BTreeMap<ServiceKey, AppliedEntry>,
     by_service: HashMap<ServiceName, BTreeSet<ServiceKey>>,
     ids: HashMap<ServiceKey, u32>,
     pub(super) next_id: u32,
@@ -45,6 +45,30 @@ impl Applied {
         self.next_id += 1;
         self.ids.insert(key.clone(), self.next_id);
         self.next_id
+    }
+}
+
+/// A Service port as applied: its inputs, and what of its rendering the rest of the table
+/// needs. Its elements (the bulk of the table: 111,000 strings at 10,000 Services) are not
+/// kept: a change renders the old entry again to diff against (rendering is pure, and a change
+/// of the context that would render it otherwise, the pod CIDR, forces a full sync).
+pub(super) struct AppliedEntry {
+    pub(super) entry: ServiceEntry,
+    rules: usize,
+    elements: usize,
+    chains: Vec<String>,
+    sticky: Vec<String>,
+}
+
+impl AppliedEntry {
+    fn new(entry: ServiceEntry, rendered: &Rendered) -> Self {
+        AppliedEntry {
+            entry,
+            rules: rendered.rule_count(),
+            elements: rendered.element_count(),
+            chains: rendered.chains.iter().map(|c| c.name.clone()).collect(),
+            sticky: rendered.sticky.iter().map(|m| m.name.clone()).collect(),
+        }
     }
 }
 
@@ -79,7 +103,7 @@ impl Proxier {
         let mut count_chains = applied.count_chains.clone();
         let mut flows: Vec<Flow> = Vec::new();
         let mut hairpin_delta: HashMap<IpAddr, isize> = HashMap::new();
-        let mut changes: Vec<(ServiceKey, Option<(ServiceEntry, Rendered)>)> = Vec::new();
+        let mut changes: Vec<(ServiceKey, Option<AppliedEntry>)> = Vec::new();
         let mut new_ids: Vec<ServiceKey> = Vec::new();
         for (svc, entries) in dirty.iter().zip(wanted) {
             let old_keys = applied.by_service.get(svc).cloned().unwrap_or_default();
@@ -94,21 +118,22 @@ impl Proxier {
             }
             let keys: BTreeSet<ServiceKey> = old_keys.iter().cloned().chain(new_entries.keys().cloned()).collect();
             for key in keys {
-                let old = applied.entries.get(&key);
+                let old = applied.entries.get(&key).map(|a| &a.entry);
                 let new = new_entries.remove(&key);
-                if old.map(|(e, _)| e) == new.as_ref() {
+                if old == new.as_ref() {
                     continue;
                 }
+                let old_rendered = old.map(|e| render::render_service(&ctx, e));
                 let rendered = new.as_ref().map(|e| render::render_service(&ctx, e));
-                render::diff(&live, old.map(|(_, r)| r), rendered.as_ref(), &mut count_chains, &mut script);
-                flows.extend(conntrack::stale_flows(old.map(|(e, _)| e), new.as_ref(), &self.config.node_name));
-                for ip in old.iter().flat_map(|(_, r)| r.endpoint_ips.iter()) {
+                render::diff(&live, old_rendered.as_ref(), rendered.as_ref(), &mut count_chains, &mut script);
+                flows.extend(conntrack::stale_flows(old, new.as_ref(), &self.config.node_name));
+                for ip in old_rendered.iter().flat_map(|r| r.endpoint_ips.iter()) {
                     *hairpin_delta.entry(*ip).or_default() -= 1;
                 }
                 for ip in rendered.iter().flat_map(|r| r.endpoint_ips.iter()) {
                     *hairpin_delta.entry(*ip).or_default() += 1;
                 }
-                changes.push((key, new.zip(rendered)));
+                changes.push((key, new.zip(rendered).map(|(e, r)| AppliedEntry::new(e, &r))));
             }
         }
         let (mut added, mut removed) = (Vec::new(), Vec::new());
@@ -162,18 +187,18 @@ impl Proxier {
         }
     }
 
-    fn commit_entry(&self, applied: &mut Applied, key: ServiceKey, new: Option<(ServiceEntry, Rendered)>) {
-        if let Some((_, r)) = applied.entries.remove(&key) {
-            applied.service_rules -= r.rule_count();
-            applied.service_elements -= r.element_count();
+    fn commit_entry(&self, applied: &mut Applied, key: ServiceKey, new: Option<AppliedEntry>) {
+        if let Some(old) = applied.entries.remove(&key) {
+            applied.service_rules -= old.rules;
+            applied.service_elements -= old.elements;
         }
         let svc = key.service.clone();
         match new {
-            Some((e, r)) => {
-                applied.service_rules += r.rule_count();
-                applied.service_elements += r.element_count();
+            Some(entry) => {
+                applied.service_rules += entry.rules;
+                applied.service_elements += entry.elements;
                 applied.by_service.entry(svc).or_default().insert(key.clone());
-                applied.entries.insert(key, (e, r));
+                applied.entries.insert(key, entry);
             }
             None => {
                 applied.ids.remove(&key);
@@ -224,8 +249,8 @@ impl Proxier {
             }
         };
         let mut flows = Vec::new();
-        for (key, (old, _)) in &applied.entries {
-            flows.extend(conntrack::stale_flows(Some(old), entries.get(key).map(|(e, _)| e), &self.config.node_name));
+        for (key, old) in &applied.entries {
+            flows.extend(conntrack::stale_flows(Some(&old.entry), entries.get(key).map(|(e, _)| e), &self.config.node_name));
         }
         for (key, (new, _)) in &entries {
             if !applied.entries.contains_key(key) {
@@ -238,7 +263,7 @@ impl Proxier {
             for ip in &r.endpoint_ips {
                 *fresh.hairpin.entry(*ip).or_default() += 1;
             }
-            self.commit_entry(&mut fresh, key, Some((e, r)));
+            self.commit_entry(&mut fresh, key, Some(AppliedEntry::new(e, &r)));
         }
         *applied = fresh;
         self.record_success(applied, started.elapsed(), true);
@@ -280,11 +305,11 @@ impl Proxier {
     async fn table_state(&self, applied: &Applied) -> TableState {
         if applied.known {
             let count_chains = applied.count_chains.iter().map(|(path, proto, n)| render::count_chain_name(*path, *proto, *n));
-            let own_chains = applied.entries.values().flat_map(|(_, r)| r.chains.iter().map(|c| c.name.clone()));
+            let own_chains = applied.entries.values().flat_map(|a| a.chains.iter().cloned());
             return TableState::Known(render::Existing {
                 generation: applied.generation,
                 chains: count_chains.chain(own_chains).collect(),
-                sticky: applied.entries.values().flat_map(|(_, r)| r.sticky.iter().map(|m| m.name.clone())).collect(),
+                sticky: applied.entries.values().flat_map(|a| a.sticky.iter().cloned()).collect(),
             });
         }
         match self.nft.list_tables(self.config.family).await {

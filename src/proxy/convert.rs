@@ -140,7 +140,7 @@ pub fn service(svc: &Service, family: Family) -> Converted<Vec<ServicePort>> {
                 }
             },
         };
-        let key = ServiceKey { service: name.clone(), port_name, protocol };
+        let key = ServiceKey { service: name.clone(), port_name: port_name.into(), protocol };
         if !seen.insert(key.clone()) {
             out.warnings.push(format!("{what} skipped: duplicate port name and protocol"));
             continue;
@@ -269,7 +269,7 @@ mod tests {
         let c = service(&s, Family::V4);
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         let p = &c.value[0];
-        assert_eq!(p.key.port_name, "");
+        assert_eq!(&*p.key.port_name, "");
         assert_eq!(p.node_port, Some(30443));
         assert_eq!(p.protocol, Protocol::Sctp);
         assert_eq!(p.external_ips, vec![IpAddr::from([192, 0, 2, 7])]);
@@ -297,7 +297,7 @@ mod tests {
             {"name": "a", "port": 80, "protocol": "ICMP"}, {"name": "b", "port": 70000}, {"name": "c", "port": 81}]}}));
         let c = service(&s, Family::V4);
         assert_eq!(c.value.len(), 1);
-        assert_eq!(c.value[0].key.port_name, "c");
+        assert_eq!(&*c.value[0].key.port_name, "c");
         assert_eq!(c.warnings.len(), 2);
         assert!(c.warnings.iter().all(|w| w.contains("ns/mixed")));
         assert!(c.warnings[0].contains("ICMP") && c.warnings[1].contains("70000"), "{:?}", c.warnings);

@@ -102,13 +102,13 @@ impl fmt::Display for Family {
 /// Names a Service (namespace/name).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceName {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
 }
 
 impl ServiceName {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        ServiceName { namespace: namespace.into(), name: name.into() }
+    pub fn new(namespace: impl AsRef<str>, name: impl AsRef<str>) -> Self {
+        ServiceName { namespace: namespace.as_ref().into(), name: name.as_ref().into() }
     }
 }
 
@@ -123,7 +123,7 @@ impl fmt::Display for ServiceName {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceKey {
     pub service: ServiceName,
-    pub port_name: String,
+    pub port_name: Arc<str>,
     /// Two ports may share a name only if their protocols differ (e.g. DNS over TCP and UDP).
     pub protocol: Protocol,
 }
@@ -226,7 +226,7 @@ pub struct Slice {
 pub fn join_endpoints<'a>(port: &ServicePort, slices: impl IntoIterator<Item = &'a Slice>) -> Vec<Endpoint> {
     let mut out: BTreeMap<(IpAddr, u16), Endpoint> = BTreeMap::new();
     for slice in slices {
-        let Some(sp) = slice.ports.iter().find(|p| p.name == port.key.port_name && p.protocol == port.protocol) else {
+        let Some(sp) = slice.ports.iter().find(|p| *p.name == *port.key.port_name && p.protocol == port.protocol) else {
             continue;
         };
         for e in &slice.endpoints {

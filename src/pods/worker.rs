@@ -374,8 +374,9 @@ impl Worker {
         if let Some(reason) = self.ended.clone().or_else(|| super::end::EndReason::from_status(self.pod.status.as_ref())) {
             return self.end_pod(reason, observed).await;
         }
-        if self.finished && plan::finished_phase(&self.pod, &observed).is_none() {
-            // Its dead containers were collected: nothing starts again, the last status stands.
+        let none_running = observed.containers.iter().all(|c| c.state != RunState::Running);
+        if self.finished && none_running && plan::finished_phase(&self.pod, &observed).is_none() {
+            // Its dead containers were collected (all or some): nothing starts again, the last status stands.
             return Ok(None);
         }
         if self.kill_unhealthy(&observed).await {

@@ -54,7 +54,8 @@ pub struct NodePressure {
 pub trait Effects: Send + Sync {
     /// The node's and pods' figures now.
     async fn observe(&self) -> Summary;
-    /// Removes dead containers (and what pods that are gone left).
+    /// Removes dead containers, every one of the finished pods, with their logs (and what pods
+    /// that are gone left).
     async fn collect_containers(&self) -> Result<(), String>;
     /// Removes unused images, given the image file system's (capacity, available) bytes.
     async fn collect_images(&self, fs: (u64, u64)) -> Result<(), String>;
@@ -206,7 +207,8 @@ impl Effects for Real {
     }
 
     async fn collect_containers(&self) -> Result<(), String> {
-        self.containers.collect().await.map(|_| ()).map_err(|e| e.to_string())
+        // Disk pressure: the finished pods' dead containers (and their logs) go too.
+        self.containers.collect_unused().await.map(|_| ()).map_err(|e| e.to_string())
     }
 
     async fn collect_images(&self, fs: (u64, u64)) -> Result<(), String> {

@@ -7,6 +7,11 @@
 //! - sandboxes that are not ready and hold no container, of pods nodelet no longer runs
 //!   (a pod with a worker has its old sandboxes removed by the worker);
 //! - log folders (`<ns>_<name>_<uid>`) of pods that are gone: no worker, no sandbox.
+//!
+//! Under disk pressure the eviction manager asks for more (the kubelet's
+//! DeleteAllUnusedContainers): every dead container of a pod that has finished (Succeeded,
+//! Failed, evicted) goes too. A removed container's log file and its rotated files go with it,
+//! as the kubelet removes them (the runtime leaves them).
 
 use crate::pods::store::PodStore;
 use crate::runtime::labels;
@@ -92,6 +97,50 @@ pub fn dead_containers_to_remove(instances: &[Instance], policy: &Policy, now: S
     remove.into_iter().map(|c| c.id.clone()).collect()
 }
 
+/// Under disk pressure: every dead container of the finished pods (by UID), besides what
+/// `dead_containers_to_remove` takes. A finished pod runs nothing again, so its newest dead
+/// instance is no longer kept for a restart.
+pub fn dead_containers_of_finished_pods(instances: &[Instance], finished: &HashSet<String>) -> Vec<String> {
+    let mut dead: Vec<&Instance> = instances.iter().filter(|c| c.dead && finished.contains(&c.pod_uid)).collect();
+    dead.sort_by_key(|c| c.created_at);
+    dead.into_iter().map(|c| c.id.clone()).collect()
+}
+
+/// The UIDs of the pods that have finished: phase Succeeded or Failed in their status.
+pub fn finished_pods(pods: &[k8s_openapi::api::core::v1::Pod]) -> HashSet<String> {
+    let finished = |p: &&k8s_openapi::api::core::v1::Pod| matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
+    pods.iter().filter(finished).filter_map(|p| p.metadata.uid.clone()).collect()
+}
+
+/// The log file of a container and its rotated files (`<log>.<stamp>`), oldest first.
+pub fn log_files(log: &Path, dir_names: &[String]) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (log.parent(), log.file_name().and_then(|n| n.to_str())) else { return Vec::new() };
+    let mut files: Vec<PathBuf> = crate::logrotate::rotated_files(name, dir_names).into_iter().map(|n| dir.join(n)).collect();
+    if dir_names.iter().any(|n| n == name) {
+        files.push(log.to_path_buf());
+    }
+    files
+}
+
+/// Deletes a removed container's log file and rotated files; missing ones are no error.
+fn remove_log_files(log: &Path) -> std::io::Result<usize> {
+    let Some(dir) = log.parent() else { return Ok(0) };
+    let names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(std::io::Error::other(format!("listing {}: {e}", dir.display()))),
+    };
+    let mut removed = 0;
+    for file in log_files(log, &names) {
+        match std::fs::remove_file(&file) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(std::io::Error::other(format!("removing {}: {e}", file.display()))),
+        }
+    }
+    Ok(removed)
+}
+
 /// A sandbox as the collection sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sandbox {
@@ -144,15 +193,30 @@ impl ContainerGc {
 
     /// One pass; returns what was removed: (containers, sandboxes, log folders).
     pub async fn collect(&self) -> Result<(usize, usize, usize), crate::runtime::CriError> {
+        self.collect_with(false).await
+    }
+
+    /// The pass disk pressure asks for: also every dead container of the pods that finished.
+    pub async fn collect_unused(&self) -> Result<(usize, usize, usize), crate::runtime::CriError> {
+        self.collect_with(true).await
+    }
+
+    async fn collect_with(&self, finished_pods_too: bool) -> Result<(usize, usize, usize), crate::runtime::CriError> {
         // Log folders are listed first: a pod that appears later is in the store or the runtime.
         let log_dirs = list_log_dirs(&self.pod_logs_dir);
-        let active: HashSet<String> = self.store.list().iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        let pods = self.store.list();
+        let active: HashSet<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
         let mine = HashMap::from([(labels::MANAGED_BY_NODE.to_string(), self.node_name.clone())]);
         let containers = self.cri.list_containers(mine.clone()).await?;
         let instances: Vec<Instance> = containers.iter().map(instance).collect();
         let mut removed = (0, 0, 0);
-        for id in dead_containers_to_remove(&instances, &self.policy, SystemTime::now()) {
-            match self.cri.remove_container(&id).await {
+        let mut doomed = dead_containers_to_remove(&instances, &self.policy, SystemTime::now());
+        if finished_pods_too {
+            let more = dead_containers_of_finished_pods(&instances, &finished_pods(&pods));
+            doomed.extend(more.into_iter().filter(|id| !doomed.contains(id)).collect::<Vec<_>>());
+        }
+        for id in doomed {
+            match self.remove_container(&id).await {
                 Ok(()) => removed.0 += 1,
                 Err(e) => tracing::warn!(container = %id, error = %e, "could not remove a dead container"),
             }
@@ -191,6 +255,28 @@ impl ContainerGc {
             tracing::info!(containers = removed.0, sandboxes = removed.1, log_folders = removed.2, "container garbage collection");
         }
         Ok(removed)
+    }
+}
+
+impl ContainerGc {
+    /// Removes a dead container and then its log files (the log path is known only while the
+    /// runtime still has the container).
+    async fn remove_container(&self, id: &str) -> Result<(), String> {
+        let log = match self.cri.container_status(id).await {
+            Ok(status) => Some(status.log_path).filter(|p| !p.is_empty()).map(PathBuf::from),
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        self.cri.remove_container(id).await.map_err(|e| e.to_string())?;
+        if let Some(log) = log {
+            let target = log.clone();
+            match tokio::task::spawn_blocking(move || remove_log_files(&target)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(format!("container {id} removed, its log {}: {e}", log.display())),
+                Err(e) => return Err(format!("container {id} removed, its log {}: {e}", log.display())),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -274,6 +360,40 @@ mod tests {
         assert_eq!(dead_containers_to_remove(&list, &zero, at(100)).len(), 4);
         let running: Vec<Instance> = (0..3).map(|i| c("p", "a", i, false)).collect();
         assert!(dead_containers_to_remove(&running, &zero, at(100)).is_empty());
+    }
+
+    #[test]
+    fn under_disk_pressure_finished_pods_lose_every_dead_container() {
+        let list = vec![c("done", "a", 0, true), c("done", "b", 1, true), c("live", "a", 0, true), c("live", "a", 1, false), c("done", "c", 2, false)];
+        let finished = HashSet::from(["done".to_string()]);
+        assert_eq!(dead_containers_of_finished_pods(&list, &finished), vec!["done-a-0", "done-b-1"]);
+        assert!(dead_containers_of_finished_pods(&list, &HashSet::new()).is_empty());
+        let pod = |uid: &str, phase: Option<&str>| k8s_openapi::api::core::v1::Pod {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta { uid: Some(uid.into()), ..Default::default() },
+            status: Some(k8s_openapi::api::core::v1::PodStatus { phase: phase.map(String::from), ..Default::default() }),
+            ..Default::default()
+        };
+        let pods = vec![pod("s", Some("Succeeded")), pod("f", Some("Failed")), pod("r", Some("Running")), pod("n", None)];
+        assert_eq!(finished_pods(&pods), HashSet::from(["s".to_string(), "f".to_string()]));
+    }
+
+    #[test]
+    fn a_removed_containers_log_goes_with_its_rotated_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("0.log");
+        let names = ["0.log", "0.log.20261130-101010.000000001", "0.log.20261130-101011.000000002", "1.log", "0.log.20261130-101012.000000003.tmp"];
+        for n in names {
+            std::fs::write(dir.path().join(n), "x").unwrap();
+        }
+        let listed: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let files = log_files(&log, &listed);
+        assert_eq!(files, vec![dir.path().join(names[1]), dir.path().join(names[2]), log.clone()]);
+        assert_eq!(remove_log_files(&log).unwrap(), 3);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, vec!["0.log.20261130-101012.000000003.tmp", "1.log"]);
+        assert_eq!(remove_log_files(&log).unwrap(), 0, "gone already: no error");
+        assert_eq!(remove_log_files(&dir.path().join("missing/0.log")).unwrap(), 0);
     }
 
     #[test]

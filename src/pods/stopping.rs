@@ -93,6 +93,21 @@ pub async fn remove_orphan(cri: &Cri, sandbox_id: &str, grace: Duration) -> Resu
     cri.remove_sandbox(sandbox_id).await
 }
 
+/// Tears down the volumes of a pod nodelet ended (evicted, past its deadline) once its
+/// containers are stopped, as the kubelet does for a terminated pod: an evicted pod's emptyDir
+/// space comes back, which is what relieves the disk pressure it was evicted for. Its data
+/// directory (with the reason it ended) stays until the pod is removed.
+pub async fn release_volumes(ctx: &NodeContext, pod: &Pod) {
+    let dir = crate::volumes::volumes_dir(ctx, pod);
+    let target = dir.clone();
+    let removed = tokio::task::spawn_blocking(move || crate::volumes::mounts::remove_pod_dir(&target))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    if let Err(e) = removed {
+        tracing::warn!(pod = %spec::pod_ref(pod), dir = %dir.display(), error = %e, "could not remove the volumes of an ended pod");
+    }
+}
+
 /// Deletes the pod's log and data directories (unmounting what is mounted under them first,
 /// never following a symlink or crossing into another file system) and its (now empty) cgroups.
 pub async fn remove_pod_leftovers(ctx: &NodeContext, pod: &Pod) {

@@ -26,7 +26,7 @@ use super::security;
 use super::spec::{self, NodeContext};
 use super::status::{pod_status, StatusInput};
 use super::stopping::{pod_ip, stop_container, stop_pod};
-pub use super::stopping::{remove_orphan, remove_pod_leftovers};
+pub use super::stopping::{release_volumes, remove_orphan, remove_pod_leftovers};
 use super::store::PodStore;
 pub use super::worker_state::WorkerHandle;
 use super::worker_state::{Inbox, PodWorkerState};
@@ -151,6 +151,9 @@ struct Worker {
     ended: Option<super::end::EndReason>,
     /// The event telling why was recorded.
     end_told: bool,
+    /// The pod finished (its containers ended for good): disk pressure may remove its dead
+    /// containers, and it must not run again when they are gone.
+    finished: bool,
     /// The pod's probe workers and their results (src/probes).
     probes: Probes,
 }
@@ -188,6 +191,7 @@ async fn run(deps: WorkerDeps, pod: Pod, mut inbox: Inbox, state: watch::Sender<
         // Ended before a restart of nodelet: it stays so.
         ended: super::end::EndReason::from_status(pod.status.as_ref()).or_else(|| super::end::recorded(&spec::pod_data_dir(&deps.ctx, &pod))),
         end_told: false,
+        finished: false,
         probes: Probes::new(Arc::new(crate::probes::run::Real { cri: deps.cri.clone() }), Arc::new(deps.events.clone()), spec::pod_uid(&pod).to_string()),
         deps,
         pod,
@@ -370,6 +374,11 @@ impl Worker {
         if let Some(reason) = self.ended.clone().or_else(|| super::end::EndReason::from_status(self.pod.status.as_ref())) {
             return self.end_pod(reason, observed).await;
         }
+        let none_running = observed.containers.iter().all(|c| c.state != RunState::Running);
+        if self.finished && none_running && plan::finished_phase(&self.pod, &observed).is_none() {
+            // Its dead containers were collected (all or some): nothing starts again, the last status stands.
+            return Ok(None);
+        }
         if self.kill_unhealthy(&observed).await {
             observed = self.observe(std::time::Instant::now()).await?;
         }
@@ -386,6 +395,7 @@ impl Worker {
                 break;
             }
             plan = plan::plan(&self.pod, &observed, &self.memory, spec::container_hash, SystemTime::now());
+            self.finished |= plan.finished.is_some();
             let acted = self.execute(&plan, &observed).await;
             if let Ok(false) = acted {
                 break;
@@ -453,6 +463,7 @@ impl Worker {
         for sandbox in observed.sandboxes.iter().filter(|s| s.ready) {
             self.deps.runtime.stop_sandbox(&sandbox.id).await?;
         }
+        release_volumes(&self.deps.ctx, &self.pod).await;
         let observed =
             if running.is_empty() && observed.sandboxes.iter().all(|s| !s.ready) { observed } else { self.observe(std::time::Instant::now()).await? };
         let plan = Plan { finished: Some(plan::Phase::Failed), ..Default::default() };

@@ -222,6 +222,10 @@ async fn an_evicted_pod_is_stopped_failed_and_never_restarted_also_after_a_resta
     h.fake.add_image("img:1");
     let (tx, handle) = spawn(h.deps.clone(), pod("evicted", &["a"]));
     eventually("running", || h.fake.running("a") == 1).await;
+    // An emptyDir's content, which the eviction must give back.
+    let volumes = crate::volumes::volumes_dir(&h.deps.ctx, &pod("evicted", &["a"]));
+    std::fs::create_dir_all(volumes.join("kubernetes.io~empty-dir/scratch")).unwrap();
+    std::fs::write(volumes.join("kubernetes.io~empty-dir/scratch/data"), vec![1u8; 4096]).unwrap();
     let message = "The node was low on resource: memory. ".to_string();
     let grace = Duration::from_secs(2);
     tx.send(WorkerMsg::End(crate::pods::end::EndReason::Evicted { message: message.clone(), grace: Some(grace) })).unwrap();
@@ -232,6 +236,8 @@ async fn an_evicted_pod_is_stopped_failed_and_never_restarted_also_after_a_resta
     let target = s.conditions.unwrap().into_iter().find(|c| c.type_ == "DisruptionTarget").expect("DisruptionTarget");
     assert_eq!((target.status.as_str(), target.reason.as_deref()), ("True", Some("TerminationByKubelet")));
     assert!(h.fake.calls().iter().any(|c| matches!(c, Call::StopContainer { grace: g, .. } if *g == grace)));
+    assert!(!volumes.exists(), "the evicted pod's volumes are torn down");
+    assert!(crate::pods::end::recorded(&crate::podinfo::pod_data_dir(&h.deps.ctx, &pod("evicted", &["a"]))).is_some(), "the reason it ended stays");
     // A later reason does not replace the first; nothing starts again.
     tx.send(WorkerMsg::End(crate::pods::end::EndReason::DeadlineExceeded)).unwrap();
     tx.send(WorkerMsg::Update(Box::new(pod("evicted", &["a"])))).unwrap();
@@ -250,4 +256,27 @@ async fn an_evicted_pod_is_stopped_failed_and_never_restarted_also_after_a_resta
     assert_eq!((creates(h.fake.calls()), h.fake.running("a")), (before, 0));
     assert_eq!(status(&h.deps).unwrap().message.as_deref(), Some(message.as_str()));
     again.abort();
+}
+
+#[tokio::test]
+async fn a_finished_pod_whose_dead_containers_were_collected_does_not_run_again() {
+    let h = harness();
+    h.fake.add_image("img:1");
+    let mut never = pod("done", &["a"]);
+    never.spec.as_mut().unwrap().restart_policy = Some("Never".into());
+    let (tx, _handle) = spawn(h.deps.clone(), never.clone());
+    eventually("running", || h.fake.running("a") == 1).await;
+    eventually("watched", || container_status(&h.deps).is_some_and(|c| c.ready)).await;
+    let id = h.fake.exit("a", 0);
+    h.deps.exits.send(id.clone()).unwrap();
+    let succeeded = || status(&h.deps).is_some_and(|s| s.phase.as_deref() == Some("Succeeded"));
+    eventually("Succeeded", succeeded).await;
+    // Disk pressure collects the finished pod's dead container (a static pod's spec carries no phase).
+    h.deps.runtime.remove_container(&id).await.unwrap();
+    let before = h.fake.changes().iter().filter(|c| matches!(c, Call::CreateContainer { .. } | Call::RunSandbox { .. })).count();
+    tx.send(WorkerMsg::Update(Box::new(never))).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = h.fake.changes().iter().filter(|c| matches!(c, Call::CreateContainer { .. } | Call::RunSandbox { .. })).count();
+    assert_eq!((before, after, h.fake.running("a")), (before, before, 0), "{:?}", h.fake.changes());
+    assert!(succeeded(), "{:?}", status(&h.deps));
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod disk;
 pub mod fuzz;
 pub mod mutate;
 

@@ -67,9 +67,15 @@ pub struct Node {
 impl Node {
     /// Starts a nodelet named after the test; `args` are extra flags.
     pub fn start(test: &str, args: &[&str]) -> Node {
+        Node::start_in(test, args, &std::env::temp_dir())
+    }
+
+    /// As `start`, with the node's directory (root dir, pod logs, manifests) made under `parent`,
+    /// such as a small file system of the test's own.
+    pub fn start_in(test: &str, args: &[&str], parent: &Path) -> Node {
         require_runtime();
         let name = node_name(test);
-        let dir = tempfile::Builder::new().prefix(&format!("nodelet-{test}-")).tempdir().unwrap();
+        let dir = tempfile::Builder::new().prefix(&format!("nodelet-{test}-")).tempdir_in(parent).unwrap();
         std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
         let mut node =
             Node { name, dir, port: free_port(), secure_port: free_port(), args: args.iter().map(|s| s.to_string()).collect(), child: None, starts: 0 };

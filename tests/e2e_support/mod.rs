@@ -190,12 +190,17 @@ impl E2e {
     /// nodelet joined to a control plane of the test's own, which it may stop and start; None
     /// on another cluster (NODELET_E2E_KUBECONFIG), whose apiserver the suite cannot stop.
     pub fn start_private(test: &str, args: &[&str]) -> Option<E2e> {
+        E2e::start_private_in(test, args, &std::env::temp_dir())
+    }
+
+    /// As `start_private`, with the node's directory under `parent` (`Node::start_in`).
+    pub fn start_private_in(test: &str, args: &[&str], parent: &Path) -> Option<E2e> {
         if std::env::var_os(REAL_CLUSTER_ENV).is_some_and(|v| !v.is_empty()) {
             return None;
         }
         let plane = ControlPlane::private(test);
         let (admin, proxy, credentials) = (plane.admin_kubeconfig(), plane.proxy_kubeconfig(), plane.node_kubeconfig(&node_name(test)));
-        let mut e2e = E2e::join(test, args, admin, credentials, Some(proxy), Some(plane));
+        let mut e2e = E2e::join_in(test, args, admin, credentials, Some(proxy), Some(plane), parent);
         e2e.local = true;
         Some(e2e)
     }
@@ -210,6 +215,18 @@ impl E2e {
     }
 
     fn join(test: &str, args: &[&str], admin: PathBuf, node_credentials: PathBuf, proxy: Option<PathBuf>, private: Option<ControlPlane>) -> E2e {
+        E2e::join_in(test, args, admin, node_credentials, proxy, private, &std::env::temp_dir())
+    }
+
+    fn join_in(
+        test: &str,
+        args: &[&str],
+        admin: PathBuf,
+        node_credentials: PathBuf,
+        proxy: Option<PathBuf>,
+        private: Option<ControlPlane>,
+        parent: &Path,
+    ) -> E2e {
         let local = private.is_some() || std::env::var_os(REAL_CLUSTER_ENV).is_none_or(|v| v.is_empty());
         let rt = tokio::runtime::Runtime::new().unwrap();
         let client = rt.block_on(client_from(&admin));
@@ -241,7 +258,7 @@ impl E2e {
             all_args.extend(["--proxy-kubeconfig", proxy.to_str().unwrap()]);
         }
         all_args.extend_from_slice(args);
-        let node = Node::start(test, &all_args);
+        let node = Node::start_in(test, &all_args, parent);
         E2e { node, namespace, admin_kubeconfig: admin, client, rt, node_kubeconfig: None, local, private, _ca_dir: ca_dir }
     }
 

@@ -4,7 +4,7 @@
 //! its own (`nodelet_bench_<pid>`), removed at the end.
 
 use crate::api::ApiCluster;
-use crate::{print, rss_mb, wait_until};
+use crate::{print, rss_mb, status_mb, wait_until};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, PostParams};
@@ -88,6 +88,9 @@ pub async fn run(cri: &Cri) {
     // One element per endpoint at least: the proxy has everything.
     wait_until("the proxy to sync the Services", Duration::from_secs(120), async || table_elements(&table.0) >= SERVICES * ENDPOINTS).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    print("agent_rss_30_pods_1000_services", rss_mb(cluster.nodelet.0.id()), "MB");
+    let pid = cluster.nodelet.0.id();
+    print("agent_rss_30_pods_1000_services", rss_mb(pid), "MB");
+    // Where it is: the heap and stacks, or the binary's own pages (code the process ran).
+    eprintln!("agent_rss: anonymous {:.1} MB, file-backed {:.1} MB", status_mb(pid, "RssAnon"), status_mb(pid, "RssFile"));
     cluster.delete_pods(cri, &names).await;
 }

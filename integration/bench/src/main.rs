@@ -73,8 +73,14 @@ fn manifest(name: &str) -> String {
 }
 
 pub fn rss_mb(pid: u32) -> f64 {
+    status_mb(pid, "VmRSS")
+}
+
+/// A memory figure of /proc/<pid>/status (VmRSS, RssAnon, RssFile), in MB.
+pub fn status_mb(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0.0);
+    let prefix = format!("{field}:");
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0.0);
     kb / 1024.0
 }
 

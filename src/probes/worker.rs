@@ -49,9 +49,13 @@ pub async fn run<E: Effects, S: EventSink>(effects: Arc<E>, results: Results, ev
     loop {
         ticker.tick().await;
         let Some(current) = results.get(&p.uid, &p.container).filter(|r| r.container_id == p.container_id) else { return };
-        // Startup gates the other two: they wait for it, as the kubelet skips their ticks.
+        // Startup gates the other two: they wait for it, then probe at once (the kubelet
+        // triggers the readiness probe when startup succeeds) and a period apart after that.
         if p.kind != Kind::Startup && !current.started {
-            continue;
+            if !until_started(&results, &p).await {
+                return;
+            }
+            ticker.reset();
         }
         let outcome = match &p.action {
             Ok(action) => effects.run(&p.container_id, action, p.settings.timeout).await,
@@ -76,6 +80,20 @@ pub async fn run<E: Effects, S: EventSink>(effects: Arc<E>, results: Results, ev
                 results.update(&p.uid, &p.container, &p.container_id, |r| r.kill = Some(Kill { kind, grace }));
                 return;
             }
+        }
+    }
+}
+
+/// How often a liveness or readiness probe looks whether startup has succeeded.
+const STARTED_CHECK: Duration = Duration::from_millis(200);
+
+/// Waits for the container's startup to succeed; false when the instance is gone meanwhile.
+async fn until_started(results: &Results, p: &Probing) -> bool {
+    loop {
+        match results.get(&p.uid, &p.container).filter(|r| r.container_id == p.container_id) {
+            None => return false,
+            Some(r) if r.started => return true,
+            Some(_) => tokio::time::sleep(STARTED_CHECK).await,
         }
     }
 }
@@ -163,11 +181,27 @@ mod tests {
         assert_eq!(*effects.1.lock().unwrap(), 0, "no readiness probe before the container started");
         assert!(!results.get("u", "c").unwrap().ready);
         results.update("u", "c", "id1", |r| r.started = true);
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        tokio::time::sleep(STARTED_CHECK * 2).await;
         assert!(results.get("u", "c").unwrap().ready);
         // A new instance replaces the entry: the old instance's worker ends.
         results.begin("u", "c", ContainerResults { container_id: "id2".into(), ..Default::default() });
         tokio::time::timeout(Duration::from_secs(1), worker).await.expect("worker of a replaced instance ends").unwrap();
+    }
+
+    #[tokio::test]
+    async fn readiness_runs_as_soon_as_startup_succeeds_not_a_period_later() {
+        let (results, events) = (Results::default(), Arc::new(Events::default()));
+        start(&results, false);
+        let effects = Arc::new(Scripted(Mutex::new(vec![Outcome::Success]), Mutex::new(0)));
+        let mut slow = settings(3);
+        slow.period = Duration::from_secs(60);
+        let worker = tokio::spawn(run(effects.clone(), results.clone(), events, probing(Kind::Readiness, slow)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        results.update("u", "c", "id1", |r| r.started = true);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(results.get("u", "c").unwrap().ready, "ready within a moment of startup, though the period is 60 s");
+        assert_eq!(*effects.1.lock().unwrap(), 1, "one probe, the next a period later");
+        worker.abort();
     }
 
     #[tokio::test]

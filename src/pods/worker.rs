@@ -515,8 +515,12 @@ impl Worker {
     /// A pod that cannot go further shows why, on every container not yet running.
     fn publish_error(&self, observed: &ObservedPod, error: &str) {
         let mut plan = Plan::default();
+        // The kubelet's default waiting reason: PodInitializing for every container of a pod
+        // with init containers, ContainerCreating otherwise; the cause is the message.
+        let has_init = self.pod.spec.as_ref().is_some_and(|s| s.init_containers.as_ref().is_some_and(|i| !i.is_empty()));
+        let reason = if has_init { WaitingReason::PodInitializing } else { WaitingReason::ContainerCreating };
         for c in self.pod.spec.iter().flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter())) {
-            plan.waiting.insert(c.name.clone(), plan::Waiting { reason: WaitingReason::ContainerCreating, message: error.to_string() });
+            plan.waiting.insert(c.name.clone(), plan::Waiting { reason, message: error.to_string() });
         }
         self.publish(observed, &plan);
     }

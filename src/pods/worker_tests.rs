@@ -217,6 +217,24 @@ async fn a_failed_sync_is_retried_with_a_typed_error() {
 }
 
 #[tokio::test]
+async fn a_pod_with_init_containers_that_cannot_start_says_pod_initializing_with_the_cause() {
+    let h = harness();
+    h.fake.add_image("img:1");
+    for _ in 0..3 {
+        h.fake.fail_next("RunPodSandbox", "no space");
+    }
+    let mut pod = pod("init-wait", &["a"]);
+    pod.spec.as_mut().unwrap().init_containers = Some(vec![Container { name: "i".into(), image: Some("img:1".into()), ..Default::default() }]);
+    let (_tx, _handle) = spawn(h.deps.clone(), pod);
+    eventually("the sandbox failure published", || container_status(&h.deps).is_some_and(|c| c.state.is_some_and(|s| s.waiting.is_some_and(|w| w.message.is_some_and(|m| m.contains("no space")))))).await;
+    // As the kubelet: every container of a pod with init containers waits as PodInitializing.
+    let status = status(&h.deps).unwrap();
+    let reasons: Vec<Option<String>> =
+        status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten()).map(|c| c.state.clone()?.waiting?.reason).collect();
+    assert_eq!(reasons, vec![Some("PodInitializing".to_string()); 2]);
+}
+
+#[tokio::test]
 async fn an_evicted_pod_is_stopped_failed_and_never_restarted_also_after_a_restart() {
     let h = harness();
     h.fake.add_image("img:1");

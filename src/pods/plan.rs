@@ -169,7 +169,16 @@ fn failed_init(pod: &Pod, observed: &ObservedPod) -> Option<Phase> {
     failed.then_some(Phase::Failed)
 }
 
-pub fn plan(pod: &Pod, observed: &ObservedPod, memory: &Memory, spec_hash: impl Fn(&Container) -> String, now: SystemTime) -> Plan {
+/// `started` tells whether a running container has passed its startup probe (true without
+/// one): a sidecar lets the next init container start only then, as in the kubelet.
+pub fn plan(
+    pod: &Pod,
+    observed: &ObservedPod,
+    memory: &Memory,
+    spec_hash: impl Fn(&Container) -> String,
+    started: impl Fn(&ObservedContainer) -> bool,
+    now: SystemTime,
+) -> Plan {
     let mut plan = Plan::default();
     let Some(spec) = pod.spec.as_ref() else { return plan };
 
@@ -209,7 +218,9 @@ pub fn plan(pod: &Pod, observed: &ObservedPod, memory: &Memory, spec_hash: impl 
         let latest = observed.latest_in(&c.name, &sandbox.id);
         if is_sidecar(c) {
             match latest {
-                Some(live) if live.state == RunState::Running => continue,
+                Some(live) if live.state == RunState::Running && started(live) => continue,
+                // Running, its startup probe not passed yet: the next init container waits.
+                Some(live) if live.state == RunState::Running => {}
                 // A sidecar is restarted whenever it ends, whatever the pod's restart policy.
                 latest => consider_start(&mut plan, &mut wake, c, true, latest, observed, memory, "Always", &spec_hash(c), now),
             }
@@ -390,7 +401,7 @@ mod tests {
     }
 
     fn run(pod: &Pod, obs: &ObservedPod, mem: &Memory, now: i64) -> Plan {
-        plan(pod, obs, mem, |_| "h".to_string(), at(now))
+        plan(pod, obs, mem, |_| "h".to_string(), |_| true, at(now))
     }
 
     #[test]
@@ -450,7 +461,7 @@ mod tests {
             assert_eq!(p.start, vec![want]);
             assert_eq!(p.waiting[name].reason, WaitingReason::ContainerCreating);
             // Created from another spec: replaced by the next attempt.
-            let p = plan(&pod, &obs, &memory(), |_| "other".to_string(), at(5));
+            let p = plan(&pod, &obs, &memory(), |_| "other".to_string(), |_| true, at(5));
             assert_eq!((p.start[0].attempt, p.start[0].created.as_deref()), (1, None));
             // Its start failed here before: replaced too.
             let mut mem = memory();
@@ -469,8 +480,11 @@ mod tests {
         obs.containers.push(container("side", 0, RunState::Created, 0, 0));
         let p = run(&pod, &obs, &memory(), 0);
         assert_eq!(p.start.iter().map(|s| (s.name.as_str(), s.created.as_deref())).collect::<Vec<_>>(), vec![("side", Some("side-0"))]);
-        // Running: the next init container starts beside it.
+        // Running but its startup probe not passed yet: the next init container still waits.
         obs.containers[0] = container("side", 0, RunState::Running, 0, 0);
+        let p = plan(&pod, &obs, &memory(), |_| "h".to_string(), |_| false, at(1));
+        assert!(p.start.is_empty() && p.waiting["a"].reason == WaitingReason::PodInitializing);
+        // Running (and started): the next init container starts beside it.
         assert_eq!(run(&pod, &obs, &memory(), 1).start.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), vec!["i1"]);
         obs.containers.push(container("i1", 0, RunState::Exited, 0, 2));
         let p = run(&pod, &obs, &memory(), 2);
@@ -544,7 +558,7 @@ mod tests {
     #[test]
     fn changed_spec_kills_the_running_container() {
         let obs = ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers: vec![container("a", 0, RunState::Running, 0, 0)] };
-        let p = plan(&pod("Always", &[], &["a"]), &obs, &memory(), |_| "other".into(), at(1));
+        let p = plan(&pod("Always", &[], &["a"]), &obs, &memory(), |_| "other".into(), |_| true, at(1));
         assert_eq!(p.kill, vec![KillContainer { id: "a-0".into(), name: "a".into(), reason: KillReason::SpecChanged }]);
     }
 

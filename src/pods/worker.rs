@@ -394,7 +394,12 @@ impl Worker {
             if self.current() != PodWorkerState::Syncing {
                 break;
             }
-            plan = plan::plan(&self.pod, &observed, &self.memory, spec::container_hash, SystemTime::now());
+            let probed = self.probes.view();
+            let started = |live: &crate::runtime::observed::ObservedContainer| {
+                let has_startup_probe = spec::find_container(&self.pod, &live.name).is_some_and(|c| c.startup_probe.is_some());
+                !has_startup_probe || probed.get(&live.name).is_some_and(|r| r.container_id == live.id && r.started)
+            };
+            plan = plan::plan(&self.pod, &observed, &self.memory, spec::container_hash, started, SystemTime::now());
             self.finished |= plan.finished.is_some();
             let acted = self.execute(&plan, &observed).await;
             if let Ok(false) = acted {

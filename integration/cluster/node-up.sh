@@ -21,6 +21,13 @@ node_kubeconfig=$(node_kubeconfig "$NODE_NAME")
 if pid=$(pid_from_file "$PIDFILE" "$NODELET"); then
     log "nodelet already running (pid $pid) as node $NODE_NAME"
 else
+    # A nodelet this script did not start (its pid file gone) would keep the node's ports and
+    # stay the node, while the new one exits: say so rather than report the old one as started.
+    for port in 10250 10255; do
+        if holder=$(ss -Hltnp "sport = :$port" 2>/dev/null) && [[ -n $holder ]]; then
+            die "port $port is already in use (${holder//$'\n'/; }): another nodelet? Stop it (by its pid) first"
+        fi
+    done
     log "starting nodelet as node $NODE_NAME (log: $LOGFILE)"
     # The apiserver reaches the node's ports at its InternalIP: loopback, like the rest.
     start_daemon "$PIDFILE" "$LOGFILE" env RUST_LOG="${RUST_LOG:-info}" "$NODELET" \
@@ -31,6 +38,12 @@ else
 fi
 pid=$(<"$PIDFILE")
 deadline=$((SECONDS + 120))
+# Its own read-only port first: a Ready condition alone could be an earlier process's.
+until curl -fsS --max-time 2 -o /dev/null http://127.0.0.1:10255/healthz 2>/dev/null; do
+    kill -0 "$pid" 2>/dev/null || die_with_log "nodelet (pid $pid) exited" "$LOGFILE"
+    ((SECONDS < deadline)) || die_with_log "nodelet (pid $pid) did not answer on 127.0.0.1:10255/healthz within 120 s" "$LOGFILE"
+    sleep 0.5
+done
 until kubectl --kubeconfig "$ADMIN" get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True; do
     kill -0 "$pid" 2>/dev/null || die_with_log "nodelet (pid $pid) exited" "$LOGFILE"
     ((SECONDS < deadline)) || die_with_log "node $NODE_NAME not Ready within 120 s" "$LOGFILE"

@@ -81,43 +81,29 @@ impl Objects {
         &self.client
     }
 
-    /// The configMap, None when it does not exist; from the watch once it answered, else read directly.
+    /// The configMap, None when it does not exist.
     pub async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, String> {
-        let slot = self.slot((Kind::ConfigMap, ns.into(), name.into()), |w| match w {
-            AnySlot::ConfigMap(s) => Some(s.clone()),
-            _ => None,
-        });
-        if let Some(known) = slot.read().expect("object slot poisoned").clone() {
-            return Ok(known);
-        }
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
-        api.get_opt(name).await.map_err(|e| format!("reading configmap {ns}/{name}: {e}"))
+        self.named(ns, name).await
     }
 
-    /// The secret, None when it does not exist; from the watch once it answered, else read directly.
+    /// The secret, None when it does not exist.
     pub async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, String> {
-        let slot = self.slot((Kind::Secret, ns.into(), name.into()), |w| match w {
-            AnySlot::Secret(s) => Some(s.clone()),
-            _ => None,
-        });
-        if let Some(known) = slot.read().expect("object slot poisoned").clone() {
-            return Ok(known);
-        }
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
-        api.get_opt(name).await.map_err(|e| format!("reading secret {ns}/{name}: {e}"))
+        self.named(ns, name).await
     }
 
-    /// The RuntimeClass, None when it does not exist; from the watch once it answered, else read directly.
+    /// The RuntimeClass, None when it does not exist.
     pub async fn runtime_class(&self, name: &str) -> Result<Option<RuntimeClass>, String> {
-        let slot = self.slot((Kind::RuntimeClass, String::new(), name.into()), |w| match w {
-            AnySlot::RuntimeClass(s) => Some(s.clone()),
-            _ => None,
-        });
-        if let Some(known) = slot.read().expect("object slot poisoned").clone() {
+        self.named("", name).await
+    }
+
+    /// The object from its watch once that answered, else read directly (the watch starts on
+    /// first use).
+    async fn named<T: Named>(&self, ns: &str, name: &str) -> Result<Option<T>, String> {
+        if let Some(known) = self.slot::<T>(ns, name).read().expect("object slot poisoned").clone() {
             return Ok(known);
         }
-        let api: Api<RuntimeClass> = Api::all(self.client.clone());
-        api.get_opt(name).await.map_err(|e| format!("reading runtimeclass {name}: {e}"))
+        let place = if ns.is_empty() { name.to_string() } else { format!("{ns}/{name}") };
+        T::api(self.client.clone(), ns).get_opt(name).await.map_err(|e| format!("reading {} {place}: {e}", T::WHAT))
     }
 
     /// The Services of a namespace, from the cluster-wide watch once it answered, else listed directly.
@@ -130,37 +116,86 @@ impl Objects {
     }
 
     /// The watch's slot for this object, starting the watch on first use.
-    fn slot<T>(&self, key: Key, pick: impl Fn(&AnySlot) -> Option<Slot<T>>) -> Slot<T> {
+    fn slot<T: Named>(&self, ns: &str, name: &str) -> Slot<T> {
+        let key = (T::KIND, ns.to_string(), name.to_string());
         let mut watched = self.watched.lock().expect("object watches poisoned");
-        if let Some(slot) = watched.get(&key).and_then(|w| pick(&w.slot)) {
+        if let Some(slot) = watched.get(&key).and_then(|w| T::unwrap(&w.slot)) {
             return slot;
         }
-        let (kind, ns, name) = key.clone();
-        let (slot, task) = match kind {
-            Kind::ConfigMap => {
-                let slot: Slot<ConfigMap> = Arc::default();
-                (AnySlot::ConfigMap(slot.clone()), tokio::spawn(follow_one(Api::namespaced(self.client.clone(), &ns), name, slot)))
-            }
-            Kind::Secret => {
-                let slot: Slot<Secret> = Arc::default();
-                (AnySlot::Secret(slot.clone()), tokio::spawn(follow_one(Api::namespaced(self.client.clone(), &ns), name, slot)))
-            }
-            Kind::RuntimeClass => {
-                let slot: Slot<RuntimeClass> = Arc::default();
-                (AnySlot::RuntimeClass(slot.clone()), tokio::spawn(follow_one(Api::all(self.client.clone()), name, slot)))
-            }
-        };
-        let picked = pick(&slot).expect("the slot was made for this kind");
-        watched.insert(key, Watched { slot, task });
-        picked
+        let slot: Slot<T> = Arc::default();
+        let task = tokio::spawn(follow_one(T::api(self.client.clone(), ns), name.to_string(), slot.clone()));
+        watched.insert(key, Watched { slot: T::wrap(slot.clone()), task });
+        slot
+    }
+}
+
+/// A kind of object the caches follow by name.
+trait Named: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static {
+    const KIND: Kind;
+    /// How errors name the kind.
+    const WHAT: &'static str;
+    /// The API of the namespace (ignored for cluster-scoped kinds).
+    fn api(client: kube::Client, ns: &str) -> Api<Self>;
+    fn wrap(slot: Slot<Self>) -> AnySlot;
+    fn unwrap(slot: &AnySlot) -> Option<Slot<Self>>;
+}
+
+impl Named for ConfigMap {
+    const KIND: Kind = Kind::ConfigMap;
+    const WHAT: &'static str = "configmap";
+    fn api(client: kube::Client, ns: &str) -> Api<Self> {
+        Api::namespaced(client, ns)
+    }
+    fn wrap(slot: Slot<Self>) -> AnySlot {
+        AnySlot::ConfigMap(slot)
+    }
+    fn unwrap(slot: &AnySlot) -> Option<Slot<Self>> {
+        if let AnySlot::ConfigMap(s) = slot {
+            Some(s.clone())
+        } else {
+            None
+        }
+    }
+}
+
+impl Named for Secret {
+    const KIND: Kind = Kind::Secret;
+    const WHAT: &'static str = "secret";
+    fn api(client: kube::Client, ns: &str) -> Api<Self> {
+        Api::namespaced(client, ns)
+    }
+    fn wrap(slot: Slot<Self>) -> AnySlot {
+        AnySlot::Secret(slot)
+    }
+    fn unwrap(slot: &AnySlot) -> Option<Slot<Self>> {
+        if let AnySlot::Secret(s) = slot {
+            Some(s.clone())
+        } else {
+            None
+        }
+    }
+}
+
+impl Named for RuntimeClass {
+    const KIND: Kind = Kind::RuntimeClass;
+    const WHAT: &'static str = "runtimeclass";
+    fn api(client: kube::Client, _ns: &str) -> Api<Self> {
+        Api::all(client)
+    }
+    fn wrap(slot: Slot<Self>) -> AnySlot {
+        AnySlot::RuntimeClass(slot)
+    }
+    fn unwrap(slot: &AnySlot) -> Option<Slot<Self>> {
+        if let AnySlot::RuntimeClass(s) = slot {
+            Some(s.clone())
+        } else {
+            None
+        }
     }
 }
 
 /// Keeps `slot` equal to the named object; errors (an apiserver away) keep the last value.
-async fn follow_one<T>(api: Api<T>, name: String, slot: Slot<T>)
-where
-    T: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-{
+async fn follow_one<T: Named>(api: Api<T>, name: String, slot: Slot<T>) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut stream = watcher::watcher(api, config).default_backoff().boxed();
     let mut listed: Option<T> = None;

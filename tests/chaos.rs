@@ -484,7 +484,8 @@ fn d_disk_fill_evicts_the_writer_after_reclaiming_dead_containers() {
     assert!(available > limit, "the loggers alone crossed the threshold ({} MiB free): the case's levels are wrong", mib(available));
 
     // The writer adds 1 MiB a second to its emptyDir, up to WRITE_CAP_MIB, then sleeps.
-    let write = format!("i=0; while [ $i -lt {WRITE_CAP_MIB} ]; do dd if=/dev/zero of=/scratch/f$i bs=1M count=1 2>/dev/null; i=$((i+1)); sleep 1; done; {SLEEPER}");
+    let write =
+        format!("i=0; while [ $i -lt {WRITE_CAP_MIB} ]; do dd if=/dev/zero of=/scratch/f$i bs=1M count=1 2>/dev/null; i=$((i+1)); sleep 1; done; {SLEEPER}");
     e2e.create_pod(json!({"metadata": {"name": "writer"},
         "spec": {"terminationGracePeriodSeconds": 1, "volumes": [{"name": "scratch", "emptyDir": {}}],
             "containers": [{"name": "main", "image": BUSYBOX, "command": ["sh", "-c", write], "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}]}}));
@@ -497,7 +498,11 @@ fn d_disk_fill_evicts_the_writer_after_reclaiming_dead_containers() {
     let mut dead_after_reclaim = None;
     let mut writer = serde_json::Value::Null;
     while evicted.is_none() {
-        assert!(started.elapsed() < Duration::from_secs(WRITE_CAP_MIB + 120), "the writer was not evicted; last seen {writer:#}\nnodelet log (tail):\n{}", log_tail(&e2e.node, 80));
+        assert!(
+            started.elapsed() < Duration::from_secs(WRITE_CAP_MIB + 120),
+            "the writer was not evicted; last seen {writer:#}\nnodelet log (tail):\n{}",
+            log_tail(&e2e.node, 80)
+        );
         let now = Instant::now();
         let (_, available) = disk.space();
         let (dead, logged) = dead_and_logged(&e2e, &folders, &logger_uids);
@@ -521,7 +526,16 @@ fn d_disk_fill_evicts_the_writer_after_reclaiming_dead_containers() {
         std::thread::sleep(Duration::from_millis(250));
     }
     let (dead_after, logs_after) = dead_after_reclaim.unwrap_or_else(|| dead_and_logged(&e2e, &folders, &logger_uids));
-    figure("disk_dead_containers_removed", format!("{}/{dead_before} by the reclaim before the eviction (first at +{} s), logs {} -> {} MiB", dead_before - dead_after, secs(reclaimed), mib(logs_before), mib(logs_after)));
+    figure(
+        "disk_dead_containers_removed",
+        format!(
+            "{}/{dead_before} by the reclaim before the eviction (first at +{} s), logs {} -> {} MiB",
+            dead_before - dead_after,
+            secs(reclaimed),
+            mib(logs_before),
+            mib(logs_after)
+        ),
+    );
     figure("disk_crossings_s", format!("first +{}, after the reclaim +{}", secs(first_crossing), secs(second_crossing)));
     let to_eviction = second_crossing.zip(evicted).map_or("unmeasured".to_string(), |(c, e)| format!("{:.1}", e.duration_since(c).as_secs_f64()));
     figure("disk_crossing_to_eviction_s", to_eviction);

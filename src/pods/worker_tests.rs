@@ -226,7 +226,10 @@ async fn a_pod_with_init_containers_that_cannot_start_says_pod_initializing_with
     let mut pod = pod("init-wait", &["a"]);
     pod.spec.as_mut().unwrap().init_containers = Some(vec![Container { name: "i".into(), image: Some("img:1".into()), ..Default::default() }]);
     let (_tx, _handle) = spawn(h.deps.clone(), pod);
-    eventually("the sandbox failure published", || container_status(&h.deps).is_some_and(|c| c.state.is_some_and(|s| s.waiting.is_some_and(|w| w.message.is_some_and(|m| m.contains("no space")))))).await;
+    eventually("the sandbox failure published", || {
+        container_status(&h.deps).is_some_and(|c| c.state.is_some_and(|s| s.waiting.is_some_and(|w| w.message.is_some_and(|m| m.contains("no space")))))
+    })
+    .await;
     // As the kubelet: every container of a pod with init containers waits as PodInitializing.
     let status = status(&h.deps).unwrap();
     let reasons: Vec<Option<String>> =

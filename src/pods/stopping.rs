@@ -98,29 +98,27 @@ pub async fn remove_orphan(cri: &Cri, sandbox_id: &str, grace: Duration) -> Resu
 /// space comes back, which is what relieves the disk pressure it was evicted for. Its data
 /// directory (with the reason it ended) stays until the pod is removed.
 pub async fn release_volumes(ctx: &NodeContext, pod: &Pod) {
-    let dir = crate::volumes::volumes_dir(ctx, pod);
-    let target = dir.clone();
-    let removed = tokio::task::spawn_blocking(move || crate::volumes::mounts::remove_pod_dir(&target))
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-    if let Err(e) = removed {
-        tracing::warn!(pod = %spec::pod_ref(pod), dir = %dir.display(), error = %e, "could not remove the volumes of an ended pod");
-    }
+    remove_dir(pod, crate::volumes::volumes_dir(ctx, pod)).await;
 }
 
 /// Deletes the pod's log and data directories (unmounting what is mounted under them first,
 /// never following a symlink or crossing into another file system) and its (now empty) cgroups.
 pub async fn remove_pod_leftovers(ctx: &NodeContext, pod: &Pod) {
     for dir in [spec::log_directory(ctx, pod), spec::pod_data_dir(ctx, pod)] {
-        let target = dir.clone();
-        let removed = tokio::task::spawn_blocking(move || crate::volumes::mounts::remove_pod_dir(&target))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-        if let Err(e) = removed {
-            tracing::warn!(pod = %spec::pod_ref(pod), dir = %dir.display(), error = %e, "could not remove pod directory");
-        }
+        remove_dir(pod, dir).await;
     }
     crate::cgroups::remove_pod_cgroup(&spec::pod_cgroup(ctx, pod));
+}
+
+/// Removes one of the pod's directories (unmounting first, on a blocking thread); a failure is logged.
+async fn remove_dir(pod: &Pod, dir: std::path::PathBuf) {
+    let target = dir.clone();
+    let removed = tokio::task::spawn_blocking(move || crate::volumes::mounts::remove_pod_dir(&target))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    if let Err(e) = removed {
+        tracing::warn!(pod = %spec::pod_ref(pod), dir = %dir.display(), error = %e, "could not remove a pod directory");
+    }
 }
 
 #[cfg(test)]

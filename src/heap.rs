@@ -36,13 +36,13 @@ pub fn configure() {
 }
 
 /// Free bytes in malloc's arenas (mapped blocks not included: they are returned on free).
-pub fn free_bytes() -> usize {
+fn free_bytes() -> usize {
     // SAFETY: mallinfo2 only reads the allocator's totals.
     unsafe { libc::mallinfo2() }.fordblks
 }
 
 /// Returns the free heap pages to the system.
-pub fn trim() {
+fn trim() {
     // SAFETY: malloc_trim only releases free memory; it takes the arenas' locks itself.
     unsafe { libc::malloc_trim(0) };
 }

@@ -137,19 +137,20 @@ pub const DEFAULT_PRESSURE_TRANSITION: Duration = Duration::from_secs(300);
 
 /// `signal<value,...` (a flag's list) as a map; `option` names the flag in errors.
 pub fn parse_statements(option: &str, items: &[String]) -> Result<BTreeMap<String, String>, String> {
-    let mut map = BTreeMap::new();
-    for item in items.iter().map(|i| i.trim()).filter(|i| !i.is_empty()) {
-        let (signal, value) = item.split_once('<').ok_or_else(|| format!("{option}: {item:?} is not signal<value, such as memory.available<100Mi"))?;
-        map.insert(signal.trim().to_string(), value.trim().to_string());
-    }
-    Ok(map)
+    parse_list(option, items, '<', "signal<value, such as memory.available<100Mi")
 }
 
 /// `signal=duration,...` (the grace period flag's list) as a map.
 pub fn parse_pairs(option: &str, items: &[String]) -> Result<BTreeMap<String, String>, String> {
+    parse_list(option, items, '=', "signal=duration, such as memory.available=1m30s")
+}
+
+/// Items `signal<separator>value` (trimmed, empty ones skipped) as a map; `form` shows the
+/// expected shape in the error.
+fn parse_list(option: &str, items: &[String], separator: char, form: &str) -> Result<BTreeMap<String, String>, String> {
     let mut map = BTreeMap::new();
     for item in items.iter().map(|i| i.trim()).filter(|i| !i.is_empty()) {
-        let (signal, value) = item.split_once('=').ok_or_else(|| format!("{option}: {item:?} is not signal=duration, such as memory.available=1m30s"))?;
+        let (signal, value) = item.split_once(separator).ok_or_else(|| format!("{option}: {item:?} is not {form}"))?;
         map.insert(signal.trim().to_string(), value.trim().to_string());
     }
     Ok(map)

@@ -120,9 +120,6 @@ type CtxGetBuffer = unsafe extern "C" fn(*mut c_void) -> *const c_char;
 type RunFromFile = unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int;
 
 const LIBRARY: &str = "libnftables.so.1";
-/// Scripts this large (full syncs) leave the parser's memory in malloc's free lists; it is
-/// handed back to the system after them.
-const TRIM_AFTER_BYTES: usize = 1 << 20;
 
 /// An nftables context: the library's functions and one `struct nft_ctx`. Used by one thread.
 struct Context {
@@ -173,9 +170,6 @@ impl Context {
             (rc, c_text((self.get_output)(self.ctx)), c_text((self.get_error)(self.ctx)))
         };
         drop(file);
-        if script.len() >= TRIM_AFTER_BYTES {
-            crate::heap::trim();
-        }
         if rc == 0 {
             return Ok(output);
         }

@@ -11,7 +11,7 @@ use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::api::{Api, ListParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -32,8 +32,46 @@ type Key = (Kind, String, String);
 /// What a watch knows of one object: None until its first list answered, then the object or its absence.
 type Slot<T> = Arc<RwLock<Option<Option<T>>>>;
 
-/// Services by (namespace, name), None until the first list answered.
-type ServiceCache = Arc<RwLock<Option<HashMap<(String, String), Service>>>>;
+/// Service links by namespace then name, None until the first list answered.
+type ServiceCache = Arc<RwLock<Option<HashMap<String, BTreeMap<String, ServiceLink>>>>>;
+
+/// A Service as its link variables see it (`<NAME>_SERVICE_HOST` and the like): its name,
+/// cluster IP and ports. A full `Service` is about 1.7 kB before any string; a cluster's worth of
+/// them (every node keeps every Service) was the agent's largest single allocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceLink {
+    pub name: String,
+    pub cluster_ip: String,
+    pub ports: Vec<LinkPort>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkPort {
+    /// Empty for an unnamed port.
+    pub name: String,
+    pub port: i32,
+    /// As the Service says it (TCP when unset).
+    pub protocol: String,
+}
+
+impl ServiceLink {
+    /// The link of a Service that has one: None without a cluster IP (headless, or not yet
+    /// given one) or without ports, as the kubelet makes no variables for those.
+    pub fn of(service: &Service) -> Option<ServiceLink> {
+        let spec = service.spec.as_ref()?;
+        let cluster_ip = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty() && *ip != "None")?;
+        let ports: Vec<LinkPort> = spec
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| LinkPort { name: p.name.clone().unwrap_or_default(), port: p.port, protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()) })
+            .collect();
+        if ports.is_empty() {
+            return None;
+        }
+        Some(ServiceLink { name: service.metadata.name.clone().unwrap_or_default(), cluster_ip: cluster_ip.to_string(), ports })
+    }
+}
 
 /// The slot a watch keeps, of its object's kind.
 enum AnySlot {
@@ -106,13 +144,17 @@ impl Objects {
         T::api(self.client.clone(), ns).get_opt(name).await.map_err(|e| format!("reading {} {place}: {e}", T::WHAT))
     }
 
-    /// The Services of a namespace, from the cluster-wide watch once it answered, else listed directly.
-    pub async fn services(&self, ns: &str) -> Result<Vec<Service>, String> {
+    /// The links of a namespace's Services, by name: from the cluster-wide watch once it
+    /// answered, else listed directly.
+    pub async fn services(&self, ns: &str) -> Result<Vec<ServiceLink>, String> {
         if let Some(all) = self.services.read().expect("services cache poisoned").as_ref() {
-            return Ok(all.iter().filter(|((n, _), _)| n == ns).map(|(_, s)| s.clone()).collect());
+            return Ok(all.get(ns).map(|links| links.values().cloned().collect()).unwrap_or_default());
         }
         let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
-        Ok(api.list(&ListParams::default()).await.map_err(|e| format!("listing the services of namespace {ns}: {e}"))?.items)
+        let listed = api.list(&ListParams::default()).await.map_err(|e| format!("listing the services of namespace {ns}: {e}"))?.items;
+        let mut links: Vec<ServiceLink> = listed.iter().filter_map(ServiceLink::of).collect();
+        links.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(links)
     }
 
     /// The watch's slot for this object, starting the watch on first use.
@@ -211,27 +253,24 @@ async fn follow_one<T: Named>(api: Api<T>, name: String, slot: Slot<T>) {
     }
 }
 
-/// Keeps the Services of every namespace, stripped to what env variables need.
+/// Keeps the links of every namespace's Services.
 async fn follow_services(client: kube::Client, cache: ServiceCache) {
     let api: Api<Service> = Api::all(client);
     let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
-    let mut listed: HashMap<(String, String), Service> = HashMap::new();
-    let key = |s: &Service| (s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default());
+    let mut listed: HashMap<String, BTreeMap<String, ServiceLink>> = HashMap::new();
     while let Some(event) = stream.next().await {
         match event {
             Ok(Event::Init) => listed.clear(),
-            Ok(Event::InitApply(s)) => {
-                listed.insert(key(&s), slim(s));
-            }
+            Ok(Event::InitApply(s)) => apply_service(&mut listed, &s),
             Ok(Event::InitDone) => *cache.write().expect("services cache poisoned") = Some(std::mem::take(&mut listed)),
             Ok(Event::Apply(s)) => {
                 if let Some(all) = cache.write().expect("services cache poisoned").as_mut() {
-                    all.insert(key(&s), slim(s));
+                    apply_service(all, &s);
                 }
             }
             Ok(Event::Delete(s)) => {
                 if let Some(all) = cache.write().expect("services cache poisoned").as_mut() {
-                    all.remove(&key(&s));
+                    forget_service(all, &s);
                 }
             }
             Err(e) => tracing::debug!(error = %e, "services watch failed; keeping the last list and retrying"),
@@ -239,10 +278,23 @@ async fn follow_services(client: kube::Client, cache: ServiceCache) {
     }
 }
 
-/// Only the name, namespace, cluster IP and ports: what service link variables are made of.
-fn slim(s: Service) -> Service {
-    let spec = s.spec.map(|spec| k8s_openapi::api::core::v1::ServiceSpec { cluster_ip: spec.cluster_ip, ports: spec.ports, ..Default::default() });
-    Service { metadata: kube::api::ObjectMeta { name: s.metadata.name, namespace: s.metadata.namespace, ..Default::default() }, spec, status: None }
+/// Records the Service's link, or forgets it when it has none any more (pure).
+fn apply_service(links: &mut HashMap<String, BTreeMap<String, ServiceLink>>, service: &Service) {
+    match ServiceLink::of(service) {
+        Some(link) => {
+            links.entry(service.metadata.namespace.clone().unwrap_or_default()).or_default().insert(link.name.clone(), link);
+        }
+        None => forget_service(links, service),
+    }
+}
+
+fn forget_service(links: &mut HashMap<String, BTreeMap<String, ServiceLink>>, service: &Service) {
+    let ns = service.metadata.namespace.as_deref().unwrap_or_default();
+    let Some(named) = links.get_mut(ns) else { return };
+    named.remove(service.metadata.name.as_deref().unwrap_or_default());
+    if named.is_empty() {
+        links.remove(ns);
+    }
 }
 
 /// The configMaps and secrets a pod references: volumes (projected too), env, envFrom.
@@ -332,16 +384,40 @@ mod tests {
         );
     }
 
+    fn service(json: serde_json::Value) -> Service {
+        serde_json::from_value(json).unwrap()
+    }
+
     #[test]
-    fn services_are_kept_slim() {
-        let svc: Service = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "web", "namespace": "ns", "labels": {"a": "b"}, "managedFields": [{"manager": "x"}]},
-            "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 80}], "selector": {"app": "web"}}
-        }))
-        .unwrap();
-        let slim = slim(svc);
-        assert!(slim.metadata.labels.is_none() && slim.metadata.managed_fields.is_none());
-        let spec = slim.spec.unwrap();
-        assert_eq!((spec.cluster_ip.as_deref(), spec.ports.unwrap()[0].port, spec.selector), (Some("10.96.0.9"), 80, None));
+    fn services_are_kept_as_their_links() {
+        let web = service(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "ns", "labels": {"a": "b"}},
+            "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 80}, {"name": "dns", "port": 53, "protocol": "UDP"}], "selector": {"app": "web"}}
+        }));
+        let link = ServiceLink::of(&web).unwrap();
+        assert_eq!(link.name, "web");
+        assert_eq!(link.cluster_ip, "10.96.0.9");
+        assert_eq!(
+            link.ports,
+            vec![LinkPort { name: String::new(), port: 80, protocol: "TCP".into() }, LinkPort { name: "dns".into(), port: 53, protocol: "UDP".into() }]
+        );
+        let headless = service(serde_json::json!({"metadata": {"name": "h", "namespace": "ns"}, "spec": {"clusterIP": "None", "ports": [{"port": 80}]}}));
+        let portless = service(serde_json::json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {"clusterIP": "10.96.0.10"}}));
+        assert_eq!((ServiceLink::of(&headless), ServiceLink::of(&portless)), (None, None));
+    }
+
+    #[test]
+    fn a_service_that_loses_its_link_is_forgotten() {
+        let mut links = HashMap::new();
+        apply_service(
+            &mut links,
+            &service(serde_json::json!({"metadata": {"name": "web", "namespace": "ns"}, "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 80}]}})),
+        );
+        assert_eq!(links["ns"]["web"].cluster_ip, "10.96.0.9");
+        apply_service(
+            &mut links,
+            &service(serde_json::json!({"metadata": {"name": "web", "namespace": "ns"}, "spec": {"clusterIP": "None", "ports": [{"port": 80}]}})),
+        );
+        assert!(links.is_empty());
     }
 }

@@ -3,7 +3,16 @@
 
 use std::collections::HashMap;
 
-pub fn expand(input: &str, vars: &HashMap<String, String>) -> String {
+/// A container's variables by name, borrowed from its env list (a later entry of a name wins).
+/// Borrowed because a namespace with many Services gives every container thousands of them.
+pub type Vars<'a> = HashMap<&'a str, &'a str>;
+
+pub fn vars(env: &[(String, String)]) -> Vars<'_> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// `input` with each `$(NAME)` that `lookup` knows replaced by its value.
+pub fn expand<'v>(input: &str, lookup: impl Fn(&str) -> Option<&'v str>) -> String {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(pos) = rest.find('$') {
@@ -16,7 +25,7 @@ pub fn expand(input: &str, vars: &HashMap<String, String>) -> String {
             match body.find(')') {
                 Some(end) => {
                     let name = &body[..end];
-                    match vars.get(name) {
+                    match lookup(name) {
                         Some(value) => out.push_str(value),
                         None => {
                             out.push_str("$(");
@@ -44,21 +53,21 @@ pub fn expand(input: &str, vars: &HashMap<String, String>) -> String {
 mod tests {
     use super::*;
 
-    fn vars() -> HashMap<String, String> {
-        [("A", "1"), ("HOST", "example")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    fn lookup(name: &str) -> Option<&'static str> {
+        [("A", "1"), ("HOST", "example")].into_iter().find(|(k, _)| *k == name).map(|(_, v)| v)
     }
 
     #[test]
     fn expands_known_and_keeps_unknown() {
-        assert_eq!(expand("x$(A)y", &vars()), "x1y");
-        assert_eq!(expand("$(HOST):$(PORT)", &vars()), "example:$(PORT)");
+        assert_eq!(expand("x$(A)y", lookup), "x1y");
+        assert_eq!(expand("$(HOST):$(PORT)", lookup), "example:$(PORT)");
     }
 
     #[test]
     fn escapes_and_odd_dollars() {
-        assert_eq!(expand("$$(A)", &vars()), "$(A)");
-        assert_eq!(expand("cost $5 $", &vars()), "cost $5 $");
-        assert_eq!(expand("$(A", &vars()), "$(A");
-        assert_eq!(expand("$$$$", &vars()), "$$");
+        assert_eq!(expand("$$(A)", lookup), "$(A)");
+        assert_eq!(expand("cost $5 $", lookup), "cost $5 $");
+        assert_eq!(expand("$(A", lookup), "$(A");
+        assert_eq!(expand("$$$$", lookup), "$$");
     }
 }

@@ -17,7 +17,10 @@ pub async fn watch_node_pods(client: kube::Client, node: String, updates: mpsc::
     // The reflector's store buffers a (re)list and swaps it in whole at InitDone, so the manager
     // never sees half a list (which would stop the pods not listed yet).
     let (store, writer) = reflector::store::<Pod>();
-    let mut stream = reflector(writer, watcher::watcher(api, config).default_backoff()).boxed();
+    // managedFields (often the largest part of a pod) are dropped on arrival: nothing here reads
+    // them, and the store, the manager and each pod's worker keep a copy of every pod.
+    let pods = watcher::watcher(api, config).default_backoff().modify(|pod| pod.metadata.managed_fields = None);
+    let mut stream = reflector(writer, pods).boxed();
     while let Some(event) = stream.next().await {
         match event {
             Ok(Event::Init | Event::InitApply(_)) => continue,

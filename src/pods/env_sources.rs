@@ -3,8 +3,8 @@
 //! into `<NAME>_SERVICE_HOST`-style variables. The reads (from the watch-fed caches of
 //! `crate::objects`) are here; the rules are pure.
 
-use crate::objects::Objects;
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, Service};
+use crate::objects::{Objects, ServiceLink};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
 use std::collections::{BTreeMap, HashMap};
 
 /// What the container's env references, read once before the container is created.
@@ -37,13 +37,13 @@ impl EnvSources {
             sources.secrets.insert(name, data);
         }
         let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
-        let mut services: Vec<Service> = Vec::new();
+        let mut services: Vec<ServiceLink> = Vec::new();
         if links {
             services = objects.services(ns).await?;
         }
         // The apiserver's own Service is always announced, as KUBERNETES_SERVICE_HOST/PORT.
         if ns != "default" || !links {
-            services.extend(objects.services("default").await?.into_iter().filter(|s| s.metadata.name.as_deref() == Some("kubernetes")));
+            services.extend(objects.services("default").await?.into_iter().filter(|s| s.name == "kubernetes"));
         }
         sources.service_env = service_env(&services);
         Ok(sources)
@@ -94,31 +94,26 @@ impl EnvSources {
     }
 }
 
-/// The Docker-link style variables the kubelet derives from Services with a cluster IP.
-pub fn service_env(services: &[Service]) -> Vec<(String, String)> {
+/// The Docker-link style variables the kubelet derives from Services with a cluster IP. A
+/// name given twice (the namespace's own `kubernetes` and the default one) keeps its first.
+pub fn service_env(services: &[ServiceLink]) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let mut sorted: Vec<&Service> = services.iter().collect();
-    sorted.sort_by_key(|s| s.metadata.name.clone());
-    sorted.dedup_by_key(|s| (s.metadata.namespace.clone(), s.metadata.name.clone()));
+    let mut sorted: Vec<&ServiceLink> = services.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    sorted.dedup_by(|later, first| later.name == first.name);
     for svc in sorted {
-        let Some(spec) = &svc.spec else { continue };
-        let Some(ip) = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty() && *ip != "None") else { continue };
-        let ports = spec.ports.as_deref().unwrap_or_default();
-        let Some(first) = ports.first() else { continue };
-        let name = svc.metadata.name.clone().unwrap_or_default().to_uppercase().replace('-', "_");
+        let Some(first) = svc.ports.first() else { continue };
+        let (name, ip) = (svc.name.to_uppercase().replace('-', "_"), &svc.cluster_ip);
         out.push((format!("{name}_SERVICE_HOST"), ip.to_string()));
         out.push((format!("{name}_SERVICE_PORT"), first.port.to_string()));
-        for p in ports {
-            if let Some(port_name) = p.name.as_deref().filter(|n| !n.is_empty()) {
-                out.push((format!("{name}_SERVICE_PORT_{}", port_name.to_uppercase().replace('-', "_")), p.port.to_string()));
-            }
+        for p in svc.ports.iter().filter(|p| !p.name.is_empty()) {
+            out.push((format!("{name}_SERVICE_PORT_{}", p.name.to_uppercase().replace('-', "_")), p.port.to_string()));
         }
-        let proto = |p: &k8s_openapi::api::core::v1::ServicePort| p.protocol.clone().unwrap_or_else(|| "TCP".into());
-        out.push((format!("{name}_PORT"), format!("{}://{ip}:{}", proto(first).to_lowercase(), first.port)));
-        for p in ports {
-            let prefix = format!("{name}_PORT_{}_{}", p.port, proto(p).to_uppercase());
-            out.push((prefix.clone(), format!("{}://{ip}:{}", proto(p).to_lowercase(), p.port)));
-            out.push((format!("{prefix}_PROTO"), proto(p).to_lowercase()));
+        out.push((format!("{name}_PORT"), format!("{}://{ip}:{}", first.protocol.to_lowercase(), first.port)));
+        for p in &svc.ports {
+            let prefix = format!("{name}_PORT_{}_{}", p.port, p.protocol.to_uppercase());
+            out.push((prefix.clone(), format!("{}://{ip}:{}", p.protocol.to_lowercase(), p.port)));
+            out.push((format!("{prefix}_PROTO"), p.protocol.to_lowercase()));
             out.push((format!("{prefix}_PORT"), p.port.to_string()));
             out.push((format!("{prefix}_ADDR"), ip.to_string()));
         }
@@ -129,24 +124,30 @@ pub fn service_env(services: &[Service]) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::objects::LinkPort;
+
+    fn link(name: &str, ip: &str, port: i32) -> ServiceLink {
+        ServiceLink { name: name.into(), cluster_ip: ip.into(), ports: vec![LinkPort { name: String::new(), port, protocol: "TCP".into() }] }
+    }
 
     #[test]
     fn services_become_link_variables() {
-        let svc: Service = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "my-db", "namespace": "ns"},
-            "spec": {"clusterIP": "10.96.0.5", "ports": [{"name": "sql", "port": 5432, "protocol": "TCP"}]}
-        }))
-        .unwrap();
-        let headless: Service = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "headless"}, "spec": {"clusterIP": "None", "ports": [{"port": 80}]}
-        }))
-        .unwrap();
-        let env: BTreeMap<String, String> = service_env(&[svc, headless]).into_iter().collect();
+        let db = ServiceLink {
+            name: "my-db".into(),
+            cluster_ip: "10.96.0.5".into(),
+            ports: vec![LinkPort { name: "sql".into(), port: 5432, protocol: "TCP".into() }],
+        };
+        let env: BTreeMap<String, String> = service_env(&[db]).into_iter().collect();
         assert_eq!(env["MY_DB_SERVICE_HOST"], "10.96.0.5");
         assert_eq!(env["MY_DB_SERVICE_PORT"], "5432");
         assert_eq!(env["MY_DB_SERVICE_PORT_SQL"], "5432");
         assert_eq!(env["MY_DB_PORT"], "tcp://10.96.0.5:5432");
         assert_eq!(env["MY_DB_PORT_5432_TCP_ADDR"], "10.96.0.5");
-        assert!(!env.keys().any(|k| k.starts_with("HEADLESS")));
+    }
+
+    #[test]
+    fn the_namespaces_own_kubernetes_service_wins_over_the_default_one() {
+        let env: BTreeMap<String, String> = service_env(&[link("kubernetes", "10.0.0.7", 8443), link("kubernetes", "10.96.0.1", 443)]).into_iter().collect();
+        assert_eq!((env["KUBERNETES_SERVICE_HOST"].as_str(), env["KUBERNETES_SERVICE_PORT"].as_str()), ("10.0.0.7", "8443"));
     }
 }

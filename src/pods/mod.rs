@@ -5,7 +5,6 @@ pub mod api_source;
 pub mod backoff;
 pub mod deadline;
 pub mod end;
-pub mod env;
 pub mod env_sources;
 pub mod ephemeral;
 pub mod manager;

@@ -1,10 +1,10 @@
 //! Translates a Pod into CRI's sandbox and container configurations. Pure: everything the
 //! translation needs from the node arrives in `NodeContext`, so the mapping is unit-tested.
 
-use super::env::expand;
 use super::quantity;
 use super::security;
 use super::status::qos_class;
+use crate::podinfo::expand::{self, expand};
 use crate::runtime::labels;
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, Volume};
@@ -187,14 +187,15 @@ pub fn container_hash(container: &Container) -> String {
 /// The container's environment in the kubelet's order: `envFrom` variables, then `env` (with
 /// `$(VAR)` references to anything defined before expanded), then service variables not yet
 /// defined. `resolve` answers `valueFrom` sources; an unresolvable required one is an error.
+/// Service variables are looked up where they are, not copied: there can be thousands.
 pub fn container_env(
     container: &Container,
     env_from: Vec<(String, String)>,
     service_env: &[(String, String)],
     mut resolve: impl FnMut(&EnvVar) -> Result<Option<String>, String>,
 ) -> Result<Vec<(String, String)>, String> {
-    let mut vars: HashMap<String, String> = service_env.iter().cloned().collect();
-    vars.extend(env_from.iter().cloned());
+    let services = expand::vars(service_env);
+    let mut defined: HashMap<String, String> = env_from.iter().cloned().collect();
     let mut ordered: Vec<(String, String)> = env_from;
     for var in container.env.iter().flatten() {
         let value = match (&var.value, &var.value_from) {
@@ -202,15 +203,15 @@ pub fn container_env(
                 Some(v) => v,
                 None => continue,
             },
-            (Some(v), None) => expand(v, &vars),
+            (Some(v), None) => expand(v, |name| defined.get(name).map(String::as_str).or_else(|| services.get(name).copied())),
             (None, None) => String::new(),
         };
-        vars.insert(var.name.clone(), value.clone());
+        defined.insert(var.name.clone(), value.clone());
         ordered.retain(|(k, _)| k != &var.name);
         ordered.push((var.name.clone(), value));
     }
     for (key, value) in service_env {
-        if !ordered.iter().any(|(k, _)| k == key) {
+        if !defined.contains_key(key) {
             ordered.push((key.clone(), value.clone()));
         }
     }
@@ -274,8 +275,8 @@ fn push_host_aliases(out: &mut String, pod: &Pod) {
 
 pub fn container_config(ctx: &NodeContext, input: &ContainerInput) -> Result<cri::ContainerConfig, String> {
     let (pod, c) = (input.pod, input.container);
-    let vars: HashMap<String, String> = input.env.iter().cloned().collect();
-    let expand_all = |list: &Option<Vec<String>>| list.iter().flatten().map(|s| expand(s, &vars)).collect::<Vec<_>>();
+    let vars = expand::vars(&input.env);
+    let expand_all = |list: &Option<Vec<String>>| list.iter().flatten().map(|s| expand(s, |name| vars.get(name).copied())).collect::<Vec<_>>();
     let mut container_labels = identity_labels(ctx, pod);
     container_labels.insert(labels::CONTAINER_NAME.into(), c.name.clone());
     let annotations = HashMap::from([

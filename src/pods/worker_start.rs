@@ -75,12 +75,14 @@ impl Worker {
         })
         .map_err(config_error)?;
         let volumes = spec::volume_paths(ctx, &self.pod).map_err(config_error)?;
-        let sub_paths = {
+        let sub_paths = if crate::volumes::subpath::used_by(c) {
             let (pod_dir, container, env, volumes) = (spec::pod_data_dir(ctx, &self.pod), c.clone(), env.clone(), volumes.clone());
             tokio::task::spawn_blocking(move || crate::volumes::subpath::prepare(&pod_dir, &container, &env, &volumes))
                 .await
                 .map_err(|e| config_error(e.to_string()))?
                 .map_err(config_error)?
+        } else {
+            Default::default()
         };
         let etc_hosts = self.write_etc_hosts(pod_ip).await.map_err(config_error)?;
         let input = spec::ContainerInput { pod: &self.pod, container: c, attempt: start.attempt, env, volumes: &volumes, sub_paths: &sub_paths, etc_hosts };

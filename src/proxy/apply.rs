@@ -1,8 +1,8 @@
 //! Applies an nft script as one transaction through libnftables, the library the `nft`
 //! program is built on (libnftables.so.1, installed with it), loaded at run time. Each `Nft`
 //! has a few worker threads (one per core, for the parts of a full sync parsed side by side);
-//! each enters the proxy's network namespace once and keeps one nftables context, whose
-//! netlink socket stays open between transactions. Running the `nft` program
+//! each enters the proxy's network namespace once and runs each transaction on a fresh
+//! nftables context. Running the `nft` program
 //! per change costs a process start and, after element deletions, a socket release that waits
 //! for the kernel to free them: about 20 ms per change at 10,000 Services, against well under
 //! a millisecond here. nft applies all of a script or none of it; on failure the error names
@@ -121,53 +121,76 @@ type RunFromFile = unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int;
 
 const LIBRARY: &str = "libnftables.so.1";
 
-/// An nftables context: the library's functions and one `struct nft_ctx`. Used by one thread.
-struct Context {
-    ctx: *mut c_void,
+/// The library's functions, loaded once per thread.
+struct Library {
+    new: CtxNew,
     free: CtxFree,
+    buffer_output: CtxBuffer,
+    buffer_error: CtxBuffer,
     get_output: CtxGetBuffer,
     get_error: CtxGetBuffer,
     run_from_file: RunFromFile,
     _library: libloading::Library,
 }
 
-impl Context {
-    fn open() -> Result<Context, String> {
+impl Library {
+    fn load() -> Result<Library, String> {
         // SAFETY: loading the system's libnftables runs its initialisers, which have no
         // requirements; the symbols are looked up with the signatures of its public header
         // (nftables/libnftables.h) and stay valid while `_library` is held.
         unsafe {
             let library = libloading::Library::new(LIBRARY).map_err(|e| format!("loading {LIBRARY} (package libnftables1): {e}"))?;
-            let new: CtxNew = symbol(&library, "nft_ctx_new")?;
-            let free: CtxFree = symbol(&library, "nft_ctx_free")?;
-            let buffer_output: CtxBuffer = symbol(&library, "nft_ctx_buffer_output")?;
-            let buffer_error: CtxBuffer = symbol(&library, "nft_ctx_buffer_error")?;
-            let get_output: CtxGetBuffer = symbol(&library, "nft_ctx_get_output_buffer")?;
-            let get_error: CtxGetBuffer = symbol(&library, "nft_ctx_get_error_buffer")?;
-            let run_from_file: RunFromFile = symbol(&library, "nft_run_cmd_from_filename")?;
-            let ctx = new(0);
-            if ctx.is_null() {
-                return Err("nft_ctx_new failed".into());
-            }
-            if buffer_output(ctx) != 0 || buffer_error(ctx) != 0 {
-                free(ctx);
-                return Err("nft_ctx_buffer_output/error failed".into());
-            }
-            Ok(Context { ctx, free, get_output, get_error, run_from_file, _library: library })
+            Ok(Library {
+                new: symbol(&library, "nft_ctx_new")?,
+                free: symbol(&library, "nft_ctx_free")?,
+                buffer_output: symbol(&library, "nft_ctx_buffer_output")?,
+                buffer_error: symbol(&library, "nft_ctx_buffer_error")?,
+                get_output: symbol(&library, "nft_ctx_get_output_buffer")?,
+                get_error: symbol(&library, "nft_ctx_get_error_buffer")?,
+                run_from_file: symbol(&library, "nft_run_cmd_from_filename")?,
+                _library: library,
+            })
         }
     }
 
+    /// A fresh context (about 50 µs). Not kept between transactions: a context keeps its copy
+    /// of the ruleset's tables, sets and chains (a megabyte at 1,000 Services) until the next
+    /// transaction, which fetches it again anyway since the previous one changed the ruleset.
+    fn context(&self) -> Result<Context<'_>, String> {
+        // SAFETY: nft_ctx_new has no preconditions; the context is freed by Context's Drop.
+        unsafe {
+            let ctx = (self.new)(0);
+            if ctx.is_null() {
+                return Err("nft_ctx_new failed".into());
+            }
+            let context = Context { ctx, library: self };
+            if (self.buffer_output)(ctx) != 0 || (self.buffer_error)(ctx) != 0 {
+                return Err("nft_ctx_buffer_output/error failed".into());
+            }
+            Ok(context)
+        }
+    }
+}
+
+/// One `struct nft_ctx`, used by one thread for one transaction.
+struct Context<'a> {
+    ctx: *mut c_void,
+    library: &'a Library,
+}
+
+impl Context<'_> {
     /// Runs `script` as one transaction; returns nft's output.
     fn run(&self, script: &str) -> Result<String, ApplyError> {
         // nft reads the script from a file, so its errors carry line numbers
         let file = script_file(script).map_err(|e| ApplyError::Library(format!("writing the script to a memfd: {e}")))?;
         let source = format!("/proc/self/fd/{}", file.as_raw_fd());
         let path = CString::new(source.clone()).expect("no NUL in a path made of digits");
+        let lib = self.library;
         // SAFETY: ctx is a live context used by this thread only; the buffers it returns stay
         // valid until the next run on it and are copied before that.
         let (rc, output, errors) = unsafe {
-            let rc = (self.run_from_file)(self.ctx, path.as_ptr());
-            (rc, c_text((self.get_output)(self.ctx)), c_text((self.get_error)(self.ctx)))
+            let rc = (lib.run_from_file)(self.ctx, path.as_ptr());
+            (rc, c_text((lib.get_output)(self.ctx)), c_text((lib.get_error)(self.ctx)))
         };
         drop(file);
         if rc == 0 {
@@ -177,10 +200,10 @@ impl Context {
     }
 }
 
-impl Drop for Context {
+impl Drop for Context<'_> {
     fn drop(&mut self) {
         // SAFETY: the context is not used after this.
-        unsafe { (self.free)(self.ctx) };
+        unsafe { (self.library.free)(self.ctx) };
     }
 }
 
@@ -222,21 +245,20 @@ struct Job {
     reply: tokio::sync::oneshot::Sender<Result<String, ApplyError>>,
 }
 
-/// Applies scripts in a network namespace, each on one of a few threads with a context of its
-/// own.
+/// Applies scripts in a network namespace, each on one of a few threads.
 pub struct Nft {
     workers: Vec<mpsc::Sender<Job>>,
 }
 
 impl Nft {
-    /// Starts `contexts` workers: each enters `netns` and opens a context, or this fails saying
-    /// why.
-    pub fn new(netns: &Netns, contexts: usize) -> Result<Nft, ApplyError> {
-        let workers = (0..contexts.max(1)).map(|i| start_worker(netns, i)).collect::<Result<_, _>>()?;
+    /// Starts `threads` workers: each enters `netns` and loads the library, or this fails
+    /// saying why.
+    pub fn new(netns: &Netns, threads: usize) -> Result<Nft, ApplyError> {
+        let workers = (0..threads.max(1)).map(|i| start_worker(netns, i)).collect::<Result<_, _>>()?;
         Ok(Nft { workers })
     }
 
-    pub fn contexts(&self) -> usize {
+    pub fn threads(&self) -> usize {
         self.workers.len()
     }
 
@@ -268,18 +290,20 @@ fn start_worker(netns: &Netns, index: usize) -> Result<mpsc::Sender<Job>, ApplyE
     std::thread::Builder::new()
         .name(format!("nftables-{index}"))
         .spawn(move || {
+            // a first context proves the namespace and library usable before any job comes
             let opened = netns
                 .enter_here()
                 .map_err(|e| format!("entering network namespace {}: {e}", netns.0.as_deref().unwrap_or(Path::new("")).display()))
-                .and_then(|()| Context::open());
-            let context = match opened {
-                Ok(c) => c,
+                .and_then(|()| Library::load())
+                .and_then(|library| library.context().map(drop).map(|()| library));
+            let library = match opened {
+                Ok(l) => l,
                 Err(e) => return drop(ready_tx.send(Err(e))),
             };
             let _ = ready_tx.send(Ok(()));
             // ends when the Nft (the sender) is dropped
             for job in queue {
-                let _ = job.reply.send(context.run(&job.script));
+                let _ = job.reply.send(library.context().map_err(ApplyError::Library).and_then(|context| context.run(&job.script)));
             }
         })
         .map_err(|e| ApplyError::Library(format!("starting an nftables thread: {e}")))?;

@@ -150,9 +150,9 @@ fn valid_cidr(cidr: &str, family: Family) -> bool {
 
 impl Proxier {
     pub fn new(config: ProxyConfig) -> anyhow::Result<Self> {
-        // parsing a full sync's elements is most of its time: one context per core shares it
-        let contexts = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
-        let nft = Nft::new(&config.netns, contexts)?;
+        // parsing a full sync's elements is most of its time: one thread per core shares it
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+        let nft = Nft::new(&config.netns, threads)?;
         Self::with_nftables(config, Box::new(nft))
     }
 

@@ -41,7 +41,7 @@ impl Nftables for Nft {
     }
 
     fn parallelism(&self) -> usize {
-        self.contexts()
+        self.threads()
     }
 }
 

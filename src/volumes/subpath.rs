@@ -5,14 +5,14 @@
 //! before; a relative symlink found on the way is read and followed by nodelet itself, confined
 //! to the volume (a configMap key is such a link), and one that is absolute or climbs out fails.
 
-use crate::podinfo::expand::expand;
+use crate::podinfo::expand::{self, expand, Vars};
 use crate::podinfo::{SubPaths, VolumePaths};
 use k8s_openapi::api::core::v1::{Container, VolumeMount};
 use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, OFlag, AT_FDCWD};
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{fstat, mkdirat, stat, FileStat, Mode, SFlag};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
@@ -20,13 +20,18 @@ use std::path::{Component, Path, PathBuf};
 /// Symlinks followed in one resolution, as the kernel's own limit.
 const MAX_LINKS: usize = 40;
 
+/// Whether any of the container's mounts has a subPath or subPathExpr (`prepare` has work).
+pub fn used_by(container: &Container) -> bool {
+    container.volume_mounts.iter().flatten().any(|m| [&m.sub_path, &m.sub_path_expr].into_iter().flatten().any(|p| !p.is_empty()))
+}
+
 /// The mount's subPath, or its subPathExpr expanded with the container's env; None for none.
 /// Absolute paths and `..` are refused, as the kubelet refuses them.
-pub fn sub_path(mount: &VolumeMount, env: &HashMap<String, String>) -> Result<Option<String>, String> {
+pub fn sub_path(mount: &VolumeMount, env: &Vars) -> Result<Option<String>, String> {
     let (field, value) = match (mount.sub_path.as_deref().filter(|s| !s.is_empty()), mount.sub_path_expr.as_deref().filter(|s| !s.is_empty())) {
         (Some(_), Some(_)) => return Err("subPath and subPathExpr are mutually exclusive".into()),
         (Some(p), None) => ("subPath", p.to_string()),
-        (None, Some(e)) => ("subPathExpr", expand(e, env)),
+        (None, Some(e)) => ("subPathExpr", expand(e, |name| env.get(name).copied())),
         (None, None) => return Ok(None),
     };
     let path = Path::new(&value);
@@ -48,7 +53,7 @@ pub fn target(pod_dir: &Path, volume: &str, container: &str, index: usize) -> Pa
 /// Resolves and bind-mounts every subPath mount of the container; returns the host path CRI
 /// mounts for each, by mount index. Errors name the volumeMount and the cause.
 pub fn prepare(pod_dir: &Path, container: &Container, env: &[(String, String)], volumes: &VolumePaths) -> Result<SubPaths, String> {
-    let vars: HashMap<String, String> = env.iter().cloned().collect();
+    let vars = expand::vars(env);
     let mut out = SubPaths::new();
     for (index, m) in container.volume_mounts.iter().flatten().enumerate() {
         let named = |e: String| format!("volumeMount {:?} (mountPath {:?}): {e}", m.name, m.mount_path);
@@ -162,6 +167,7 @@ fn make_target(at: &Path, is_dir: bool) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn mount(sub: Option<&str>, expr: Option<&str>) -> VolumeMount {
         VolumeMount {
@@ -173,8 +179,17 @@ mod tests {
         }
     }
 
-    fn env() -> HashMap<String, String> {
-        HashMap::from([("POD".to_string(), "web-1".to_string()), ("UP".to_string(), "..".to_string())])
+    fn env() -> Vars<'static> {
+        HashMap::from([("POD", "web-1"), ("UP", "..")])
+    }
+
+    #[test]
+    fn only_a_set_sub_path_or_expression_needs_preparing() {
+        let with = |mounts: Vec<VolumeMount>| Container { name: "c".into(), volume_mounts: Some(mounts), ..Default::default() };
+        assert!(!used_by(&Container::default()));
+        assert!(!used_by(&with(vec![mount(None, None), mount(Some(""), Some(""))])));
+        assert!(used_by(&with(vec![mount(None, None), mount(Some("a"), None)])));
+        assert!(used_by(&with(vec![mount(None, Some("$(POD)"))])));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! its own (`nodelet_bench_<pid>`), removed at the end.
 
 use crate::api::ApiCluster;
-use crate::{print, rss_mb, status_mb, wait_until};
+use crate::{print, rss_by_mapping, rss_mb, status_mb, wait_until};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, PostParams};
@@ -92,5 +92,15 @@ pub async fn run(cri: &Cri) {
     print("agent_rss_30_pods_1000_services", rss_mb(pid), "MB");
     // Where it is: the heap and stacks, or the binary's own pages (code the process ran).
     eprintln!("agent_rss: anonymous {:.1} MB, file-backed {:.1} MB", status_mb(pid, "RssAnon"), status_mb(pid, "RssFile"));
+    let places: Vec<String> = rss_by_mapping(pid).iter().map(|(place, mb)| format!("{place} {mb:.1}")).collect();
+    let threads = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:").map(|t| t.trim().to_string()))
+        .unwrap_or_default();
+    eprintln!("agent_rss by mapping (MB): {}; {threads} threads", places.join(", "));
+    if let Ok(secs) = std::env::var("HOLD_TMP") {
+        tokio::time::sleep(Duration::from_secs(secs.parse().unwrap())).await;
+    }
     cluster.delete_pods(cri, &names).await;
 }

@@ -84,6 +84,33 @@ pub fn status_mb(pid: u32, field: &str) -> f64 {
     kb / 1024.0
 }
 
+/// Resident memory by where it lives (the binary's own pages, shared libraries, heap, thread
+/// stacks and other anonymous maps), from /proc/<pid>/smaps, in MB, largest first.
+pub fn rss_by_mapping(pid: u32) -> Vec<(String, f64)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
+    let mut sums: HashMap<String, f64> = HashMap::new();
+    let mut place = String::new();
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.first().is_some_and(|f| f.contains('-') && !f.ends_with(':')) {
+            let (perms, path) = (fields.get(1).copied().unwrap_or(""), fields.get(5).copied().unwrap_or(""));
+            place = match path {
+                p if p == exe => format!("binary {perms}"),
+                "" => "anonymous".into(),
+                "[heap]" | "[stack]" => path.into(),
+                p if p.starts_with('[') => "kernel".into(),
+                _ => "libraries".into(),
+            };
+        } else if let Some(kb) = line.strip_prefix("Rss:") {
+            *sums.entry(place.clone()).or_default() += kb.trim().trim_end_matches(" kB").trim().parse::<f64>().unwrap_or(0.0) / 1024.0;
+        }
+    }
+    let mut out: Vec<(String, f64)> = sums.into_iter().filter(|(_, mb)| *mb >= 0.05).collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
+}
+
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]

@@ -1,3 +1,0 @@
-//! `$(VAR)` expansion lives in `crate::podinfo::expand` (volumes' subPathExpr needs it too).
-
-pub use crate::podinfo::expand::expand;

@@ -99,8 +99,5 @@ pub async fn run(cri: &Cri) {
         .find_map(|l| l.strip_prefix("Threads:").map(|t| t.trim().to_string()))
         .unwrap_or_default();
     eprintln!("agent_rss by mapping (MB): {}; {threads} threads", places.join(", "));
-    if let Ok(secs) = std::env::var("HOLD_TMP") {
-        tokio::time::sleep(Duration::from_secs(secs.parse().unwrap())).await;
-    }
     cluster.delete_pods(cri, &names).await;
 }

@@ -3,12 +3,13 @@
 //! `<log>.<timestamp>` and the runtime told to reopen it (CRI ReopenContainerLog), so the
 //! container writes on into a fresh file; at most `max_files` files are kept per container
 //! (the current one and the newest rotated ones). The current file stays where `kubectl logs`
-//! reads it. Rotated files are not compressed.
+//! reads it. Rotated files are not compressed. The running containers and their log paths come
+//! from the shared relist (`RuntimeCache`): the kubelet lists and asks each container's status
+//! every pass, which was half of nodelet's CRI calls at idle.
 
-use crate::runtime::labels;
+use crate::runtime::observed::RunState;
+use crate::runtime::relist::RuntimeCache;
 use crate::runtime::Cri;
-use k8s_cri::v1 as cri;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -58,8 +59,9 @@ pub fn excess_rotated(rotated: &[String], policy: &Policy) -> Vec<String> {
 }
 
 pub struct LogRotator {
+    /// For ReopenContainerLog.
     pub cri: Cri,
-    pub node_name: String,
+    pub runtime: RuntimeCache,
     pub policy: Policy,
 }
 
@@ -67,30 +69,19 @@ impl LogRotator {
     pub async fn run(self) {
         loop {
             tokio::time::sleep(PERIOD).await;
-            if let Err(e) = self.rotate_all().await {
-                tracing::warn!(error = %e, "container log rotation failed");
-            }
+            self.rotate_all().await;
         }
     }
 
-    /// One pass over the running containers of this node.
-    pub async fn rotate_all(&self) -> Result<(), crate::runtime::CriError> {
-        let mine = HashMap::from([(labels::MANAGED_BY_NODE.to_string(), self.node_name.clone())]);
-        let running = cri::ContainerState::ContainerRunning as i32;
-        for c in self.cri.list_containers(mine).await?.into_iter().filter(|c| c.state == running) {
-            let status = match self.cri.container_status(&c.id).await {
-                Ok(s) => s,
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e),
-            };
-            if status.log_path.is_empty() {
-                continue;
-            }
-            if let Err(e) = self.rotate(&c.id, Path::new(&status.log_path)).await {
-                tracing::warn!(container = %c.id, log = %status.log_path, error = %e, "could not rotate the container's log");
+    /// One pass over the running containers of the latest relist (none before the first).
+    pub async fn rotate_all(&self) {
+        let Some(pods) = self.runtime.latest() else { return };
+        let running = pods.values().flat_map(|p| &p.containers).filter(|c| c.state == RunState::Running && !c.log_path.is_empty());
+        for c in running {
+            if let Err(e) = self.rotate(&c.id, Path::new(&c.log_path)).await {
+                tracing::warn!(container = %c.id, log = %c.log_path, error = %e, "could not rotate the container's log");
             }
         }
-        Ok(())
     }
 
     /// Deletes the excess rotated files, and rotates the log when it is too big.

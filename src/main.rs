@@ -159,7 +159,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(client) => nodelet::events::Recorder::to_apiserver(client.clone(), config.node_name.clone()),
         None => nodelet::events::Recorder::log_only(),
     };
-    let (container_gc, image_gc) = spawn_garbage_collection(&config, &cri, &store, events.clone());
+    let (container_gc, image_gc) = spawn_garbage_collection(&config, &cri, &runtime_cache, &store, events.clone());
     // The eviction manager reads the same figures as /stats/summary and ends pods through the pod manager.
     let (evictions, evicted) = tokio::sync::mpsc::unbounded_channel();
     let eviction = nodelet::eviction::Manager::new(
@@ -290,11 +290,12 @@ fn start_proxy(client: kube::Client, config: &Config, health: Arc<Health>) -> an
 fn spawn_garbage_collection(
     config: &Config,
     cri: &runtime::Cri,
+    runtime_cache: &runtime::relist::RuntimeCache,
     store: &PodStore,
     events: nodelet::events::Recorder,
 ) -> (nodelet::gc::containers::ContainerGc, Arc<nodelet::gc::images::ImageGc>) {
     let rotation = nodelet::logrotate::Policy { max_size: config.container_log_max_size, max_files: config.container_log_max_files };
-    tokio::spawn(nodelet::logrotate::LogRotator { cri: cri.clone(), node_name: config.node_name.clone(), policy: rotation }.run());
+    tokio::spawn(nodelet::logrotate::LogRotator { cri: cri.clone(), runtime: runtime_cache.clone(), policy: rotation }.run());
     let containers = nodelet::gc::containers::ContainerGc {
         cri: cri.clone(),
         store: store.clone(),

@@ -43,6 +43,8 @@ pub struct ObservedContainer {
     pub image_ref: String,
     /// The hash of the container spec it was created from (annotation set by nodelet).
     pub spec_hash: String,
+    /// Its log file on the host, as the runtime writes it (empty when it names none).
+    pub log_path: String,
 }
 
 impl ObservedPod {

@@ -155,6 +155,7 @@ pub(super) fn observed_container(container: &cri::Container, status: cri::Contai
         image: status.image.map(|i| i.image).unwrap_or_default(),
         image_ref: status.image_ref,
         spec_hash: container.annotations.get(labels::CONTAINER_HASH).cloned().unwrap_or_default(),
+        log_path: status.log_path,
     }
 }
 
@@ -188,6 +189,11 @@ impl RuntimeCache {
     pub fn recent(&self) -> Instant {
         let now = Instant::now();
         now.checked_sub(self.period * 2).unwrap_or(now)
+    }
+
+    /// The latest relist's pods, whatever its age; None before the first or after a failed one.
+    pub fn latest(&self) -> Option<Arc<Pods>> {
+        self.snapshot.borrow().pods.as_ref().ok().cloned()
     }
 
     /// The pod's view from a relist that began at or after `at_least` (asking for one when the

@@ -187,14 +187,14 @@ pub fn container_hash(container: &Container) -> String {
 /// The container's environment in the kubelet's order: `envFrom` variables, then `env` (with
 /// `$(VAR)` references to anything defined before expanded), then service variables not yet
 /// defined. `resolve` answers `valueFrom` sources; an unresolvable required one is an error.
-/// Service variables are looked up where they are, not copied: there can be thousands.
+/// Service variables are looked up where they are and moved, not copied: there can be thousands.
 pub fn container_env(
     container: &Container,
     env_from: Vec<(String, String)>,
-    service_env: &[(String, String)],
+    service_env: Vec<(String, String)>,
     mut resolve: impl FnMut(&EnvVar) -> Result<Option<String>, String>,
 ) -> Result<Vec<(String, String)>, String> {
-    let services = expand::vars(service_env);
+    let services = expand::vars(&service_env);
     let mut defined: HashMap<String, String> = env_from.iter().cloned().collect();
     let mut ordered: Vec<(String, String)> = env_from;
     for var in container.env.iter().flatten() {
@@ -210,11 +210,8 @@ pub fn container_env(
         ordered.retain(|(k, _)| k != &var.name);
         ordered.push((var.name.clone(), value));
     }
-    for (key, value) in service_env {
-        if !defined.contains_key(key) {
-            ordered.push((key.clone(), value.clone()));
-        }
-    }
+    drop(services);
+    ordered.extend(service_env.into_iter().filter(|(key, _)| !defined.contains_key(key)));
     Ok(ordered)
 }
 
@@ -273,10 +270,15 @@ fn push_host_aliases(out: &mut String, pod: &Pod) {
     }
 }
 
-pub fn container_config(ctx: &NodeContext, input: &ContainerInput) -> Result<cri::ContainerConfig, String> {
+/// The CRI config of a container; takes the input so the environment (thousands of variables
+/// in a namespace with many Services) moves into it rather than being copied.
+pub fn container_config(ctx: &NodeContext, input: ContainerInput) -> Result<cri::ContainerConfig, String> {
     let (pod, c) = (input.pod, input.container);
-    let vars = expand::vars(&input.env);
-    let expand_all = |list: &Option<Vec<String>>| list.iter().flatten().map(|s| expand(s, |name| vars.get(name).copied())).collect::<Vec<_>>();
+    let (command, args) = {
+        let vars = expand::vars(&input.env);
+        let expand_all = |list: &Option<Vec<String>>| list.iter().flatten().map(|s| expand(s, |name| vars.get(name).copied())).collect::<Vec<_>>();
+        (expand_all(&c.command), expand_all(&c.args))
+    };
     let mut container_labels = identity_labels(ctx, pod);
     container_labels.insert(labels::CONTAINER_NAME.into(), c.name.clone());
     let annotations = HashMap::from([
@@ -317,10 +319,10 @@ pub fn container_config(ctx: &NodeContext, input: &ContainerInput) -> Result<cri
     Ok(cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata { name: c.name.clone(), attempt: input.attempt }),
         image: Some(cri::ImageSpec { image: c.image.clone().unwrap_or_default(), ..Default::default() }),
-        command: expand_all(&c.command),
-        args: expand_all(&c.args),
+        command,
+        args,
         working_dir: c.working_dir.clone().unwrap_or_default(),
-        envs: input.env.iter().map(|(key, value)| cri::KeyValue { key: key.clone(), value: value.clone() }).collect(),
+        envs: input.env.into_iter().map(|(key, value)| cri::KeyValue { key, value }).collect(),
         mounts,
         labels: container_labels,
         annotations,

@@ -59,7 +59,7 @@ fn container_gets_expanded_command_env_and_limits() {
     ));
     let c = &pod.spec.as_ref().unwrap().containers[0];
     let services = vec![("WEB_SERVICE_HOST".to_string(), "10.96.0.9".to_string()), ("WHO".to_string(), "ignored".to_string())];
-    let env = container_env(c, vec![("FROM".into(), "cm".into())], &services, |_| Ok(None)).unwrap();
+    let env = container_env(c, vec![("FROM".into(), "cm".into())], services, |_| Ok(None)).unwrap();
     assert_eq!(env[0], ("FROM".to_string(), "cm".to_string()));
     assert!(env.contains(&("WEB_SERVICE_HOST".to_string(), "10.96.0.9".to_string())));
     assert!(env.contains(&("WHO".to_string(), "world".to_string())) && !env.contains(&("WHO".to_string(), "ignored".to_string())));
@@ -67,7 +67,7 @@ fn container_gets_expanded_command_env_and_limits() {
     assert_eq!(env[1], ("GREETING".to_string(), "hello world".to_string()));
     let vols = VolumePaths::new();
     let cfg =
-        container_config(&ctx(), &ContainerInput { pod: &pod, container: c, attempt: 3, env, volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: None })
+        container_config(&ctx(), ContainerInput { pod: &pod, container: c, attempt: 3, env, volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: None })
             .unwrap();
     assert_eq!(cfg.command, vec!["sh", "-c"]);
     assert_eq!(cfg.args, vec!["echo hello world $(MISSING)"]);
@@ -117,7 +117,7 @@ fn security_context_reaches_cri() {
     let config = |c| {
         container_config(
             &ctx(),
-            &ContainerInput { pod: &pod, container: c, attempt: 0, env: vec![], volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: None },
+            ContainerInput { pod: &pod, container: c, attempt: 0, env: vec![], volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: None },
         )
     };
     let seccomp = |c| config(c).unwrap().linux.unwrap().security_context.unwrap().seccomp.unwrap().profile_type;
@@ -126,7 +126,7 @@ fn security_context_reaches_cri() {
     let c = &bad.spec.as_ref().unwrap().containers[0];
     let err = container_config(
         &ctx(),
-        &ContainerInput { pod: &bad, container: c, attempt: 0, env: vec![], volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: None },
+        ContainerInput { pod: &bad, container: c, attempt: 0, env: vec![], volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: None },
     )
     .unwrap_err();
     assert!(err.contains("container \"a\" securityContext.seccompProfile"), "{err}");
@@ -142,7 +142,7 @@ fn volumes_map_to_host_paths() {
     let c = &pod.spec.as_ref().unwrap().containers[0];
     let cfg = container_config(
         &ctx(),
-        &ContainerInput {
+        ContainerInput {
             pod: &pod,
             container: c,
             attempt: 0,
@@ -172,10 +172,10 @@ fn written_volumes_are_read_only_and_sub_paths_only_through_their_bind_mount() {
     let c = &pod.spec.as_ref().unwrap().containers[0];
     let input = |sub_paths| ContainerInput { pod: &pod, container: c, attempt: 0, env: vec![], volumes: &vols, sub_paths, etc_hosts: None };
     let none = SubPaths::new();
-    let err = container_config(&ctx(), &input(&none)).unwrap_err();
+    let err = container_config(&ctx(), input(&none)).unwrap_err();
     assert!(err.contains("\"scratch\"") && err.contains("not prepared"), "{err}");
     let prepared = SubPaths::from([(1, PathBuf::from("/p/volume-subpaths/scratch/c/1"))]);
-    let cfg = container_config(&ctx(), &input(&prepared)).unwrap();
+    let cfg = container_config(&ctx(), input(&prepared)).unwrap();
     assert!(cfg.mounts[0].readonly, "a downwardAPI volume is read-only even when the mount says otherwise");
     assert_eq!((cfg.mounts[1].host_path.as_str(), cfg.mounts[1].readonly), ("/p/volume-subpaths/scratch/c/1", false));
 }
@@ -190,7 +190,7 @@ fn containers_join_the_fs_group() {
     let c = &pod.spec.as_ref().unwrap().containers[0];
     let cfg = container_config(
         &ctx(),
-        &ContainerInput { pod: &pod, container: c, attempt: 0, env: vec![], volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: None },
+        ContainerInput { pod: &pod, container: c, attempt: 0, env: vec![], volumes: &vols, sub_paths: &SubPaths::new(), etc_hosts: None },
     )
     .unwrap();
     assert_eq!(cfg.linux.unwrap().security_context.unwrap().supplemental_groups, vec![2000]);

@@ -53,9 +53,10 @@ impl Worker {
         self.ensure_image(c).await?;
         let config_error = |e: String| (WaitingReason::CreateContainerConfigError, e);
         self.verify_run_as_non_root(c).await.map_err(config_error)?;
-        let sources = EnvSources::gather(self.deps.objects.as_ref(), &self.pod, c).await.map_err(config_error)?;
+        let mut sources = EnvSources::gather(self.deps.objects.as_ref(), &self.pod, c).await.map_err(config_error)?;
         let env_from = sources.env_from(c).map_err(config_error)?;
-        let env = spec::container_env(c, env_from, &sources.service_env, |var| {
+        let service_env = std::mem::take(&mut sources.service_env);
+        let env = spec::container_env(c, env_from, service_env, |var| {
             let source = var.value_from.as_ref().expect("only called for valueFrom");
             if let Some(field) = &source.field_ref {
                 return spec::field_value(&self.pod, pod_ip, ctx.host_ip.as_deref(), &field.field_path)
@@ -86,7 +87,7 @@ impl Worker {
         };
         let etc_hosts = self.write_etc_hosts(pod_ip).await.map_err(config_error)?;
         let input = spec::ContainerInput { pod: &self.pod, container: c, attempt: start.attempt, env, volumes: &volumes, sub_paths: &sub_paths, etc_hosts };
-        let config = spec::container_config(ctx, &input).map_err(config_error)?;
+        let config = spec::container_config(ctx, input).map_err(config_error)?;
         if crate::pods::termination::container_path(c).is_some() {
             crate::pods::termination::prepare(&crate::pods::termination::host_file(ctx, &self.pod, &c.name, start.attempt)).map_err(config_error)?;
         }

@@ -124,12 +124,10 @@ type SetDryRun = unsafe extern "C" fn(*mut c_void, bool);
 
 const LIBRARY: &str = "libnftables.so.1";
 
-/// The library's functions, loaded once per thread.
-struct Library {
-    new: CtxNew,
+/// An nftables context: the library's functions and one `struct nft_ctx`. Used by one thread.
+struct Context {
+    ctx: *mut c_void,
     free: CtxFree,
-    buffer_output: CtxBuffer,
-    buffer_error: CtxBuffer,
     get_output: CtxGetBuffer,
     get_error: CtxGetBuffer,
     run_from_file: RunFromFile,
@@ -138,64 +136,45 @@ struct Library {
     _library: libloading::Library,
 }
 
-impl Library {
-    fn load() -> Result<Library, String> {
+impl Context {
+    fn open() -> Result<Context, String> {
         // SAFETY: loading the system's libnftables runs its initialisers, which have no
         // requirements; the symbols are looked up with the signatures of its public header
         // (nftables/libnftables.h) and stay valid while `_library` is held.
         unsafe {
             let library = libloading::Library::new(LIBRARY).map_err(|e| format!("loading {LIBRARY} (package libnftables1): {e}"))?;
-            Ok(Library {
-                new: symbol(&library, "nft_ctx_new")?,
-                free: symbol(&library, "nft_ctx_free")?,
-                buffer_output: symbol(&library, "nft_ctx_buffer_output")?,
-                buffer_error: symbol(&library, "nft_ctx_buffer_error")?,
-                get_output: symbol(&library, "nft_ctx_get_output_buffer")?,
-                get_error: symbol(&library, "nft_ctx_get_error_buffer")?,
-                run_from_file: symbol(&library, "nft_run_cmd_from_filename")?,
-                run_from_buffer: symbol(&library, "nft_run_cmd_from_buffer")?,
-                set_dry_run: symbol(&library, "nft_ctx_set_dry_run")?,
-                _library: library,
-            })
-        }
-    }
-
-    /// A new context, with its output and errors buffered for reading.
-    fn context(&self) -> Result<Context<'_>, String> {
-        // SAFETY: nft_ctx_new has no preconditions; the context is freed by Context's Drop.
-        unsafe {
-            let ctx = (self.new)(0);
+            let new: CtxNew = symbol(&library, "nft_ctx_new")?;
+            let free: CtxFree = symbol(&library, "nft_ctx_free")?;
+            let buffer_output: CtxBuffer = symbol(&library, "nft_ctx_buffer_output")?;
+            let buffer_error: CtxBuffer = symbol(&library, "nft_ctx_buffer_error")?;
+            let get_output: CtxGetBuffer = symbol(&library, "nft_ctx_get_output_buffer")?;
+            let get_error: CtxGetBuffer = symbol(&library, "nft_ctx_get_error_buffer")?;
+            let run_from_file: RunFromFile = symbol(&library, "nft_run_cmd_from_filename")?;
+            let run_from_buffer: RunFromBuffer = symbol(&library, "nft_run_cmd_from_buffer")?;
+            let set_dry_run: SetDryRun = symbol(&library, "nft_ctx_set_dry_run")?;
+            let ctx = new(0);
             if ctx.is_null() {
                 return Err("nft_ctx_new failed".into());
             }
-            let context = Context { ctx, library: self };
-            if (self.buffer_output)(ctx) != 0 || (self.buffer_error)(ctx) != 0 {
+            if buffer_output(ctx) != 0 || buffer_error(ctx) != 0 {
+                free(ctx);
                 return Err("nft_ctx_buffer_output/error failed".into());
             }
-            Ok(context)
+            Ok(Context { ctx, free, get_output, get_error, run_from_file, run_from_buffer, set_dry_run, _library: library })
         }
     }
-}
 
-/// One `struct nft_ctx`, kept by one thread.
-struct Context<'a> {
-    ctx: *mut c_void,
-    library: &'a Library,
-}
-
-impl Context<'_> {
     /// Runs `script` as one transaction; returns nft's output.
     fn run(&self, script: &str) -> Result<String, ApplyError> {
         // nft reads the script from a file, so its errors carry line numbers
         let file = script_file(script).map_err(|e| ApplyError::Library(format!("writing the script to a memfd: {e}")))?;
         let source = format!("/proc/self/fd/{}", file.as_raw_fd());
         let path = CString::new(source.clone()).expect("no NUL in a path made of digits");
-        let lib = self.library;
         // SAFETY: ctx is a live context used by this thread only; the buffers it returns stay
         // valid until the next run on it and are copied before that.
         let (rc, output, errors) = unsafe {
-            let rc = (lib.run_from_file)(self.ctx, path.as_ptr());
-            (rc, c_text((lib.get_output)(self.ctx)), c_text((lib.get_error)(self.ctx)))
+            let rc = (self.run_from_file)(self.ctx, path.as_ptr());
+            (rc, c_text((self.get_output)(self.ctx)), c_text((self.get_error)(self.ctx)))
         };
         drop(file);
         if rc == 0 {
@@ -207,21 +186,20 @@ impl Context<'_> {
     /// Drops the context's copy of the ruleset, keeping its socket. libnftables releases its
     /// cache after a dry run (`nft -c`); an empty one costs about 0.15 ms.
     fn release_cache(&self) {
-        let lib = self.library;
         // SAFETY: ctx is a live context used by this thread only; the empty command is a
         // NUL-terminated string.
         unsafe {
-            (lib.set_dry_run)(self.ctx, true);
-            (lib.run_from_buffer)(self.ctx, c"".as_ptr());
-            (lib.set_dry_run)(self.ctx, false);
+            (self.set_dry_run)(self.ctx, true);
+            (self.run_from_buffer)(self.ctx, c"".as_ptr());
+            (self.set_dry_run)(self.ctx, false);
         }
     }
 }
 
-impl Drop for Context<'_> {
+impl Drop for Context {
     fn drop(&mut self) {
         // SAFETY: the context is not used after this.
-        unsafe { (self.library.free)(self.ctx) };
+        unsafe { (self.free)(self.ctx) };
     }
 }
 
@@ -308,15 +286,11 @@ fn start_worker(netns: &Netns, index: usize) -> Result<mpsc::Sender<Job>, ApplyE
     std::thread::Builder::new()
         .name(format!("nftables-{index}"))
         .spawn(move || {
-            let library = match netns
+            let opened = netns
                 .enter_here()
                 .map_err(|e| format!("entering network namespace {}: {e}", netns.0.as_deref().unwrap_or(Path::new("")).display()))
-                .and_then(|()| Library::load())
-            {
-                Ok(l) => l,
-                Err(e) => return drop(ready_tx.send(Err(e))),
-            };
-            let context = match library.context() {
+                .and_then(|()| Context::open());
+            let context = match opened {
                 Ok(c) => c,
                 Err(e) => return drop(ready_tx.send(Err(e))),
             };

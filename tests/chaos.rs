@@ -8,10 +8,10 @@
 //!   resumes (a container killed after the restart is restarted);
 //! - (c) stop the apiserver while containers crash: every pod keeps running, crashed containers
 //!   restart on the back-off schedule, status and events catch up once it is back;
-//! - (d) fill a tmpfs holding the node's root dir and pod logs past `nodefs.available<40%`: the
-//!   finished pods' dead containers and their logs go first (node-level reclaim), then the pod
-//!   filling an emptyDir is evicted, and only it; DiskPressure shows on the Node (images are
-//!   not covered: imagefs is containerd's disk, the machine's);
+//! - (d) fill a tmpfs holding the node's root dir, pod logs and a containerd of the case's own
+//!   (its images) past `nodefs.available<40%`: an unused image and the finished pods' dead
+//!   containers with their logs go first (node-level reclaim), then the pod filling an emptyDir
+//!   is evicted, and only it; the images in use stay; DiskPressure shows on the Node;
 //! - (e) mutated manifests, CNI configs and environments, HTTP requests and TLS handshakes: no
 //!   crash, no hang, each answered with an error or a clean close.
 //!
@@ -24,6 +24,7 @@ mod chaos_support;
 mod common;
 mod e2e_support;
 
+use chaos_support::containerd::PrivateContainerd;
 use chaos_support::disk::TestDisk;
 use chaos_support::fuzz;
 use chaos_support::mutate::{self, Mutator};
@@ -131,12 +132,12 @@ fn a_sigkill_during_pod_churn() {
     names.extend(churn_pods.iter().map(|n| node.pod_name(n)));
     let views = wait_exactly_running(&node, &names, Duration::from_secs(180));
     let uids: HashSet<String> = views.values().map(|v| v.uid.clone()).collect();
-    let orphans = |node: &Node| inventory(&node.name).0.into_iter().filter(|s| !uids.contains(&s.pod_uid)).count();
+    let orphans = |node: &Node| inventory(node).0.into_iter().filter(|s| !uids.contains(&s.pod_uid)).count();
     let deadline = Instant::now() + Duration::from_secs(60);
     while orphans(&node) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
     }
-    let (sandboxes, containers) = inventory(&node.name);
+    let (sandboxes, containers) = inventory(&node);
 
     // Restarts nobody asked for: a running pod's container seen with a later attempt or beside
     // an earlier instance, a restart count in /pods, or a steady pod's container replaced.
@@ -283,7 +284,7 @@ fn c_apiserver_outage_while_containers_crash() {
         let pod = e2e.wait_pod(&format!("crasher-{i}"), "a first restart", |p| p["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0) >= 1);
         crasher_uids.insert(pod["metadata"]["uid"].as_str().unwrap().to_string(), format!("crasher-{i}"));
     }
-    let sandboxes_before: BTreeSet<String> = inventory(&e2e.node.name).0.into_iter().map(|s| s.id).collect();
+    let sandboxes_before: BTreeSet<String> = inventory(&e2e.node).0.into_iter().map(|s| s.id).collect();
 
     e2e.stop_apiserver();
     let stopped = Instant::now();
@@ -294,7 +295,7 @@ fn c_apiserver_outage_while_containers_crash() {
     let mut steady_lost = BTreeSet::new();
     let mut sandboxes_changed = false;
     while stopped.elapsed() < outage {
-        let (sandboxes, containers) = inventory(&e2e.node.name);
+        let (sandboxes, containers) = inventory(&e2e.node);
         for c in &containers {
             if crasher_uids.contains_key(&c.pod_uid) && c.created_at >= stopped_ns {
                 starts.entry(c.pod_uid.clone()).or_default().insert(c.id.clone(), c.created_at);
@@ -311,7 +312,7 @@ fn c_apiserver_outage_while_containers_crash() {
     }
     let ended_ns = stopped_ns + outage.as_nanos() as i64;
     let attempts_at_end: BTreeMap<String, u32> = {
-        let containers = inventory(&e2e.node.name).1;
+        let containers = inventory(&e2e.node).1;
         crasher_uids.keys().map(|uid| (uid.clone(), containers.iter().filter(|c| &c.pod_uid == uid).map(|c| c.attempt).max().unwrap_or(0))).collect()
     };
     let log_at_end = e2e.node.log();
@@ -385,18 +386,26 @@ fn c_apiserver_outage_while_containers_crash() {
     assert!(missing.is_empty(), "events recorded by the outage's end are missing in the API: {missing:#?}");
 }
 
-/// The case's disk and its levels (MiB): the loggers' logs alone stay under the threshold, the
-/// writer crosses it once with them (the reclaim takes them) and once on its own, and stops
-/// writing well before the disk is full.
-const DISK_MIB: u64 = 96;
+/// The case's disk and its levels (MiB): the images (the ballast's layer twice: its blob and its
+/// unpacked snapshot) and the loggers' logs stay under the threshold, the writer crosses it once
+/// with them (the reclaim takes the ballast and the logs) and once on its own, and stops writing
+/// well before the disk is full.
+const DISK_MIB: u64 = 128;
 const DISK_THRESHOLD_PERCENT: u64 = 40;
+const BALLAST_MIB: usize = 8;
 const LOGGERS: usize = 3;
 const LOG_MIB: u64 = 12;
-const WRITE_CAP_MIB: u64 = 78;
+const WRITE_CAP_MIB: u64 = 100;
+
+/// The names of the images a runtime holds (their tags).
+fn image_tags(socket: &std::path::Path) -> BTreeSet<String> {
+    let images = common::on_runtime_at(socket, |cri| async move { cri.list_images().await.expect("listing the private containerd's images") });
+    images.into_iter().flat_map(|i| i.repo_tags).collect()
+}
 
 /// The dead containers of `uids` in the runtime, and the bytes their pods' log folders hold.
 fn dead_and_logged(e2e: &e2e_support::E2e, folders: &[std::path::PathBuf], uids: &BTreeSet<String>) -> (usize, u64) {
-    let dead = inventory(&e2e.node.name).1.iter().filter(|c| uids.contains(&c.pod_uid) && !c.running).count();
+    let dead = inventory(&e2e.node).1.iter().filter(|c| uids.contains(&c.pod_uid) && !c.running).count();
     let bytes = folders.iter().filter_map(|f| nodelet::stats::disk::tree_usage(f)).map(|(bytes, _)| bytes).sum();
     (dead, bytes)
 }
@@ -438,19 +447,28 @@ fn mib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / (1u64 << 20) as f64)
 }
 
-// (d) Disk pressure on a 96 MiB tmpfs that holds the node's root dir and pod logs (nodefs), with
-// `nodefs.available<40%`: three finished pods' logs (dead containers) are removed by the
-// node-level reclaim before any pod is evicted, then a pod filling an emptyDir is evicted, and
-// only it. API pods through a private control plane: nodelet evicts static pods only after every
-// API pod (the kubelet never does: they count as critical), and the DiskPressure condition is the
-// Node's. Not covered: images. imagefs is containerd's own disk (the machine's), which the case
-// must not fill; the reclaim's image pass runs against its real figures and removes nothing.
+// (d) Disk pressure on a 128 MiB tmpfs that holds the node's root dir and pod logs (nodefs) and
+// the root of a containerd of the case's own (imagefs, the same file system), with
+// `nodefs.available<40%`: an unused image (8 MiB of ballast, there before nodelet started) and
+// three finished pods' logs (dead containers) are removed by the node-level reclaim before any
+// pod is evicted, then a pod filling an emptyDir is evicted, and only it; the images in use
+// stay. API pods through a private control plane: nodelet evicts static pods only after every
+// API pod (the kubelet never does: they count as critical), and the DiskPressure condition is
+// the Node's.
 #[test]
-#[ignore = "chaos suite (make chaos): fills a 96 MiB tmpfs under a private control plane's node until a pod is evicted"]
-fn d_disk_fill_evicts_the_writer_after_reclaiming_dead_containers() {
+#[ignore = "chaos suite (make chaos): fills a 128 MiB tmpfs under a private control plane's node and containerd until a pod is evicted"]
+fn d_disk_fill_evicts_the_writer_after_reclaiming_an_unused_image_and_dead_containers() {
     let disk = TestDisk::mount("chaos-disk", DISK_MIB);
+    let containerd = PrivateContainerd::start("chaos-disk", disk.path());
+    let ballast = common::image::TestImage::ballast("localhost:5000/nodelet/chaos-ballast:1", BALLAST_MIB);
+    let (_, free_before_pull) = disk.space();
+    let name = ballast.name.clone();
+    common::on_runtime_at(&containerd.socket(), move |cri| async move { cri.pull_image(&name, None, None).await })
+        .unwrap_or_else(|e| panic!("pulling {} into the private containerd: {e}", ballast.name));
+    let ballast_bytes = free_before_pull - disk.space().1;
     let threshold = format!("nodefs.available<{DISK_THRESHOLD_PERCENT}%");
-    let args = ["--eviction-hard", threshold.as_str(), "--eviction-pressure-transition-period", "30s"];
+    let endpoint = containerd.endpoint();
+    let args = ["--eviction-hard", threshold.as_str(), "--eviction-pressure-transition-period", "30s", "--container-runtime-endpoint", endpoint.as_str()];
     let Some(e2e) = e2e_support::E2e::start_private_in("chaos-disk", &args, disk.path()) else {
         eprintln!("skipped: the case needs a private control plane (not with NODELET_E2E_KUBECONFIG)");
         return;
@@ -481,6 +499,9 @@ fn d_disk_fill_evicts_the_writer_after_reclaiming_dead_containers() {
     let (_, available) = disk.space();
     figure("disk_dead_containers_before", format!("{dead_before} holding {} MiB of logs, {} MiB free", mib(logs_before), mib(available)));
     assert_eq!(dead_before, LOGGERS, "each finished logger keeps its dead container");
+    let socket = containerd.socket();
+    let tags_before = image_tags(&socket);
+    assert!([ballast.name.as_str(), BUSYBOX].iter().all(|t| tags_before.contains(*t)), "the private containerd's images: {tags_before:?}");
     assert!(available > limit, "the loggers alone crossed the threshold ({} MiB free): the case's levels are wrong", mib(available));
 
     // The writer adds 1 MiB a second to its emptyDir, up to WRITE_CAP_MIB, then sleeps.
@@ -494,14 +515,16 @@ fn d_disk_fill_evicts_the_writer_after_reclaiming_dead_containers() {
     let secs = |at: Option<Instant>| at.map_or("never".to_string(), |t| format!("{:.1}", t.duration_since(started).as_secs_f64()));
     // Watch the disk, the dead containers, the Node and the writer until the writer is evicted.
     let (mut first_crossing, mut reclaimed, mut second_crossing, mut evicted) = (None, None, None, None);
+    let mut ballast_removed = None;
     let mut pressure = PressureTimeline { started, last_look: None, changes: Vec::new() };
     let mut dead_after_reclaim = None;
     let mut writer = serde_json::Value::Null;
     while evicted.is_none() {
         assert!(
             started.elapsed() < Duration::from_secs(WRITE_CAP_MIB + 120),
-            "the writer was not evicted; last seen {writer:#}\nnodelet log (tail):\n{}",
-            log_tail(&e2e.node, 80)
+            "the writer was not evicted; last seen {writer:#}\nnodelet log (tail):\n{}\ncontainerd log (tail):\n{}",
+            log_tail(&e2e.node, 80),
+            containerd.log().lines().rev().take(20).collect::<Vec<_>>().join("\n")
         );
         let now = Instant::now();
         let (_, available) = disk.space();
@@ -517,6 +540,9 @@ fn d_disk_fill_evicts_the_writer_after_reclaiming_dead_containers() {
             reclaimed.get_or_insert(now);
             // The last look before the eviction: the reclaim removes one container at a time.
             dead_after_reclaim = Some((dead, logged));
+        }
+        if ballast_removed.is_none() && !image_tags(&socket).contains(&ballast.name) {
+            ballast_removed = Some(now);
         }
         pressure.look(&e2e);
         writer = e2e.get_pod("writer").unwrap_or_default();
@@ -539,7 +565,17 @@ fn d_disk_fill_evicts_the_writer_after_reclaiming_dead_containers() {
     figure("disk_crossings_s", format!("first +{}, after the reclaim +{}", secs(first_crossing), secs(second_crossing)));
     let to_eviction = second_crossing.zip(evicted).map_or("unmeasured".to_string(), |(c, e)| format!("{:.1}", e.duration_since(c).as_secs_f64()));
     figure("disk_crossing_to_eviction_s", to_eviction);
-    figure("disk_images", "not covered: imagefs is containerd's disk (the machine's), not the test file system");
+    let tags_after = image_tags(&socket);
+    figure(
+        "disk_images",
+        format!(
+            "the unused {} ({} MiB on disk) removed by the reclaim at +{} s; kept {:?}",
+            ballast.name,
+            mib(ballast_bytes),
+            secs(ballast_removed),
+            tags_after
+        ),
+    );
 
     // After the eviction the writer's emptyDir is given back, the pressure ends, and nothing
     // else is evicted: wait out the transition period and a few eviction passes.
@@ -567,6 +603,8 @@ fn d_disk_fill_evicts_the_writer_after_reclaiming_dead_containers() {
     assert_eq!(dead_after, 0, "the reclaim left dead containers of finished pods");
     assert!(logs_after < (1 << 20), "the removed containers' logs stayed: {} MiB", mib(logs_after));
     assert!(reclaimed.is_some_and(|r| evicted.is_some_and(|e| r <= e)), "the dead containers were not removed before the eviction");
+    assert!(ballast_removed.is_some_and(|r| evicted.is_some_and(|e| r <= e)), "the unused image was not removed before the eviction");
+    assert!(tags_after.contains(BUSYBOX) && tags_after.iter().any(|t| t.contains("/pause:")), "an image in use was removed: {tags_after:?}");
     assert_eq!(writer["status"]["reason"], "Evicted", "{writer:#}");
     assert!(message.contains("low on resource: ephemeral-storage") && message.contains("Threshold quantity:"), "{message}");
     assert_eq!(evicted_names, ["writer"], "the writer, and only it, is evicted");

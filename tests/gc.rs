@@ -2,8 +2,9 @@
 
 mod common;
 
+use common::image::TestImage;
 use common::kubestream;
-use common::{busybox_pod, eventually, on_runtime, Node};
+use common::{busybox_pod, eventually, on_runtime, uuid_like, Node};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -83,72 +84,6 @@ fn dead_containers_beyond_the_limit_and_log_folders_of_gone_pods_are_removed() {
     eventually("the stale log folder to go", Duration::from_secs(90), || !stale.exists());
     assert!(live.exists(), "the running pod's log folder was removed");
     assert!(node.is_running());
-}
-
-fn uuid_like() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), nanos & 0xffff_ffff_ffff)
-}
-
-/// An image of its own (one tiny layer with a unique file), pushed to the local registry, so
-/// removing it touches no image another test uses.
-struct TestImage {
-    name: String,
-}
-
-impl TestImage {
-    fn build() -> TestImage {
-        use sha2::{Digest, Sha256};
-        let unique = uuid_like();
-        let name = format!("localhost:5000/nodelet/gc-test-{unique}:1");
-        let work = tempfile::tempdir().unwrap();
-        let content = work.path().join("content");
-        std::fs::create_dir(&content).unwrap();
-        std::fs::write(content.join("unique"), &unique).unwrap();
-        let layer_tar = work.path().join("layer.tar");
-        assert!(Command::new("tar").arg("-cf").arg(&layer_tar).arg("-C").arg(&content).arg(".").status().unwrap().success());
-        let layout = work.path().join("layout");
-        std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
-        let put = |bytes: &[u8]| -> (String, usize) {
-            let digest = format!("{:x}", Sha256::digest(bytes));
-            std::fs::write(layout.join("blobs/sha256").join(&digest), bytes).unwrap();
-            (format!("sha256:{digest}"), bytes.len())
-        };
-        let (layer, layer_size) = put(&std::fs::read(&layer_tar).unwrap());
-        let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": [layer]}});
-        let (config, config_size) = put(config.to_string().as_bytes());
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_size}],
-        });
-        let (manifest, manifest_size) = put(manifest.to_string().as_bytes());
-        let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest, "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": "1"}}]});
-        std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
-        std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-        let out = Command::new("skopeo")
-            .args(["copy", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}:1", layout.display()))
-            .arg(format!("docker://{name}"))
-            .output()
-            .expect("skopeo (make setup installs it)");
-        assert!(out.status.success(), "pushing {name}: {}", String::from_utf8_lossy(&out.stderr));
-        TestImage { name }
-    }
-}
-
-impl Drop for TestImage {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        on_runtime(move |cri| async move {
-            if let Ok(Some(id)) = cri.image_id(&name).await {
-                let _ = cri.remove_image(&id).await;
-            }
-        });
-        // The registry may refuse deletes; the image is a few hundred bytes.
-        let _ = Command::new("skopeo").args(["delete", "--tls-verify=false"]).arg(format!("docker://{}", self.name)).output();
-    }
 }
 
 /// Image GC with thresholds the disk is over (high 1%, low 0%) removes the unused image it may

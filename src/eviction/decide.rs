@@ -77,6 +77,17 @@ pub fn reclaims_node_first(signal: Signal) -> bool {
     signal.pressure() == Pressure::Disk
 }
 
+/// Whether the node-level reclaim for `signal` removes unused images: for the image file
+/// system's signals, and for nodefs' when the images are on it (the kubelet's reclaim functions;
+/// with a dedicated image disk, removing images does not relieve nodefs).
+pub fn reclaims_images(signal: Signal, images_on_node_fs: bool) -> bool {
+    match signal {
+        Signal::ImagefsAvailable | Signal::ImagefsInodesFree => true,
+        Signal::NodefsAvailable | Signal::NodefsInodesFree => images_on_node_fs,
+        Signal::MemoryAvailable => false,
+    }
+}
+
 /// A pod's use as the stats read it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PodUsage {

@@ -64,6 +64,17 @@ fn percentages_are_of_the_capacity_and_memory_is_reclaimed_first() {
     assert!(reclaims_node_first(Signal::NodefsAvailable) && reclaims_node_first(Signal::ImagefsInodesFree) && !reclaims_node_first(Signal::MemoryAvailable));
 }
 
+#[test]
+fn images_are_reclaimed_for_the_file_system_they_are_on() {
+    for signal in [Signal::ImagefsAvailable, Signal::ImagefsInodesFree] {
+        assert!(reclaims_images(signal, false) && reclaims_images(signal, true), "{signal:?}");
+    }
+    for signal in [Signal::NodefsAvailable, Signal::NodefsInodesFree] {
+        assert!(reclaims_images(signal, true) && !reclaims_images(signal, false), "{signal:?}");
+    }
+    assert!(!reclaims_images(Signal::MemoryAvailable, true));
+}
+
 fn pod(name: &str, extra_spec: &str, memory_request: Option<&str>) -> Pod {
     let resources = memory_request.map(|r| format!(", resources: {{requests: {{memory: {r}, ephemeral-storage: {r}}}}}")).unwrap_or_default();
     let text = format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{extra_spec}  containers: [{{name: c, image: i{resources}}}]\n");

@@ -57,8 +57,10 @@ pub trait Effects: Send + Sync {
     /// Removes dead containers, every one of the finished pods, with their logs (and what pods
     /// that are gone left).
     async fn collect_containers(&self) -> Result<(), String>;
-    /// Removes unused images, given the image file system's (capacity, available) bytes.
-    async fn collect_images(&self, fs: (u64, u64)) -> Result<(), String>;
+    /// Whether the images share the file system of nodelet's root dir (nodefs).
+    async fn images_on_node_fs(&self) -> bool;
+    /// Removes every unused image old enough to go.
+    async fn collect_images(&self) -> Result<(), String>;
     /// The pods that have not finished.
     fn active_pods(&self) -> Vec<Pod>;
     /// Ends the pod.
@@ -118,7 +120,7 @@ impl<E: Effects> Manager<E> {
         let Some(target) = decide::to_reclaim(thresholds, &assessment.due) else { return Outcome::Nothing };
         let signal = thresholds[target].signal;
         let (summary, observations) = if decide::reclaims_node_first(signal) {
-            match self.reclaim_node(&assessment, &observations).await {
+            match self.reclaim_node(signal, &assessment).await {
                 Some(after) => after,
                 None => return Outcome::Reclaimed(signal),
             }
@@ -128,15 +130,14 @@ impl<E: Effects> Manager<E> {
         self.evict_one(target, &summary, &observations)
     }
 
-    /// Dead containers, then unused images; the figures after, or None when every due threshold
-    /// is resolved.
-    async fn reclaim_node(&self, assessment: &Assessment, observations: &Observations) -> Option<(Summary, Observations)> {
+    /// Dead containers, then unused images when they are on the pressed file system; the
+    /// figures after, or None when every due threshold is resolved.
+    async fn reclaim_node(&self, signal: Signal, assessment: &Assessment) -> Option<(Summary, Observations)> {
         if let Err(e) = self.effects.collect_containers().await {
             tracing::warn!(error = %e, "eviction: removing dead containers failed");
         }
-        let image_fs = observations.get(&Signal::ImagefsAvailable).or(observations.get(&Signal::NodefsAvailable));
-        if let Some(fs) = image_fs {
-            if let Err(e) = self.effects.collect_images((fs.capacity, fs.available)).await {
+        if decide::reclaims_images(signal, self.effects.images_on_node_fs().await) {
+            if let Err(e) = self.effects.collect_images().await {
                 tracing::warn!(error = %e, "eviction: removing unused images failed");
             }
         }
@@ -211,8 +212,13 @@ impl Effects for Real {
         self.containers.collect_unused().await.map(|_| ()).map_err(|e| e.to_string())
     }
 
-    async fn collect_images(&self, fs: (u64, u64)) -> Result<(), String> {
-        self.images.collect_with(fs).await.map(|_| ()).map_err(|e| e.to_string())
+    async fn images_on_node_fs(&self) -> bool {
+        // Unknown (the runtime does not answer): as the images most often are on the node's disk.
+        self.images.shares_fs_with(&self.stats.root_dir).await.unwrap_or(true)
+    }
+
+    async fn collect_images(&self) -> Result<(), String> {
+        self.images.remove_unused().await.map(|_| ()).map_err(|e| e.to_string())
     }
 
     fn active_pods(&self) -> Vec<Pod> {

@@ -13,6 +13,8 @@ struct Fake {
     summaries: Mutex<VecDeque<Summary>>,
     pods: Mutex<Vec<Pod>>,
     calls: Mutex<Vec<String>>,
+    /// Images on a disk of their own, not nodelet's root dir's.
+    dedicated_image_fs: bool,
 }
 
 impl Fake {
@@ -38,8 +40,12 @@ impl Effects for Arc<Fake> {
         Ok(())
     }
 
-    async fn collect_images(&self, (capacity, available): (u64, u64)) -> Result<(), String> {
-        self.calls.lock().unwrap().push(format!("collect images {capacity} {available}"));
+    async fn images_on_node_fs(&self) -> bool {
+        !self.dedicated_image_fs
+    }
+
+    async fn collect_images(&self) -> Result<(), String> {
+        self.calls.lock().unwrap().push("collect images".into());
         Ok(())
     }
 
@@ -102,8 +108,22 @@ async fn disk_pressure_reclaims_node_resources_first_and_evicts_nobody_when_that
     let pressure = m.pressure();
     // imagefs.available (15%) and nodefs.available (10%) are both met; the first in order is acted on.
     assert_eq!(m.pass(Instant::now()).await, Outcome::Reclaimed(Signal::ImagefsAvailable));
-    assert_eq!(fake.calls(), ["observe", "collect containers", &format!("collect images {} {}", 1000 * GI, 50 * GI), "observe"]);
+    assert_eq!(fake.calls(), ["observe", "collect containers", "collect images", "observe"]);
     assert_eq!(*pressure.borrow(), NodePressure { memory: false, disk: true });
+}
+
+#[tokio::test]
+async fn nodefs_pressure_leaves_images_on_a_disk_of_their_own_alone() {
+    let fake = Arc::new(Fake { dedicated_image_fs: true, ..Default::default() });
+    // nodefs 50 GiB of 1000 available (under 10%); the image disk 900 GiB.
+    let mut pressed = summary(500 * MI, 50 * GI, &[]);
+    pressed.node.runtime =
+        Some(RuntimeStats { image_fs: Some(FsStats { available_bytes: Some(900 * GI), capacity_bytes: Some(1000 << 30), ..Default::default() }) });
+    let relieved = summary(500 * MI, 500 * GI, &[]);
+    *fake.summaries.lock().unwrap() = VecDeque::from([pressed, relieved]);
+    let mut m = manager(&fake);
+    assert_eq!(m.pass(Instant::now()).await, Outcome::Reclaimed(Signal::NodefsAvailable));
+    assert_eq!(fake.calls(), ["observe", "collect containers", "observe"]);
 }
 
 #[tokio::test]
@@ -114,7 +134,7 @@ async fn disk_pressure_that_reclaim_does_not_relieve_evicts_the_first_ranked_pod
     let mut m = manager(&fake);
     assert_eq!(m.pass(Instant::now()).await, Outcome::Evicted { pod: "ns/b".into(), signal: Signal::ImagefsAvailable });
     let calls = fake.calls();
-    assert_eq!(calls[..3], ["observe", "collect containers", &format!("collect images {} {}", 1000 * GI, 50 * GI)]);
+    assert_eq!(calls[..3], ["observe", "collect containers", "collect images"]);
     assert_eq!(calls[3], "observe");
     assert_eq!(
         calls[4], "evict b: The node was low on resource: ephemeral-storage. Threshold quantity: 150Gi, available: 50Gi. ",

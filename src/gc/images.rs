@@ -10,6 +10,7 @@ use crate::events::{Kind, Recorder};
 use crate::runtime::{Cri, CriError};
 use k8s_cri::v1 as cri;
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 /// The kubelet's ImageGCPolicy (defaults 85 / 80 / 2m).
@@ -122,14 +123,15 @@ pub fn not_enough_message(to_free: u64, freed: u64) -> String {
 /// The outcome of one pass.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
-    /// Bytes that had to be freed (0: under the high threshold).
+    /// Bytes that had to be freed (0: under the high threshold; u64::MAX: every unused image).
     pub to_free: u64,
     pub freed: u64,
     pub removed: Vec<String>,
 }
 
-/// Capacity and available bytes of the image file system.
-pub type FsFigures = (u64, u64);
+fn fs_error(message: String) -> CriError {
+    CriError { call: "ImageFsInfo", target: "image file systems".into(), message, code: tonic::Code::Unavailable }
+}
 
 /// The collector. `keep` names images never removed (the sandbox image).
 pub struct ImageGc {
@@ -169,16 +171,28 @@ impl ImageGc {
         }
     }
 
-    /// The image file system's capacity and available bytes: the runtime's ImageFsInfo names
-    /// its mount point, statvfs measures it.
-    pub async fn image_fs(&self) -> Result<FsFigures, CriError> {
-        let filesystems = self.cri.image_fs_info().await?;
-        let mount = filesystems.iter().find_map(|f| f.fs_id.as_ref().map(|id| id.mountpoint.clone()).filter(|m| !m.is_empty()));
-        let fail = |message: String| CriError { call: "ImageFsInfo", target: "image file systems".into(), message, code: tonic::Code::Unavailable };
-        let mount = mount.ok_or_else(|| fail("the runtime named no image file system".into()))?;
-        let st = nix::sys::statvfs::statvfs(mount.as_str()).map_err(|e| fail(format!("statvfs {mount}: {e}")))?;
+    /// The image file system's capacity and available bytes, as statvfs measures its mount point.
+    pub async fn image_fs(&self) -> Result<(u64, u64), CriError> {
+        let mount = self.mountpoint().await?;
+        let st = nix::sys::statvfs::statvfs(mount.as_str()).map_err(|e| fs_error(format!("statvfs {mount}: {e}")))?;
         let block = st.fragment_size() as u64;
         Ok((st.blocks() as u64 * block, st.blocks_available() as u64 * block))
+    }
+
+    /// Whether the images live on the file system of `dir` (the same device): then pressure on
+    /// that file system is relieved by removing images too, as the kubelet does without a
+    /// dedicated image file system.
+    pub async fn shares_fs_with(&self, dir: &Path) -> Result<bool, CriError> {
+        let mount = self.mountpoint().await?;
+        let device = |path: &Path| nix::sys::stat::stat(path).map(|st| st.st_dev).map_err(|e| fs_error(format!("stat {}: {e}", path.display())));
+        Ok(device(Path::new(&mount))? == device(dir)?)
+    }
+
+    /// The image file system's mount point, as the runtime's ImageFsInfo names it.
+    async fn mountpoint(&self) -> Result<String, CriError> {
+        let filesystems = self.cri.image_fs_info().await?;
+        let mount = filesystems.iter().find_map(|f| f.fs_id.as_ref().map(|id| id.mountpoint.clone()).filter(|m| !m.is_empty()));
+        mount.ok_or_else(|| fs_error("the runtime named no image file system".into()))
     }
 
     /// Updates the records from the runtime; returns the images and those in use.
@@ -192,30 +206,44 @@ impl ImageGc {
         Ok((images, in_use))
     }
 
-    /// One pass with the image file system measured now.
+    /// One pass with the image file system measured now: at the high threshold, frees down to
+    /// the low one, and says so with a FreeDiskSpaceFailed event when it cannot.
     pub async fn collect(&self) -> Result<Outcome, CriError> {
-        let fs = self.image_fs().await?;
-        self.collect_with(fs).await
-    }
-
-    /// One pass with the given file system figures (eviction passes what it measured).
-    pub async fn collect_with(&self, (capacity, available): FsFigures) -> Result<Outcome, CriError> {
+        let (capacity, available) = self.image_fs().await?;
         let (images, in_use) = self.detect().await?;
         let Some(to_free) = amount_to_free(capacity, available, &self.policy) else { return Ok(Outcome::default()) };
-        let now = SystemTime::now();
+        let (outcome, error) = self.remove_chosen(&images, &in_use, to_free).await;
+        if outcome.freed < to_free {
+            self.events.record_node(&self.node_name, Kind::Warning, "FreeDiskSpaceFailed", not_enough_message(to_free, outcome.freed));
+        }
+        error.map_or(Ok(outcome), Err)
+    }
+
+    /// Every unused image old enough to go, however full the file system: the eviction
+    /// manager's node-level reclaim under disk pressure (the kubelet's DeleteUnusedImages). The
+    /// thresholds of the periodic pass do not apply: the eviction threshold was crossed.
+    pub async fn remove_unused(&self) -> Result<Outcome, CriError> {
+        let (images, in_use) = self.detect().await?;
+        let (outcome, error) = self.remove_chosen(&images, &in_use, u64::MAX).await;
+        error.map_or(Ok(outcome), Err)
+    }
+
+    /// Removes the images `choose` picks to free `to_free` bytes; the outcome, and the first
+    /// removal that failed (the others are still tried).
+    async fn remove_chosen(&self, images: &[Image], in_use: &HashSet<String>, to_free: u64) -> (Outcome, Option<CriError>) {
         let (chosen, _) = {
             let guard = self.records.lock().await;
-            choose(&guard.0, &images, &in_use, &self.policy, now, to_free)
+            choose(&guard.0, images, in_use, &self.policy, SystemTime::now(), to_free)
         };
-        let sizes: HashMap<&str, u64> = images.iter().map(|i| (i.id.as_str(), i.size)).collect();
         let mut outcome = Outcome { to_free, ..Default::default() };
         let mut first_error = None;
         for id in chosen {
-            let names = images.iter().find(|i| i.id == id).map(|i| i.names.join(", ")).unwrap_or_default();
+            let image = images.iter().find(|i| i.id == id);
+            let names = image.map(|i| i.names.join(", ")).unwrap_or_default();
             match self.cri.remove_image(&id).await {
                 Ok(()) => {
                     tracing::info!(image = %id, names = %names, "removed an unused image");
-                    outcome.freed += sizes.get(id.as_str()).copied().unwrap_or(0);
+                    outcome.freed += image.map_or(0, |i| i.size);
                     outcome.removed.push(id);
                 }
                 Err(e) => {
@@ -224,13 +252,7 @@ impl ImageGc {
                 }
             }
         }
-        if outcome.freed < to_free {
-            self.events.record_node(&self.node_name, Kind::Warning, "FreeDiskSpaceFailed", not_enough_message(to_free, outcome.freed));
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(outcome),
-        }
+        (outcome, first_error)
     }
 
     async fn images_in_use(&self) -> Result<HashSet<String>, CriError> {

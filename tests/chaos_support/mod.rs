@@ -4,11 +4,12 @@
 
 #![allow(dead_code)]
 
+pub mod containerd;
 pub mod disk;
 pub mod fuzz;
 pub mod mutate;
 
-use crate::common::{on_runtime, Node};
+use crate::common::{on_runtime, on_runtime_at, Node};
 use nodelet::runtime::labels;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -48,9 +49,10 @@ pub struct RuntimeSandbox {
 }
 
 /// Everything the runtime holds for one node (by nodelet's node label): sandboxes and containers.
-pub fn inventory(node: &str) -> (Vec<RuntimeSandbox>, Vec<RuntimeContainer>) {
-    let node = node.to_string();
-    on_runtime(move |cri| async move {
+pub fn inventory(node: &Node) -> (Vec<RuntimeSandbox>, Vec<RuntimeContainer>) {
+    let node_name = node.name.clone();
+    on_runtime_at(&node.runtime_socket, move |cri| async move {
+        let node = node_name;
         let selector = HashMap::from([(labels::MANAGED_BY_NODE.to_string(), node.clone())]);
         let uid = |l: &HashMap<String, String>| l.get(labels::POD_UID).cloned().unwrap_or_default();
         let sandboxes = cri.list_sandboxes(selector.clone()).await.unwrap_or_else(|e| panic!("listing the sandboxes of node {node}: {e}"));

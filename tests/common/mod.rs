@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod image;
 pub mod kubestream;
 
 use nodelet::runtime::labels;
@@ -60,6 +61,9 @@ pub struct Node {
     /// The secure port (10250 on a real node): a port of its own per test.
     pub secure_port: u16,
     pub args: Vec<String>,
+    /// The CRI socket the node's nodelet talks to: its --container-runtime-endpoint, else the
+    /// containerd of the env scripts.
+    pub runtime_socket: PathBuf,
     child: Option<Child>,
     starts: u32,
 }
@@ -77,8 +81,10 @@ impl Node {
         let name = node_name(test);
         let dir = tempfile::Builder::new().prefix(&format!("nodelet-{test}-")).tempdir_in(parent).unwrap();
         std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
-        let mut node =
-            Node { name, dir, port: free_port(), secure_port: free_port(), args: args.iter().map(|s| s.to_string()).collect(), child: None, starts: 0 };
+        let endpoint = args.iter().position(|a| *a == "--container-runtime-endpoint").and_then(|i| args.get(i + 1));
+        let runtime_socket = endpoint.map_or(PathBuf::from(CONTAINERD_SOCKET), |e| PathBuf::from(e.trim_start_matches("unix://")));
+        let args = args.iter().map(|s| s.to_string()).collect();
+        let mut node = Node { name, dir, port: free_port(), secure_port: free_port(), args, runtime_socket, child: None, starts: 0 };
         node.spawn();
         node
     }
@@ -216,7 +222,7 @@ impl Node {
     /// What the runtime holds for this node: (sandbox ids, container ids).
     pub fn runtime_objects(&self) -> (Vec<String>, Vec<String>) {
         let name = self.name.clone();
-        on_runtime(move |cri| async move {
+        on_runtime_at(&self.runtime_socket, move |cri| async move {
             let selector = HashMap::from([(labels::MANAGED_BY_NODE.to_string(), name)]);
             let sandboxes = cri.list_sandboxes(selector.clone()).await.unwrap().into_iter().map(|s| s.id).collect();
             let containers = cri.list_containers(selector).await.unwrap().into_iter().map(|c| c.id).collect();
@@ -235,7 +241,7 @@ impl Drop for Node {
             }
         }
         let name = self.name.clone();
-        on_runtime(move |cri| async move {
+        on_runtime_at(&self.runtime_socket, move |cri| async move {
             let selector = HashMap::from([(labels::MANAGED_BY_NODE.to_string(), name.clone())]);
             let Ok(sandboxes) = cri.list_sandboxes(selector).await else { return };
             for sandbox in sandboxes {
@@ -261,12 +267,29 @@ where
     Fut: std::future::Future<Output = T>,
     T: Send + 'static,
 {
+    on_runtime_at(Path::new(CONTAINERD_SOCKET), f)
+}
+
+/// As `on_runtime`, with the CRI at `socket` (a test's own containerd).
+pub fn on_runtime_at<F, Fut, T>(socket: &Path, f: F) -> T
+where
+    F: FnOnce(Cri) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    let socket = socket.to_path_buf();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async move { f(Cri::new(Path::new(CONTAINERD_SOCKET))).await })
+        rt.block_on(async move { f(Cri::new(&socket)).await })
     })
     .join()
     .expect("runtime thread panicked")
+}
+
+/// A name part no other test or run has: the process ID and the time, shaped as a UUID.
+pub fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), nanos & 0xffff_ffff_ffff)
 }
 
 /// A minimal HTTP/1.1 GET on loopback: (status code, body).

@@ -331,6 +331,37 @@ spec:
 }
 
 #[test]
+fn a_finished_pod_gives_its_volumes_back_and_keeps_its_logs() {
+    let node = Node::start("finishedvol", &["--anonymous-auth=true"]);
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: finished}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {{name: disk, emptyDir: {{}}}}
+  - {{name: memory, emptyDir: {{medium: Memory, sizeLimit: 8Mi}}}}
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    command: [sh, -c, "head -c 1048576 /dev/zero > /disk/f; head -c 1048576 /dev/zero > /memory/f; echo wrote"]
+    volumeMounts: [{{name: disk, mountPath: /disk}}, {{name: memory, mountPath: /memory}}]
+"#
+    );
+    node.write_manifest("finished.yaml", &manifest);
+    let pod = node.wait_phase("finished", "Succeeded");
+    let volumes = node.dir.path().join("root/pods").join(pod["metadata"]["uid"].as_str().unwrap()).join("volumes");
+    let mounted = || std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.contains(volumes.to_str().unwrap()));
+    // As the kubelet for a terminated pod: the emptyDir's disk and the tmpfs's memory come back.
+    eventually("the finished pod's volumes torn down", Duration::from_secs(20), || !volumes.exists() && !mounted());
+    let logs = curl_secure(node.secure_port, &format!("/containerLogs/default/{}/main", node.pod_name("finished")));
+    assert_eq!(logs, ("200".to_string(), "wrote\n".to_string()), "the logs of a finished pod stay");
+    assert_eq!(node.pod("finished").unwrap()["status"]["phase"], "Succeeded");
+}
+
+#[test]
 fn changing_a_manifest_replaces_the_pod() {
     let node = Node::start("change", &[]);
     node.write_manifest("web.yaml", &busybox_pod("web", "Always", 1, "echo v1; exec sleep 3600"));

@@ -154,6 +154,8 @@ struct Worker {
     /// The pod finished (its containers ended for good): disk pressure may remove its dead
     /// containers, and it must not run again when they are gone.
     finished: bool,
+    /// The finished pod's volumes were torn down.
+    volumes_released: bool,
     /// The pod's probe workers and their results (src/probes).
     probes: Probes,
 }
@@ -192,6 +194,7 @@ async fn run(deps: WorkerDeps, pod: Pod, mut inbox: Inbox, state: watch::Sender<
         ended: super::end::EndReason::from_status(pod.status.as_ref()).or_else(|| super::end::recorded(&spec::pod_data_dir(&deps.ctx, &pod))),
         end_told: false,
         finished: false,
+        volumes_released: false,
         probes: Probes::new(Arc::new(crate::probes::run::Real { cri: deps.cri.clone() }), Arc::new(deps.events.clone()), spec::pod_uid(&pod).to_string()),
         deps,
         pod,
@@ -416,6 +419,14 @@ impl Worker {
             observed.containers.iter().any(|c| &c.id == id && c.state == RunState::Running) || observed.sandboxes.iter().any(|s| &s.id == id && s.ready)
         };
         self.unconfirmed_exits.retain(still_running);
+        if self.finished && !self.volumes_released && observed.sandboxes.iter().all(|s| !s.ready) {
+            // As the kubelet does for a terminated pod: its emptyDirs' disk and its tmpfs volumes'
+            // memory come back now, not when the pod object is deleted (a Job's pods can stay for
+            // days). Its logs and data directory stay.
+            release_volumes(&self.deps.ctx, &self.pod).await;
+            self.volumes_released = true;
+            self.volumes_refresh = Some(None);
+        }
         let probe_ip = pod_ip(&self.deps, &observed);
         self.probes.sync(&self.pod, &observed, &probe_ip);
         for (name, failure) in self.memory.start_failures.iter().filter(|(_, f)| f.at >= sync_started) {

@@ -280,7 +280,7 @@ async fn an_evicted_pod_is_stopped_failed_and_never_restarted_also_after_a_resta
 }
 
 #[tokio::test]
-async fn a_finished_pod_whose_dead_containers_were_collected_does_not_run_again() {
+async fn a_finished_pod_gives_its_volumes_back_and_does_not_run_again_when_its_dead_containers_are_collected() {
     let h = harness();
     h.fake.add_image("img:1");
     let mut never = pod("done", &["a"]);
@@ -288,10 +288,15 @@ async fn a_finished_pod_whose_dead_containers_were_collected_does_not_run_again(
     let (tx, _handle) = spawn(h.deps.clone(), never.clone());
     eventually("running", || h.fake.running("a") == 1).await;
     eventually("watched", || container_status(&h.deps).is_some_and(|c| c.ready)).await;
+    // An emptyDir's content, which the finished pod gives back.
+    let volumes = crate::volumes::volumes_dir(&h.deps.ctx, &never);
+    std::fs::create_dir_all(volumes.join("kubernetes.io~empty-dir/scratch")).unwrap();
+    std::fs::write(volumes.join("kubernetes.io~empty-dir/scratch/data"), vec![1u8; 4096]).unwrap();
     let id = h.fake.exit("a", 0);
     h.deps.exits.send(id.clone()).unwrap();
     let succeeded = || status(&h.deps).is_some_and(|s| s.phase.as_deref() == Some("Succeeded"));
     eventually("Succeeded", succeeded).await;
+    eventually("the finished pod's volumes torn down", || !volumes.exists()).await;
     // Disk pressure collects the finished pod's dead container (a static pod's spec carries no phase).
     h.deps.runtime.remove_container(&id).await.unwrap();
     let before = h.fake.changes().iter().filter(|c| matches!(c, Call::CreateContainer { .. } | Call::RunSandbox { .. })).count();
@@ -300,4 +305,5 @@ async fn a_finished_pod_whose_dead_containers_were_collected_does_not_run_again(
     let after = h.fake.changes().iter().filter(|c| matches!(c, Call::CreateContainer { .. } | Call::RunSandbox { .. })).count();
     assert_eq!((before, after, h.fake.running("a")), (before, before, 0), "{:?}", h.fake.changes());
     assert!(succeeded(), "{:?}", status(&h.deps));
+    assert!(!volumes.exists(), "a finished pod's volumes are not written again");
 }

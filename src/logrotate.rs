@@ -9,7 +9,7 @@
 
 use crate::runtime::observed::RunState;
 use crate::runtime::relist::RuntimeCache;
-use crate::runtime::Cri;
+use crate::runtime::{Cri, CriResult};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -50,6 +50,57 @@ pub fn rotated_files(log_name: &str, dir_names: &[String]) -> Vec<String> {
         .collect();
     found.sort();
     found
+}
+
+/// The log file of a container and its rotated files (`<log>.<stamp>`), oldest first.
+pub fn log_files(log: &Path, dir_names: &[String]) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (log.parent(), log.file_name().and_then(|n| n.to_str())) else { return Vec::new() };
+    let mut files: Vec<PathBuf> = crate::logrotate::rotated_files(name, dir_names).into_iter().map(|n| dir.join(n)).collect();
+    if dir_names.iter().any(|n| n == name) {
+        files.push(log.to_path_buf());
+    }
+    files
+}
+
+/// Deletes a removed container's log file and rotated files; missing ones are no error.
+pub fn remove_log_files(log: &Path) -> std::io::Result<usize> {
+    let Some(dir) = log.parent() else { return Ok(0) };
+    let names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(std::io::Error::other(format!("listing {}: {e}", dir.display()))),
+    };
+    let mut removed = 0;
+    for file in log_files(log, &names) {
+        match std::fs::remove_file(&file) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(std::io::Error::other(format!("removing {}: {e}", file.display()))),
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes a container and then its log files, as the kubelet does: the runtime leaves them,
+/// and their path is known only while it still has the container. For every removal (the
+/// worker's old dead instances, the garbage collector's), so a crash-looping container does
+/// not leave a file per restart. A log file that cannot be deleted is logged: the container is
+/// gone either way.
+pub async fn remove_container_and_logs(cri: &Cri, id: &str) -> CriResult<()> {
+    let log = match cri.container_status(id).await {
+        Ok(status) => Some(status.log_path).filter(|p| !p.is_empty()).map(PathBuf::from),
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    cri.remove_container(id).await?;
+    if let Some(log) = log {
+        let target = log.clone();
+        let removed = tokio::task::spawn_blocking(move || remove_log_files(&target)).await.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        if let Err(e) = removed {
+            tracing::warn!(container = %id, log = %log.display(), error = %e, "container removed, its log files not");
+        }
+    }
+    Ok(())
 }
 
 /// The rotated files to delete so that, with the current file, at most `max_files` remain.
@@ -161,5 +212,24 @@ mod tests {
         assert_eq!(excess_rotated(&rotated, &P), vec![rotated[0].clone(), rotated[1].clone()]);
         assert!(excess_rotated(&rotated[..2], &P).is_empty());
         assert!(needs_rotation(100, &P) && !needs_rotation(99, &P));
+    }
+
+    #[test]
+    fn a_removed_containers_log_goes_with_its_rotated_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("0.log");
+        let names = ["0.log", "0.log.20261130-101010.000000001", "0.log.20261130-101011.000000002", "1.log", "0.log.20261130-101012.000000003.tmp"];
+        for n in names {
+            std::fs::write(dir.path().join(n), "x").unwrap();
+        }
+        let listed: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let files = log_files(&log, &listed);
+        assert_eq!(files, vec![dir.path().join(names[1]), dir.path().join(names[2]), log.clone()]);
+        assert_eq!(remove_log_files(&log).unwrap(), 3);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, vec!["0.log.20261130-101012.000000003.tmp", "1.log"]);
+        assert_eq!(remove_log_files(&log).unwrap(), 0, "gone already: no error");
+        assert_eq!(remove_log_files(&dir.path().join("missing/0.log")).unwrap(), 0);
     }
 }

@@ -76,10 +76,12 @@ fn dead_containers_beyond_the_limit_and_log_folders_of_gone_pods_are_removed() {
     });
     // The newest instance and the newest dead one behind it stay; older ones go.
     eventually("at most two containers of the crash-looping pod", Duration::from_secs(15), || node.runtime_objects().1.len() <= 2);
+    // Their log files go with them: not one file per restart.
+    let live = container_log_dir(&node, &node.pod("crash").unwrap(), "main");
+    eventually("at most two log files of the crash-looping pod", Duration::from_secs(15), || files_in(&live).len() <= 2);
     let path = format!("/containerLogs/default/{}/main?previous=true", node.pod_name("crash"));
     let (status, text) = runtime().block_on(kubestream::get(&node, &path));
     assert_eq!((status, text.as_str()), (200, "run\n"));
-    let live = container_log_dir(&node, &node.pod("crash").unwrap(), "main");
     // The collection's first pass comes a minute after start.
     eventually("the stale log folder to go", Duration::from_secs(90), || !stale.exists());
     assert!(live.exists(), "the running pod's log folder was removed");

@@ -112,35 +112,6 @@ pub fn finished_pods(pods: &[k8s_openapi::api::core::v1::Pod]) -> HashSet<String
     pods.iter().filter(finished).filter_map(|p| p.metadata.uid.clone()).collect()
 }
 
-/// The log file of a container and its rotated files (`<log>.<stamp>`), oldest first.
-pub fn log_files(log: &Path, dir_names: &[String]) -> Vec<PathBuf> {
-    let (Some(dir), Some(name)) = (log.parent(), log.file_name().and_then(|n| n.to_str())) else { return Vec::new() };
-    let mut files: Vec<PathBuf> = crate::logrotate::rotated_files(name, dir_names).into_iter().map(|n| dir.join(n)).collect();
-    if dir_names.iter().any(|n| n == name) {
-        files.push(log.to_path_buf());
-    }
-    files
-}
-
-/// Deletes a removed container's log file and rotated files; missing ones are no error.
-fn remove_log_files(log: &Path) -> std::io::Result<usize> {
-    let Some(dir) = log.parent() else { return Ok(0) };
-    let names: Vec<String> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(std::io::Error::other(format!("listing {}: {e}", dir.display()))),
-    };
-    let mut removed = 0;
-    for file in log_files(log, &names) {
-        match std::fs::remove_file(&file) {
-            Ok(()) => removed += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(std::io::Error::other(format!("removing {}: {e}", file.display()))),
-        }
-    }
-    Ok(removed)
-}
-
 /// A sandbox as the collection sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sandbox {
@@ -216,7 +187,7 @@ impl ContainerGc {
             doomed.extend(more.into_iter().filter(|id| !doomed.contains(id)).collect::<Vec<_>>());
         }
         for id in doomed {
-            match self.remove_container(&id).await {
+            match crate::logrotate::remove_container_and_logs(&self.cri, &id).await {
                 Ok(()) => removed.0 += 1,
                 Err(e) => tracing::warn!(container = %id, error = %e, "could not remove a dead container"),
             }
@@ -255,28 +226,6 @@ impl ContainerGc {
             tracing::info!(containers = removed.0, sandboxes = removed.1, log_folders = removed.2, "container garbage collection");
         }
         Ok(removed)
-    }
-}
-
-impl ContainerGc {
-    /// Removes a dead container and then its log files (the log path is known only while the
-    /// runtime still has the container).
-    async fn remove_container(&self, id: &str) -> Result<(), String> {
-        let log = match self.cri.container_status(id).await {
-            Ok(status) => Some(status.log_path).filter(|p| !p.is_empty()).map(PathBuf::from),
-            Err(e) if e.is_not_found() => return Ok(()),
-            Err(e) => return Err(e.to_string()),
-        };
-        self.cri.remove_container(id).await.map_err(|e| e.to_string())?;
-        if let Some(log) = log {
-            let target = log.clone();
-            match tokio::task::spawn_blocking(move || remove_log_files(&target)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(format!("container {id} removed, its log {}: {e}", log.display())),
-                Err(e) => return Err(format!("container {id} removed, its log {}: {e}", log.display())),
-            }
-        }
-        Ok(())
     }
 }
 
@@ -375,25 +324,6 @@ mod tests {
         };
         let pods = vec![pod("s", Some("Succeeded")), pod("f", Some("Failed")), pod("r", Some("Running")), pod("n", None)];
         assert_eq!(finished_pods(&pods), HashSet::from(["s".to_string(), "f".to_string()]));
-    }
-
-    #[test]
-    fn a_removed_containers_log_goes_with_its_rotated_files_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("0.log");
-        let names = ["0.log", "0.log.20261130-101010.000000001", "0.log.20261130-101011.000000002", "1.log", "0.log.20261130-101012.000000003.tmp"];
-        for n in names {
-            std::fs::write(dir.path().join(n), "x").unwrap();
-        }
-        let listed: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let files = log_files(&log, &listed);
-        assert_eq!(files, vec![dir.path().join(names[1]), dir.path().join(names[2]), log.clone()]);
-        assert_eq!(remove_log_files(&log).unwrap(), 3);
-        let mut left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
-        left.sort();
-        assert_eq!(left, vec!["0.log.20261130-101012.000000003.tmp", "1.log"]);
-        assert_eq!(remove_log_files(&log).unwrap(), 0, "gone already: no error");
-        assert_eq!(remove_log_files(&dir.path().join("missing/0.log")).unwrap(), 0);
     }
 
     #[test]

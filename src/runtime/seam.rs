@@ -23,6 +23,7 @@ pub trait Runtime: Send + Sync {
     async fn start_container(&self, id: &str) -> CriResult<()>;
     /// SIGTERM, then SIGKILL once `grace` has passed.
     async fn stop_container(&self, id: &str, grace: Duration) -> CriResult<()>;
+    /// With its log files.
     async fn remove_container(&self, id: &str) -> CriResult<()>;
     /// What the runtime knows of an image it has; None when it has not.
     async fn image_status(&self, image: &str) -> CriResult<Option<cri::Image>>;
@@ -68,7 +69,7 @@ impl Runtime for CachedCri {
         self.cri.stop_container(id, grace).await
     }
     async fn remove_container(&self, id: &str) -> CriResult<()> {
-        self.cri.remove_container(id).await
+        crate::logrotate::remove_container_and_logs(&self.cri, id).await
     }
     async fn image_status(&self, image: &str) -> CriResult<Option<cri::Image>> {
         self.cri.image_status(image).await

@@ -71,3 +71,32 @@ fn pods_over_their_requests_are_evicted_first_one_per_pass_and_stay_failed() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(running_containers(&node), 0, "{}", node.log());
 }
+
+/// Local-storage limits, the kubelet's localStorageEviction: with no node threshold near, a pod
+/// writing past its container's ephemeral-storage limit and one filling an emptyDir past its
+/// sizeLimit are evicted with the kubelet's messages; a pod within its limit runs on.
+#[test]
+fn pods_over_their_local_storage_limits_are_evicted_without_node_pressure() {
+    let node = Node::start("evictlimits", &[]);
+    let limit = |size: &str| format!("    resources: {{limits: {{ephemeral-storage: {size}}}}}\n");
+    let grace = "  terminationGracePeriodSeconds: 1\n";
+    // 4 MiB into its writable layer against a limit of 1 MiB.
+    node.write_manifest("layer.yaml", &busybox_pod_with("layer", "head -c 4194304 /dev/zero > /tmp/f; exec sleep 3600", grace, &limit("1Mi")));
+    let scratch = format!("{grace}  volumes: [{{name: scratch, emptyDir: {{sizeLimit: 1Mi}}}}]\n");
+    let mount = "    volumeMounts: [{name: scratch, mountPath: /scratch}]\n";
+    node.write_manifest("dir.yaml", &busybox_pod_with("dir", "head -c 3145728 /dev/zero > /scratch/f; exec sleep 3600", &scratch, mount));
+    node.write_manifest("within.yaml", &busybox_pod_with("within", "echo small > /tmp/f; exec sleep 3600", grace, &limit("64Mi")));
+    node.wait_running("within");
+
+    let layer = node.wait_pod("layer", "eviction", Duration::from_secs(60), |p| evicted(p).then(|| p.clone()));
+    assert_eq!(layer["status"]["message"], "Pod ephemeral local storage usage exceeds the total limit of containers 1Mi. ", "{layer:#}");
+    let dir = node.wait_pod("dir", "eviction", Duration::from_secs(60), |p| evicted(p).then(|| p.clone()));
+    assert_eq!(dir["status"]["message"], "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\". ", "{dir:#}");
+    let within = node.pod("within").unwrap();
+    assert_eq!(
+        (&within["status"]["phase"], &within["status"]["containerStatuses"][0]["restartCount"]),
+        (&Value::from("Running"), &Value::from(0)),
+        "{within:#}"
+    );
+    assert!(node.log().contains("evicting a pod over its local storage limits"), "{}", node.log());
+}

@@ -97,6 +97,8 @@ pub struct PodUsage {
     pub ephemeral_storage: Option<u64>,
     pub inodes: Option<u64>,
     pub containers: Vec<ContainerUsage>,
+    /// Bytes used by each of its volumes, by name.
+    pub volumes: std::collections::HashMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

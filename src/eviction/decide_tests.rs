@@ -91,6 +91,7 @@ fn used(memory: u64) -> Option<PodUsage> {
         ephemeral_storage: Some(memory),
         inodes: Some(memory),
         containers: vec![ContainerUsage { name: "c".into(), memory: Some(memory), rootfs: Some(memory / 2), logs: Some(memory / 2) }],
+        ..Default::default()
     })
 }
 

@@ -7,6 +7,7 @@
 //! recording fake in the tests).
 
 pub mod decide;
+pub mod local_storage;
 pub mod observe;
 pub mod thresholds;
 
@@ -78,6 +79,8 @@ pub enum Outcome {
     Evicted { pod: String, signal: Signal },
     /// A threshold is due but no pod may be evicted.
     NoneEvictable(Signal),
+    /// These pods (namespace/name) were evicted for using more local storage than their limits.
+    OverLocalLimits(Vec<String>),
 }
 
 pub struct Manager<E: Effects> {
@@ -114,9 +117,14 @@ impl<E: Effects> Manager<E> {
     pub async fn pass(&mut self, now: Instant) -> Outcome {
         let summary = self.effects.observe().await;
         let observations = observe::observations(&summary);
-        let thresholds = &self.settings.thresholds;
-        let assessment = decide::assess(thresholds, &observations, &mut self.history, self.settings.pressure_transition, now);
+        let assessment = decide::assess(&self.settings.thresholds, &observations, &mut self.history, self.settings.pressure_transition, now);
         self.pressure.send_replace(NodePressure { memory: assessment.memory_pressure, disk: assessment.disk_pressure });
+        // Pods over their own local-storage limits go first, however full the disk (the kubelet's order).
+        let over_limits = self.evict_over_local_limits(&summary);
+        if !over_limits.is_empty() {
+            return Outcome::OverLocalLimits(over_limits);
+        }
+        let thresholds = &self.settings.thresholds;
         let Some(target) = decide::to_reclaim(thresholds, &assessment.due) else { return Outcome::Nothing };
         let signal = thresholds[target].signal;
         let (summary, observations) = if decide::reclaims_node_first(signal) {
@@ -149,6 +157,22 @@ impl<E: Effects> Manager<E> {
             return None;
         }
         Some((summary, after))
+    }
+
+    /// Evicts every pod over its emptyDir size limits or ephemeral-storage limits; their names.
+    fn evict_over_local_limits(&mut self, summary: &Summary) -> Vec<String> {
+        let usage = observe::pod_usage(summary);
+        let mut evicted = Vec::new();
+        for pod in self.effects.active_pods() {
+            let uid = crate::pods::spec::pod_uid(&pod);
+            let Some(message) = usage.get(uid).filter(|_| !self.evicted.contains(uid)).and_then(|u| local_storage::over_limits(&pod, u)) else { continue };
+            let name = crate::pods::spec::pod_ref(&pod);
+            tracing::warn!(pod = %name, message = %message, "evicting a pod over its local storage limits");
+            self.effects.evict(&pod, EndReason::Evicted { message, grace: Some(decide::MINIMUM_GRACE) });
+            self.evicted.insert(uid.to_string());
+            evicted.push(name.to_string());
+        }
+        evicted
     }
 
     fn evict_one(&mut self, target: usize, summary: &Summary, observations: &Observations) -> Outcome {

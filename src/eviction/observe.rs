@@ -60,6 +60,7 @@ fn usage(p: &PodStats) -> PodUsage {
                 logs: c.logs.as_ref().and_then(|f| f.used_bytes),
             })
             .collect(),
+        volumes: p.volume.iter().filter_map(|v| Some((v.name.clone(), v.fs.used_bytes?))).collect(),
     }
 }
 

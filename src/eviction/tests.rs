@@ -3,6 +3,8 @@
 use super::*;
 use crate::pods::manifest::parse_static_pod;
 use crate::stats::summary::*;
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use thresholds::Value;
@@ -178,4 +180,19 @@ async fn soft_thresholds_wait_for_their_grace_and_nothing_happens_without_pressu
     *calm.summaries.lock().unwrap() = VecDeque::from([summary(900 * MI, 900 * GI, &[])]);
     assert_eq!(manager(&calm).pass(now).await, Outcome::Nothing);
     assert_eq!(calm.calls(), ["observe"]);
+}
+
+#[tokio::test]
+async fn a_pod_over_its_ephemeral_storage_limit_is_evicted_without_node_pressure_and_only_once() {
+    let fake = Arc::new(Fake::default());
+    // No threshold is met: plenty of memory and disk. Pod a uses 2 MiB against its 1 MiB limit.
+    *fake.summaries.lock().unwrap() = VecDeque::from([summary(500 * MI, 900 * GI, &[("u-a", 2 * MI), ("u-b", 2 * MI)])]);
+    let mut limited = pod("a", "u-a", None);
+    let limits = std::collections::BTreeMap::from([("ephemeral-storage".to_string(), Quantity("1Mi".into()))]);
+    limited.spec.as_mut().unwrap().containers[0].resources = Some(ResourceRequirements { limits: Some(limits), ..Default::default() });
+    *fake.pods.lock().unwrap() = vec![limited, pod("b", "u-b", None)];
+    let mut m = manager(&fake);
+    assert_eq!(m.pass(Instant::now()).await, Outcome::OverLocalLimits(vec!["ns/a".into()]));
+    assert_eq!(fake.calls(), ["observe", "evict a: Pod ephemeral local storage usage exceeds the total limit of containers 1Mi. "]);
+    assert_eq!(m.pass(Instant::now()).await, Outcome::Nothing, "evicted once; b has no limit");
 }

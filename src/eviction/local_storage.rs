@@ -52,7 +52,7 @@ fn pod_limit(containers: &[Container], init_containers: &[Container]) -> Option<
 /// Bytes as a Kubernetes quantity in the largest binary unit that divides them (1Gi, 1536Mi, 100).
 fn binary_quantity(bytes: u64) -> String {
     for (unit, size) in [("Ei", 1u64 << 60), ("Pi", 1 << 50), ("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{}{unit}", bytes / size);
         }
     }

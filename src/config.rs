@@ -180,6 +180,10 @@ pub struct Flags {
     /// Grace periods of the soft thresholds, signal=duration,...: memory.available=1m30s.
     #[arg(long = "eviction-soft-grace-period", value_delimiter = ',')]
     pub eviction_soft_grace_period: Option<Vec<String>>,
+    /// Minimum reclaims, signal=quantity or percent,...: a met threshold stays met until this
+    /// much more is available, such as nodefs.available=500Mi. Default none.
+    #[arg(long = "eviction-minimum-reclaim", value_delimiter = ',')]
+    pub eviction_minimum_reclaim: Option<Vec<String>>,
     /// How long a pressure condition stays after its threshold was last met. Default 5m.
     #[arg(long = "eviction-pressure-transition-period", value_parser = parse_duration)]
     pub eviction_pressure_transition_period: Option<Duration>,
@@ -254,6 +258,7 @@ pub struct FileConfig {
     pub eviction_hard: Option<BTreeMap<String, String>>,
     pub eviction_soft: Option<BTreeMap<String, String>>,
     pub eviction_soft_grace_period: Option<BTreeMap<String, String>>,
+    pub eviction_minimum_reclaim: Option<BTreeMap<String, String>>,
     #[serde(default, with = "humantime_serde_opt")]
     pub eviction_pressure_transition_period: Option<Duration>,
     pub eviction_max_pod_grace_period: Option<u32>,
@@ -535,10 +540,11 @@ impl Config {
 /// The eviction thresholds and periods from the flags, else the file (a flag's map replaces the
 /// file's), else the kubelet's defaults.
 fn eviction_settings(flags: &Flags, file: &FileConfig) -> anyhow::Result<crate::eviction::Settings> {
-    use crate::eviction::thresholds::{parse_pairs, parse_statements, thresholds, Settings, FILE_NAMES, FLAG_NAMES};
+    use crate::eviction::thresholds::{parse_pairs, parse_reclaims, parse_statements, thresholds, Settings, FILE_NAMES, FLAG_NAMES};
     let err = |e: String| anyhow::anyhow!(e);
-    let from_flag = [flags.eviction_hard.is_some(), flags.eviction_soft.is_some(), flags.eviction_soft_grace_period.is_some()];
-    let names = [0, 1, 2].map(|i| if from_flag[i] { FLAG_NAMES[i] } else { FILE_NAMES[i] });
+    let from_flag =
+        [flags.eviction_hard.is_some(), flags.eviction_soft.is_some(), flags.eviction_soft_grace_period.is_some(), flags.eviction_minimum_reclaim.is_some()];
+    let names = [0, 1, 2, 3].map(|i| if from_flag[i] { FLAG_NAMES[i] } else { FILE_NAMES[i] });
     let hard = match &flags.eviction_hard {
         Some(items) => Some(parse_statements("--eviction-hard", items).map_err(err)?),
         None => file.eviction_hard.clone(),
@@ -551,8 +557,12 @@ fn eviction_settings(flags: &Flags, file: &FileConfig) -> anyhow::Result<crate::
         Some(items) => parse_pairs("--eviction-soft-grace-period", items).map_err(err)?,
         None => file.eviction_soft_grace_period.clone().unwrap_or_default(),
     };
+    let min_reclaim = match &flags.eviction_minimum_reclaim {
+        Some(items) => parse_reclaims("--eviction-minimum-reclaim", items).map_err(err)?,
+        None => file.eviction_minimum_reclaim.clone().unwrap_or_default(),
+    };
     Ok(crate::eviction::Settings {
-        thresholds: thresholds(&Settings { hard, soft, soft_grace, names }).map_err(err)?,
+        thresholds: thresholds(&Settings { hard, soft, soft_grace, min_reclaim, names }).map_err(err)?,
         pressure_transition: flags
             .eviction_pressure_transition_period
             .or(file.eviction_pressure_transition_period)

@@ -109,6 +109,11 @@ pub fn configz(config: &Config) -> Value {
             let graces: Map<String, Value> = soft.iter().map(|t| (t.signal.to_string(), go_duration(t.grace.unwrap_or_default()).into())).collect();
             obj.insert("evictionSoftGracePeriod".into(), graces.into());
         }
+        let reclaims: Map<String, Value> =
+            eviction.thresholds.iter().filter_map(|t| Some((t.signal.to_string(), t.min_reclaim.as_ref()?.to_string().into()))).collect();
+        if !reclaims.is_empty() {
+            obj.insert("evictionMinimumReclaim".into(), reclaims.into());
+        }
         obj.insert("evictionPressureTransitionPeriod".into(), go_duration(eviction.pressure_transition).into());
         obj.insert("evictionMaxPodGracePeriod".into(), eviction.max_pod_grace.as_secs().into());
     }
@@ -164,7 +169,7 @@ mod tests {
     }
 
     #[test]
-    fn soft_eviction_thresholds_show_with_their_grace_periods() {
+    fn soft_eviction_thresholds_show_with_their_grace_periods_and_minimum_reclaims() {
         let flags = Flags::try_parse_from([
             "nodelet",
             "--hostname-override",
@@ -173,10 +178,12 @@ mod tests {
             "/bin/true",
             "--eviction-soft=memory.available<1Gi",
             "--eviction-soft-grace-period=memory.available=90s",
+            "--eviction-minimum-reclaim=memory.available=500Mi",
         ])
         .unwrap();
         let body = configz(&Config::from_flags(flags).unwrap());
         let c = &body["kubeletconfig"];
         assert_eq!((&c["evictionSoft"], &c["evictionSoftGracePeriod"]), (&json!({"memory.available": "1Gi"}), &json!({"memory.available": "1m30s"})));
+        assert_eq!(c["evictionMinimumReclaim"], json!({"memory.available": "500Mi"}));
     }
 }

@@ -45,15 +45,21 @@ pub struct Assessment {
     pub disk_pressure: bool,
 }
 
-/// Whether the observation crosses the threshold (the level is above what is available). A
-/// signal that could not be observed crosses nothing.
-pub fn is_met(threshold: &Threshold, observations: &Observations) -> bool {
-    observations.get(&threshold.signal).is_some_and(|o| threshold.value.amount(o.capacity) > o.available)
+/// Whether the observation crosses the threshold (the level, raised by its minimum reclaim when
+/// asked, is above what is available). A signal that could not be observed crosses nothing.
+pub fn is_met(threshold: &Threshold, with_min_reclaim: bool, observations: &Observations) -> bool {
+    observations.get(&threshold.signal).is_some_and(|o| {
+        let reclaim = threshold.min_reclaim.as_ref().filter(|_| with_min_reclaim).map_or(0, |r| r.amount(o.capacity));
+        threshold.value.amount(o.capacity) + reclaim > o.available
+    })
 }
 
 /// Judges the observations at `now` and updates the history.
 pub fn assess(thresholds: &[Threshold], observations: &Observations, history: &mut History, transition: Duration, now: Instant) -> Assessment {
-    let met: Vec<usize> = (0..thresholds.len()).filter(|i| is_met(&thresholds[*i], observations)).collect();
+    // One met before stays met until its minimum reclaim is available too.
+    let met: Vec<usize> = (0..thresholds.len())
+        .filter(|i| is_met(&thresholds[*i], false, observations) || (history.first_met.contains_key(i) && is_met(&thresholds[*i], true, observations)))
+        .collect();
     history.first_met.retain(|i, _| met.contains(i));
     for i in &met {
         history.first_met.entry(*i).or_insert(now);

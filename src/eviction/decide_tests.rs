@@ -13,7 +13,12 @@ fn obs(signal: Signal, available: u64, capacity: u64) -> Observations {
 }
 
 fn memory_threshold(amount: u64, grace: Option<u64>) -> Threshold {
-    Threshold { signal: Signal::MemoryAvailable, value: Value::Quantity { amount, text: binary_si(amount) }, grace: grace.map(Duration::from_secs) }
+    Threshold {
+        signal: Signal::MemoryAvailable,
+        value: Value::Quantity { amount, text: binary_si(amount) },
+        grace: grace.map(Duration::from_secs),
+        min_reclaim: None,
+    }
 }
 
 #[test]
@@ -55,9 +60,9 @@ fn percentages_are_of_the_capacity_and_memory_is_reclaimed_first() {
     let t = thresholds(&Settings::default()).unwrap();
     let nodefs = t.iter().position(|t| t.signal == Signal::NodefsAvailable).unwrap();
     let memory = t.iter().position(|t| t.signal == Signal::MemoryAvailable).unwrap();
-    assert!(is_met(&t[nodefs], &obs(Signal::NodefsAvailable, 99, 1000)));
-    assert!(!is_met(&t[nodefs], &obs(Signal::NodefsAvailable, 100, 1000)));
-    assert!(!is_met(&t[nodefs], &obs(Signal::MemoryAvailable, 0, 1000)), "another signal's figure does not count");
+    assert!(is_met(&t[nodefs], false, &obs(Signal::NodefsAvailable, 99, 1000)));
+    assert!(!is_met(&t[nodefs], false, &obs(Signal::NodefsAvailable, 100, 1000)));
+    assert!(!is_met(&t[nodefs], false, &obs(Signal::MemoryAvailable, 0, 1000)), "another signal's figure does not count");
     assert_eq!(to_reclaim(&t, &[nodefs, memory]), Some(memory));
     assert_eq!(to_reclaim(&t, &[nodefs]), Some(nodefs));
     assert_eq!(to_reclaim(&t, &[]), None);
@@ -145,10 +150,10 @@ fn the_message_names_the_resource_the_threshold_and_the_containers_over_their_re
     let be = pod("be", "", None);
     assert!(message(&t, None, &be, used(1536).as_ref()).ends_with("Container c was using 1536, request is 0, has larger consumption of memory. "));
     // A percentage is told as the quantity it is of the capacity; inodes as counts.
-    let nodefs = Threshold { signal: Signal::NodefsAvailable, value: Value::Percent(0.1), grace: None };
+    let nodefs = Threshold { signal: Signal::NodefsAvailable, value: Value::Percent(0.1), grace: None, min_reclaim: None };
     let o = Observation { available: 1 << 30, capacity: 20 << 30 };
     assert!(message(&nodefs, Some(&o), &be, None).starts_with("The node was low on resource: ephemeral-storage. Threshold quantity: 2Gi, available: 1Gi. "));
-    let inodes = Threshold { signal: Signal::NodefsInodesFree, value: Value::Percent(0.05), grace: None };
+    let inodes = Threshold { signal: Signal::NodefsInodesFree, value: Value::Percent(0.05), grace: None, min_reclaim: None };
     let o = Observation { available: 4000, capacity: 100_000 };
     assert_eq!(message(&inodes, Some(&o), &be, used(10).as_ref()), "The node was low on resource: inodes. Threshold quantity: 5k, available: 4k. ");
 }
@@ -184,4 +189,22 @@ fn requests_sum_the_containers_or_take_the_largest_init_container() {
     assert_eq!(pod_request(&p, Resource::Memory), 300 << 20);
     assert_eq!(pod_request(&p, Resource::EphemeralStorage), 0);
     assert_eq!(pod_request(&p, Resource::Inodes), 0);
+}
+
+#[test]
+fn a_met_threshold_stays_met_until_its_minimum_reclaim_is_available_too() {
+    let settings = Settings {
+        hard: Some(BTreeMap::from([("nodefs.available".to_string(), "10%".to_string())])),
+        min_reclaim: BTreeMap::from([("nodefs.available".to_string(), "5%".to_string())]),
+        ..Default::default()
+    };
+    let t = thresholds(&settings).unwrap();
+    let (mut h, base, transition) = (History::default(), Instant::now(), Duration::from_secs(300));
+    let met_at =
+        |h: &mut History, available: u64, secs: u64| !assess(&t, &obs(Signal::NodefsAvailable, available, 100), h, transition, at(base, secs)).met.is_empty();
+    assert!(!met_at(&mut h, 12, 0), "not met before: the threshold alone counts");
+    assert!(met_at(&mut h, 9, 1));
+    assert!(met_at(&mut h, 12, 2), "met, it stays so under 10% + 5%");
+    assert!(!met_at(&mut h, 15, 3), "15% available: resolved");
+    assert!(!met_at(&mut h, 12, 4), "resolved, the threshold alone counts again");
 }

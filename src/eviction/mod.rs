@@ -151,7 +151,7 @@ impl<E: Effects> Manager<E> {
         }
         let summary = self.effects.observe().await;
         let after = observe::observations(&summary);
-        let still = assessment.due.iter().any(|i| decide::is_met(&self.settings.thresholds[*i], &after));
+        let still = assessment.due.iter().any(|i| decide::is_met(&self.settings.thresholds[*i], true, &after));
         if !still {
             tracing::info!("eviction: node-level reclaim relieved the pressure without evicting a pod");
             return None;

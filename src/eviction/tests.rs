@@ -166,8 +166,12 @@ async fn soft_thresholds_wait_for_their_grace_and_nothing_happens_without_pressu
     let fake = Arc::new(Fake::default());
     *fake.summaries.lock().unwrap() = VecDeque::from([summary(500 * MI, 500 * GI, &[("u-a", MI)])]);
     *fake.pods.lock().unwrap() = vec![pod("a", "u-a", None)];
-    let soft =
-        Threshold { signal: Signal::MemoryAvailable, value: Value::Quantity { amount: 600 * MI, text: "600Mi".into() }, grace: Some(Duration::from_secs(30)) };
+    let soft = Threshold {
+        signal: Signal::MemoryAvailable,
+        value: Value::Quantity { amount: 600 * MI, text: "600Mi".into() },
+        grace: Some(Duration::from_secs(30)),
+        min_reclaim: None,
+    };
     let mut m =
         Manager::new(Settings { thresholds: vec![soft], pressure_transition: Duration::from_secs(60), max_pod_grace: Duration::from_secs(5) }, fake.clone());
     let now = Instant::now();

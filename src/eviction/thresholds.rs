@@ -120,6 +120,9 @@ pub struct Threshold {
     pub signal: Signal,
     pub value: Value,
     pub grace: Option<Duration>,
+    /// Once met, the threshold stays met until this much more is available than its level
+    /// (--eviction-minimum-reclaim), so one eviction frees more than the last byte over it.
+    pub min_reclaim: Option<Value>,
 }
 
 impl Threshold {
@@ -143,6 +146,11 @@ pub fn parse_statements(option: &str, items: &[String]) -> Result<BTreeMap<Strin
 /// `signal=duration,...` (the grace period flag's list) as a map.
 pub fn parse_pairs(option: &str, items: &[String]) -> Result<BTreeMap<String, String>, String> {
     parse_list(option, items, '=', "signal=duration, such as memory.available=1m30s")
+}
+
+/// `signal=quantity,...` (the minimum reclaim flag's list) as a map.
+pub fn parse_reclaims(option: &str, items: &[String]) -> Result<BTreeMap<String, String>, String> {
+    parse_list(option, items, '=', "signal=quantity, such as nodefs.available=500Mi")
 }
 
 /// Items `signal<separator>value` (trimmed, empty ones skipped) as a map; `form` shows the
@@ -188,16 +196,17 @@ pub struct Settings {
     pub hard: Option<BTreeMap<String, String>>,
     pub soft: BTreeMap<String, String>,
     pub soft_grace: BTreeMap<String, String>,
-    /// Where hard, soft and grace came from (a flag or a file key), for errors.
-    pub names: [&'static str; 3],
+    pub min_reclaim: BTreeMap<String, String>,
+    /// Where hard, soft, grace and minimum reclaim came from (a flag or a file key), for errors.
+    pub names: [&'static str; 4],
 }
 
-pub const FLAG_NAMES: [&str; 3] = ["--eviction-hard", "--eviction-soft", "--eviction-soft-grace-period"];
-pub const FILE_NAMES: [&str; 3] = ["evictionHard", "evictionSoft", "evictionSoftGracePeriod"];
+pub const FLAG_NAMES: [&str; 4] = ["--eviction-hard", "--eviction-soft", "--eviction-soft-grace-period", "--eviction-minimum-reclaim"];
+pub const FILE_NAMES: [&str; 4] = ["evictionHard", "evictionSoft", "evictionSoftGracePeriod", "evictionMinimumReclaim"];
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { hard: None, soft: BTreeMap::new(), soft_grace: BTreeMap::new(), names: FLAG_NAMES }
+        Settings { hard: None, soft: BTreeMap::new(), soft_grace: BTreeMap::new(), min_reclaim: BTreeMap::new(), names: FLAG_NAMES }
     }
 }
 
@@ -208,7 +217,7 @@ pub fn thresholds(settings: &Settings) -> Result<Vec<Threshold>, String> {
     let mut out = Vec::new();
     for (signal, value) in settings.hard.as_ref().unwrap_or(&defaults) {
         if let Some((signal, value)) = parse_one(settings.names[0], signal, value)? {
-            out.push(Threshold { signal, value, grace: None });
+            out.push(Threshold { signal, value, grace: None, min_reclaim: None });
         }
     }
     let mut graces = BTreeMap::new();
@@ -220,12 +229,37 @@ pub fn thresholds(settings: &Settings) -> Result<Vec<Threshold>, String> {
     }
     for (name, text) in &settings.soft {
         if let Some((signal, value)) = parse_one(settings.names[1], name, text)? {
-            let [_, soft, grace] = settings.names;
+            let [_, soft, grace, _] = settings.names;
             let grace = graces.get(&signal).copied().ok_or_else(|| format!("{soft}: {name}<{text}: no grace period given for it in {grace}"))?;
-            out.push(Threshold { signal, value, grace: Some(grace) });
+            out.push(Threshold { signal, value, grace: Some(grace), min_reclaim: None });
+        }
+    }
+    // A signal's minimum reclaim applies to each of its thresholds, hard and soft.
+    for (name, text) in &settings.min_reclaim {
+        let entry = format!("{}: {name}={text}", settings.names[3]);
+        let signal = Signal::parse(name).ok_or_else(|| format!("{entry}: unsupported eviction signal {name:?} (one of {})", signal_names()))?;
+        let reclaim = parse_reclaim(text).map_err(|e| format!("{entry}: {e}"))?;
+        for threshold in out.iter_mut().filter(|t| t.signal == signal) {
+            threshold.min_reclaim = reclaim.clone();
         }
     }
     Ok(out)
+}
+
+/// A minimum reclaim: a quantity or a percentage of the capacity; None for zero.
+fn parse_reclaim(text: &str) -> Result<Option<Value>, String> {
+    if let Some(number) = text.strip_suffix('%') {
+        let percent: f64 = number.trim().parse().map_err(|_| format!("{text:?} is not a percentage"))?;
+        if !(0.0..=100.0).contains(&percent) {
+            return Err("the percentage must be between 0% and 100%".into());
+        }
+        return Ok((percent > 0.0).then_some(Value::Percent(percent / 100.0)));
+    }
+    let amount = crate::pods::quantity::bytes(text)?;
+    if amount < 0 {
+        return Err("the minimum reclaim must not be negative".into());
+    }
+    Ok((amount > 0).then(|| Value::Quantity { amount: amount as u64, text: text.to_string() }))
 }
 
 #[cfg(test)]
@@ -271,7 +305,12 @@ mod tests {
         assert_eq!(t.len(), 3);
         assert_eq!(
             t[1],
-            Threshold { signal: Signal::MemoryAvailable, value: Value::Quantity { amount: 1 << 30, text: "1Gi".into() }, grace: Some(Duration::from_secs(90)) }
+            Threshold {
+                signal: Signal::MemoryAvailable,
+                value: Value::Quantity { amount: 1 << 30, text: "1Gi".into() },
+                grace: Some(Duration::from_secs(90)),
+                min_reclaim: None
+            }
         );
         assert_eq!(t[2].grace, Some(Duration::from_secs(10)));
         assert_eq!(Value::Percent(0.1).amount(1000), 100);
@@ -301,5 +340,25 @@ mod tests {
         assert!(no_grace.contains("--eviction-soft: memory.available<1Gi: no grace period given for it in --eviction-soft-grace-period"), "{no_grace}");
         let bad_grace = Settings { soft: map(&[("memory.available", "1Gi")]), soft_grace: map(&[("memory.available", "soon")]), ..Default::default() };
         assert!(thresholds(&bad_grace).unwrap_err().contains("--eviction-soft-grace-period: memory.available=soon"));
+    }
+
+    #[test]
+    fn a_minimum_reclaim_applies_to_every_threshold_of_its_signal() {
+        let settings = Settings {
+            hard: Some(map(&[("memory.available", "100Mi"), ("nodefs.available", "10%")])),
+            soft: map(&[("memory.available", "1Gi")]),
+            soft_grace: map(&[("memory.available", "1m")]),
+            min_reclaim: map(&[("memory.available", "500Mi"), ("nodefs.available", "0")]),
+            ..Default::default()
+        };
+        let t = thresholds(&settings).unwrap();
+        let reclaims: Vec<(Signal, Option<Value>)> = t.iter().map(|t| (t.signal, t.min_reclaim.clone())).collect();
+        let mi500 = Some(Value::Quantity { amount: 500 << 20, text: "500Mi".into() });
+        assert_eq!(reclaims, vec![(Signal::MemoryAvailable, mi500.clone()), (Signal::NodefsAvailable, None), (Signal::MemoryAvailable, mi500)]);
+        let bad = |signal: &str, value: &str| thresholds(&Settings { min_reclaim: map(&[(signal, value)]), ..Default::default() }).unwrap_err();
+        assert!(bad("disk.available", "1Gi").contains("--eviction-minimum-reclaim: disk.available=1Gi: unsupported eviction signal"));
+        assert!(bad("nodefs.available", "-1Gi").starts_with("--eviction-minimum-reclaim: nodefs.available=-1Gi: "));
+        assert!(bad("nodefs.available", "150%").contains("between 0% and 100%"));
+        assert_eq!(parse_reclaims("--eviction-minimum-reclaim", &["nodefs.available=5%".to_string()]).unwrap(), map(&[("nodefs.available", "5%")]));
     }
 }

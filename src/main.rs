@@ -301,6 +301,7 @@ fn spawn_garbage_collection(
         store: store.clone(),
         node_name: config.node_name.clone(),
         pod_logs_dir: config.pod_logs_dir.clone(),
+        pod_data_root: config.root_dir.join("pods"),
         policy: config.container_gc,
     };
     tokio::spawn(containers.clone().run());

@@ -62,14 +62,21 @@ fn a_fast_writing_container_has_its_log_rotated_and_logs_still_answer() {
 }
 
 #[test]
-fn dead_containers_beyond_the_limit_and_log_folders_of_gone_pods_are_removed() {
+fn dead_containers_beyond_the_limit_and_log_and_pod_folders_of_gone_pods_are_removed() {
     let mut node = Node::start("deadgc", &["--anonymous-auth=true", "--crash-loop-backoff-initial", "1s", "--crash-loop-backoff-max", "1s"]);
     // A log folder of a pod that is gone, older than a minute.
     let stale = node.pod_logs().join(format!("default_gone-{}_{}", node.name, uuid_like()));
     std::fs::create_dir_all(stale.join("main")).unwrap();
     std::fs::write(stale.join("main/0.log"), "old\n").unwrap();
-    let status = Command::new("touch").args(["-d", "-2 minutes"]).arg(&stale).status().unwrap();
-    assert!(status.success());
+    // And the folder of a pod that is gone (left by a crash of nodelet between the sandbox's
+    // removal and its own), with a volume in it.
+    let stale_pod = node.dir.path().join("root/pods").join(uuid_like());
+    std::fs::create_dir_all(stale_pod.join("volumes/kubernetes.io~empty-dir/scratch")).unwrap();
+    std::fs::write(stale_pod.join("volumes/kubernetes.io~empty-dir/scratch/data"), "old\n").unwrap();
+    for dir in [&stale, &stale_pod] {
+        let status = Command::new("touch").args(["-d", "-2 minutes"]).arg(dir).status().unwrap();
+        assert!(status.success());
+    }
     node.write_manifest("crash.yaml", &busybox_pod("crash", "Always", 1, "echo run; exit 1"));
     node.wait_pod("crash", "four restarts", Duration::from_secs(90), |p| {
         (p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(4)).then_some(())
@@ -83,7 +90,7 @@ fn dead_containers_beyond_the_limit_and_log_folders_of_gone_pods_are_removed() {
     let (status, text) = runtime().block_on(kubestream::get(&node, &path));
     assert_eq!((status, text.as_str()), (200, "run\n"));
     // The collection's first pass comes a minute after start.
-    eventually("the stale log folder to go", Duration::from_secs(90), || !stale.exists());
+    eventually("the stale log and pod folders to go", Duration::from_secs(90), || !stale.exists() && !stale_pod.exists());
     assert!(live.exists(), "the running pod's log folder was removed");
     assert!(node.is_running());
 }

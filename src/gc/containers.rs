@@ -6,7 +6,9 @@
 //!   this pass also covers pods no worker syncs and the node-wide `max_containers` limit;
 //! - sandboxes that are not ready and hold no container, of pods nodelet no longer runs
 //!   (a pod with a worker has its old sandboxes removed by the worker);
-//! - log folders (`<ns>_<name>_<uid>`) of pods that are gone: no worker, no sandbox.
+//! - log folders (`<ns>_<name>_<uid>`) and pod folders (`<root-dir>/pods/<uid>`, the volumes
+//!   with them, unmounted first) of pods that are gone: no worker, no sandbox. A pod's own
+//!   removal deletes them; these are what a crash of nodelet in between leaves.
 //!
 //! Under disk pressure the eviction manager asks for more (the kubelet's
 //! DeleteAllUnusedContainers): every dead container of a pod that has finished (Succeeded,
@@ -40,8 +42,8 @@ impl Default for Policy {
 
 /// How often the collection runs, as the kubelet's ContainerGCPeriod.
 pub const PERIOD: Duration = Duration::from_secs(60);
-/// A log folder younger than this stays: its pod may be starting right now.
-const LOG_DIR_MIN_AGE: Duration = Duration::from_secs(60);
+/// A log or pod folder younger than this stays: its pod may be starting right now.
+const DIR_MIN_AGE: Duration = Duration::from_secs(60);
 
 /// A container as the collection sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,13 +134,32 @@ pub fn log_dir_uid(name: &str) -> Option<&str> {
     (!ns.is_empty() && !pod.is_empty() && !uid.is_empty() && !uid.contains('_')).then_some(uid)
 }
 
-/// Log folders (name, age) of pods that are gone: no worker and no sandbox, old enough that no
-/// pod is being set up in them.
-pub fn log_dirs_to_remove(dirs: &[(String, Duration)], active_pods: &HashSet<String>, with_sandbox: &HashSet<String>) -> Vec<String> {
+/// The pod UID of a pod folder: its name.
+pub fn pod_dir_uid(name: &str) -> Option<&str> {
+    Some(name)
+}
+
+/// Folders (name, age) of pods that are gone: no worker and no sandbox, old enough that no pod
+/// is being set up in them. `uid_of` reads the pod's UID from a folder's name.
+pub fn dirs_of_gone_pods<'a>(
+    dirs: &'a [(String, Duration)],
+    uid_of: impl Fn(&str) -> Option<&str>,
+    active_pods: &HashSet<String>,
+    with_sandbox: &HashSet<String>,
+) -> Vec<&'a str> {
     dirs.iter()
-        .filter(|(name, age)| *age >= LOG_DIR_MIN_AGE && log_dir_uid(name).is_some_and(|uid| !active_pods.contains(uid) && !with_sandbox.contains(uid)))
-        .map(|(name, _)| name.clone())
+        .filter(|(name, age)| *age >= DIR_MIN_AGE && uid_of(name).is_some_and(|uid| !active_pods.contains(uid) && !with_sandbox.contains(uid)))
+        .map(|(name, _)| name.as_str())
         .collect()
+}
+
+/// What one pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub containers: usize,
+    pub sandboxes: usize,
+    pub log_folders: usize,
+    pub pod_folders: usize,
 }
 
 /// The collector: the runtime, the pods nodelet runs, and where pod logs live.
@@ -148,6 +169,8 @@ pub struct ContainerGc {
     pub store: PodStore,
     pub node_name: String,
     pub pod_logs_dir: PathBuf,
+    /// `<root-dir>/pods`: a folder per pod UID (volumes, the reason it ended).
+    pub pod_data_root: PathBuf,
     pub policy: Policy,
 }
 
@@ -162,25 +185,26 @@ impl ContainerGc {
         }
     }
 
-    /// One pass; returns what was removed: (containers, sandboxes, log folders).
-    pub async fn collect(&self) -> Result<(usize, usize, usize), crate::runtime::CriError> {
+    /// One pass; returns what was removed.
+    pub async fn collect(&self) -> Result<Removed, crate::runtime::CriError> {
         self.collect_with(false).await
     }
 
     /// The pass disk pressure asks for: also every dead container of the pods that finished.
-    pub async fn collect_unused(&self) -> Result<(usize, usize, usize), crate::runtime::CriError> {
+    pub async fn collect_unused(&self) -> Result<Removed, crate::runtime::CriError> {
         self.collect_with(true).await
     }
 
-    async fn collect_with(&self, finished_pods_too: bool) -> Result<(usize, usize, usize), crate::runtime::CriError> {
-        // Log folders are listed first: a pod that appears later is in the store or the runtime.
-        let log_dirs = list_log_dirs(&self.pod_logs_dir);
+    async fn collect_with(&self, finished_pods_too: bool) -> Result<Removed, crate::runtime::CriError> {
+        // Folders are listed first: a pod that appears later is in the store or the runtime.
+        let log_dirs = list_dirs(&self.pod_logs_dir);
+        let pod_dirs = list_dirs(&self.pod_data_root);
         let pods = self.store.list();
         let active: HashSet<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
         let mine = HashMap::from([(labels::MANAGED_BY_NODE.to_string(), self.node_name.clone())]);
         let containers = self.cri.list_containers(mine.clone()).await?;
         let instances: Vec<Instance> = containers.iter().map(instance).collect();
-        let mut removed = (0, 0, 0);
+        let mut removed = Removed::default();
         let mut doomed = dead_containers_to_remove(&instances, &self.policy, SystemTime::now());
         if finished_pods_too {
             let more = dead_containers_of_finished_pods(&instances, &finished_pods(&pods));
@@ -188,7 +212,7 @@ impl ContainerGc {
         }
         for id in doomed {
             match crate::logrotate::remove_container_and_logs(&self.cri, &id).await {
-                Ok(()) => removed.0 += 1,
+                Ok(()) => removed.containers += 1,
                 Err(e) => tracing::warn!(container = %id, error = %e, "could not remove a dead container"),
             }
         }
@@ -206,26 +230,39 @@ impl ContainerGc {
         let containers_in: HashSet<String> = self.cri.list_containers(HashMap::new()).await?.into_iter().map(|c| c.pod_sandbox_id).collect();
         for id in sandboxes_to_remove(&sandboxes, &containers_in, &active) {
             match self.cri.remove_sandbox(&id).await {
-                Ok(()) => removed.1 += 1,
+                Ok(()) => removed.sandboxes += 1,
                 Err(e) => tracing::warn!(sandbox = %id, error = %e, "could not remove the sandbox of a pod that is gone"),
             }
         }
         // Any node's sandbox keeps its folder: a shared log directory is never emptied under a pod.
         let with_sandbox: HashSet<String> =
             self.cri.list_sandboxes(HashMap::new()).await?.into_iter().filter_map(|s| s.labels.get(labels::POD_UID).cloned()).collect();
-        for name in log_dirs_to_remove(&log_dirs, &active, &with_sandbox) {
-            let dir = self.pod_logs_dir.join(&name);
-            let target = dir.clone();
-            match tokio::task::spawn_blocking(move || crate::volumes::mounts::remove_pod_dir(&target)).await {
-                Ok(Ok(())) => removed.2 += 1,
-                Ok(Err(e)) => tracing::warn!(dir = %dir.display(), error = %e, "could not remove the log folder of a pod that is gone"),
-                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "removing a log folder"),
-            }
+        for name in dirs_of_gone_pods(&log_dirs, log_dir_uid, &active, &with_sandbox) {
+            removed.log_folders += remove_folder(self.pod_logs_dir.join(name), "log").await;
         }
-        if removed != (0, 0, 0) {
-            tracing::info!(containers = removed.0, sandboxes = removed.1, log_folders = removed.2, "container garbage collection");
+        for name in dirs_of_gone_pods(&pod_dirs, pod_dir_uid, &active, &with_sandbox) {
+            removed.pod_folders += remove_folder(self.pod_data_root.join(name), "pod").await;
+        }
+        if removed != Removed::default() {
+            tracing::info!(?removed, "container garbage collection");
         }
         Ok(removed)
+    }
+}
+
+/// Removes the folder of a pod that is gone (unmounting what is under it first); 1 when removed.
+async fn remove_folder(dir: PathBuf, what: &str) -> usize {
+    let target = dir.clone();
+    match tokio::task::spawn_blocking(move || crate::volumes::mounts::remove_pod_dir(&target)).await {
+        Ok(Ok(())) => 1,
+        Ok(Err(e)) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove the {what} folder of a pod that is gone");
+            0
+        }
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "removing the {what} folder of a pod that is gone");
+            0
+        }
     }
 }
 
@@ -241,8 +278,8 @@ fn instance(c: &cri::Container) -> Instance {
     }
 }
 
-/// The pod log folders under `root` with their age (by modification time).
-fn list_log_dirs(root: &Path) -> Vec<(String, Duration)> {
+/// The folders under `root` with their age (by modification time).
+fn list_dirs(root: &Path) -> Vec<(String, Duration)> {
     let Ok(entries) = std::fs::read_dir(root) else { return Vec::new() };
     let now = SystemTime::now();
     entries
@@ -336,7 +373,7 @@ mod tests {
     }
 
     #[test]
-    fn log_folders_of_gone_pods_are_removed_once_old_enough() {
+    fn log_and_pod_folders_of_gone_pods_are_removed_once_old_enough() {
         assert_eq!(log_dir_uid("default_web-1_1234-abcd"), Some("1234-abcd"));
         assert_eq!(log_dir_uid("weird"), None);
         assert_eq!(log_dir_uid("ns_name_"), None);
@@ -350,6 +387,9 @@ mod tests {
         ];
         let active = HashSet::from(["u1".to_string()]);
         let with_sandbox = HashSet::from(["u2".to_string()]);
-        assert_eq!(log_dirs_to_remove(&dirs, &active, &with_sandbox), vec!["ns_c_u3"]);
+        assert_eq!(dirs_of_gone_pods(&dirs, log_dir_uid, &active, &with_sandbox), vec!["ns_c_u3"]);
+        // Pod folders are named by the UID alone.
+        let pod_dirs = vec![("u1".to_string(), old), ("u2".to_string(), old), ("u3".to_string(), old), ("u4".to_string(), Duration::from_secs(5))];
+        assert_eq!(dirs_of_gone_pods(&pod_dirs, pod_dir_uid, &active, &with_sandbox), vec!["u3"]);
     }
 }

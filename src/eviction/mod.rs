@@ -159,11 +159,12 @@ impl<E: Effects> Manager<E> {
         Some((summary, after))
     }
 
-    /// Evicts every pod over its emptyDir size limits or ephemeral-storage limits; their names.
+    /// Evicts every pod over its emptyDir size limits or ephemeral-storage limits (critical ones
+    /// never; a static pod over its own limits is, as for node pressure); their names.
     fn evict_over_local_limits(&mut self, summary: &Summary) -> Vec<String> {
         let usage = observe::pod_usage(summary);
         let mut evicted = Vec::new();
-        for pod in self.effects.active_pods() {
+        for pod in self.effects.active_pods().into_iter().filter(|p| !decide::never_evicted(p)) {
             let uid = crate::pods::spec::pod_uid(&pod);
             let Some(message) = usage.get(uid).filter(|_| !self.evicted.contains(uid)).and_then(|u| local_storage::over_limits(&pod, u)) else { continue };
             let name = crate::pods::spec::pod_ref(&pod);

@@ -124,7 +124,7 @@ async fn metrics(State(state): State<ReadOnly>) -> Response {
 
 async fn resource_metrics(State(state): State<ReadOnly>) -> Response {
     let Some(stats) = &state.stats else { return no_stats() };
-    let collected = stats.collect().await;
+    let collected = stats.collect_shared().await;
     let at_ms = collected.at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
     let text = crate::stats::resource::render(&collected.summary, at_ms, collected.degraded);
     ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
@@ -132,7 +132,7 @@ async fn resource_metrics(State(state): State<ReadOnly>) -> Response {
 
 async fn summary(State(state): State<ReadOnly>) -> Response {
     let Some(stats) = &state.stats else { return no_stats() };
-    Json(stats.collect().await.summary).into_response()
+    Json(&stats.collect_shared().await.summary).into_response()
 }
 
 #[cfg(test)]

@@ -155,4 +155,14 @@ fn stats_metrics_and_configz_on_both_ports() {
     let configz = json(secure("/configz"), "secure /configz");
     assert_eq!(configz["kubeletconfig"]["port"], node.secure_port, "{configz:#}");
     assert_eq!(configz["kubeletconfig"]["authentication"]["anonymous"]["enabled"], true, "{configz:#}");
+
+    // A burst of scrapes shares collections (one at a time, each served for a second): every
+    // request answers, from a handful of collections rather than one each.
+    let port = node.port;
+    let burst: Vec<_> = (0..16).map(|_| std::thread::spawn(move || http_get(port, "/stats/summary"))).collect();
+    let times: std::collections::BTreeSet<String> = burst
+        .into_iter()
+        .map(|t| json(t.join().unwrap(), "/stats/summary in a burst")["node"]["memory"]["time"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(times.len() <= 4, "16 concurrent requests made {} collections: {times:?}", times.len());
 }

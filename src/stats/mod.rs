@@ -43,7 +43,12 @@ pub struct Collector {
     rates: CpuRates,
     /// Volume and log directory usage, measured in the background.
     trees: Arc<usage_cache::UsageCache>,
+    /// The last collection served over HTTP, and when it was made.
+    served: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Collected>)>>,
 }
+
+/// How old a collection served over HTTP may be.
+pub const SERVED_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One collection: the Summary, when it was read, and whether some pod's figures were missing.
 pub struct Collected {
@@ -72,7 +77,22 @@ impl Collector {
             proc_root: "/proc".into(),
             rates: CpuRates::default(),
             trees: Arc::new(usage_cache::UsageCache::new(usage_cache::MAX_AGE)),
+            served: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// For readers over HTTP (/stats/summary, /metrics/resource): the last collection while it
+    /// is younger than `SERVED_MAX_AGE`, else a new one. Concurrent requests share one collection,
+    /// so a burst of scrapes costs one round of CRI calls and cgroup reads, not one each. (The
+    /// eviction manager collects afresh: it must see what a reclaim just freed.)
+    pub async fn collect_shared(self: &Arc<Self>) -> Arc<Collected> {
+        let mut served = self.served.lock().await;
+        if let Some((_, collected)) = served.as_ref().filter(|(at, _)| at.elapsed() < SERVED_MAX_AGE) {
+            return collected.clone();
+        }
+        let collected = Arc::new(self.collect().await);
+        *served = Some((std::time::Instant::now(), collected.clone()));
+        collected
     }
 
     /// The node's and every pod's figures now.

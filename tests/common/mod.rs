@@ -243,13 +243,28 @@ impl Drop for Node {
         let name = self.name.clone();
         on_runtime_at(&self.runtime_socket, move |cri| async move {
             let selector = HashMap::from([(labels::MANAGED_BY_NODE.to_string(), name.clone())]);
-            let Ok(sandboxes) = cri.list_sandboxes(selector).await else { return };
-            for sandbox in sandboxes {
-                let _ = cri.stop_sandbox(&sandbox.id).await;
-                let _ = cri.remove_sandbox(&sandbox.id).await;
-                if let Some(uid) = sandbox.labels.get(labels::POD_UID) {
-                    nodelet::cgroups::remove_pod_cgroup(&format!("/nodelet/pod{uid}"));
+            // A runtime busy with parallel tests can time a call out: each step is tried again
+            // before the test gives up on it (and says so).
+            for attempt in 1..=3 {
+                let sandboxes = match cri.list_sandboxes(selector.clone()).await {
+                    Ok(sandboxes) if sandboxes.is_empty() => return,
+                    Ok(sandboxes) => sandboxes,
+                    Err(e) if attempt == 3 => return eprintln!("node {name}: listing its sandboxes to remove them: {e}"),
+                    Err(_) => continue,
+                };
+                for sandbox in sandboxes {
+                    let _ = cri.stop_sandbox(&sandbox.id).await;
+                    match cri.remove_sandbox(&sandbox.id).await {
+                        Ok(()) => {
+                            if let Some(uid) = sandbox.labels.get(labels::POD_UID) {
+                                nodelet::cgroups::remove_pod_cgroup(&format!("/nodelet/pod{uid}"));
+                            }
+                        }
+                        Err(e) if attempt == 3 => eprintln!("node {name}: removing sandbox {}: {e}", sandbox.id),
+                        Err(_) => {}
+                    }
                 }
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         });
         // Logs and volumes of the test's pods live under its directory, removed with it, once

@@ -196,11 +196,13 @@ async fn run(deps: WorkerDeps, pod: Pod, mut inbox: Inbox, state: watch::Sender<
         deps,
         pod,
     };
+    // The task keeps its largest state for life: a sync, a stop and the removal are boxed, so
+    // a waiting worker holds only the wait (its futures were most of 17 KB per pod).
     loop {
         match worker.current() {
             PodWorkerState::Syncing => worker.syncing(&mut inbox, &mut exits).await,
-            PodWorkerState::Terminating { .. } => worker.terminating(&mut inbox).await,
-            PodWorkerState::Terminated => return worker.terminated().await,
+            PodWorkerState::Terminating { .. } => Box::pin(worker.terminating(&mut inbox)).await,
+            PodWorkerState::Terminated => return Box::pin(worker.terminated()).await,
         }
     }
 }
@@ -249,7 +251,7 @@ impl Worker {
 
     /// Syncing: one sync, then waits for a reason to sync again (or a stop).
     async fn syncing(&mut self, inbox: &mut Inbox, exits: &mut broadcast::Receiver<String>) {
-        let wait = match self.sync(inbox).await {
+        let wait = match Box::pin(self.sync(inbox)).await {
             Ok(wake) => {
                 self.failures.reset();
                 let wait = wake.map_or(self.deps.resync, |w| w.min(self.deps.resync));

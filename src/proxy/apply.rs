@@ -256,7 +256,12 @@ impl Nft {
     /// Starts `threads` workers: each enters `netns` and opens a context, or this fails saying
     /// why.
     pub fn new(netns: &Netns, threads: usize) -> Result<Nft, ApplyError> {
-        let workers = (0..threads.max(1)).map(|i| start_worker(netns, i)).collect::<Result<_, _>>()?;
+        Self::closing_after(netns, threads, IDLE_CLOSE)
+    }
+
+    /// As `new`, each worker closing its context after `idle` without a transaction.
+    fn closing_after(netns: &Netns, threads: usize, idle: std::time::Duration) -> Result<Nft, ApplyError> {
+        let workers = (0..threads.max(1)).map(|i| start_worker(netns, i, idle)).collect::<Result<_, _>>()?;
         Ok(Nft { workers })
     }
 
@@ -285,7 +290,7 @@ impl Nft {
     }
 }
 
-fn start_worker(netns: &Netns, index: usize) -> Result<mpsc::Sender<Job>, ApplyError> {
+fn start_worker(netns: &Netns, index: usize, idle: std::time::Duration) -> Result<mpsc::Sender<Job>, ApplyError> {
     let (jobs, queue) = mpsc::channel::<Job>();
     let (ready_tx, ready) = mpsc::channel();
     let netns = netns.clone();
@@ -304,7 +309,7 @@ fn start_worker(netns: &Netns, index: usize) -> Result<mpsc::Sender<Job>, ApplyE
             // ends when the Nft (the sender) is dropped
             loop {
                 let job = match &context {
-                    Some(_) => match queue.recv_timeout(IDLE_CLOSE) {
+                    Some(_) => match queue.recv_timeout(idle) {
                         Ok(job) => job,
                         Err(mpsc::RecvTimeoutError::Timeout) => {
                             context = None;
@@ -357,5 +362,21 @@ mod tests {
         assert_eq!(p, vec![Problem { line: 2, message: "No such file or directory; did you mean chain 'x'?".into(), text: "add rule ip t nope drop".into() }]);
         let e = ApplyError::Rejected { problems: p, stderr: stderr.into() };
         assert!(e.to_string().contains("line 2: No such file or directory; did you mean chain 'x'?: add rule ip t nope drop"), "{e}");
+    }
+
+    fn library_mapped() -> bool {
+        std::fs::read_to_string("/proc/self/maps").unwrap().contains("libnftables")
+    }
+
+    #[tokio::test]
+    async fn an_idle_worker_unloads_the_library_and_opens_it_again() {
+        // Needs the system's libnftables; an empty script touches no table.
+        let Ok(nft) = Nft::closing_after(&Netns::default(), 1, std::time::Duration::from_millis(100)) else { return };
+        nft.apply("").await.unwrap();
+        assert!(library_mapped());
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(!library_mapped(), "closed after the idle time");
+        nft.apply("").await.unwrap();
+        assert!(library_mapped(), "opened again for the next transaction");
     }
 }

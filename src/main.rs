@@ -234,7 +234,7 @@ fn join_cluster(
     deps: &WorkerDeps,
     health: Arc<Health>,
     pressure: tokio::sync::watch::Receiver<nodelet::eviction::NodePressure>,
-) -> tokio::sync::mpsc::UnboundedReceiver<Vec<k8s_openapi::api::core::v1::Pod>> {
+) -> tokio::sync::mpsc::UnboundedReceiver<Vec<Arc<k8s_openapi::api::core::v1::Pod>>> {
     let settings = node::NodeSettings {
         name: config.node_name.clone(),
         labels: config.node_labels.clone(),

@@ -17,7 +17,7 @@ use tokio::sync::mpsc::UnboundedSender;
 const ORPHAN_SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 struct Running {
-    pod: Pod,
+    pod: Arc<Pod>,
     tx: UnboundedSender<WorkerMsg>,
 }
 
@@ -27,7 +27,8 @@ pub struct Manager {
     /// Every worker by pod UID; a stopping worker owns its sandbox until it is Terminated.
     handles: HashMap<String, WorkerHandle>,
     file_pods: Vec<Pod>,
-    api_pods: Vec<Pod>,
+    /// Shared with the apiserver watch's store and the workers.
+    api_pods: Vec<Arc<Pod>>,
     /// The apiserver, in cluster mode: pods it deletes are removed there once stopped.
     api: Option<kube::Client>,
     /// API pods being stopped for deletion.
@@ -35,7 +36,7 @@ pub struct Manager {
     /// What decides whether a new pod is taken on at all.
     admission: AdmissionConfig,
     /// Pods refused at admission, by UID: no worker, only their Failed status in the store.
-    rejected: HashMap<String, Pod>,
+    rejected: HashMap<String, Arc<Pod>>,
     /// Pods (by UID) the eviction manager ends, and why.
     evictions: Option<tokio::sync::mpsc::UnboundedReceiver<(String, super::end::EndReason)>>,
 }
@@ -67,7 +68,7 @@ impl Manager {
     pub async fn run(
         mut self,
         mut source: Option<ManifestDir>,
-        mut api_pods: Option<tokio::sync::mpsc::UnboundedReceiver<Vec<Pod>>>,
+        mut api_pods: Option<tokio::sync::mpsc::UnboundedReceiver<Vec<Arc<Pod>>>>,
         poll: Duration,
         health: Arc<Health>,
     ) {
@@ -120,8 +121,8 @@ impl Manager {
 
     /// Makes the set of workers match the pods of all sources.
     fn reconcile(&mut self) {
-        let all = self.file_pods.iter().chain(self.api_pods.iter()).cloned();
-        let mut desired: HashMap<String, Pod> = all.map(|p| (spec::pod_uid(&p).to_string(), p)).collect();
+        let all = self.file_pods.iter().map(|p| Arc::new(p.clone())).chain(self.api_pods.iter().cloned());
+        let mut desired: HashMap<String, Arc<Pod>> = all.map(|p| (spec::pod_uid(&p).to_string(), p)).collect();
         let api_uids: HashSet<String> = self.api_pods.iter().map(|p| spec::pod_uid(p).to_string()).collect();
         self.deleting.retain(|uid| api_uids.contains(uid));
         let gone: Vec<String> = self.running.keys().filter(|uid| !desired.contains_key(*uid)).cloned().collect();
@@ -135,7 +136,7 @@ impl Manager {
             self.rejected.remove(&uid);
             self.deps.store.remove(&uid);
         }
-        let deleted: Vec<Pod> = desired.values().filter(|p| p.metadata.deletion_timestamp.is_some()).cloned().collect();
+        let deleted: Vec<Arc<Pod>> = desired.values().filter(|p| p.metadata.deletion_timestamp.is_some()).cloned().collect();
         for pod in deleted {
             let uid = spec::pod_uid(&pod).to_string();
             desired.remove(&uid);
@@ -145,13 +146,13 @@ impl Manager {
         }
         // New pods are admitted oldest first, as the kubelet does, so a newcomer cannot take the
         // room of a pod that was here before it.
-        let mut desired: Vec<(String, Pod)> = desired.into_iter().collect();
+        let mut desired: Vec<(String, Arc<Pod>)> = desired.into_iter().collect();
         desired.sort_by(|(_, a), (_, b)| admission_order(a).cmp(&admission_order(b)));
         for (uid, pod) in desired {
             match self.running.get_mut(&uid) {
                 Some(running) if running.pod != pod => {
                     running.pod = pod.clone();
-                    let _ = running.tx.send(WorkerMsg::Update(Box::new(pod)));
+                    let _ = running.tx.send(WorkerMsg::Update(pod));
                 }
                 Some(_) => {}
                 None if self.rejected.contains_key(&uid) => {}
@@ -180,13 +181,13 @@ impl Manager {
             .filter(|p| matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")))
             .map(|p| spec::pod_uid(&p).to_string())
             .collect();
-        let admitted: Vec<&Pod> = self.running.iter().filter(|(uid, _)| !finished.contains(*uid)).map(|(_, r)| &r.pod).collect();
+        let admitted: Vec<&Pod> = self.running.iter().filter(|(uid, _)| !finished.contains(*uid)).map(|(_, r)| &*r.pod).collect();
         admission::admit(pod, &admission::Context { config: &self.admission, admitted: &admitted })
     }
 
     /// A pod the node does not take on: a Warning event and a Failed status, as the kubelet's
     /// rejectPod gives it, and nothing created for it.
-    fn reject(&mut self, uid: String, pod: Pod, rejection: admission::Rejection) {
+    fn reject(&mut self, uid: String, pod: Arc<Pod>, rejection: admission::Rejection) {
         let reason = rejection.reason.as_str();
         self.deps.events.record(&pod, None, crate::events::Kind::Warning, reason, rejection.message.clone());
         let status = admission::rejected_status(&pod, &rejection, self.deps.ctx.host_ip.as_deref(), std::time::SystemTime::now());
@@ -196,7 +197,7 @@ impl Manager {
 
     /// Stops a pod the apiserver deletes, honouring its deletion grace period, then removes it
     /// there (grace 0, with its UID as precondition so a new pod of the same name is safe).
-    fn stop_deleted(&mut self, pod: Pod) {
+    fn stop_deleted(&mut self, pod: Arc<Pod>) {
         let uid = spec::pod_uid(&pod).to_string();
         let refused = self.rejected.remove(&uid).is_some() || (!self.running.contains_key(&uid) && self.admit(&pod).is_err());
         if refused {
@@ -272,7 +273,7 @@ impl Manager {
 
 /// Deletes a stopped pod in the apiserver once `stopped` says so (grace 0, with its UID as
 /// precondition so a new pod of the same name is safe).
-async fn remove_from_apiserver(client: kube::Client, pod: Pod, stopped: Option<tokio::sync::oneshot::Receiver<()>>) {
+async fn remove_from_apiserver(client: kube::Client, pod: Arc<Pod>, stopped: Option<tokio::sync::oneshot::Receiver<()>>) {
     if let Some(stopped) = stopped {
         if stopped.await.is_err() {
             return;

@@ -10,6 +10,7 @@ use crate::runtime::observed::{ObservedPod, RunState};
 use crate::runtime::{Cri, CriError};
 use futures::future::{join_all, BoxFuture, FutureExt};
 use k8s_openapi::api::core::v1::Pod;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The one place a container is stopped (its spec changed, its pod ends, a probe or hook
@@ -45,7 +46,7 @@ pub fn pod_ip(deps: &WorkerDeps, observed: &ObservedPod) -> String {
 
 /// Stops every running container of the pod with `grace`, then stops and removes its sandboxes.
 /// Owns what it uses, so the worker can read its inbox while the stop runs.
-pub async fn stop_pod(deps: WorkerDeps, pod: Pod, grace: Duration) -> Result<(), CriError> {
+pub async fn stop_pod(deps: WorkerDeps, pod: Arc<Pod>, grace: Duration) -> Result<(), CriError> {
     let started = std::time::Instant::now();
     let observed = deps.runtime.observe_pod(spec::pod_uid(&pod), std::time::Instant::now()).await?;
     let running: Vec<KillContainer> = observed

@@ -98,7 +98,7 @@ impl SyncError {
 }
 
 pub enum WorkerMsg {
-    Update(Box<Pod>),
+    Update(Arc<Pod>),
     /// Stop the pod; a `grace` of None takes the pod's own; `done` hears when all is stopped.
     /// A second Terminate can only shorten the grace of the first.
     Terminate {
@@ -110,16 +110,17 @@ pub enum WorkerMsg {
     End(super::end::EndReason),
 }
 
-pub fn spawn(deps: WorkerDeps, pod: Pod) -> (mpsc::UnboundedSender<WorkerMsg>, WorkerHandle) {
+/// The pod is shared with the manager (and the apiserver watch's store), not copied.
+pub fn spawn(deps: WorkerDeps, pod: impl Into<Arc<Pod>>) -> (mpsc::UnboundedSender<WorkerMsg>, WorkerHandle) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (state_tx, state) = watch::channel(PodWorkerState::Syncing);
-    let task = tokio::spawn(run(deps, pod, Inbox::new(rx), state_tx));
+    let task = tokio::spawn(run(deps, pod.into(), Inbox::new(rx), state_tx));
     (tx, WorkerHandle::new(state, task))
 }
 
 struct Worker {
     deps: WorkerDeps,
-    pod: Pod,
+    pod: Arc<Pod>,
     state: watch::Sender<PodWorkerState>,
     /// Who waits for the pod to be stopped (each Terminate may bring one).
     done: Vec<oneshot::Sender<()>>,
@@ -166,7 +167,7 @@ type Probes = crate::probes::pod::PodProbes<crate::probes::run::Real, crate::eve
 const EXIT_RECHECK: Duration = Duration::from_millis(20);
 
 /// The worker's loop: each state does its part and moves to the next.
-async fn run(deps: WorkerDeps, pod: Pod, mut inbox: Inbox, state: watch::Sender<PodWorkerState>) {
+async fn run(deps: WorkerDeps, pod: Arc<Pod>, mut inbox: Inbox, state: watch::Sender<PodWorkerState>) {
     let mut exits = deps.exits.subscribe();
     let backoff = Backoff::new(deps.backoff_initial, deps.backoff_max);
     let mut worker = Worker {
@@ -199,11 +200,13 @@ async fn run(deps: WorkerDeps, pod: Pod, mut inbox: Inbox, state: watch::Sender<
         deps,
         pod,
     };
+    // The task keeps its largest state for life: a sync, a stop and the removal are boxed, so
+    // a waiting worker holds only the wait (its futures were most of 17 KB per pod).
     loop {
         match worker.current() {
             PodWorkerState::Syncing => worker.syncing(&mut inbox, &mut exits).await,
-            PodWorkerState::Terminating { .. } => worker.terminating(&mut inbox).await,
-            PodWorkerState::Terminated => return worker.terminated().await,
+            PodWorkerState::Terminating { .. } => Box::pin(worker.terminating(&mut inbox)).await,
+            PodWorkerState::Terminated => return Box::pin(worker.terminated()).await,
         }
     }
 }
@@ -225,7 +228,7 @@ impl Worker {
     fn receive(&mut self, msg: WorkerMsg) {
         match msg {
             WorkerMsg::Update(pod) if self.current() == PodWorkerState::Syncing => {
-                self.pod = *pod;
+                self.pod = pod;
                 self.updated = true;
             }
             // A pod being stopped keeps the spec it is stopped with, as in the kubelet.
@@ -252,7 +255,7 @@ impl Worker {
 
     /// Syncing: one sync, then waits for a reason to sync again (or a stop).
     async fn syncing(&mut self, inbox: &mut Inbox, exits: &mut broadcast::Receiver<String>) {
-        let wait = match self.sync(inbox).await {
+        let wait = match Box::pin(self.sync(inbox)).await {
             Ok(wake) => {
                 self.failures.reset();
                 let wait = wake.map_or(self.deps.resync, |w| w.min(self.deps.resync));

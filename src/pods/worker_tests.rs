@@ -261,7 +261,7 @@ async fn an_evicted_pod_is_stopped_failed_and_never_restarted_also_after_a_resta
     assert!(crate::pods::end::recorded(&crate::podinfo::pod_data_dir(&h.deps.ctx, &pod("evicted", &["a"]))).is_some(), "the reason it ended stays");
     // A later reason does not replace the first; nothing starts again.
     tx.send(WorkerMsg::End(crate::pods::end::EndReason::DeadlineExceeded)).unwrap();
-    tx.send(WorkerMsg::Update(Box::new(pod("evicted", &["a"])))).unwrap();
+    tx.send(WorkerMsg::Update(Arc::new(pod("evicted", &["a"])))).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(h.fake.running("a"), 0);
     assert_eq!(status(&h.deps).unwrap().reason.as_deref(), Some("Evicted"));
@@ -300,7 +300,7 @@ async fn a_finished_pod_gives_its_volumes_back_and_does_not_run_again_when_its_d
     // Disk pressure collects the finished pod's dead container (a static pod's spec carries no phase).
     h.deps.runtime.remove_container(&id).await.unwrap();
     let before = h.fake.changes().iter().filter(|c| matches!(c, Call::CreateContainer { .. } | Call::RunSandbox { .. })).count();
-    tx.send(WorkerMsg::Update(Box::new(never))).unwrap();
+    tx.send(WorkerMsg::Update(Arc::new(never))).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = h.fake.changes().iter().filter(|c| matches!(c, Call::CreateContainer { .. } | Call::RunSandbox { .. })).count();
     assert_eq!((before, after, h.fake.running("a")), (before, before, 0), "{:?}", h.fake.changes());

@@ -45,6 +45,8 @@ const MAX_ROUNDS: usize = 8;
 /// A failed start shows its own reason (ErrImagePull) until the next sync, which comes this soon
 /// and shows the back-off (ImagePullBackOff), as the kubelet's statuses go.
 const FAILURE_RECHECK: Duration = Duration::from_secs(1);
+/// How soon to look again at a container the runtime is still starting.
+const START_RECHECK: Duration = Duration::from_millis(250);
 
 /// The longest a pod waiting for the pod network waits between tries.
 const NETWORK_RETRY: Duration = Duration::from_secs(1);
@@ -140,6 +142,9 @@ struct Worker {
     /// When nodelet first saw the pod, until its start-up latency is recorded (or known not to
     /// be nodelet's to measure: the pod was already running when this worker began).
     start_pending: Option<std::time::Instant>,
+    /// The runtime was still starting a container this sync (a start asked before a restart of
+    /// nodelet): look again soon.
+    start_in_progress: bool,
     synced_once: bool,
     /// Failed syncs (or stops) in a row, for the retry delay: from 250 ms doubling, at most
     /// the resync period.
@@ -185,6 +190,7 @@ async fn run(deps: WorkerDeps, pod: Arc<Pod>, mut inbox: Inbox, state: watch::Se
         tokens: Default::default(),
         mount_failure: None,
         start_pending: Some(std::time::Instant::now()),
+        start_in_progress: false,
         synced_once: false,
         failures: crate::retry::Backoff::new(Duration::from_millis(250), deps.resync),
         updated: false,
@@ -435,6 +441,9 @@ impl Worker {
         for (name, failure) in self.memory.start_failures.iter().filter(|(_, f)| f.at >= sync_started) {
             plan.waiting.insert(name.clone(), plan::Waiting { reason: failure.reason, message: failure.message.clone() });
             plan.wake_after = Some(plan.wake_after.map_or(FAILURE_RECHECK, |w| w.min(FAILURE_RECHECK)));
+        }
+        if std::mem::take(&mut self.start_in_progress) {
+            plan.wake_after = Some(plan.wake_after.map_or(START_RECHECK, |w| w.min(START_RECHECK)));
         }
         for (name, waiting) in &plan.waiting {
             if let Some(message) = waiting.reason.backoff_event(name, &self.pod_ref()) {

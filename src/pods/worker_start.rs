@@ -28,6 +28,13 @@ impl Worker {
                 }
                 true
             }
+            Err((WaitingReason::ContainerCreating, message)) => {
+                // The runtime is still starting it (asked before a restart of nodelet): not a
+                // failure; its start, or its exit, shows in the relist and wakes the worker.
+                tracing::info!(pod = %self.pod_ref(), container = %start.name, %message, "container still starting in the runtime");
+                self.start_in_progress = true;
+                false
+            }
             Err((reason, message)) => {
                 self.event(Some(&start.name), Warning, "Failed", format!("Error: {reason}: {message}"));
                 self.memory.backoff.next(&plan::start_failure_key(&start.name), now);
@@ -98,7 +105,10 @@ impl Worker {
     }
 
     async fn start_created(&self, c: &Container, id: &str) -> Result<String, (WaitingReason, String)> {
-        self.deps.runtime.start_container(id).await.map_err(|e| (WaitingReason::RunContainerError, e.to_string()))?;
+        self.deps.runtime.start_container(id).await.map_err(|e| {
+            let reason = if e.is_start_in_progress() { WaitingReason::ContainerCreating } else { WaitingReason::RunContainerError };
+            (reason, e.to_string())
+        })?;
         self.event(Some(&c.name), Normal, "Started", format!("Started container {}", c.name));
         Ok(id.to_string())
     }

@@ -307,3 +307,18 @@ async fn a_finished_pod_gives_its_volumes_back_and_does_not_run_again_when_its_d
     assert!(succeeded(), "{:?}", status(&h.deps));
     assert!(!volumes.exists(), "a finished pod's volumes are not written again");
 }
+
+#[tokio::test]
+async fn a_container_the_runtime_is_still_starting_is_neither_a_failure_nor_replaced() {
+    let h = harness();
+    let pod = pod("starting", &["a"]);
+    let hash = spec::container_hash(&pod.spec.as_ref().unwrap().containers[0]);
+    let sandbox = h.fake.add_sandbox("uid-starting", 0);
+    let id = h.fake.add_container(&sandbox, "a", 0, &hash, RunState::Created);
+    // A nodelet killed mid-StartContainer: containerd still holds that start.
+    h.fake.fail_next("StartContainer", &format!("failed to set starting state for container {id:?}: container is already in starting state"));
+    let (_tx, _handle) = spawn(h.deps.clone(), pod);
+    eventually("running", || h.fake.running("a") == 1).await;
+    assert_eq!(h.fake.changes(), [Call::StartContainer(id.clone()), Call::StartContainer(id)], "started again, not created again");
+    eventually("status published", || container_status(&h.deps).is_some_and(|c| c.ready && c.restart_count == 0)).await;
+}

@@ -35,6 +35,12 @@ impl CriError {
     pub fn is_not_found(&self) -> bool {
         self.code == tonic::Code::NotFound
     }
+
+    /// StartContainer refused because a start of the same container is still under way: one
+    /// a nodelet killed mid-call had asked for (containerd has no code of its own for it).
+    pub fn is_start_in_progress(&self) -> bool {
+        self.message.contains("already in starting state")
+    }
 }
 
 pub type CriResult<T> = Result<T, CriError>;

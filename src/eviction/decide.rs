@@ -168,9 +168,16 @@ fn request_of(c: &Container, resource: Resource) -> u64 {
 
 /// The pod's request of the resource: its containers' sum, or its largest init container if more.
 pub fn pod_request(pod: &Pod, resource: Resource) -> u64 {
-    let Some(spec) = pod.spec.as_ref() else { return 0 };
-    let sum: u64 = spec.containers.iter().map(|c| request_of(c, resource)).sum();
-    let init = spec.init_containers.iter().flatten().map(|c| request_of(c, resource)).max().unwrap_or(0);
+    pod_total(pod, |c| Some(request_of(c, resource))).unwrap_or(0)
+}
+
+/// A pod's amount from its containers' (a request, a limit): their sum, or the largest init
+/// container's if more (init containers run one at a time, before the others); None when no
+/// container has one.
+pub fn pod_total(pod: &Pod, amount: impl Fn(&Container) -> Option<u64>) -> Option<u64> {
+    let spec = pod.spec.as_ref()?;
+    let sum = spec.containers.iter().filter_map(&amount).reduce(|a, b| a + b);
+    let init = spec.init_containers.iter().flatten().filter_map(&amount).max();
     sum.max(init)
 }
 

@@ -20,7 +20,7 @@ pub fn over_limits(pod: &Pod, usage: &PodUsage) -> Option<String> {
             return Some(format!("Usage of EmptyDir volume {:?} exceeds the limit {:?}. ", volume.name, limit.0));
         }
     }
-    if let (Some(limit), Some(used)) = (pod_limit(&spec.containers, spec.init_containers.as_deref().unwrap_or_default()), usage.ephemeral_storage) {
+    if let (Some(limit), Some(used)) = (super::decide::pod_total(pod, |c| limit_of(c).map(|(_, b)| b)), usage.ephemeral_storage) {
         if used > limit {
             return Some(format!("Pod ephemeral local storage usage exceeds the total limit of containers {}. ", binary_quantity(limit)));
         }
@@ -39,14 +39,6 @@ pub fn over_limits(pod: &Pod, usage: &PodUsage) -> Option<String> {
 fn limit_of(c: &Container) -> Option<(&str, u64)> {
     let text = c.resources.as_ref()?.limits.as_ref()?.get(EPHEMERAL_STORAGE)?.0.as_str();
     Some((text, quantity::bytes(text).ok()?.max(0) as u64))
-}
-
-/// The pod's limit: its containers' limits added, or the largest init container's when that is
-/// more (init containers run one at a time, before the others); None when no container has one.
-fn pod_limit(containers: &[Container], init_containers: &[Container]) -> Option<u64> {
-    let sum = containers.iter().filter_map(limit_of).map(|(_, b)| b).reduce(|a, b| a + b);
-    let init = init_containers.iter().filter_map(limit_of).map(|(_, b)| b).max();
-    sum.max(init)
 }
 
 /// Bytes as a Kubernetes quantity in the largest binary unit that divides them (1Gi, 1536Mi, 100).

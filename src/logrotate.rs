@@ -3,18 +3,25 @@
 //! `<log>.<timestamp>` and the runtime told to reopen it (CRI ReopenContainerLog), so the
 //! container writes on into a fresh file; at most `max_files` files are kept per container
 //! (the current one and the newest rotated ones). The current file stays where `kubectl logs`
-//! reads it. Rotated files are not compressed. The running containers and their log paths come
+//! reads it. Rotated files but the newest are gzipped (`<log>.<timestamp>.gz`), as the kubelet
+//! does: through a `.gz.tmp` renamed once whole, so a crash leaves no half file that counts.
+//! The running containers and their log paths come
 //! from the shared relist (`RuntimeCache`): the kubelet lists and asks each container's status
 //! every pass, which was half of nodelet's CRI calls at idle.
 
 use crate::runtime::observed::RunState;
 use crate::runtime::relist::RuntimeCache;
 use crate::runtime::{Cri, CriResult};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// How often log sizes are checked, as the kubelet's ContainerLogMonitorInterval.
 pub const PERIOD: Duration = Duration::from_secs(10);
+/// A compressed rotated file's suffix, as the kubelet's.
+const COMPRESSED: &str = ".gz";
+/// A file being compressed: renamed to `.gz` once written whole.
+const COMPRESSING: &str = ".gz.tmp";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -38,28 +45,75 @@ pub fn rotated_name(log: &Path, now: SystemTime) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The rotated files of `log_name` among the names of its directory, oldest first.
+/// Whether `name` is `<log_name>.<stamp...>` with a stamp-and-suffix part `suffix_ok` accepts.
+fn stamped(log_name: &str, name: &str, suffix_ok: impl Fn(&str) -> bool) -> bool {
+    name.strip_prefix(log_name)
+        .and_then(|r| r.strip_prefix('.'))
+        .is_some_and(|rest| rest.len() >= 15 && rest.as_bytes()[..8].iter().all(u8::is_ascii_digit) && suffix_ok(rest))
+}
+
+/// The rotated files of `log_name` among the names of its directory, compressed or not, oldest
+/// first.
 pub fn rotated_files(log_name: &str, dir_names: &[String]) -> Vec<String> {
-    let prefix = format!("{log_name}.");
-    let mut found: Vec<String> = dir_names
-        .iter()
-        .filter(|n| {
-            n.strip_prefix(&prefix).is_some_and(|rest| rest.len() >= 15 && rest.as_bytes()[..8].iter().all(u8::is_ascii_digit) && !rest.ends_with(".tmp"))
-        })
-        .cloned()
-        .collect();
+    let mut found: Vec<String> = dir_names.iter().filter(|n| stamped(log_name, n, |rest| !rest.ends_with(".tmp"))).cloned().collect();
     found.sort();
     found
 }
 
-/// The log file of a container and its rotated files (`<log>.<stamp>`), oldest first.
+/// The rotated files to compress: every uncompressed one but the newest, which the runtime
+/// wrote until the last reopen (the kubelet leaves it too).
+pub fn to_compress(rotated: &[String]) -> Vec<String> {
+    let Some((_newest, older)) = rotated.split_last() else { return Vec::new() };
+    older.iter().filter(|n| !n.ends_with(COMPRESSED)).cloned().collect()
+}
+
+/// What an interrupted compression left: its `.gz.tmp`, or the original of a finished `.gz`.
+pub fn compression_leftovers(log_name: &str, dir_names: &[String]) -> Vec<String> {
+    let names: std::collections::HashSet<&str> = dir_names.iter().map(String::as_str).collect();
+    dir_names
+        .iter()
+        .filter(|n| {
+            stamped(log_name, n, |rest| rest.ends_with(COMPRESSING))
+                || (stamped(log_name, n, |rest| !rest.ends_with(".tmp") && !rest.ends_with(COMPRESSED)) && names.contains(format!("{n}{COMPRESSED}").as_str()))
+        })
+        .cloned()
+        .collect()
+}
+
+/// The log file of a container, its rotated files (`<log>.<stamp>[.gz]`, oldest first) and
+/// what a compression left.
 pub fn log_files(log: &Path, dir_names: &[String]) -> Vec<PathBuf> {
     let (Some(dir), Some(name)) = (log.parent(), log.file_name().and_then(|n| n.to_str())) else { return Vec::new() };
-    let mut files: Vec<PathBuf> = crate::logrotate::rotated_files(name, dir_names).into_iter().map(|n| dir.join(n)).collect();
+    let mut files: Vec<PathBuf> = rotated_files(name, dir_names).into_iter().map(|n| dir.join(n)).collect();
+    files.extend(dir_names.iter().filter(|n| stamped(name, n, |rest| rest.ends_with(COMPRESSING))).map(|n| dir.join(n)));
     if dir_names.iter().any(|n| n == name) {
         files.push(log.to_path_buf());
     }
     files
+}
+
+/// Gzips a rotated file into `<file>.gz` and deletes it; on failure nothing is left but the
+/// original.
+pub fn compress(file: &Path) -> std::io::Result<()> {
+    let with = |suffix: &str| {
+        let mut name = file.as_os_str().to_os_string();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let (done, tmp) = (with(COMPRESSED), with(COMPRESSING));
+    let written = (|| {
+        let mut input = std::fs::File::open(file)?;
+        let mut gz = flate2::write::GzEncoder::new(std::io::BufWriter::new(std::fs::File::create(&tmp)?), flate2::Compression::default());
+        std::io::copy(&mut input, &mut gz)?;
+        let mut out = gz.finish()?;
+        out.flush()?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()
+    })();
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, &done)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(std::io::Error::other(format!("compressing {}: {e}", file.display())));
+    }
+    std::fs::remove_file(file).map_err(|e| std::io::Error::other(format!("removing {} once compressed: {e}", file.display())))
 }
 
 /// Deletes a removed container's log file and rotated files; missing ones are no error.
@@ -135,10 +189,13 @@ impl LogRotator {
         }
     }
 
-    /// Deletes the excess rotated files, and rotates the log when it is too big.
+    /// Deletes the excess rotated files, compresses the older ones, and rotates the log when
+    /// it is too big (the kubelet's order).
     async fn rotate(&self, id: &str, log: &Path) -> anyhow::Result<()> {
         use anyhow::Context;
         self.remove_excess(log)?;
+        let target = log.to_path_buf();
+        tokio::task::spawn_blocking(move || compress_older(&target)).await??;
         let size = match std::fs::metadata(log) {
             Ok(m) => m.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -160,13 +217,13 @@ impl LogRotator {
         self.remove_excess(log)
     }
 
+    /// Deletes what an interrupted compression left, then the rotated files beyond the limit.
     fn remove_excess(&self, log: &Path) -> anyhow::Result<()> {
-        let (Some(dir), Some(name)) = (log.parent(), log.file_name().and_then(|n| n.to_str())) else { return Ok(()) };
-        let names: Vec<String> = match std::fs::read_dir(dir) {
-            Ok(entries) => entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect(),
-            Err(_) => return Ok(()),
-        };
-        for old in excess_rotated(&rotated_files(name, &names), &self.policy) {
+        let Some((dir, name, names)) = dir_listing(log) else { return Ok(()) };
+        let mut stale = compression_leftovers(name, &names);
+        let names: Vec<String> = names.into_iter().filter(|n| !stale.contains(n)).collect();
+        stale.extend(excess_rotated(&rotated_files(name, &names), &self.policy));
+        for old in stale {
             let path = dir.join(&old);
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
@@ -176,6 +233,22 @@ impl LogRotator {
         }
         Ok(())
     }
+}
+
+/// The log's folder, its file name and the names in the folder; None when it cannot be read.
+fn dir_listing(log: &Path) -> Option<(&Path, &str, Vec<String>)> {
+    let (dir, name) = (log.parent()?, log.file_name()?.to_str()?);
+    let names = std::fs::read_dir(dir).ok()?.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+    Some((dir, name, names))
+}
+
+/// Compresses the log's rotated files but the newest (blocking: a file is up to max_size).
+fn compress_older(log: &Path) -> std::io::Result<()> {
+    let Some((dir, name, names)) = dir_listing(log) else { return Ok(()) };
+    for file in to_compress(&rotated_files(name, &names)) {
+        compress(&dir.join(file))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -207,6 +280,43 @@ mod tests {
     }
 
     #[test]
+    fn rotated_files_but_the_newest_are_compressed_and_leftovers_are_found() {
+        let rotated: Vec<String> =
+            ["0.log.20261130-101010.000000001.gz", "0.log.20261130-101011.000000002", "0.log.20261130-101012.000000003"].map(String::from).to_vec();
+        assert_eq!(rotated_files("0.log", &rotated), rotated, "compressed and not, in time order");
+        assert_eq!(to_compress(&rotated), vec![rotated[1].clone()]);
+        assert!(to_compress(&rotated[..1]).is_empty() && to_compress(&[]).is_empty());
+        let names: Vec<String> = [
+            "0.log",
+            "0.log.20261130-101011.000000002",
+            "0.log.20261130-101011.000000002.gz",
+            "0.log.20261130-101012.000000003.gz.tmp",
+            "0.log.20261130-101013.000000004",
+            "1.log.20261130-101012.000000003.gz.tmp",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(compression_leftovers("0.log", &names), vec![names[1].clone(), names[3].clone()]);
+    }
+
+    #[test]
+    fn a_compressed_file_holds_the_whole_log_and_replaces_it() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("0.log.20261130-101011.000000002");
+        let text: String = (0..5000).map(|i| format!("2026-11-30T10:10:11.{i:09}Z stdout F line-{i}\n")).collect();
+        std::fs::write(&file, &text).unwrap();
+        compress(&file).unwrap();
+        let mut back = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(dir.path().join("0.log.20261130-101011.000000002.gz")).unwrap()).read_to_string(&mut back).unwrap();
+        assert_eq!(back, text);
+        let left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+        assert_eq!(left, vec!["0.log.20261130-101011.000000002.gz"], "no original, no temporary");
+        assert!(compress(&dir.path().join("missing")).is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "a failed compression leaves nothing");
+    }
+
+    #[test]
     fn at_most_max_files_remain_with_the_current_one() {
         let rotated: Vec<String> = (1..=4).map(|i| format!("0.log.2025113{i}-000000.000000000")).collect();
         assert_eq!(excess_rotated(&rotated, &P), vec![rotated[0].clone(), rotated[1].clone()]);
@@ -218,14 +328,21 @@ mod tests {
     fn a_removed_containers_log_goes_with_its_rotated_files_only() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("0.log");
-        let names = ["0.log", "0.log.20261130-101010.000000001", "0.log.20261130-101011.000000002", "1.log", "0.log.20261130-101012.000000003.tmp"];
+        let names = [
+            "0.log",
+            "0.log.20261130-101010.000000001.gz",
+            "0.log.20261130-101011.000000002",
+            "1.log",
+            "0.log.20261130-101012.000000003.tmp",
+            "0.log.20261130-101011.000000002.gz.tmp",
+        ];
         for n in names {
             std::fs::write(dir.path().join(n), "x").unwrap();
         }
         let listed: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let files = log_files(&log, &listed);
-        assert_eq!(files, vec![dir.path().join(names[1]), dir.path().join(names[2]), log.clone()]);
-        assert_eq!(remove_log_files(&log).unwrap(), 3);
+        assert_eq!(files, vec![dir.path().join(names[1]), dir.path().join(names[2]), dir.path().join(names[5]), log.clone()]);
+        assert_eq!(remove_log_files(&log).unwrap(), 4);
         let mut left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
         left.sort();
         assert_eq!(left, vec!["0.log.20261130-101012.000000003.tmp", "1.log"]);

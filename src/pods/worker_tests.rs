@@ -147,13 +147,20 @@ async fn an_existing_sandbox_and_running_container_are_adopted_not_recreated() {
     assert_eq!(h.fake.changes(), [], "nothing created, stopped or removed");
 }
 
+/// A pod of one container "a" that a stopped nodelet left Created in the runtime (its sandbox
+/// ready): the pod, and the container's id.
+fn left_created(h: &Harness, name: &str) -> (Pod, String) {
+    let pod = pod(name, &["a"]);
+    let hash = spec::container_hash(&pod.spec.as_ref().unwrap().containers[0]);
+    let sandbox = h.fake.add_sandbox(&format!("uid-{name}"), 0);
+    let id = h.fake.add_container(&sandbox, "a", 0, &hash, RunState::Created);
+    (pod, id)
+}
+
 #[tokio::test]
 async fn a_container_left_created_by_a_stopped_nodelet_is_started_not_replaced() {
     let h = harness();
-    let pod = pod("half", &["a"]);
-    let hash = spec::container_hash(&pod.spec.as_ref().unwrap().containers[0]);
-    let sandbox = h.fake.add_sandbox("uid-half", 0);
-    let id = h.fake.add_container(&sandbox, "a", 0, &hash, RunState::Created);
+    let (pod, id) = left_created(&h, "half");
     let (_tx, _handle) = spawn(h.deps.clone(), pod);
     eventually("running", || h.fake.running("a") == 1).await;
     assert_eq!(h.fake.changes(), [Call::StartContainer(id)], "started as it was, not created again");
@@ -311,10 +318,7 @@ async fn a_finished_pod_gives_its_volumes_back_and_does_not_run_again_when_its_d
 #[tokio::test]
 async fn a_container_the_runtime_is_still_starting_is_neither_a_failure_nor_replaced() {
     let h = harness();
-    let pod = pod("starting", &["a"]);
-    let hash = spec::container_hash(&pod.spec.as_ref().unwrap().containers[0]);
-    let sandbox = h.fake.add_sandbox("uid-starting", 0);
-    let id = h.fake.add_container(&sandbox, "a", 0, &hash, RunState::Created);
+    let (pod, id) = left_created(&h, "starting");
     // A nodelet killed mid-StartContainer: containerd still holds that start.
     h.fake.fail_next("StartContainer", &format!("failed to set starting state for container {id:?}: container is already in starting state"));
     let (_tx, _handle) = spawn(h.deps.clone(), pod);

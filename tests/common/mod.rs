@@ -89,6 +89,11 @@ impl Node {
         node
     }
 
+    /// Whether the test gave `flag`, as `flag value` or `flag=value`.
+    fn has_flag(&self, flag: &str) -> bool {
+        self.args.iter().any(|a| a == flag || a.strip_prefix(flag).is_some_and(|rest| rest.starts_with('=')))
+    }
+
     pub fn manifests(&self) -> PathBuf {
         self.dir.path().join("manifests")
     }
@@ -109,12 +114,17 @@ impl Node {
             .args(["--pod-manifest-path", self.manifests().to_str().unwrap()])
             .args(["--read-only-port", &self.port.to_string(), "--port", &self.secure_port.to_string()])
             // Loopback unless the test says otherwise (a real cluster's apiserver must reach it).
-            .args(if self.args.iter().any(|a| a == "--address") { vec![] } else { vec!["--address", "127.0.0.1"] })
+            .args(if self.has_flag("--address") { vec![] } else { vec!["--address", "127.0.0.1"] })
             .args(["--root-dir", self.dir.path().join("root").to_str().unwrap()])
             .args(["--pod-logs-dir", self.pod_logs().to_str().unwrap()])
             .args(["--cni-plugin", cni_plugin_binary().to_str().unwrap()])
             // Tests share the host: only a test that names its own proxy table runs the proxy.
-            .args(if self.args.iter().any(|a| a == "--proxy-table") { vec![] } else { vec!["--disable-proxy"] })
+            .args(if self.has_flag("--proxy-table") { vec![] } else { vec!["--disable-proxy"] })
+            // The host's disk (shared with other tests, nodes and whatever else runs there) must
+            // not decide a test: its fill level would evict pods and remove images of the shared
+            // containerd. A test of disk pressure gives its own thresholds on a disk of its own.
+            .args(if self.has_flag("--eviction-hard") { vec![] } else { vec!["--eviction-hard=memory.available<100Mi"] })
+            .args(if self.has_flag("--image-gc-high-threshold") { vec![] } else { vec!["--image-gc-high-threshold=100"] })
             .args(&self.args)
             .env("RUST_LOG", "info,nodelet=debug")
             .stdout(Stdio::from(log.try_clone().unwrap()))

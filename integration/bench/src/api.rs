@@ -130,6 +130,7 @@ impl ApiCluster {
                 .args(["--pod-logs-dir", dir.path().join("logs").to_str().unwrap()])
                 .args(["--address", "127.0.0.1", "--port", &secure_port, "--node-ip", "127.0.0.1"])
                 .args(["--client-ca-file", cluster_dir.join("pki/ca.crt").to_str().unwrap(), "--authorization-mode", "Webhook"])
+                .args(crate::HOST_DISK_INDEPENDENT)
                 .args(args)
                 .env("RUST_LOG", "warn"),
             &dir.path().join("nodelet.log"),

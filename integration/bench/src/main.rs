@@ -66,6 +66,10 @@ pub fn binary(name: &str) -> PathBuf {
     }
 }
 
+/// Flags every benched nodelet gets: the host disk's fill level (shared with whatever else runs
+/// there) must not evict the benched pods or remove images of the shared containerd mid-run.
+pub const HOST_DISK_INDEPENDENT: [&str; 2] = ["--eviction-hard=memory.available<100Mi", "--image-gc-high-threshold=100"];
+
 fn manifest(name: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: main\n    image: {IMAGE}\n    command: [sleep, '3600']\n"
@@ -154,6 +158,7 @@ fn start_nodelet_serving(read_only_port: u16) -> Nodelet {
             .args(["--pod-manifest-path", dir.path().join("manifests").to_str().unwrap()])
             .args(["--root-dir", dir.path().join("root").to_str().unwrap()])
             .args(["--pod-logs-dir", dir.path().join("logs").to_str().unwrap()])
+            .args(HOST_DISK_INDEPENDENT)
             .env("RUST_LOG", "warn"),
         &dir.path().join("nodelet.log"),
     );

@@ -1,13 +1,13 @@
 //! Container log rotation (the kubelet's container log manager): every 10 s, the log file of
 //! each running container of this node that has reached `max_size` is renamed to
 //! `<log>.<timestamp>` and the runtime told to reopen it (CRI ReopenContainerLog), so the
-//! container writes on into a fresh file; at most `max_files` files are kept per container
-//! (the current one and the newest rotated ones). The current file stays where `kubectl logs`
-//! reads it. Rotated files but the newest are gzipped (`<log>.<timestamp>.gz`), as the kubelet
-//! does: through a `.gz.tmp` renamed once whole, so a crash leaves no half file that counts.
-//! The running containers and their log paths come
-//! from the shared relist (`RuntimeCache`): the kubelet lists and asks each container's status
-//! every pass, which was half of nodelet's CRI calls at idle.
+//! container writes on into a fresh file. The current file stays where `kubectl logs` reads it.
+//! Before the rename the folder is tidied (`tidying`): at most `max_files` files remain per
+//! container, and rotated files but the newest are gzipped (`<log>.<timestamp>.gz`) through a
+//! `.gz.tmp` renamed once whole, so a crash leaves no half file that counts. The running
+//! containers and their log paths come from the shared relist (`RuntimeCache`): the kubelet
+//! lists and asks each container's status every pass, which was half of nodelet's CRI calls
+//! at idle.
 
 use crate::runtime::observed::RunState;
 use crate::runtime::relist::RuntimeCache;
@@ -58,13 +58,6 @@ pub fn rotated_files(log_name: &str, dir_names: &[String]) -> Vec<String> {
     let mut found: Vec<String> = dir_names.iter().filter(|n| stamped(log_name, n, |rest| !rest.ends_with(".tmp"))).cloned().collect();
     found.sort();
     found
-}
-
-/// The rotated files to compress: every uncompressed one but the newest, which the runtime
-/// wrote until the last reopen (the kubelet leaves it too).
-pub fn to_compress(rotated: &[String]) -> Vec<String> {
-    let Some((_newest, older)) = rotated.split_last() else { return Vec::new() };
-    older.iter().filter(|n| !n.ends_with(COMPRESSED)).cloned().collect()
 }
 
 /// What an interrupted compression left: its `.gz.tmp`, or the original of a finished `.gz`.
@@ -157,10 +150,26 @@ pub async fn remove_container_and_logs(cri: &Cri, id: &str) -> CriResult<()> {
     Ok(())
 }
 
-/// The rotated files to delete so that, with the current file, at most `max_files` remain.
-pub fn excess_rotated(rotated: &[String], policy: &Policy) -> Vec<String> {
-    let keep = policy.max_files.saturating_sub(1) as usize;
-    rotated[..rotated.len().saturating_sub(keep)].to_vec()
+/// What a rotation does to a log's folder before it renames the log, in the kubelet's order.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Tidying {
+    /// What an interrupted compression left, and the oldest rotated files beyond the
+    /// `max_files - 2` that stay: with the file about to be rotated and the new current one,
+    /// `max_files` remain.
+    pub remove: Vec<String>,
+    /// The rotated files that stay and are not compressed yet. The file rotated next stays
+    /// uncompressed until the rotation after: the runtime may still be writing it.
+    pub compress: Vec<String>,
+}
+
+/// The tidying before a rotation of `log_name`, from the names in its folder.
+pub fn tidying(log_name: &str, dir_names: &[String], policy: &Policy) -> Tidying {
+    let mut remove = compression_leftovers(log_name, dir_names);
+    let names: Vec<String> = dir_names.iter().filter(|n| !remove.contains(n)).cloned().collect();
+    let rotated = rotated_files(log_name, &names);
+    let (excess, staying) = rotated.split_at(rotated.len().saturating_sub(policy.max_files.saturating_sub(2) as usize));
+    remove.extend_from_slice(excess);
+    Tidying { remove, compress: staying.iter().filter(|n| !n.ends_with(COMPRESSED)).cloned().collect() }
 }
 
 pub struct LogRotator {
@@ -189,13 +198,10 @@ impl LogRotator {
         }
     }
 
-    /// Deletes the excess rotated files, compresses the older ones, and rotates the log when
-    /// it is too big (the kubelet's order).
+    /// When the log is too big: tidies its folder (`tidying`), then rotates it (the
+    /// kubelet's order). A log under the size costs one stat.
     async fn rotate(&self, id: &str, log: &Path) -> anyhow::Result<()> {
         use anyhow::Context;
-        self.remove_excess(log)?;
-        let target = log.to_path_buf();
-        tokio::task::spawn_blocking(move || compress_older(&target)).await??;
         let size = match std::fs::metadata(log) {
             Ok(m) => m.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -204,6 +210,8 @@ impl LogRotator {
         if !needs_rotation(size, &self.policy) {
             return Ok(());
         }
+        let (target, policy) = (log.to_path_buf(), self.policy);
+        tokio::task::spawn_blocking(move || tidy(&target, &policy)).await??;
         let rotated = rotated_name(log, SystemTime::now());
         std::fs::rename(log, &rotated).with_context(|| format!("renaming {} to {}", log.display(), rotated.display()))?;
         if let Err(e) = self.cri.reopen_container_log(id).await {
@@ -214,38 +222,26 @@ impl LogRotator {
             return Err(e.into());
         }
         tracing::debug!(container = %id, log = %log.display(), size, "rotated the container's log");
-        self.remove_excess(log)
-    }
-
-    /// Deletes what an interrupted compression left, then the rotated files beyond the limit.
-    fn remove_excess(&self, log: &Path) -> anyhow::Result<()> {
-        let Some((dir, name, names)) = dir_listing(log) else { return Ok(()) };
-        let mut stale = compression_leftovers(name, &names);
-        let names: Vec<String> = names.into_iter().filter(|n| !stale.contains(n)).collect();
-        stale.extend(excess_rotated(&rotated_files(name, &names), &self.policy));
-        for old in stale {
-            let path = dir.join(&old);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => anyhow::bail!("removing the rotated log {}: {e}", path.display()),
-            }
-        }
         Ok(())
     }
 }
 
-/// The log's folder, its file name and the names in the folder; None when it cannot be read.
-fn dir_listing(log: &Path) -> Option<(&Path, &str, Vec<String>)> {
-    let (dir, name) = (log.parent()?, log.file_name()?.to_str()?);
-    let names = std::fs::read_dir(dir).ok()?.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
-    Some((dir, name, names))
-}
-
-/// Compresses the log's rotated files but the newest (blocking: a file is up to max_size).
-fn compress_older(log: &Path) -> std::io::Result<()> {
-    let Some((dir, name, names)) = dir_listing(log) else { return Ok(()) };
-    for file in to_compress(&rotated_files(name, &names)) {
+/// Carries out the `tidying` of the log's folder (blocking: a compressed file is up to
+/// max_size). An unreadable folder is left for the rename to report.
+fn tidy(log: &Path, policy: &Policy) -> std::io::Result<()> {
+    let (Some(dir), Some(name)) = (log.parent(), log.file_name().and_then(|n| n.to_str())) else { return Ok(()) };
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    let names: Vec<String> = entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+    let plan = tidying(name, &names, policy);
+    for old in plan.remove {
+        let path = dir.join(&old);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(std::io::Error::other(format!("removing the rotated log {}: {e}", path.display()))),
+        }
+    }
+    for file in plan.compress {
         compress(&dir.join(file))?;
     }
     Ok(())
@@ -280,12 +276,10 @@ mod tests {
     }
 
     #[test]
-    fn rotated_files_but_the_newest_are_compressed_and_leftovers_are_found() {
+    fn rotated_files_are_listed_in_time_order_and_leftovers_are_found() {
         let rotated: Vec<String> =
             ["0.log.20261130-101010.000000001.gz", "0.log.20261130-101011.000000002", "0.log.20261130-101012.000000003"].map(String::from).to_vec();
         assert_eq!(rotated_files("0.log", &rotated), rotated, "compressed and not, in time order");
-        assert_eq!(to_compress(&rotated), vec![rotated[1].clone()]);
-        assert!(to_compress(&rotated[..1]).is_empty() && to_compress(&[]).is_empty());
         let names: Vec<String> = [
             "0.log",
             "0.log.20261130-101011.000000002",
@@ -317,10 +311,28 @@ mod tests {
     }
 
     #[test]
-    fn at_most_max_files_remain_with_the_current_one() {
-        let rotated: Vec<String> = (1..=4).map(|i| format!("0.log.2025113{i}-000000.000000000")).collect();
-        assert_eq!(excess_rotated(&rotated, &P), vec![rotated[0].clone(), rotated[1].clone()]);
-        assert!(excess_rotated(&rotated[..2], &P).is_empty());
+    fn before_a_rotation_the_excess_goes_and_what_stays_is_compressed() {
+        let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let folder = names(&[
+            "0.log",
+            "0.log.20261130-101010.000000001.gz",
+            "0.log.20261130-101011.000000002",
+            "0.log.20261130-101012.000000003",
+            "1.log.20261130-101012.000000003",
+        ]);
+        // max 3: one rotated file stays beside the one rotated next and the new current file.
+        let plan = tidying("0.log", &folder, &P);
+        assert_eq!(plan.remove, names(&["0.log.20261130-101010.000000001.gz", "0.log.20261130-101011.000000002"]));
+        assert_eq!(plan.compress, names(&["0.log.20261130-101012.000000003"]), "compressed before the next is rotated, not deleted after");
+        // max 5: everything stays; what is not compressed yet is.
+        let plan = tidying("0.log", &folder, &Policy { max_size: 100, max_files: 5 });
+        assert!(plan.remove.is_empty(), "{plan:?}");
+        assert_eq!(plan.compress, names(&["0.log.20261130-101011.000000002", "0.log.20261130-101012.000000003"]));
+        // max 2: no rotated file stays; leftovers of a compression go first.
+        let with_leftover = names(&["0.log", "0.log.20261130-101011.000000002", "0.log.20261130-101011.000000002.gz"]);
+        let plan = tidying("0.log", &with_leftover, &Policy { max_size: 100, max_files: 2 });
+        assert_eq!(plan, Tidying { remove: names(&["0.log.20261130-101011.000000002", "0.log.20261130-101011.000000002.gz"]), compress: vec![] });
+        assert_eq!(tidying("0.log", &names(&["0.log"]), &P), Tidying::default());
         assert!(needs_rotation(100, &P) && !needs_rotation(99, &P));
     }
 

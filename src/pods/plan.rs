@@ -65,9 +65,44 @@ pub struct StartContainer {
     pub attempt: u32,
     /// A restart of a container that ran before: counts against its back-off.
     pub is_restart: bool,
-    /// The id of this attempt's container when it exists already, created but never started
-    /// (nodelet stopped between the two calls): it is started, not replaced.
-    pub created: Option<String>,
+    pub from: StartFrom,
+}
+
+/// What a container's start begins with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartFrom {
+    /// Nothing of this attempt: pull as the policy says, create, start.
+    Scratch,
+    /// This attempt's container, created but never started (nodelet stopped between the two
+    /// calls): it is started, not replaced.
+    Created(String),
+    /// This attempt's container, whose start a stop of nodelet cut short (`start_cut_short`):
+    /// it is removed and the attempt made again, not counted as a restart.
+    CutShort(String),
+}
+
+/// Whether a container exited because its start was cut short by the one who asked going
+/// away: containerd aborts a StartContainer whose caller is gone (its request context is
+/// canceled, which also kills a shim being started), tears down what it began and marks the
+/// container exited with StartError. That caller was a nodelet killed mid-call, so the
+/// container's own code never failed; counting it as a restart (or, with restartPolicy Never,
+/// failing the pod) would report a fault that is not the pod's. The planner only trusts this
+/// when the nodelet running now has not seen the container's start fail itself.
+pub fn start_cut_short(c: &ObservedContainer) -> bool {
+    let canceled = CANCELED_START.iter().any(|m| c.message.contains(m));
+    c.state == RunState::Exited && c.started_at == 0 && c.reason == START_ERROR && canceled
+}
+
+/// How containerd words a start canceled mid-way: the request's context, or the shim process
+/// it was starting, killed with that context.
+const CANCELED_START: [&str; 2] = ["context canceled", "failed to start shim: start failed: : signal: killed"];
+
+/// The reason containerd gives a container whose start failed.
+const START_ERROR: &str = "StartError";
+
+/// Exited, and not through a start cut short (that attempt is made again).
+fn has_exited(c: &ObservedContainer) -> bool {
+    c.state == RunState::Exited && !start_cut_short(c)
 }
 
 /// A running container the plan stops, and why (the kubelet's containerToKillInfo).
@@ -146,7 +181,7 @@ pub fn finished_phase(pod: &Pod, observed: &ObservedPod) -> Option<Phase> {
     let mut all_ok = true;
     for c in &spec.containers {
         let latest = observed.latest(&c.name)?;
-        if latest.state != RunState::Exited || should_restart(policy, latest.exit_code) {
+        if !has_exited(latest) || should_restart(policy, latest.exit_code) {
             return None;
         }
         all_ok &= latest.exit_code == 0;
@@ -160,12 +195,8 @@ fn failed_init(pod: &Pod, observed: &ObservedPod) -> Option<Phase> {
     if restart_policy(pod) != "Never" {
         return None;
     }
-    let failed = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .filter(|c| !is_sidecar(c))
-        .any(|c| observed.latest(&c.name).is_some_and(|l| l.state == RunState::Exited && l.exit_code != 0));
+    let failed =
+        spec.init_containers.iter().flatten().filter(|c| !is_sidecar(c)).any(|c| observed.latest(&c.name).is_some_and(|l| has_exited(l) && l.exit_code != 0));
     failed.then_some(Phase::Failed)
 }
 
@@ -289,7 +320,18 @@ fn consider_start(
         // Created by this spec and never started (nodelet stopped between the two calls): start
         // it as the attempt it is, so no restart is counted that nobody asked for.
         plan.waiting.insert(c.name.clone(), waiting(WaitingReason::ContainerCreating, ""));
-        plan.start.push(StartContainer { name: c.name.clone(), init, attempt: created.attempt, is_restart: false, created: Some(created.id.clone()) });
+        plan.start.push(StartContainer {
+            name: c.name.clone(),
+            init,
+            attempt: created.attempt,
+            is_restart: false,
+            from: StartFrom::Created(created.id.clone()),
+        });
+        return;
+    }
+    if let Some(cut) = latest_here.filter(|p| start_cut_short(p) && p.spec_hash == want_hash && !memory.start_failures.contains_key(&c.name)) {
+        plan.waiting.insert(c.name.clone(), waiting(WaitingReason::ContainerCreating, ""));
+        plan.start.push(StartContainer { name: c.name.clone(), init, attempt: cut.attempt, is_restart: false, from: StartFrom::CutShort(cut.id.clone()) });
         return;
     }
     // A container created but never started (its start failed, or its spec changed since) is
@@ -326,7 +368,13 @@ fn consider_start(
     } else {
         plan.waiting.insert(c.name.clone(), waiting(WaitingReason::ContainerCreating, ""));
     }
-    plan.start.push(StartContainer { name: c.name.clone(), init, attempt: observed.next_attempt(&c.name), is_restart: previous.is_some(), created: None });
+    plan.start.push(StartContainer {
+        name: c.name.clone(),
+        init,
+        attempt: observed.next_attempt(&c.name),
+        is_restart: previous.is_some(),
+        from: StartFrom::Scratch,
+    });
 }
 
 /// Keeps the newest instance of each container and a few dead ones before it.
@@ -433,7 +481,7 @@ mod tests {
         assert_eq!(p.start[0].name, "i2");
         obs.containers.push(container("i2", 0, RunState::Exited, 0, 2));
         let p = run(&pod, &obs, &memory(), 2);
-        assert_eq!(p.start, vec![StartContainer { name: "a".into(), init: false, attempt: 0, is_restart: false, created: None }]);
+        assert_eq!(p.start, vec![StartContainer { name: "a".into(), init: false, attempt: 0, is_restart: false, from: StartFrom::Scratch }]);
     }
 
     /// A pod whose init containers named in `sidecars` have `restartPolicy: Always`.
@@ -448,6 +496,39 @@ mod tests {
     }
 
     #[test]
+    fn a_start_cut_short_by_a_stop_of_nodelet_is_made_again_at_its_attempt() {
+        let failed_start =
+            |message: &str| ObservedContainer { reason: "StartError".into(), message: message.into(), ..container("a", 2, RunState::Exited, 128, 4) };
+        let cut = failed_start("failed to start containerd task \"a-2\": context canceled");
+        assert!(start_cut_short(&cut));
+        for policy in ["Always", "OnFailure", "Never"] {
+            let obs = ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers: vec![cut.clone()] };
+            let p = run(&pod(policy, &[], &["a"]), &obs, &memory(), 5);
+            assert_eq!(p.finished, None, "{policy}: the pod has not failed");
+            assert_eq!(p.start, vec![StartContainer { name: "a".into(), init: false, attempt: 2, is_restart: false, from: StartFrom::CutShort("a-2".into()) }]);
+            assert_eq!(p.waiting["a"].reason, WaitingReason::ContainerCreating);
+        }
+        // A start that failed on its own (a missing executable) is the container's failure.
+        let own = failed_start("failed to create containerd task: exec: \"nope\": executable file not found in $PATH");
+        assert!(!start_cut_short(&own));
+        let obs = ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers: vec![own] };
+        assert_eq!(run(&pod("Never", &[], &["a"]), &obs, &memory(), 5).finished, Some(Phase::Failed));
+        let p = run(&pod("Always", &[], &["a"]), &obs, &memory(), 5);
+        assert_eq!((p.start[0].attempt, p.start[0].is_restart, &p.start[0].from), (3, true, &StartFrom::Scratch));
+        // The shim being started, killed with the canceled request, is the same cut.
+        assert!(start_cut_short(&failed_start("failed to create containerd task: failed to start shim: start failed: : signal: killed: unknown")));
+        // This nodelet saw that start fail itself: a failure like any other, with its back-off.
+        let mut seen = memory();
+        let failure = StartFailure { reason: WaitingReason::RunContainerError, message: cut.message.clone(), at: at(4) };
+        seen.start_failures.insert("a".into(), failure);
+        let obs = ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers: vec![cut.clone()] };
+        assert!(run(&pod("Always", &[], &["a"]), &obs, &seen, 5).start.iter().all(|s| s.from == StartFrom::Scratch));
+        // A container that ran and then saw its context canceled is no cut-short start.
+        let ran = ObservedContainer { started_at: 2 * SEC, ..cut };
+        assert!(!start_cut_short(&ran));
+    }
+
+    #[test]
     fn a_container_created_but_never_started_is_started_not_replaced() {
         let pod = pod("Always", &["i1"], &["a"]);
         let created = |name: &str| container(name, 0, RunState::Created, 0, 0);
@@ -457,17 +538,17 @@ mod tests {
             (ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers: vec![container("i1", 0, RunState::Exited, 0, 1), created("a")] }, "a"),
         ] {
             let p = run(&pod, &obs, &memory(), 5);
-            let want = StartContainer { name: name.into(), init: name == "i1", attempt: 0, is_restart: false, created: Some(format!("{name}-0")) };
+            let want = StartContainer { name: name.into(), init: name == "i1", attempt: 0, is_restart: false, from: StartFrom::Created(format!("{name}-0")) };
             assert_eq!(p.start, vec![want]);
             assert_eq!(p.waiting[name].reason, WaitingReason::ContainerCreating);
             // Created from another spec: replaced by the next attempt.
             let p = plan(&pod, &obs, &memory(), |_| "other".to_string(), |_| true, at(5));
-            assert_eq!((p.start[0].attempt, p.start[0].created.as_deref()), (1, None));
+            assert_eq!((p.start[0].attempt, &p.start[0].from), (1, &StartFrom::Scratch));
             // Its start failed here before: replaced too.
             let mut mem = memory();
             mem.start_failures.insert(name.into(), StartFailure { reason: WaitingReason::RunContainerError, message: "no".into(), at: at(0) });
             let p = run(&pod, &obs, &mem, 500);
-            assert_eq!((p.start[0].attempt, p.start[0].created.as_deref()), (1, None));
+            assert_eq!((p.start[0].attempt, &p.start[0].from), (1, &StartFrom::Scratch));
         }
     }
 
@@ -479,7 +560,7 @@ mod tests {
         // Created is not yet running: it is started, and the next init container waits.
         obs.containers.push(container("side", 0, RunState::Created, 0, 0));
         let p = run(&pod, &obs, &memory(), 0);
-        assert_eq!(p.start.iter().map(|s| (s.name.as_str(), s.created.as_deref())).collect::<Vec<_>>(), vec![("side", Some("side-0"))]);
+        assert_eq!(p.start.iter().map(|s| (s.name.as_str(), &s.from)).collect::<Vec<_>>(), vec![("side", &StartFrom::Created("side-0".into()))]);
         // Running but its startup probe not passed yet: the next init container still waits.
         obs.containers[0] = container("side", 0, RunState::Running, 0, 0);
         let p = plan(&pod, &obs, &memory(), |_| "h".to_string(), |_| false, at(1));
@@ -494,7 +575,7 @@ mod tests {
         obs.containers.push(container("a", 0, RunState::Running, 0, 0));
         obs.containers[0] = container("side", 0, RunState::Exited, 1, 3);
         let p = run(&pod, &obs, &memory(), 100);
-        assert_eq!(p.start, vec![StartContainer { name: "side".into(), init: true, attempt: 1, is_restart: true, created: None }]);
+        assert_eq!(p.start, vec![StartContainer { name: "side".into(), init: true, attempt: 1, is_restart: true, from: StartFrom::Scratch }]);
         assert!(p.finished.is_none() && p.kill.is_empty() && !p.waiting.contains_key("a"));
     }
 
@@ -537,7 +618,7 @@ mod tests {
         assert!(p.waiting["a"].message.starts_with("back-off 10s restarting failed container=a"), "{}", p.waiting["a"].message);
         assert_eq!(p.wake_after, Some(Duration::from_secs(6)));
         let p = run(&pod, &obs, &mem, 111);
-        assert_eq!(p.start, vec![StartContainer { name: "a".into(), init: false, attempt: 2, is_restart: true, created: None }]);
+        assert_eq!(p.start, vec![StartContainer { name: "a".into(), init: false, attempt: 2, is_restart: true, from: StartFrom::Scratch }]);
     }
 
     #[test]
@@ -569,7 +650,7 @@ mod tests {
             Some(vec![k8s_openapi::api::core::v1::EphemeralContainer { name: "debug".into(), image: Some("img".into()), ..Default::default() }]);
         let mut obs = ObservedPod { sandboxes: vec![sandbox("sb", 0, true)], containers: vec![container("a", 0, RunState::Running, 0, 0)] };
         let p = run(&pod, &obs, &memory(), 1);
-        assert_eq!(p.start, vec![StartContainer { name: "debug".into(), init: false, attempt: 0, is_restart: false, created: None }]);
+        assert_eq!(p.start, vec![StartContainer { name: "debug".into(), init: false, attempt: 0, is_restart: false, from: StartFrom::Scratch }]);
         obs.containers.push(container("debug", 0, RunState::Exited, 1, 2));
         assert!(run(&pod, &obs, &memory(), 100).start.is_empty());
     }

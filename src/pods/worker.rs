@@ -19,7 +19,7 @@
 use super::backoff::Backoff;
 use super::env_sources::EnvSources;
 use super::plan::KillContainer;
-use super::plan::{self, Memory, Plan, StartContainer, StartFailure};
+use super::plan::{self, Memory, Plan, StartContainer, StartFailure, StartFrom};
 use super::reasons::KillReason;
 use super::reasons::{self, WaitingReason};
 use super::security;

@@ -1,7 +1,7 @@
 //! How the pod worker starts one container: the image as its pull policy asks, runAsNonRoot
 //! against the image's user, env and volumes resolved, the container created and started, then
 //! its postStart hook (or, for a container created but never started, only the start and the
-//! hook). A child of `worker`, so it reaches the worker's own state.
+//! hook; for one whose start a stop of nodelet cut short, its removal first). A child of `worker`, so it reaches the worker's own state.
 
 use super::*;
 
@@ -29,8 +29,8 @@ impl Worker {
                 true
             }
             Err((WaitingReason::ContainerCreating, message)) => {
-                // The runtime is still starting it (asked before a restart of nodelet): not a
-                // failure; its start, or its exit, shows in the relist and wakes the worker.
+                // Another start of it (asked before a restart of nodelet) is under way or has
+                // ended: not a failure; where it went shows in the relist, which wakes the worker.
                 tracing::info!(pod = %self.pod_ref(), container = %start.name, %message, "container still starting in the runtime");
                 self.start_in_progress = true;
                 false
@@ -53,8 +53,13 @@ impl Worker {
         c: &Container,
         start: &StartContainer,
     ) -> Result<String, (WaitingReason, String)> {
-        if let Some(id) = &start.created {
-            return self.start_created(c, id).await;
+        match &start.from {
+            StartFrom::Scratch => {}
+            StartFrom::Created(id) => return self.start_created(c, id).await,
+            StartFrom::CutShort(id) => {
+                tracing::info!(pod = %self.pod_ref(), container = %c.name, id = %id, attempt = start.attempt, "a stop of nodelet cut this container's start short; starting it again");
+                self.deps.runtime.remove_container(id).await.map_err(|e| (WaitingReason::CreateContainerError, e.to_string()))?;
+            }
         }
         let ctx = &self.deps.ctx;
         self.ensure_image(c).await?;
@@ -106,7 +111,7 @@ impl Worker {
 
     async fn start_created(&self, c: &Container, id: &str) -> Result<String, (WaitingReason, String)> {
         self.deps.runtime.start_container(id).await.map_err(|e| {
-            let reason = if e.is_start_in_progress() { WaitingReason::ContainerCreating } else { WaitingReason::RunContainerError };
+            let reason = if e.is_start_taken_over() { WaitingReason::ContainerCreating } else { WaitingReason::RunContainerError };
             (reason, e.to_string())
         })?;
         self.event(Some(&c.name), Normal, "Started", format!("Started container {}", c.name));

@@ -168,6 +168,22 @@ async fn a_container_left_created_by_a_stopped_nodelet_is_started_not_replaced()
 }
 
 #[tokio::test]
+async fn a_container_whose_start_a_killed_nodelet_cut_short_is_made_again_not_restarted() {
+    let h = harness();
+    h.fake.add_image("img:1");
+    let (pod, id) = left_created(&h, "cut");
+    h.fake.fail_start_of(&id, &format!("failed to start containerd task {id:?}: context canceled"));
+    let (_tx, _handle) = spawn(h.deps.clone(), pod);
+    eventually("running", || h.fake.running("a") == 1).await;
+    let changes = h.fake.changes();
+    assert!(
+        matches!(&changes[..], [Call::RemoveContainer(removed), Call::CreateContainer { attempt: 0, .. }, Call::StartContainer(_)] if *removed == id),
+        "removed and made again as attempt 0: {changes:?}"
+    );
+    eventually("status published", || container_status(&h.deps).is_some_and(|c| c.ready && c.restart_count == 0)).await;
+}
+
+#[tokio::test]
 async fn termination_stops_with_the_grace_and_a_shorter_second_grace_wins() {
     let h = harness();
     h.fake.add_image("img:1");

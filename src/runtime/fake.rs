@@ -185,6 +185,15 @@ impl FakeRuntime {
         id
     }
 
+    /// Container `id`, never started, exits by a failed start as containerd records one:
+    /// reason StartError, exit code 128, `message`.
+    pub fn fail_start_of(&self, id: &str, message: &str) {
+        let mut state = self.lock();
+        let c = state.containers.iter_mut().find(|c| c.id == id).expect("a container with that id");
+        (c.state, c.exit_code, c.finished_at) = (RunState::Exited, 128, now());
+        (c.reason, c.message) = ("StartError".into(), message.into());
+    }
+
     pub fn sandbox_count(&self) -> usize {
         self.lock().sandboxes.len()
     }

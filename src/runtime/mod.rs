@@ -8,6 +8,7 @@ pub mod labels;
 pub mod observed;
 pub mod relist;
 mod seam;
+mod stuck_task;
 
 pub use seam::{CachedCri, Runtime};
 
@@ -36,10 +37,12 @@ impl CriError {
         self.code == tonic::Code::NotFound
     }
 
-    /// StartContainer refused because a start of the same container is still under way: one
-    /// a nodelet killed mid-call had asked for (containerd has no code of its own for it).
-    pub fn is_start_in_progress(&self) -> bool {
-        self.message.contains("already in starting state")
+    /// StartContainer refused because another start of the same container, one a nodelet
+    /// killed mid-call had asked for, is still under way or has ended since it was seen
+    /// Created: the next relist shows it starting, running or exited. containerd has no code
+    /// of its own for either.
+    pub fn is_start_taken_over(&self) -> bool {
+        self.message.contains("already in starting state") || self.message.contains("container is in CONTAINER_")
     }
 }
 
@@ -175,8 +178,14 @@ impl Cri {
     }
 
     pub async fn remove_sandbox(&self, id: &str) -> CriResult<()> {
-        let req = request(cri::RemovePodSandboxRequest { pod_sandbox_id: id.into() }, CALL_TIMEOUT);
-        gone_is_done(call("RemovePodSandbox", format!("sandbox {id}"), self.runtime.clone().remove_pod_sandbox(req)).await)
+        let remove = async || {
+            let req = request(cri::RemovePodSandboxRequest { pod_sandbox_id: id.into() }, CALL_TIMEOUT);
+            call("RemovePodSandbox", format!("sandbox {id}"), self.runtime.clone().remove_pod_sandbox(req)).await
+        };
+        match remove().await {
+            Err(e) if self.cleared_stuck_task(&e).await => gone_is_done(remove().await),
+            other => gone_is_done(other),
+        }
     }
 
     pub async fn create_container(&self, sandbox_id: &str, config: cri::ContainerConfig, sandbox: cri::PodSandboxConfig) -> CriResult<String> {
@@ -198,8 +207,28 @@ impl Cri {
     }
 
     pub async fn remove_container(&self, id: &str) -> CriResult<()> {
-        let req = request(cri::RemoveContainerRequest { container_id: id.into() }, CALL_TIMEOUT);
-        gone_is_done(call("RemoveContainer", format!("container {id}"), self.runtime.clone().remove_container(req)).await)
+        let remove = async || {
+            let req = request(cri::RemoveContainerRequest { container_id: id.into() }, CALL_TIMEOUT);
+            call("RemoveContainer", format!("container {id}"), self.runtime.clone().remove_container(req)).await
+        };
+        match remove().await {
+            Err(e) if self.cleared_stuck_task(&e).await => gone_is_done(remove().await),
+            other => gone_is_done(other),
+        }
+    }
+
+    /// Whether a removal failed on a task containerd left behind (`stuck_task`) and that task
+    /// is now cleared, so the removal is worth trying again.
+    async fn cleared_stuck_task(&self, e: &CriError) -> bool {
+        let Some(task) = stuck_task::stuck_task(&e.message) else { return false };
+        tracing::warn!(task, error = %e, "containerd kept the task of a container whose start was cut short; clearing it");
+        match stuck_task::clear(self.channel.clone(), task).await {
+            Ok(()) => true,
+            Err(status) => {
+                tracing::warn!(task, error = %status.message(), "could not clear the task containerd kept");
+                false
+            }
+        }
     }
 
     /// Runs a command in a running container and waits for it (probes and hooks): the runtime

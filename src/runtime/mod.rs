@@ -178,14 +178,11 @@ impl Cri {
     }
 
     pub async fn remove_sandbox(&self, id: &str) -> CriResult<()> {
-        let remove = async || {
+        self.removal(|| async {
             let req = request(cri::RemovePodSandboxRequest { pod_sandbox_id: id.into() }, CALL_TIMEOUT);
             call("RemovePodSandbox", format!("sandbox {id}"), self.runtime.clone().remove_pod_sandbox(req)).await
-        };
-        match remove().await {
-            Err(e) if self.cleared_stuck_task(&e).await => gone_is_done(remove().await),
-            other => gone_is_done(other),
-        }
+        })
+        .await
     }
 
     pub async fn create_container(&self, sandbox_id: &str, config: cri::ContainerConfig, sandbox: cri::PodSandboxConfig) -> CriResult<String> {
@@ -207,10 +204,16 @@ impl Cri {
     }
 
     pub async fn remove_container(&self, id: &str) -> CriResult<()> {
-        let remove = async || {
+        self.removal(|| async {
             let req = request(cri::RemoveContainerRequest { container_id: id.into() }, CALL_TIMEOUT);
             call("RemoveContainer", format!("container {id}"), self.runtime.clone().remove_container(req)).await
-        };
+        })
+        .await
+    }
+
+    /// Runs a removal; one that failed on a task containerd kept (`stuck_task`) runs again once
+    /// that task is cleared. Gone already counts as done.
+    async fn removal<T, F: std::future::Future<Output = CriResult<T>>>(&self, remove: impl Fn() -> F) -> CriResult<()> {
         match remove().await {
             Err(e) if self.cleared_stuck_task(&e).await => gone_is_done(remove().await),
             other => gone_is_done(other),

@@ -119,13 +119,18 @@ pub fn remove_log_files(log: &Path) -> std::io::Result<usize> {
     };
     let mut removed = 0;
     for file in log_files(log, &names) {
-        match std::fs::remove_file(&file) {
-            Ok(()) => removed += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(std::io::Error::other(format!("removing {}: {e}", file.display()))),
-        }
+        removed += remove_present(&file)? as usize;
     }
     Ok(removed)
+}
+
+/// Deletes a file; whether it was there. One already gone is no error.
+fn remove_present(file: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_file(file) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(std::io::Error::other(format!("removing {}: {e}", file.display()))),
+    }
 }
 
 /// Removes a container and then its log files, as the kubelet does: the runtime leaves them,
@@ -234,12 +239,7 @@ fn tidy(log: &Path, policy: &Policy) -> std::io::Result<()> {
     let names: Vec<String> = entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
     let plan = tidying(name, &names, policy);
     for old in plan.remove {
-        let path = dir.join(&old);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(std::io::Error::other(format!("removing the rotated log {}: {e}", path.display()))),
-        }
+        remove_present(&dir.join(old))?;
     }
     for file in plan.compress {
         compress(&dir.join(file))?;

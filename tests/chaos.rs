@@ -185,7 +185,7 @@ fn a_sigkill_during_pod_churn() {
     figure("sigkill_stuck_tasks_cleared", log.matches("containerd kept the task").count());
     assert!(!log.contains("panicked at"), "nodelet panicked:\n{log}");
     let about_restarted =
-        node.log().lines().filter(|l| l.contains("nodelet starting") || restarted.iter().any(|p| l.contains(p.as_str()))).collect::<Vec<_>>().join("\n");
+        log.lines().filter(|l| l.contains("nodelet starting") || restarted.iter().any(|p| l.contains(p.as_str()))).collect::<Vec<_>>().join("\n");
     assert_eq!(
         unasked,
         0,

@@ -315,23 +315,19 @@ fn consider_start(
     want_hash: &str,
     now: SystemTime,
 ) {
-    let never_started = latest_here.filter(|p| p.state == RunState::Created);
-    if let Some(created) = never_started.filter(|p| !p.spec_hash.is_empty() && p.spec_hash == want_hash && !memory.start_failures.contains_key(&c.name)) {
-        // Created by this spec and never started (nodelet stopped between the two calls): start
-        // it as the attempt it is, so no restart is counted that nobody asked for.
+    // This attempt's container, made from this spec, whose start this nodelet has not seen fail:
+    // left Created (nodelet stopped between create and start), it is started; its start cut
+    // short (`start_cut_short`), it is made again. Either way as the attempt it is, so no
+    // restart is counted that nobody asked for.
+    let resumable = latest_here.filter(|p| !p.spec_hash.is_empty() && p.spec_hash == want_hash && !memory.start_failures.contains_key(&c.name));
+    let resume = resumable.and_then(|p| match p.state {
+        RunState::Created => Some((p.attempt, StartFrom::Created(p.id.clone()))),
+        _ if start_cut_short(p) => Some((p.attempt, StartFrom::CutShort(p.id.clone()))),
+        _ => None,
+    });
+    if let Some((attempt, from)) = resume {
         plan.waiting.insert(c.name.clone(), waiting(WaitingReason::ContainerCreating, ""));
-        plan.start.push(StartContainer {
-            name: c.name.clone(),
-            init,
-            attempt: created.attempt,
-            is_restart: false,
-            from: StartFrom::Created(created.id.clone()),
-        });
-        return;
-    }
-    if let Some(cut) = latest_here.filter(|p| start_cut_short(p) && p.spec_hash == want_hash && !memory.start_failures.contains_key(&c.name)) {
-        plan.waiting.insert(c.name.clone(), waiting(WaitingReason::ContainerCreating, ""));
-        plan.start.push(StartContainer { name: c.name.clone(), init, attempt: cut.attempt, is_restart: false, from: StartFrom::CutShort(cut.id.clone()) });
+        plan.start.push(StartContainer { name: c.name.clone(), init, attempt, is_restart: false, from });
         return;
     }
     // A container created but never started (its start failed, or its spec changed since) is

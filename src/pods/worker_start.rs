@@ -1,7 +1,8 @@
 //! How the pod worker starts one container: the image as its pull policy asks, runAsNonRoot
 //! against the image's user, env and volumes resolved, the container created and started, then
 //! its postStart hook (or, for a container created but never started, only the start and the
-//! hook; for one whose start a stop of nodelet cut short, its removal first). A child of `worker`, so it reaches the worker's own state.
+//! hook; for one whose start a stop of nodelet cut short, its removal first). A child of
+//! `worker`, so it reaches the worker's own state.
 
 use super::*;
 

@@ -12,8 +12,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Parser, Default)]
-#[command(name = "nodelet", version, about = "A Kubernetes node agent: runs pods through containerd's CRI, with its own CNI plugin")]
+#[command(name = "nodelet", disable_version_flag = true, about = "A Kubernetes node agent: runs pods through containerd's CRI, with its own CNI plugin")]
 pub struct Flags {
+    /// Print the version (`Kubernetes v1.35.0+nodelet.<x>`, as kubeadm reads it) and exit;
+    /// `--version=raw` prints each part on a line.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub version: Option<String>,
+    /// Log verbosity as the kubelet's -v: 0-3 info, 4-5 debug, 6 and above trace. RUST_LOG
+    /// overrides it.
+    #[arg(short = 'v', long = "v")]
+    pub verbosity: Option<u8>,
     /// YAML file with settings (KubeletConfiguration-style keys); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -81,8 +89,34 @@ pub struct Flags {
     #[arg(long = "crash-loop-backoff-max", value_parser = parse_duration)]
     pub crash_loop_backoff_max: Option<Duration>,
     /// kubeconfig of the cluster to join; without it nodelet runs standalone (static pods only).
+    /// With --bootstrap-kubeconfig it need not exist: nodelet writes it after its TLS bootstrap.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig with bootstrap credentials (a bootstrap token): used when --kubeconfig is
+    /// missing or its client certificate expired, to get the node's certificate through a
+    /// CertificateSigningRequest.
+    #[arg(long = "bootstrap-kubeconfig")]
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Where the node's certificates issued by the cluster are kept (kubelet-client-current.pem,
+    /// kubelet-server-current.pem) and the self-signed serving pair. Default <root-dir>/pki.
+    #[arg(long = "cert-dir")]
+    pub cert_dir: Option<PathBuf>,
+    /// Renew the client certificate through the cluster before it expires. Default true.
+    #[arg(long = "rotate-certificates", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool)]
+    pub rotate_certificates: Option<bool>,
+    /// Get the secure port's serving certificate from the cluster (a kubelet-serving CSR)
+    /// and renew it (KubeletConfiguration serverTLSBootstrap). Default false.
+    #[arg(long = "rotate-server-certificates", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool)]
+    pub rotate_server_certificates: Option<bool>,
+    /// The Node's spec.providerID (cloud or machine-management ID), set at registration.
+    #[arg(long = "provider-id")]
+    pub provider_id: Option<String>,
+    /// Port of the local health endpoint (/healthz), 0 disables it. Default 10248.
+    #[arg(long = "healthz-port")]
+    pub healthz_port: Option<u16>,
+    /// Address the health endpoint listens on. Default 127.0.0.1.
+    #[arg(long = "healthz-bind-address")]
+    pub healthz_bind_address: Option<IpAddr>,
     /// kubeconfig the Service proxy watches Services and EndpointSlices with (kube-proxy's
     /// identity, system:kube-proxy); default: the node's --kubeconfig.
     #[arg(long = "proxy-kubeconfig")]
@@ -224,6 +258,15 @@ pub struct FileConfig {
     pub sync_frequency: Option<Duration>,
     pub crash_loop_back_off: Option<CrashLoopBackOff>,
     pub kubeconfig: Option<PathBuf>,
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    pub cert_dir: Option<PathBuf>,
+    pub rotate_certificates: Option<bool>,
+    #[serde(rename = "serverTLSBootstrap")]
+    pub server_tls_bootstrap: Option<bool>,
+    #[serde(rename = "providerID")]
+    pub provider_id: Option<String>,
+    pub healthz_port: Option<u16>,
+    pub healthz_bind_address: Option<IpAddr>,
     pub proxy_kubeconfig: Option<PathBuf>,
     pub node_labels: Option<BTreeMap<String, String>>,
     pub register_with_taints: Option<Vec<Taint>>,
@@ -323,6 +366,15 @@ pub struct Config {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub kubeconfig: Option<PathBuf>,
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    pub cert_dir: PathBuf,
+    pub rotate_certificates: bool,
+    pub server_tls_bootstrap: bool,
+    pub provider_id: Option<String>,
+    /// The health endpoint's address; port 0 disables it.
+    pub healthz: std::net::SocketAddr,
+    /// -v as the kubelet's, for the log filter when RUST_LOG is not set.
+    pub verbosity: u8,
     pub proxy_kubeconfig: Option<PathBuf>,
     pub node_labels: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
@@ -365,6 +417,7 @@ impl Config {
             None => nix::unistd::gethostname().context("reading the host name")?.to_string_lossy().into_owned(),
         }
         .to_lowercase();
+        let root_dir: PathBuf = flags.root_dir.or(file.root_dir).unwrap_or_else(|| "/var/lib/nodelet".into());
         let endpoint = flags.container_runtime_endpoint.or(file.container_runtime_endpoint).unwrap_or_else(|| "unix:///run/containerd/containerd.sock".into());
         let config = Config {
             node_name,
@@ -376,7 +429,7 @@ impl Config {
                 .pod_infra_container_image
                 .or(file.pod_infra_container_image)
                 .unwrap_or_else(|| "localhost:5000/nodelet/pause:1".into()),
-            root_dir: flags.root_dir.or(file.root_dir).unwrap_or_else(|| "/var/lib/nodelet".into()),
+            root_dir: root_dir.clone(),
             pod_logs_dir: flags.pod_logs_dir.or(file.pod_logs_dir).unwrap_or_else(|| "/var/log/pods".into()),
             cgroup_root: flags.cgroup_root.or(file.cgroup_root).unwrap_or_else(|| "/nodelet".into()),
             pod_cidr: flags.pod_cidr.or(file.pod_cidr).unwrap_or_else(|| "10.88.0.0/16".into()),
@@ -395,6 +448,16 @@ impl Config {
             backoff_initial: flags.crash_loop_backoff_initial.or(backoff.initial_period).unwrap_or(Duration::from_secs(10)),
             backoff_max: flags.crash_loop_backoff_max.or(backoff.max_container_restart_period).unwrap_or(Duration::from_secs(300)),
             kubeconfig: flags.kubeconfig.or(file.kubeconfig),
+            bootstrap_kubeconfig: flags.bootstrap_kubeconfig.or(file.bootstrap_kubeconfig),
+            cert_dir: flags.cert_dir.or(file.cert_dir).unwrap_or_else(|| root_dir.join("pki")),
+            rotate_certificates: flags.rotate_certificates.or(file.rotate_certificates).unwrap_or(true),
+            server_tls_bootstrap: flags.rotate_server_certificates.or(file.server_tls_bootstrap).unwrap_or(false),
+            provider_id: flags.provider_id.or(file.provider_id).filter(|id| !id.is_empty()),
+            healthz: std::net::SocketAddr::new(
+                flags.healthz_bind_address.or(file.healthz_bind_address).unwrap_or(IpAddr::from([127, 0, 0, 1])),
+                flags.healthz_port.or(file.healthz_port).unwrap_or(10248),
+            ),
+            verbosity: flags.verbosity.unwrap_or(0),
             proxy_kubeconfig: flags.proxy_kubeconfig.or(file.proxy_kubeconfig),
             node_labels: match flags.node_labels {
                 Some(list) => parse_pairs("--node-labels", &list)?,
@@ -506,7 +569,11 @@ impl Config {
         if self.lease_duration.is_zero() {
             bail!("--node-lease-duration-seconds: must be greater than zero");
         }
-        for (option, path) in [("--kubeconfig", &self.kubeconfig), ("--proxy-kubeconfig", &self.proxy_kubeconfig)] {
+        // With bootstrap credentials, --kubeconfig is where the node's own will be written.
+        let node_kubeconfig = if self.bootstrap_kubeconfig.is_some() { &None } else { &self.kubeconfig };
+        for (option, path) in
+            [("--kubeconfig", node_kubeconfig), ("--bootstrap-kubeconfig", &self.bootstrap_kubeconfig), ("--proxy-kubeconfig", &self.proxy_kubeconfig)]
+        {
             if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
                 bail!("{option}: {} is not a file", path.display());
             }
@@ -524,6 +591,9 @@ impl Config {
                 self.image_gc.low_threshold_percent,
                 self.image_gc.high_threshold_percent
             );
+        }
+        if self.bootstrap_kubeconfig.is_some() && self.kubeconfig.is_none() {
+            bail!("--bootstrap-kubeconfig: needs --kubeconfig, the path where the node's own kubeconfig is written after the bootstrap");
         }
         if self.proxy_kubeconfig.is_some() && self.kubeconfig.is_none() {
             bail!("--proxy-kubeconfig: needs --kubeconfig (without it nodelet runs standalone, with no Service proxy)");

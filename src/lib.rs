@@ -28,4 +28,5 @@ pub mod secure;
 pub mod server;
 pub mod serving;
 pub mod stats;
+pub mod version;
 pub mod volumes;

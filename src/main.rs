@@ -16,14 +16,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
-    let config = match Config::from_flags(Flags::parse()) {
+    let flags = Flags::parse();
+    match flags.version.as_deref() {
+        None | Some("false") => {}
+        Some("raw") => {
+            print!("{}", nodelet::version::raw());
+            return std::process::ExitCode::SUCCESS;
+        }
+        Some(_) => {
+            println!("{}", nodelet::version::line());
+            return std::process::ExitCode::SUCCESS;
+        }
+    }
+    let config = match Config::from_flags(flags) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("nodelet: {e:#}");
             return std::process::ExitCode::from(2);
         }
     };
+    let level = match config.verbosity {
+        0..=3 => "info",
+        4..=5 => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into())).init();
     nodelet::heap::configure();
     let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
     match runtime.block_on(run(config)) {

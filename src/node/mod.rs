@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
-pub const KUBELET_VERSION: &str = concat!("v1.33.0-nodelet-", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, Clone)]
 pub struct NodeSettings {
@@ -76,7 +75,7 @@ impl NodeAgent {
             internal_ip: s.internal_ip.clone(),
             facts,
             runtime_version,
-            kubelet_version: KUBELET_VERSION.into(),
+            kubelet_version: crate::version::KUBELET.into(),
             pod_cidr: Some(s.pod_cidr.clone()),
             max_pods: s.max_pods,
             reserved_cpu_millis: s.reserved_cpu_millis,

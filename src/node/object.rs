@@ -241,7 +241,7 @@ mod tests {
             internal_ip: Some("192.0.2.2".into()),
             facts: HostFacts { machine, kernel_version: "6.18".into(), os_image: "Debian".into(), hostname: "n1".into() },
             runtime_version: "containerd://1.6.20".into(),
-            kubelet_version: "v1.33.0-nodelet".into(),
+            kubelet_version: crate::version::KUBELET.into(),
             pod_cidr: Some("10.88.0.0/16".into()),
             max_pods: 110,
             reserved_cpu_millis: 100,

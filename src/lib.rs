@@ -4,6 +4,7 @@
 pub mod cgroups;
 pub mod config;
 pub mod configz;
+pub mod credentials;
 pub mod events;
 pub mod eviction;
 pub mod gauge;

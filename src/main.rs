@@ -84,9 +84,31 @@ async fn run(config: Config) -> anyhow::Result<()> {
         // Unhealthy until the runtime has answered, even if /healthz is asked first.
         health.set("runtime", Err("not checked yet".into()));
     }
-    let client = match &config.kubeconfig {
-        Some(path) => Some(kube_client("--kubeconfig", path).await?),
+    // What answers while nodelet still waits for its credentials (a TLS bootstrap): kubeadm polls
+    // the health endpoint before it waits for the bootstrap.
+    if config.healthz.port() != 0 {
+        let listener = server::bind(config.healthz, "--healthz-port/--healthz-bind-address").await?;
+        tokio::spawn(nodelet::serving::log_failure("health endpoint", server::serve_health(listener, health.clone())));
+    }
+    let store = PodStore::default();
+    // the one runtime client (it connects on first use), shared by every part
+    let cri = runtime::Cri::new(&config.runtime_socket);
+    let stats = (!config.proxy_only).then(|| Arc::new(nodelet::stats::Collector::new(cri.clone(), store.clone(), ctx.clone(), config.root_dir.clone())));
+    let eviction_stats = stats.clone();
+    let server_state =
+        server::ReadOnly { health: health.clone(), pods: store.clone(), host_root: "/".into(), configz: Arc::new(nodelet::configz::configz(&config)), stats };
+    if config.read_only_port != 0 {
+        let listener = server::bind(SocketAddr::new(config.address, config.read_only_port), "--read-only-port").await?;
+        tokio::spawn(nodelet::serving::log_failure("read-only server", server::serve(listener, server_state.clone())));
+    }
+    let credentials = match &config.kubeconfig {
+        Some(path) => Some(node_credentials(&config, path).await?),
         None => None,
+    };
+    let client = credentials.as_ref().map(|c| c.client.clone());
+    let events = match &client {
+        Some(client) => nodelet::events::Recorder::to_apiserver(client.clone(), config.node_name.clone()),
+        None => nodelet::events::Recorder::log_only(),
     };
     let proxiers = match (config.proxy_enabled, &client) {
         (true, Some(client)) => {
@@ -100,29 +122,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         _ => Vec::new(),
     };
-    let store = PodStore::default();
-    // the one runtime client (it connects on first use), shared by every part
-    let cri = runtime::Cri::new(&config.runtime_socket);
-    let stats = (!config.proxy_only).then(|| Arc::new(nodelet::stats::Collector::new(cri.clone(), store.clone(), ctx.clone(), config.root_dir.clone())));
-    let eviction_stats = stats.clone();
-    let server_state =
-        server::ReadOnly { health: health.clone(), pods: store.clone(), host_root: "/".into(), configz: Arc::new(nodelet::configz::configz(&config)), stats };
-    if config.read_only_port != 0 {
-        let state = server_state.clone();
-        let addr = SocketAddr::new(config.address, config.read_only_port);
-        let listener = server::bind(addr).await?;
-        tokio::spawn(async move {
-            if let Err(e) = server::serve(listener, state).await {
-                tracing::error!("read-only server failed: {e:#}");
-            }
-        });
-    }
     if config.port != 0 && !config.proxy_only {
         let settings = nodelet::secure::SecureSettings {
             addr: SocketAddr::new(config.address, config.port),
             node_name: config.node_name.clone(),
             node_ips: ctx.host_ip.iter().filter_map(|ip| ip.parse().ok()).collect(),
-            cert_dir: config.root_dir.join("pki"),
+            cert_dir: config.cert_dir.clone(),
             tls_cert_file: config.tls_cert_file.clone(),
             tls_key_file: config.tls_private_key_file.clone(),
             client_ca_file: config.client_ca_file.clone(),
@@ -137,11 +142,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
             cri: Some(cri.clone()),
         };
         let secure = nodelet::secure::bind(settings, server_state, client.clone()).await?;
-        tokio::spawn(async move {
-            if let Err(e) = secure.run().await {
-                tracing::error!("secure server failed: {e:#}");
-            }
-        });
+        if let (true, Some(client)) = (config.server_tls_bootstrap, &client) {
+            serve_certificate_from_cluster(&config, client.clone(), secure.serving_identity(), ctx.host_ip.as_deref(), events.clone());
+        }
+        tokio::spawn(nodelet::serving::log_failure("secure server", secure.run()));
     }
     if config.proxy_only {
         tracing::info!("running the Service proxy only");
@@ -172,10 +176,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let exits = runtime::events::spawn_exit_watcher(cri.channel());
     let runtime_cache = runtime::relist::RuntimeCache::spawn(cri.clone(), config.node_name.clone(), runtime::relist::RELIST_PERIOD, &exits);
 
-    let events = match &client {
-        Some(client) => nodelet::events::Recorder::to_apiserver(client.clone(), config.node_name.clone()),
-        None => nodelet::events::Recorder::log_only(),
-    };
     let (container_gc, image_gc) = spawn_garbage_collection(&config, &cri, &runtime_cache, &store, events.clone());
     // The eviction manager reads the same figures as /stats/summary and ends pods through the pod manager.
     let (evictions, evicted) = tokio::sync::mpsc::unbounded_channel();
@@ -232,6 +232,59 @@ async fn run(config: Config) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The node's credentials: its --kubeconfig, or a TLS bootstrap with --bootstrap-kubeconfig;
+/// the client certificate is renewed before it expires (--rotate-certificates).
+async fn node_credentials(config: &Config, kubeconfig: &Path) -> anyhow::Result<nodelet::credentials::bootstrap::NodeCredentials> {
+    use nodelet::credentials::{bootstrap, renewal, store::CertDir};
+    let settings = bootstrap::Settings {
+        node_name: config.node_name.clone(),
+        kubeconfig: kubeconfig.to_path_buf(),
+        bootstrap_kubeconfig: config.bootstrap_kubeconfig.clone(),
+        cert_dir: CertDir::new(&config.cert_dir),
+    };
+    let credentials = bootstrap::establish(&settings).await?;
+    if let (true, Some(identity)) = (config.rotate_certificates, &credentials.identity) {
+        tokio::spawn(renewal::renew_client(
+            renewal::Renewal {
+                client: credentials.client.clone(),
+                identity: identity.clone(),
+                node: config.node_name.clone(),
+                cert_dir: settings.cert_dir,
+                bootstrap_kubeconfig: config.bootstrap_kubeconfig.clone(),
+            },
+            credentials.bootstrapped,
+        ));
+    }
+    Ok(credentials)
+}
+
+/// serverTLSBootstrap: the secure port serves the certificate the cluster issued (the one in the
+/// cert dir at once, if still valid), requested and renewed in the background.
+fn serve_certificate_from_cluster(
+    config: &Config,
+    client: kube::Client,
+    serving: Arc<nodelet::credentials::identity::Identity>,
+    host_ip: Option<&str>,
+    events: nodelet::events::Recorder,
+) {
+    use nodelet::credentials::{csr::Purpose, renewal, store::CertDir};
+    if config.tls_cert_file.is_some() {
+        tracing::warn!("serverTLSBootstrap is on: --tls-cert-file and --tls-private-key-file are not used");
+    }
+    let cert_dir = CertDir::new(&config.cert_dir);
+    let purpose = Purpose::Serving {
+        dns_names: vec![config.node_name.clone()].into_iter().filter(|n| n.parse::<std::net::IpAddr>().is_err()).collect(),
+        ips: host_ip.and_then(|ip| ip.parse().ok()).into_iter().collect(),
+    };
+    if let Some(pair) = cert_dir.load_current(purpose.file_prefix()).filter(|p| !p.leaf.expired_at(std::time::SystemTime::now())) {
+        if let Err(e) = serving.replace(&pair) {
+            tracing::warn!(error = %e, "the serving certificate in the cert dir cannot be used; requesting a new one");
+        }
+    }
+    let renewal = renewal::Renewal { client, identity: serving, node: config.node_name.clone(), cert_dir, bootstrap_kubeconfig: None };
+    tokio::spawn(renewal::serve_from_cluster(renewal, purpose, events));
 }
 
 /// A client from the kubeconfig given as `option` (named in errors).
@@ -333,17 +386,28 @@ fn spawn_garbage_collection(
     (containers, images)
 }
 
-/// Pulls the sandbox image once at start so the first pod does not wait for it.
+/// Pulls the sandbox image at start so the first pod does not wait for it. It is containerd's
+/// configured sandbox image that pods run (CRI gives nodelet no say), so one that cannot be
+/// pulled (kubeadm passes registry.k8s.io's, unreachable on an offline node) is said once and
+/// left: nodelet only keeps it from image GC.
 async fn prepull_sandbox_image(cri: runtime::Cri, image: String) {
-    let what = format!("--pod-infra-container-image: pulling {image:?}");
-    nodelet::retry::until_ok(&what, || async {
-        if cri.image_id(&image).await?.is_none() {
-            cri.pull_image(&image, None, None).await?;
-            tracing::info!(image = %image, "sandbox image pulled");
+    let mut backoff = nodelet::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    for attempt in 1..=5 {
+        let pulled = async {
+            if cri.image_id(&image).await?.is_none() {
+                cri.pull_image(&image, None, None).await?;
+                tracing::info!(image = %image, "sandbox image pulled");
+            }
+            Ok::<(), runtime::CriError>(())
+        };
+        match pulled.await {
+            Ok(()) => return,
+            Err(e) if attempt == 5 => {
+                tracing::warn!(image = %image, error = %e, "--pod-infra-container-image: cannot pull it; pods use containerd's configured sandbox image")
+            }
+            Err(_) => tokio::time::sleep(backoff.fail()).await,
         }
-        Ok::<(), runtime::CriError>(())
-    })
-    .await;
+    }
 }
 
 async fn shutdown_signal() {

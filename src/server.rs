@@ -48,10 +48,10 @@ pub fn router(state: ReadOnly) -> Router {
         .with_state(state)
 }
 
-/// Binds before serving, so a port already in use fails nodelet's start with the option named.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("--read-only-port: cannot listen on {addr}: {e}"))?;
-    tracing::info!(%addr, "read-only server listening");
+/// Binds before serving, so a port already in use fails nodelet's start with `option` named.
+pub async fn bind(addr: SocketAddr, option: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("{option}: cannot listen on {addr}: {e}"))?;
+    tracing::info!(%addr, "{option} listening");
     Ok(listener)
 }
 
@@ -59,14 +59,32 @@ pub async fn serve(listener: tokio::net::TcpListener, state: ReadOnly) -> anyhow
     crate::serving::serve(listener, router(state), crate::serving::Plain, crate::serving::Limits::KUBELET, "read-only").await
 }
 
-/// "ok", or with `?verbose` every check on a line (the kubelet's format).
+/// The health endpoint alone (healthzBindAddress:healthzPort, 127.0.0.1:10248 by default), which
+/// kubeadm and service managers poll whatever the read-only port is.
+pub fn health_router(health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/healthz", get(|State(health): State<Arc<Health>>, RawQuery(query): RawQuery| async move { health_answer(&health, query) }))
+        .route("/healthz/ping", get(|| async { "ok" }))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found\n") })
+        .with_state(health)
+}
+
+pub async fn serve_health(listener: tokio::net::TcpListener, health: Arc<Health>) -> anyhow::Result<()> {
+    crate::serving::serve(listener, health_router(health), crate::serving::Plain, crate::serving::Limits::KUBELET, "healthz").await
+}
+
 async fn healthz(State(state): State<ReadOnly>, RawQuery(query): RawQuery) -> Response {
+    health_answer(&state.health, query)
+}
+
+/// "ok", or with `?verbose` every check on a line (the kubelet's format).
+fn health_answer(health: &Health, query: Option<String>) -> Response {
     if query.is_some_and(|q| q.split('&').any(|p| p == "verbose" || p.starts_with("verbose="))) {
-        let (ok, body) = state.health.verbose();
+        let (ok, body) = health.verbose();
         let code = if ok { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
         return (code, body).into_response();
     }
-    match state.health.report() {
+    match health.report() {
         Ok(()) => "ok".into_response(),
         Err(failures) => {
             let body: String = failures.iter().map(|f| format!("[-]{f}\n")).collect::<String>() + "healthz check failed\n";

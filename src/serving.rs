@@ -59,6 +59,14 @@ impl Handshake for Plain {
 }
 
 /// Serves `app` on `listener` until the process ends. `port` names the port in logs.
+/// Runs a server to its end, saying in the log if it failed (a spawned server has nobody else to
+/// tell).
+pub async fn log_failure(what: &'static str, server: impl std::future::Future<Output = anyhow::Result<()>>) {
+    if let Err(e) = server.await {
+        tracing::error!("{what} failed: {e:#}");
+    }
+}
+
 pub async fn serve<H: Handshake>(listener: TcpListener, app: Router, handshake: H, limits: Limits, port: &'static str) -> anyhow::Result<()> {
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let mut http = hyper::server::conn::http1::Builder::new();

@@ -6,6 +6,8 @@
 #   CLUSTER_DIR   state: pki/, kubeconfigs, etcd data (default /var/lib/nodelet-cluster)
 #   APISERVER_PORT ETCD_PORT ETCD_PEER_PORT CONTROLLER_MANAGER_PORT SCHEDULER_PORT
 #                 (6443 2379 2380 10257 10259): other ones for a second, private control plane
+#   CLUSTER_SIGNING_DURATION  life of the certificates the controller-manager signs (nodes'
+#                 client and serving certificates; default 8760h): short to test their renewal
 #   KUBE_BIN      folder of kube-apiserver, kube-controller-manager, kube-scheduler (default:
 #                 ../shared/kube/bin/*.xz beside the repo, unpacked into /var/lib/nodelet-kube-bin)
 # Writes $CLUSTER_DIR/admin.kubeconfig (system:masters) and kube-proxy.kubeconfig
@@ -92,6 +94,7 @@ ensure_running kube-apiserver "$KUBE_BIN/kube-apiserver" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" --cert-dir "$PKI" \
     --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" --client-ca-file "$PKI/ca.crt" \
     --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction --allow-privileged=true \
+    --enable-bootstrap-token-auth \
     --service-cluster-ip-range "$SERVICE_CIDR" \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
@@ -107,7 +110,8 @@ ensure_running kube-controller-manager "$KUBE_BIN/kube-controller-manager" \
     --leader-elect=false --controllers '*,bootstrapsigner,tokencleaner' \
     --allocate-node-cidrs --cluster-cidr "$CLUSTER_CIDR" --node-cidr-mask-size 24 --service-cluster-ip-range "$SERVICE_CIDR" \
     --use-service-account-credentials --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
-    --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key"
+    --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
+    --cluster-signing-duration "${CLUSTER_SIGNING_DURATION:-8760h}"
 ensure_running kube-scheduler "$KUBE_BIN/kube-scheduler" \
     --kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" \
     --authentication-kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" --authorization-kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" \

@@ -185,6 +185,7 @@ pub fn router(settings: &SecureSettings, state: ReadOnly, api: Option<kube::Clie
 /// A bound secure port, ready to serve.
 pub struct SecureServer {
     local: SocketAddr,
+    serving: Arc<crate::credentials::identity::Identity>,
     tcp: tokio::net::TcpListener,
     handshake: TlsHandshake,
     app: Router,
@@ -195,6 +196,11 @@ impl SecureServer {
         self.local
     }
 
+    /// The serving certificate, replaceable while the port serves (serverTLSBootstrap).
+    pub fn serving_identity(&self) -> Arc<crate::credentials::identity::Identity> {
+        self.serving.clone()
+    }
+
     pub async fn run(self) -> anyhow::Result<()> {
         crate::serving::serve(self.tcp, self.app, self.handshake, crate::serving::Limits::KUBELET, "secure").await
     }
@@ -203,13 +209,13 @@ impl SecureServer {
 /// Loads or makes the certificates and binds, so that bad files or a port in use fail at start
 /// with the option named.
 pub async fn bind(settings: SecureSettings, state: ReadOnly, api: Option<kube::Client>) -> anyhow::Result<SecureServer> {
-    let config = tls::server_config(&settings)?;
+    let (config, serving) = tls::server_config(&settings)?;
     let app = router(&settings, state, api)?;
     let tcp = tokio::net::TcpListener::bind(settings.addr).await.map_err(|e| anyhow::anyhow!("--port: cannot listen on {}: {e}", settings.addr))?;
     let local = tcp.local_addr().map_err(|e| anyhow::anyhow!("--port: {}: {e}", settings.addr))?;
     tracing::info!(addr = %local, node = %settings.node_name, mode = ?settings.authorization_mode, "secure server listening");
     let handshake = TlsHandshake { acceptor: tokio_rustls::TlsAcceptor::from(config), timeout: crate::serving::Limits::KUBELET.handshake_timeout };
-    Ok(SecureServer { local, tcp, handshake, app })
+    Ok(SecureServer { local, serving, tcp, handshake, app })
 }
 
 pub async fn serve(settings: SecureSettings, state: ReadOnly, api: Option<kube::Client>) -> anyhow::Result<()> {

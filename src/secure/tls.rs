@@ -3,6 +3,8 @@
 //! checked against --client-ca-file, and the subject (CN, O) of a verified client certificate.
 
 use super::SecureSettings;
+use crate::credentials::certificate::{Leaf, Pair};
+use crate::credentials::identity::Identity;
 use anyhow::Context;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -93,11 +95,14 @@ fn self_signed(s: &SecureSettings) -> anyhow::Result<(String, String)> {
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-/// The rustls server configuration: serving identity, and client certificates verified
-/// against the client CA when one is given (a client without a certificate is still let in,
-/// to authenticate by token or as anonymous).
-pub fn server_config(s: &SecureSettings) -> anyhow::Result<Arc<ServerConfig>> {
+/// The rustls server configuration: the serving certificate taken from a replaceable identity
+/// at each handshake (it starts as `serving_identity`'s; a certificate the cluster issues later
+/// takes its place), and client certificates verified against the client CA when one is given
+/// (a client without a certificate is still let in, to authenticate by token or as anonymous).
+pub fn server_config(s: &SecureSettings) -> anyhow::Result<(Arc<ServerConfig>, Arc<Identity>)> {
     let (certs, key) = serving_identity(s)?;
+    let leaf = Leaf::parse(certs.first().map(|c| c.as_ref()).unwrap_or_default()).context("the serving certificate")?;
+    let identity = Identity::new(&Pair { chain: certs, key, leaf }, "serving certificate").context("the serving certificate and key")?;
     let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let builder = match &s.client_ca_file {
         Some(ca) => {
@@ -119,70 +124,15 @@ pub fn server_config(s: &SecureSettings) -> anyhow::Result<Arc<ServerConfig>> {
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(certs, key).context("the serving certificate and key do not match")?;
+    let mut config = builder.with_cert_resolver(identity.clone());
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), identity))
 }
-
-/// Reads one DER element: (tag, contents, what follows).
-fn tlv(data: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = data.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (first as usize, rest)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        (rest[..n].iter().fold(0usize, |acc, &b| (acc << 8) | b as usize), &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
-}
-
-const OID_CN: &[u8] = &[0x55, 0x04, 0x03];
-const OID_O: &[u8] = &[0x55, 0x04, 0x0a];
 
 /// The common name and organizations of a certificate's subject: the user and groups of a
 /// client certificate, as the apiserver and kubelet read them.
 pub fn subject(cert_der: &[u8]) -> Option<(String, Vec<String>)> {
-    let (_, cert, _) = tlv(cert_der)?;
-    let (_, tbs, _) = tlv(cert)?;
-    let mut rest = tbs;
-    let (tag, _, r) = tlv(rest)?;
-    if tag == 0xa0 {
-        rest = r; // version
-    }
-    // serial, signature algorithm, issuer, validity, then the subject
-    for _ in 0..4 {
-        rest = tlv(rest)?.2;
-    }
-    let (tag, mut name, _) = tlv(rest)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let mut cn = None;
-    let mut orgs = Vec::new();
-    while !name.is_empty() {
-        let (_, mut set, after) = tlv(name)?;
-        name = after;
-        while !set.is_empty() {
-            let (_, atv, after) = tlv(set)?;
-            set = after;
-            let (_, oid, value) = tlv(atv)?;
-            let (_, value, _) = tlv(value)?;
-            let value = String::from_utf8_lossy(value).into_owned();
-            if oid == OID_CN {
-                cn = Some(value);
-            } else if oid == OID_O {
-                orgs.push(value);
-            }
-        }
-    }
-    Some((cn.unwrap_or_default(), orgs))
+    Leaf::parse(cert_der).ok().map(|leaf| (leaf.common_name, leaf.organizations))
 }
 
 #[cfg(test)]

@@ -315,6 +315,7 @@ fn join_cluster(
         reserved_cpu_millis: config.reserved.0,
         reserved_memory: config.reserved.1,
         kubelet_port: config.port.into(),
+        provider_id: config.provider_id.clone(),
         lease_duration: config.lease_duration,
         lease_renew_every: config.lease_duration / 4,
         status_update_every: config.node_status_update_frequency,

@@ -1,13 +1,15 @@
 //! What a real control plane does to a node that the project's own tests once could not see:
-//! the pod CIDR kube-controller-manager assigns after registration, and a Service proxy whose
-//! credentials may not list EndpointSlices. One test at a time: every nodelet on this machine
-//! shares containerd's CNI config, which the pod CIDR test must own while it runs.
+//! the pod CIDR kube-controller-manager assigns after registration, a Service proxy whose
+//! credentials may not list EndpointSlices, conditions other components set on the Node, and
+//! spec.providerID. One test at a time: every nodelet on this machine shares containerd's CNI
+//! config, which the pod CIDR test must own while it runs.
 
 mod common;
 mod e2e_support;
 
 use common::*;
 use e2e_support::*;
+use kube::api::Patch;
 use serde_json::json;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -82,4 +84,98 @@ fn a_proxy_refused_endpointslices_says_which_permission_and_how_to_grant_it_once
     std::thread::sleep(Duration::from_secs(8));
     let told = e2e.node.log().matches("the apiserver refuses the Service proxy to list and watch endpointslices").count();
     assert_eq!(told, 1, "told {told} times:\n{}", e2e.node.log());
+}
+
+/// The condition types nodelet sets (src/node/object.rs OWN_CONDITIONS).
+const OWN_CONDITIONS: [&str; 4] = ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"];
+
+fn condition<'a>(node: &'a serde_json::Value, kind: &str) -> Option<&'a serde_json::Value> {
+    node["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind)
+}
+
+#[test]
+fn conditions_other_components_set_survive_nodelets_status_updates() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    // Patched every second: each pass is a report, so each one patches a new heartbeat.
+    let e2e = E2e::start("foreign_conditions", &["--node-status-update-frequency", "1s", "--node-status-report-frequency", "1s"]);
+    let ready = e2e.wait_node_ready();
+    let ours = ready["status"]["addresses"].clone();
+    // A CNI (or the route controller) and node-problem-detector set theirs as they do: a
+    // strategic merge patch of the status, conditions merged by type.
+    let foreign = json!([
+        {"type": "NetworkUnavailable", "status": "False", "reason": "RouteCreated", "message": "RouteController created a route",
+         "lastHeartbeatTime": "2025-01-02T03:04:05Z", "lastTransitionTime": "2025-01-02T03:04:05Z"},
+        {"type": "KernelDeadlock", "status": "False", "reason": "KernelHasNoDeadlock", "message": "kernel has no deadlock",
+         "lastHeartbeatTime": "2025-01-02T03:04:06Z", "lastTransitionTime": "2025-01-02T03:04:06Z"}
+    ]);
+    let patched = e2e.patch_node_status(&Patch::Strategic(json!({"status": {"conditions": foreign}})));
+    for c in foreign.as_array().unwrap() {
+        assert_eq!(condition(&patched, c["type"].as_str().unwrap()), Some(c), "the admin's patch took: {patched:#}");
+    }
+    // And an address nodelet does not report, of a type it does (two InternalIPs): nodelet's
+    // next update puts its own addresses back, the extra one removed.
+    let mut doubled = ours.as_array().unwrap_or_else(|| panic!("the Ready node has no addresses: {ready:#}")).clone();
+    doubled.insert(1, json!({"type": "InternalIP", "address": "127.0.0.2"}));
+    e2e.patch_node_status(&Patch::Merge(json!({"status": {"addresses": doubled}})));
+
+    let heartbeat = |node: &serde_json::Value| condition(node, "Ready").map(|c| c["lastHeartbeatTime"].clone()).unwrap_or_default();
+    let mut seen = vec![heartbeat(&patched)];
+    let mut node = patched.clone();
+    eventually("3 more heartbeats of nodelet's Ready condition", Duration::from_secs(30), || {
+        node = e2e.get_node().unwrap();
+        for c in foreign.as_array().unwrap() {
+            let kind = c["type"].as_str().unwrap();
+            assert_eq!(condition(&node, kind), Some(c), "{kind} changed or went after {} heartbeats: {node:#}", seen.len() - 1);
+        }
+        if *seen.last().unwrap() != heartbeat(&node) {
+            seen.push(heartbeat(&node));
+        }
+        seen.len() > 3
+    });
+    let conditions = node["status"]["conditions"].as_array().unwrap();
+    let mut types: Vec<&str> = conditions.iter().map(|c| c["type"].as_str().unwrap()).collect();
+    types.sort();
+    assert_eq!(types, ["DiskPressure", "KernelDeadlock", "MemoryPressure", "NetworkUnavailable", "PIDPressure", "Ready"], "{node:#}");
+    for kind in OWN_CONDITIONS {
+        let c = condition(&node, kind).unwrap();
+        let (status, reason) = if kind == "Ready" { ("True", "KubeletReady") } else { ("False", "") };
+        assert_eq!(c["status"], status, "{kind}: {c:#}");
+        assert!(reason.is_empty() || c["reason"] == reason, "{kind}: {c:#}");
+        assert_eq!(c["lastHeartbeatTime"], heartbeat(&node), "all of nodelet's conditions are patched together: {node:#}");
+    }
+    assert_eq!(node["status"]["addresses"], ours, "the InternalIP nodelet does not have is gone");
+}
+
+#[test]
+fn the_node_is_registered_with_its_provider_id() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let id = format!("nodelet://{}", node_name("provider_id"));
+    let e2e = E2e::start("provider_id", &["--provider-id", &id]);
+    let node = e2e.wait_node_ready();
+    assert_eq!(node["spec"]["providerID"], json!(id), "{node:#}");
+}
+
+#[test]
+fn a_node_taken_over_gets_the_provider_id_it_lacks_and_keeps_the_one_it_has() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let name = node_name("provider_take_over");
+    let _existing = PrecreatedNode::create(&name, json!({"metadata": {"labels": {"left": "by-installer"}}}));
+    let (first, second) = (format!("nodelet://{name}"), format!("other://{name}"));
+    let mut e2e = E2e::start("provider_take_over", &["--provider-id", &first]);
+    let node = e2e.wait_node_ready();
+    assert!(e2e.node.log().contains("took over the existing node"), "{}", e2e.node.log());
+    assert_eq!(node["spec"]["providerID"], json!(first), "set where the Node had none: {node:#}");
+    assert_eq!(node["metadata"]["labels"]["left"], "by-installer");
+
+    // Restarted with another ID: spec.providerID cannot change once set; nodelet says so.
+    e2e.node.kill9();
+    let at = e2e.node.args.iter().position(|a| a == "--provider-id").unwrap();
+    e2e.node.args[at + 1] = second.clone();
+    e2e.node.spawn();
+    eventually("nodelet to warn of the other providerID", Duration::from_secs(30), || {
+        let log = std::fs::read_to_string(e2e.node.log_file()).unwrap_or_default();
+        log.contains("another spec.providerID than --provider-id") && log.contains("took over the existing node")
+    });
+    let node = e2e.wait_node_ready();
+    assert_eq!(node["spec"]["providerID"], json!(first), "{node:#}");
 }

@@ -1,6 +1,8 @@
 //! The node's presence in the cluster: registration of the Node object (or taking over an
 //! existing one), its status patched when it changes and at least every few minutes, and the
-//! Lease heartbeat in kube-node-lease. Failures are retried; pods are never touched here.
+//! Lease heartbeat in kube-node-lease. Status patches are strategic merges of nodelet's own
+//! conditions (`object::status_patch`): other components' conditions on the Node stay. Failures
+//! are retried; pods are never touched here.
 
 pub mod object;
 pub mod pod_cidr;
@@ -15,7 +17,7 @@ use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeStatus, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use object::{conditions_overwritten, node_status, status_changed, NodeHealth, NodeInput};
+use object::{conditions_overwritten, is_own_condition, node_status, status_changed, status_patch, NodeHealth, NodeInput, ProviderIdTakeOver};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +36,8 @@ pub struct NodeSettings {
     pub reserved_cpu_millis: i64,
     pub reserved_memory: i64,
     pub kubelet_port: i32,
+    /// spec.providerID to register with (`--provider-id`).
+    pub provider_id: Option<String>,
     pub lease_duration: Duration,
     pub lease_renew_every: Duration,
     pub status_update_every: Duration,
@@ -82,6 +86,7 @@ impl NodeAgent {
             reserved_memory: s.reserved_memory,
             ephemeral_storage,
             kubelet_port: s.kubelet_port,
+            provider_id: s.provider_id.clone(),
             health: {
                 let pid = pressure::pid_pressure(&pressure::read());
                 let evicting = *self.pressure.borrow();
@@ -103,11 +108,29 @@ impl NodeAgent {
                 Ok(created)
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {
+                let name = &self.settings.name;
                 let labels = object::node_labels(&input.name, &input.labels);
-                let patch = serde_json::json!({ "metadata": { "labels": labels } });
-                let existing =
-                    self.nodes().patch(&self.settings.name, &PatchParams::default(), &Patch::Merge(&patch)).await.context("taking over the existing Node")?;
-                tracing::info!(node = %self.settings.name, "took over the existing node");
+                let mut patch = serde_json::json!({ "metadata": { "labels": labels } });
+                if input.provider_id.is_some() {
+                    let existing = self.nodes().get(name).await.with_context(|| format!("reading the existing Node {name}"))?;
+                    let in_api = existing.spec.as_ref().and_then(|s| s.provider_id.as_deref());
+                    match object::provider_id_on_take_over(in_api, input.provider_id.as_deref()) {
+                        ProviderIdTakeOver::Keep => {}
+                        ProviderIdTakeOver::Set(id) => patch["spec"] = serde_json::json!({ "providerID": id }),
+                        ProviderIdTakeOver::Differs { in_api, ours } => tracing::warn!(
+                            node = %name,
+                            %in_api,
+                            %ours,
+                            "the existing Node has another spec.providerID than --provider-id; it cannot change and is kept"
+                        ),
+                    }
+                }
+                let existing = self
+                    .nodes()
+                    .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .with_context(|| format!("taking over the existing Node {name}"))?;
+                tracing::info!(node = %name, "took over the existing node");
                 Ok(existing)
             }
             Err(e) => Err(e).context("registering the Node"),
@@ -119,7 +142,7 @@ impl NodeAgent {
     pub async fn run(self: Arc<Self>) {
         let node = crate::retry::until_ok("registering the node", || self.register()).await;
         let node_uid = node.metadata.uid.clone().unwrap_or_default();
-        let conditions = node.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        let conditions = node.status.and_then(|s| s.conditions).unwrap_or_default().into_iter().filter(is_own_condition).collect();
         let lease = tokio::spawn(self.clone().keep_lease(node_uid));
         self.keep_status(conditions).await;
         lease.abort();
@@ -133,8 +156,9 @@ impl NodeAgent {
                     // The Node as the apiserver has it: someone else (the node controller, after
                     // an outage) may have changed its conditions since our last patch.
                     let in_api = self.nodes().get_opt(&self.settings.name).await.ok().flatten().and_then(|n| n.status);
+                    // Only nodelet's own conditions: another component's is neither compared nor copied.
                     if let Some(conditions) = in_api.as_ref().and_then(|s| s.conditions.clone()) {
-                        previous = conditions;
+                        previous = conditions.into_iter().filter(is_own_condition).collect();
                     }
                     let status = node_status(&input, &previous, &now());
                     let overwritten = in_api.as_ref().is_some_and(|api| conditions_overwritten(api, &status));
@@ -144,8 +168,8 @@ impl NodeAgent {
                             Some((old, at)) => status_changed(old, &status) || at.elapsed() >= self.settings.status_report_every,
                         };
                     if due {
-                        let patch = serde_json::json!({ "status": status });
-                        match self.nodes().patch_status(&self.settings.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                        let patch = status_patch(&status, in_api.as_ref());
+                        match self.nodes().patch_status(&self.settings.name, &PatchParams::default(), &Patch::Strategic(&patch)).await {
                             Ok(_) => {
                                 previous = status.conditions.clone().unwrap_or_default();
                                 last = Some((status, Instant::now()));

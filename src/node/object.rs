@@ -1,5 +1,7 @@
 //! The Node object nodelet registers and keeps fresh: labels, taints, addresses, capacity,
-//! allocatable, nodeInfo and conditions, computed from plain inputs. Pure and unit-tested.
+//! allocatable, nodeInfo and conditions, computed from plain inputs, and the strategic-merge
+//! patch that writes nodelet's part of the status and leaves other components' conditions be.
+//! Pure and unit-tested.
 
 use crate::machine::HostFacts;
 use k8s_openapi::api::core::v1::{DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo, Taint};
@@ -24,6 +26,8 @@ pub struct NodeInput {
     pub reserved_memory: i64,
     pub ephemeral_storage: u64,
     pub kubelet_port: i32,
+    /// spec.providerID, set when the Node is registered (`--provider-id`).
+    pub provider_id: Option<String>,
     pub health: NodeHealth,
 }
 
@@ -74,6 +78,7 @@ pub fn new_node(input: &NodeInput, now: &Time) -> Node {
             pod_cidr: input.pod_cidr.clone(),
             pod_cidrs: input.pod_cidr.clone().map(|c| vec![c]),
             taints: (!input.taints.is_empty()).then(|| input.taints.clone()),
+            provider_id: input.provider_id.clone(),
             ..Default::default()
         }),
         status: Some(node_status(input, &[], now)),
@@ -137,6 +142,15 @@ fn hugepage_size_name(kib: u64) -> String {
     }
 }
 
+/// The condition types nodelet sets on its Node. Any other (NetworkUnavailable from a CNI or the
+/// route controller, node-problem-detector's KernelDeadlock...) is another component's: never
+/// compared, copied or written by nodelet.
+pub const OWN_CONDITIONS: [&str; 4] = ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"];
+
+pub fn is_own_condition(condition: &NodeCondition) -> bool {
+    OWN_CONDITIONS.contains(&condition.type_.as_str())
+}
+
 /// The four conditions the kubelet reports, with its reasons and messages (pkg/kubelet/nodestatus).
 pub fn conditions(health: &NodeHealth, previous: &[NodeCondition], now: &Time) -> Vec<NodeCondition> {
     // Memory and PID say "(in)sufficient ... available", disk "has (no) disk pressure".
@@ -178,16 +192,68 @@ pub fn conditions(health: &NodeHealth, previous: &[NodeCondition], now: &Time) -
 }
 
 /// Whether two statuses differ in anything but heartbeat times: only then is a patch due early.
+/// Only nodelet's own conditions count (in any order): another component's condition is no
+/// change of nodelet's, whichever side has it.
 pub fn status_changed(old: &NodeStatus, new: &NodeStatus) -> bool {
     let strip = |s: &NodeStatus| {
         let mut s = s.clone();
-        for c in s.conditions.iter_mut().flatten() {
+        let mut own: Vec<NodeCondition> = s.conditions.take().unwrap_or_default().into_iter().filter(is_own_condition).collect();
+        for c in &mut own {
             c.last_heartbeat_time = None;
         }
+        own.sort_by(|a, b| a.type_.cmp(&b.type_));
+        s.conditions = Some(own);
         s.images = None;
         s
     };
     strip(old) != strip(new)
+}
+
+/// The body of the strategic-merge patch of the Node's status subresource that writes `ours`,
+/// as the kubelet's `PatchNodeStatus` (pkg/util/node) does:
+/// - `conditions` are merged by their `type`: the patch carries nodelet's own conditions only,
+///   so a condition another component set is left as it is;
+/// - `capacity` and `allocatable` are maps, merged by key (a resource someone else advertised
+///   stays, as the kubelet keeps the keys it does not set);
+/// - `addresses` is declared merged by `type` too, which is wrong when two addresses share a
+///   type (dual-stack InternalIPs) and never removes one: like the kubelet, addresses that
+///   differ from the Node's (`in_api`, None when unknown) are sent whole with a
+///   `{"$patch": "replace"}` directive, and left out when they are the same.
+///
+/// Nothing nodelet does not set (images, volumes, phase) is in the patch.
+pub fn status_patch(ours: &NodeStatus, in_api: Option<&NodeStatus>) -> serde_json::Value {
+    let mut status = ours.clone();
+    status.conditions = Some(status.conditions.take().unwrap_or_default().into_iter().filter(is_own_condition).collect());
+    let addresses = status.addresses.take().unwrap_or_default();
+    let mut body = serde_json::to_value(&status).expect("a NodeStatus serializes");
+    let same_addresses = in_api.is_some_and(|api| api.addresses.as_deref().unwrap_or_default() == addresses.as_slice());
+    if !same_addresses {
+        let mut list = serde_json::to_value(&addresses).expect("NodeAddresses serialize");
+        list.as_array_mut().expect("a list").push(serde_json::json!({ "$patch": "replace" }));
+        body["addresses"] = list;
+    }
+    serde_json::json!({ "status": body })
+}
+
+/// What registering does about spec.providerID when it takes over an existing Node: the
+/// apiserver lets it go from empty to set, never change once set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderIdTakeOver {
+    /// Nothing to do: no `--provider-id`, or the Node already has it.
+    Keep,
+    /// The Node has none: set ours.
+    Set(String),
+    /// The Node has another one, which stays (to be warned about).
+    Differs { in_api: String, ours: String },
+}
+
+pub fn provider_id_on_take_over(in_api: Option<&str>, ours: Option<&str>) -> ProviderIdTakeOver {
+    match (in_api.filter(|id| !id.is_empty()), ours.filter(|id| !id.is_empty())) {
+        (_, None) => ProviderIdTakeOver::Keep,
+        (None, Some(ours)) => ProviderIdTakeOver::Set(ours.to_string()),
+        (Some(theirs), Some(ours)) if theirs == ours => ProviderIdTakeOver::Keep,
+        (Some(theirs), Some(ours)) => ProviderIdTakeOver::Differs { in_api: theirs.to_string(), ours: ours.to_string() },
+    }
 }
 
 /// Whether the Node's conditions in the apiserver say something else than `ours` (type, status,
@@ -248,6 +314,7 @@ mod tests {
             reserved_memory: 256 << 20,
             ephemeral_storage: 10 << 30,
             kubelet_port: 10250,
+            provider_id: None,
             health: NodeHealth::default(),
         }
     }
@@ -354,5 +421,101 @@ mod tests {
         }
         assert!(conditions_overwritten(&in_api, &ours));
         assert!(conditions_overwritten(&NodeStatus::default(), &ours), "a Node without conditions needs ours");
+    }
+
+    fn foreign(kind: &str, reason: &str) -> NodeCondition {
+        NodeCondition {
+            type_: kind.into(),
+            status: "False".into(),
+            reason: Some(reason.into()),
+            message: Some(format!("set by another component: {reason}")),
+            last_heartbeat_time: Some(at(5)),
+            last_transition_time: Some(at(5)),
+        }
+    }
+
+    #[test]
+    fn the_status_patch_carries_only_nodelets_conditions_merged_by_type() {
+        let mut ours = node_status(&input(), &[], &at(100));
+        // Were a foreign condition ever in the computed status, it is still not written back.
+        ours.conditions.as_mut().unwrap().push(foreign("KernelDeadlock", "KernelHasNoDeadlock"));
+        let mut in_api = ours.clone();
+        in_api.conditions.as_mut().unwrap().push(foreign("NetworkUnavailable", "RouteCreated"));
+        let patch = status_patch(&ours, Some(&in_api));
+        let status = &patch["status"];
+        let types: Vec<&str> = status["conditions"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
+        assert_eq!(types, OWN_CONDITIONS);
+        assert!(status["conditions"].as_array().unwrap().iter().all(|c| c.get("$patch").is_none()), "no directive on conditions: {patch}");
+        assert_eq!(status["conditions"][3]["lastHeartbeatTime"], "1970-01-01T00:01:40Z");
+        assert_eq!(status["capacity"]["cpu"], "2");
+        assert_eq!(status["allocatable"]["cpu"], "1900m");
+        assert_eq!(status["nodeInfo"]["machineID"], "mid");
+        assert_eq!(status["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
+        for absent in ["images", "phase", "volumesInUse", "volumesAttached"] {
+            assert!(status.get(absent).is_none(), "{absent} is not nodelet's to write: {patch}");
+        }
+        // The Node has our addresses: the patch leaves them out, as the kubelet's does.
+        assert!(status.get("addresses").is_none(), "{patch}");
+        assert_eq!(patch.as_object().unwrap().keys().collect::<Vec<_>>(), ["status"]);
+    }
+
+    #[test]
+    fn addresses_that_differ_from_the_nodes_are_replaced_whole() {
+        let ours = node_status(&input(), &[], &at(100));
+        let replaced = serde_json::json!([
+            {"type": "InternalIP", "address": "192.0.2.2"},
+            {"type": "Hostname", "address": "n1"},
+            {"$patch": "replace"}
+        ]);
+        // Two InternalIPs (merged by type they would collapse, and the stale one would stay).
+        let mut in_api = ours.clone();
+        in_api.addresses = Some(vec![
+            NodeAddress { type_: "InternalIP".into(), address: "192.0.2.2".into() },
+            NodeAddress { type_: "InternalIP".into(), address: "192.0.2.9".into() },
+            NodeAddress { type_: "Hostname".into(), address: "n1".into() },
+        ]);
+        assert_eq!(status_patch(&ours, Some(&in_api))["status"]["addresses"], replaced);
+        // A changed address, none at all, or a Node not read: the same replacement.
+        in_api.addresses = Some(vec![NodeAddress { type_: "InternalIP".into(), address: "192.0.2.3".into() }]);
+        assert_eq!(status_patch(&ours, Some(&in_api))["status"]["addresses"], replaced);
+        in_api.addresses = None;
+        assert_eq!(status_patch(&ours, Some(&in_api))["status"]["addresses"], replaced);
+        assert_eq!(status_patch(&ours, None)["status"]["addresses"], replaced);
+    }
+
+    #[test]
+    fn foreign_conditions_are_no_change_of_the_status() {
+        let first = node_status(&input(), &[], &at(10));
+        let mut with_foreign = node_status(&input(), &first.conditions.clone().unwrap(), &at(20));
+        assert!(!status_changed(&first, &with_foreign));
+        with_foreign.conditions.as_mut().unwrap().insert(0, foreign("NetworkUnavailable", "RouteCreated"));
+        assert!(!status_changed(&first, &with_foreign), "a foreign condition on the new side");
+        assert!(!status_changed(&with_foreign, &first), "a foreign condition on the old side");
+        let mut flipped = with_foreign.clone();
+        flipped.conditions.as_mut().unwrap()[0].status = "True".into();
+        assert!(!status_changed(&with_foreign, &flipped), "a foreign condition's change");
+        let ready = flipped.conditions.as_mut().unwrap().iter_mut().find(|c| c.type_ == "Ready").unwrap();
+        ready.status = "False".into();
+        assert!(status_changed(&with_foreign, &flipped), "Ready's change is one");
+        // Computed from conditions that include foreign ones, the status has only nodelet's.
+        let previous = with_foreign.conditions.clone().unwrap();
+        let next = node_status(&input(), &previous, &at(30));
+        let types: Vec<&str> = next.conditions.iter().flatten().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, OWN_CONDITIONS);
+    }
+
+    #[test]
+    fn the_provider_id_is_registered_and_set_on_take_over_only_where_empty() {
+        let mut inp = input();
+        assert_eq!(new_node(&inp, &at(0)).spec.unwrap().provider_id, None);
+        inp.provider_id = Some("nodelet://n1".into());
+        assert_eq!(new_node(&inp, &at(0)).spec.unwrap().provider_id.as_deref(), Some("nodelet://n1"));
+        use ProviderIdTakeOver::*;
+        assert_eq!(provider_id_on_take_over(None, Some("a://1")), Set("a://1".into()));
+        assert_eq!(provider_id_on_take_over(Some(""), Some("a://1")), Set("a://1".into()));
+        assert_eq!(provider_id_on_take_over(Some("a://1"), Some("a://1")), Keep);
+        assert_eq!(provider_id_on_take_over(Some("b://2"), None), Keep);
+        assert_eq!(provider_id_on_take_over(None, Some("")), Keep);
+        assert_eq!(provider_id_on_take_over(Some("b://2"), Some("a://1")), Differs { in_api: "b://2".into(), ours: "a://1".into() });
     }
 }

@@ -11,7 +11,7 @@ pub mod kubectl;
 use super::common::{eventually, free_port, node_name, Node};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod, ServiceAccount};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -122,6 +122,41 @@ impl Drop for ControlPlane {
         if self.private {
             let _ = Command::new("bash").arg(Self::script("down.sh")).env("CLUSTER_DIR", &self.dir).output();
         }
+    }
+}
+
+/// The admin kubeconfig `E2e::start` uses: NODELET_E2E_KUBECONFIG's, else the shared local
+/// control plane's.
+pub fn admin_kubeconfig() -> PathBuf {
+    match std::env::var_os(REAL_CLUSTER_ENV).filter(|v| !v.is_empty()) {
+        Some(admin) => PathBuf::from(admin),
+        None => ControlPlane::shared().admin_kubeconfig(),
+    }
+}
+
+/// A Node an admin created before any nodelet ran (as an installer or a previous owner may
+/// leave one), deleted when dropped (the E2e that takes it over deletes it too).
+pub struct PrecreatedNode {
+    name: String,
+    client: kube::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl PrecreatedNode {
+    /// Creates Node `name` from `body` (its metadata.name is set here).
+    pub fn create(name: &str, mut body: Value) -> PrecreatedNode {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let client = rt.block_on(client_from(&admin_kubeconfig()));
+        body["metadata"]["name"] = json!(name);
+        let node: KubeNode = serde_json::from_value(body).unwrap();
+        rt.block_on(Api::<KubeNode>::all(client.clone()).create(&PostParams::default(), &node)).unwrap_or_else(|e| panic!("creating Node {name}: {e}"));
+        PrecreatedNode { name: name.to_string(), client, rt }
+    }
+}
+
+impl Drop for PrecreatedNode {
+    fn drop(&mut self) {
+        let _ = self.rt.block_on(Api::<KubeNode>::all(self.client.clone()).delete(&self.name, &DeleteParams::default()));
     }
 }
 
@@ -283,6 +318,17 @@ impl E2e {
         let api: Api<KubeNode> = Api::all(self.client.clone());
         let node = self.rt.block_on(api.get_opt(&self.node.name)).ok().flatten()?;
         Some(serde_json::to_value(node).unwrap())
+    }
+
+    /// Patches the Node's status subresource as an admin (or another component: a CNI, the
+    /// node-problem-detector) would; answers the Node as patched.
+    pub fn patch_node_status(&self, patch: &Patch<Value>) -> Value {
+        let api: Api<KubeNode> = Api::all(self.client.clone());
+        let node = self
+            .rt
+            .block_on(api.patch_status(&self.node.name, &PatchParams::default(), patch))
+            .unwrap_or_else(|e| panic!("patching the status of Node {}: {e}", self.node.name));
+        serde_json::to_value(node).unwrap()
     }
 
     pub fn wait_node_ready(&self) -> Value {

@@ -191,3 +191,19 @@ fn eviction_thresholds_from_flags_and_file() {
         assert!(err.contains(option), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn run_as_kubelet_the_root_dir_is_the_kubelets() {
+    use std::ffi::OsStr;
+    for (argv0, root) in [
+        (Some("/usr/bin/kubelet"), "/var/lib/kubelet"),
+        (Some("kubelet"), "/var/lib/kubelet"),
+        (Some("/usr/bin/nodelet"), "/var/lib/nodelet"),
+        (Some("/usr/bin/kubelet-old"), "/var/lib/nodelet"),
+        (None, "/var/lib/nodelet"),
+    ] {
+        assert_eq!(default_root_dir(argv0.map(OsStr::new)), PathBuf::from(root), "{argv0:?}");
+    }
+    // This test binary is not called kubelet: nodelet's own default.
+    assert_eq!(Config::from_flags(flags(&[])).unwrap().root_dir, PathBuf::from("/var/lib/nodelet"));
+}

@@ -1,4 +1,4 @@
-# The verbs: make setup | build | run | cluster | cluster-down | conformance | test | e2e | chaos | bench | install | clean-env | fmt | lint
+# The verbs: make setup | build | run | cluster | cluster-down | conformance | test | e2e | chaos | bench | install | deb | clean-env | fmt | lint
 # setup, run and test start containerd and a registry on loopback (root needed); cluster, test,
 # e2e and chaos also a real control plane (integration/cluster/up.sh, upstream binaries from KUBE_BIN).
 # chaos (tests/chaos.rs, not part of make test) restarts containerd and kills nodelet: see its target.
@@ -10,7 +10,7 @@ CLUSTER := integration/cluster
 # The admin kubeconfig of the local control plane (make cluster, make test).
 CLUSTER_KUBECONFIG := $(or $(CLUSTER_DIR),/var/lib/nodelet-cluster)/admin.kubeconfig
 
-.PHONY: setup build run cluster cluster-down conformance test e2e chaos bench install clean-env fmt lint
+.PHONY: setup build run cluster cluster-down conformance test e2e chaos bench install deb clean-env fmt lint
 
 setup:
 	bash $(ENV)/setup.sh
@@ -75,9 +75,23 @@ bench:
 	@if [ -f $(ENV)/bench.sh ]; then bash $(ENV)/bench.sh; \
 	else echo "make bench: $(ENV)/bench.sh does not exist yet; nothing to run"; fi
 
+# nodelet as a systemd service without a package: the nodelet package's files (the list is
+# packaging/install.sh), binaries from BIN_DIR (default the release build: make build first) into
+# PREFIX/bin (default /usr/local/bin), the unit into UNITDIR (default PREFIX/lib/systemd/system);
+# DESTDIR stages. An existing /etc/nodelet/config.yaml or /etc/default/nodelet is kept.
+PREFIX ?= /usr/local
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+BIN_DIR ?= $(TARGET_DIR)/release
 install:
-	install -D -m 0755 $(TARGET_DIR)/release/nodelet /usr/local/bin/nodelet
-	install -D -m 0755 $(TARGET_DIR)/release/nodelet-cni /opt/cni/bin/nodelet-cni
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" UNITDIR="$(UNITDIR)" BIN_DIR="$(BIN_DIR)" bash packaging/install.sh nodelet
+	@echo "make install: nodelet is installed; configure it in $(DESTDIR)/etc/nodelet/config.yaml and"
+	@echo "  $(DESTDIR)/etc/default/nodelet (NODELET_ARGS), then start it now and at boot with:"
+	@echo "  systemctl daemon-reload && systemctl enable --now nodelet"
+
+# The Debian packages nodelet and nodelet-kubelet (nodelet as the kubelet, for kubeadm) of the
+# release build, into $(TARGET_DIR)/deb (packaging/deb/build.sh).
+deb: build
+	BIN_DIR="$(TARGET_DIR)/release" OUT_DIR="$(TARGET_DIR)/deb" bash packaging/deb/build.sh
 
 clean-env:
 	bash $(CLUSTER)/node-down.sh

@@ -417,7 +417,7 @@ impl Config {
             None => nix::unistd::gethostname().context("reading the host name")?.to_string_lossy().into_owned(),
         }
         .to_lowercase();
-        let root_dir: PathBuf = flags.root_dir.or(file.root_dir).unwrap_or_else(|| "/var/lib/nodelet".into());
+        let root_dir: PathBuf = flags.root_dir.or(file.root_dir).unwrap_or_else(|| default_root_dir(std::env::args_os().next().as_deref()));
         let endpoint = flags.container_runtime_endpoint.or(file.container_runtime_endpoint).unwrap_or_else(|| "unix:///run/containerd/containerd.sock".into());
         let config = Config {
             node_name,
@@ -677,6 +677,16 @@ fn load_file(path: &std::path::Path) -> anyhow::Result<FileConfig> {
         bail!("--config {}: apiVersion {version:?} should be kubelet.config.k8s.io/v1beta1", path.display());
     }
     Ok(file)
+}
+
+/// The default --root-dir: the kubelet's (/var/lib/kubelet, where kubeadm puts its files and
+/// which `kubeadm reset` cleans) when nodelet runs as the kubelet, invoked as `kubelet` (argv[0]'s
+/// file name, as the nodelet-kubelet package's unit starts it); else nodelet's own.
+pub fn default_root_dir(argv0: Option<&std::ffi::OsStr>) -> PathBuf {
+    match argv0.and_then(|a| std::path::Path::new(a).file_name()) {
+        Some(name) if name == "kubelet" => "/var/lib/kubelet".into(),
+        _ => "/var/lib/nodelet".into(),
+    }
 }
 
 fn parse_endpoint(endpoint: &str) -> anyhow::Result<PathBuf> {

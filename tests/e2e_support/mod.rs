@@ -34,6 +34,16 @@ pub struct ControlPlane {
     private: bool,
 }
 
+/// What `kubeadm join` needs to join a prepared control plane.
+#[derive(Debug, Clone)]
+pub struct KubeadmJoin {
+    /// host:port of the apiserver.
+    pub endpoint: String,
+    pub token: String,
+    /// sha256:<hex> of the cluster CA's public key.
+    pub ca_hash: String,
+}
+
 impl ControlPlane {
     fn script(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/cluster").join(name)
@@ -66,11 +76,59 @@ impl ControlPlane {
 
     /// A control plane of the test's own, on free ports.
     pub fn private(test: &str) -> ControlPlane {
+        ControlPlane::private_with(test, &[])
+    }
+
+    /// As `private`, with settings of up.sh (such as CLUSTER_SIGNING_DURATION).
+    pub fn private_with(test: &str, settings: &[(&'static str, &str)]) -> ControlPlane {
         let dir = std::env::temp_dir().join(format!("nodelet-e2e-cluster-{test}-{}", std::process::id()));
-        let env = ["APISERVER_PORT", "ETCD_PORT", "ETCD_PEER_PORT", "CONTROLLER_MANAGER_PORT", "SCHEDULER_PORT"].map(|k| (k, free_port().to_string())).to_vec();
+        let mut env =
+            ["APISERVER_PORT", "ETCD_PORT", "ETCD_PEER_PORT", "CONTROLLER_MANAGER_PORT", "SCHEDULER_PORT"].map(|k| (k, free_port().to_string())).to_vec();
+        env.extend(settings.iter().map(|(k, v)| (*k, v.to_string())));
         let plane = ControlPlane { dir, env, private: true };
         plane.run("up.sh", &[]);
         plane
+    }
+
+    /// Prepares it for `kubeadm join` with kubeadm's own phases (kubeadm-prepare.sh), handing
+    /// joining kubelets `kubelet_config` (a KubeletConfiguration file) if given.
+    pub fn prepare_for_kubeadm(&self, kubelet_config: Option<&Path>) -> KubeadmJoin {
+        let mut plane = ControlPlane { dir: self.dir.clone(), env: self.env.clone(), private: false };
+        if let Some(file) = kubelet_config {
+            plane.env.push(("KUBELET_CONFIG", file.display().to_string()));
+        }
+        let out = plane.run("kubeadm-prepare.sh", &[]);
+        let line = out.lines().last().unwrap_or_default();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let after =
+            |flag: &str| words.iter().position(|w| *w == flag).and_then(|i| words.get(i + 1)).unwrap_or_else(|| panic!("{flag} in {line:?}")).to_string();
+        KubeadmJoin {
+            endpoint: words.get(2).unwrap_or_else(|| panic!("the endpoint in {line:?}")).to_string(),
+            token: after("--token"),
+            ca_hash: after("--discovery-token-ca-cert-hash"),
+        }
+    }
+
+    /// A kubeconfig that authenticates with a bootstrap `token` (as kubeadm's
+    /// bootstrap-kubelet.conf), written in `dir`.
+    pub fn bootstrap_kubeconfig(&self, token: &str, dir: &Path) -> PathBuf {
+        let admin = kube::config::Kubeconfig::read_from(self.admin_kubeconfig()).unwrap();
+        let server = admin.clusters[0].cluster.as_ref().and_then(|c| c.server.clone()).unwrap();
+        let ca = std::fs::read(self.ca_file()).unwrap();
+        use base64::Engine;
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: {server}, certificate-authority-data: {}}}\ncontexts:\n- name: b\n  context: {{cluster: c, user: b}}\ncurrent-context: b\nusers:\n- name: b\n  user: {{token: {token}}}\n",
+            base64::engine::general_purpose::STANDARD.encode(ca)
+        );
+        let path = dir.join("bootstrap-kubelet.conf");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Where its processes log (kube-controller-manager's tells of CSRs it signs).
+    pub fn log_file(&self, daemon: &str) -> PathBuf {
+        let tag = self.dir.file_name().unwrap().to_string_lossy();
+        PathBuf::from(format!("/var/log/nodelet-env/cluster-{tag}-{daemon}.log"))
     }
 
     pub fn admin_kubeconfig(&self) -> PathBuf {
@@ -238,6 +296,30 @@ impl E2e {
         let mut e2e = E2e::join_in(test, args, admin, credentials, Some(proxy), Some(plane), parent);
         e2e.local = true;
         Some(e2e)
+    }
+
+    /// nodelet joined to `plane` (the test's own) with the node credentials `kubeconfig` names
+    /// and `args` complete (--bootstrap-kubeconfig: the file need not exist yet).
+    pub fn start_on(test: &str, args: &[&str], plane: ControlPlane, kubeconfig: &Path) -> E2e {
+        let (admin, proxy) = (plane.admin_kubeconfig(), plane.proxy_kubeconfig());
+        let mut e2e = E2e::join_in(test, args, admin, kubeconfig.to_path_buf(), Some(proxy), Some(plane), &std::env::temp_dir());
+        e2e.local = true;
+        e2e
+    }
+
+    /// An admin client of the test's cluster.
+    pub fn admin_client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// Runs `f` on the test's async runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// The test's own control plane.
+    pub fn plane(&self) -> &ControlPlane {
+        self.private.as_ref().expect("a test's own control plane")
     }
 
     fn join_local(test: &str, args: &[&str], plane: &ControlPlane, proxy_identity: bool) -> E2e {

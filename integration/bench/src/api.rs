@@ -124,7 +124,7 @@ impl ApiCluster {
         let secure_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
         let nodelet = spawn(
             Command::new(binary("nodelet"))
-                .args(["--hostname-override", &node, "--read-only-port", "0"])
+                .args(["--hostname-override", &node, "--read-only-port", "0", "--healthz-port", "0"])
                 .args(["--kubeconfig", node_kubeconfig.to_str().unwrap()])
                 .args(["--root-dir", dir.path().join("root").to_str().unwrap()])
                 .args(["--pod-logs-dir", dir.path().join("logs").to_str().unwrap()])

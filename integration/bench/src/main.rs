@@ -152,7 +152,7 @@ fn start_nodelet_serving(read_only_port: u16) -> Nodelet {
     std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
     let process = spawn(
         Command::new(binary("nodelet"))
-            .args(["--hostname-override", &name, "--read-only-port", &read_only_port.to_string()])
+            .args(["--hostname-override", &name, "--read-only-port", &read_only_port.to_string(), "--healthz-port", "0"])
             // A port of its own, so a nodelet already serving 10250 on this machine does not stop it.
             .args(["--port", &idle::free_port().to_string()])
             .args(["--pod-manifest-path", dir.path().join("manifests").to_str().unwrap()])

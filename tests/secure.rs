@@ -118,6 +118,7 @@ async fn start() -> Fixture {
         anonymous: false,
         authentication_webhook: false,
         authorization_mode: AuthorizationMode::AlwaysAllow,
+        cache_ttls: Default::default(),
         pod_logs_dir: logs_dir,
         cri: None,
     };
@@ -328,6 +329,7 @@ async fn tokens_and_webhook_authorization() {
         anonymous: true,
         authentication_webhook: true,
         authorization_mode: AuthorizationMode::Webhook,
+        cache_ttls: Default::default(),
         pod_logs_dir: dir.path().join("logs"),
         cri: None,
     };

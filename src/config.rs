@@ -212,6 +212,7 @@ impl Config {
                 high_threshold_percent: flags.image_gc_high_threshold.or(file.image_gc_high_threshold_percent).unwrap_or(85),
                 low_threshold_percent: flags.image_gc_low_threshold.or(file.image_gc_low_threshold_percent).unwrap_or(80),
                 min_age: flags.minimum_image_gc_age.or(file.image_minimum_gc_age).unwrap_or(Duration::from_secs(120)),
+                max_age: flags.image_maximum_gc_age.or(file.image_maximum_gc_age).unwrap_or(Duration::ZERO),
             },
             container_gc: crate::gc::containers::Policy {
                 min_age: flags.minimum_container_ttl_duration.unwrap_or(Duration::ZERO),
@@ -285,6 +286,10 @@ impl Config {
                 self.image_gc.low_threshold_percent,
                 self.image_gc.high_threshold_percent
             );
+        }
+        let (min_age, max_age) = (self.image_gc.min_age, self.image_gc.max_age);
+        if !max_age.is_zero() && max_age <= min_age {
+            bail!("--image-maximum-gc-age: {max_age:?} must be longer than --image-minimum-gc-age {min_age:?}");
         }
         if self.bootstrap_kubeconfig.is_some() && self.kubeconfig.is_none() {
             bail!("--bootstrap-kubeconfig: needs --kubeconfig, the path where the node's own kubeconfig is written after the bootstrap");

@@ -117,11 +117,11 @@ fn log_rotation_and_gc_settings_follow_the_kubelet() {
     let path = dir.path().join("c.yaml");
     std::fs::write(
         &path,
-        "containerLogMaxSize: 1Mi\ncontainerLogMaxFiles: 3\nimageGCHighThresholdPercent: 70\nimageGCLowThresholdPercent: 60\nimageMinimumGCAge: 5m\n",
+        "containerLogMaxSize: 1Mi\ncontainerLogMaxFiles: 3\nimageGCHighThresholdPercent: 70\nimageGCLowThresholdPercent: 60\nimageMinimumGCAge: 5m\nimageMaximumGCAge: 168h\n",
     )
     .unwrap();
     let c = Config::from_flags(flags(&["--config", path.to_str().unwrap(), "--image-gc-low-threshold", "50", "--maximum-dead-containers", "-1"])).unwrap();
-    assert_eq!((c.container_log_max_size, c.container_log_max_files), (1 << 20, 3));
+    assert_eq!((c.container_log_max_size, c.container_log_max_files, c.image_gc.max_age), (1 << 20, 3, Duration::from_secs(168 * 3600)));
     assert_eq!((c.image_gc.high_threshold_percent, c.image_gc.low_threshold_percent, c.image_gc.min_age), (70, 50, Duration::from_secs(300)));
     let c = Config::from_flags(flags(&["--container-log-max-size", "2Ki", "--image-minimum-gc-age", "1s", "--maximum-dead-containers-per-container", "2"]))
         .unwrap();
@@ -131,6 +131,7 @@ fn log_rotation_and_gc_settings_follow_the_kubelet() {
         (vec!["--container-log-max-files", "1"], "--container-log-max-files"),
         (vec!["--image-gc-high-threshold", "101"], "--image-gc-high-threshold"),
         (vec!["--image-gc-high-threshold", "50", "--image-gc-low-threshold", "50"], "--image-gc-low-threshold"),
+        (vec!["--image-maximum-gc-age", "1m"], "--image-maximum-gc-age: 60s must be longer than --image-minimum-gc-age 120s"),
     ] {
         let err = Config::from_flags(flags(&args)).unwrap_err().to_string();
         assert!(err.contains(option), "{args:?}: {err}");

@@ -92,6 +92,8 @@ pub fn configz(config: &Config) -> Value {
     if let Some(obj) = c.as_object_mut() {
         // Unset options are left out, as Go's omitempty does.
         obj.retain(|_, v| !v.is_null());
+        obj.insert("imageMinimumGCAge".into(), go_duration(config.image_gc.min_age).into());
+        obj.insert("imageMaximumGCAge".into(), go_duration(config.image_gc.max_age).into());
         obj.insert("resolvConf".into(), config.resolv_conf.as_ref().map_or(String::new(), |p| p.display().to_string()).into());
         obj.insert("logging".into(), json!({"verbosity": config.verbosity}));
         // What the config file set that nodelet does not act on, and its keys of no field.

@@ -46,7 +46,6 @@ pub const NOT_IMPLEMENTED: &[(&str, Accepts)] = &[
     ("enableContentionProfiling", ZERO),
     ("oomScoreAdj", Only(&["-999"])),
     ("streamingConnectionIdleTimeout", Any),
-    ("imageMaximumGCAge", ZERO),
     ("volumeStatsAggPeriod", ZeroOr(&["1m"])),
     ("kubeletCgroups", ZERO),
     ("systemCgroups", ZERO),

@@ -60,6 +60,9 @@ pub struct KubeletConfiguration {
     pub node_lease_duration_seconds: Option<u32>,
     #[serde(default, rename = "imageMinimumGCAge", deserialize_with = "zero::duration")]
     pub image_minimum_gc_age: Option<Duration>,
+    /// 0s (absent): never.
+    #[serde(default, rename = "imageMaximumGCAge", deserialize_with = "zero::duration")]
+    pub image_maximum_gc_age: Option<Duration>,
     #[serde(rename = "imageGCHighThresholdPercent")]
     pub image_gc_high_threshold_percent: Option<u8>,
     #[serde(rename = "imageGCLowThresholdPercent")]

@@ -206,6 +206,9 @@ pub struct Flags {
     /// An unused image younger than this is never removed. Default 2m.
     #[arg(long = "minimum-image-gc-age", alias = "image-minimum-gc-age", value_parser = parse_duration)]
     pub minimum_image_gc_age: Option<Duration>,
+    /// An unused image not used for longer is removed whatever the disk's fill; 0s: never. Default 0s.
+    #[arg(long = "image-maximum-gc-age", value_parser = parse_duration)]
+    pub image_maximum_gc_age: Option<Duration>,
     /// A dead container younger than this is never removed. Default 0.
     #[arg(long = "minimum-container-ttl-duration", value_parser = parse_duration)]
     pub minimum_container_ttl_duration: Option<Duration>,

@@ -1,6 +1,8 @@
-//! nodelet's configuration: command-line flags named like the kubelet's, and an optional
-//! KubeletConfiguration-style YAML file (`--config`) whose keys they override. Every value is
-//! checked at start, and an error names the option or key and what is wrong with it.
+//! nodelet's configuration: command-line flags named like the kubelet's (`flags`), and an
+//! optional KubeletConfiguration v1beta1 file (`--config`, as kubeadm and kind write it: `file`,
+//! with the fields nodelet does not act on listed in `fields`) whose keys they override. Every
+//! value is checked at start, and an error names the option, or the file and its field, and what
+//! is wrong with it.
 
 mod fields;
 pub mod file;

@@ -1,345 +1,22 @@
-//! nodelet's configuration: command-line flags named like the kubelet's, and an optional
-//! KubeletConfiguration-style YAML file (`--config`) whose keys they override. Every value is
-//! checked at start, and an error names the option or key and what is wrong with it.
+//! nodelet's configuration: command-line flags named like the kubelet's (`flags`), and an
+//! optional KubeletConfiguration v1beta1 file (`--config`, as kubeadm and kind write it: `file`,
+//! with the fields nodelet does not act on listed in `fields`) whose keys they override. Every
+//! value is checked at start, and an error names the option, or the file and its field, and what
+//! is wrong with it.
+
+mod fields;
+pub mod file;
+mod flags;
+mod maps;
+
+pub use flags::{parse_bool, parse_duration, Flags};
 
 use anyhow::{bail, Context};
-use clap::Parser;
 use k8s_openapi::api::core::v1::Taint;
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-
-#[derive(Debug, Parser, Default)]
-#[command(name = "nodelet", disable_version_flag = true, about = "A Kubernetes node agent: runs pods through containerd's CRI, with its own CNI plugin")]
-pub struct Flags {
-    /// Print the version (`Kubernetes v1.35.0+nodelet.<x>`, as kubeadm reads it) and exit;
-    /// `--version=raw` prints each part on a line.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub version: Option<String>,
-    /// Log verbosity as the kubelet's -v: 0-3 info, 4-5 debug, 6 and above trace. RUST_LOG
-    /// overrides it.
-    #[arg(short = 'v', long = "v")]
-    pub verbosity: Option<u8>,
-    /// YAML file with settings (KubeletConfiguration-style keys); flags override it.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// The node's name (default: the host name, lower-cased).
-    #[arg(long = "hostname-override")]
-    pub hostname_override: Option<String>,
-    /// Directory of static pod manifests (YAML or JSON); standalone mode runs these.
-    #[arg(long = "pod-manifest-path")]
-    pub pod_manifest_path: Option<PathBuf>,
-    /// Port of the read-only HTTP server (/healthz, /pods, /spec); 0 disables it. Default 10255.
-    #[arg(long = "read-only-port")]
-    pub read_only_port: Option<u16>,
-    /// Address the servers listen on. Default 0.0.0.0.
-    #[arg(long)]
-    pub address: Option<IpAddr>,
-    /// CRI endpoint, unix:///path. Default unix:///run/containerd/containerd.sock.
-    #[arg(long = "container-runtime-endpoint")]
-    pub container_runtime_endpoint: Option<String>,
-    /// The sandbox (pause) image, pre-pulled so pods start without a registry round trip.
-    #[arg(long = "pod-infra-container-image")]
-    pub pod_infra_container_image: Option<String>,
-    /// Where nodelet keeps its state (pod volumes). Default /var/lib/nodelet.
-    #[arg(long = "root-dir")]
-    pub root_dir: Option<PathBuf>,
-    /// Where pod log directories go. Default /var/log/pods.
-    #[arg(long = "pod-logs-dir")]
-    pub pod_logs_dir: Option<PathBuf>,
-    /// Parent cgroup of all pods (cgroupfs driver). Default /nodelet.
-    #[arg(long = "cgroup-root")]
-    pub cgroup_root: Option<String>,
-    /// The pod network's CIDR on this node. Default 10.88.0.0/16.
-    #[arg(long = "pod-cidr")]
-    pub pod_cidr: Option<String>,
-    /// The node's IP address (default: the address of the interface holding the default route).
-    #[arg(long = "node-ip")]
-    pub node_ip: Option<IpAddr>,
-    /// Cluster DNS server addresses, comma-separated.
-    #[arg(long = "cluster-dns", value_delimiter = ',')]
-    pub cluster_dns: Option<Vec<IpAddr>>,
-    /// Cluster domain. Default cluster.local.
-    #[arg(long = "cluster-domain")]
-    pub cluster_domain: Option<String>,
-    /// CNI configuration directory that containerd reads. Default /etc/cni/net.d.
-    #[arg(long = "cni-conf-dir")]
-    pub cni_conf_dir: Option<PathBuf>,
-    /// CNI plugin directory that containerd searches. Default /opt/cni/bin.
-    #[arg(long = "cni-bin-dir")]
-    pub cni_bin_dir: Option<PathBuf>,
-    /// The nodelet-cni binary to install. Default: next to the nodelet executable.
-    #[arg(long = "cni-plugin")]
-    pub cni_plugin: Option<PathBuf>,
-    /// Bridge that nodelet-cni creates. Default nodelet0.
-    #[arg(long = "cni-bridge")]
-    pub cni_bridge: Option<String>,
-    /// How often the static pod directory is checked, e.g. 250ms. Default 250ms.
-    #[arg(long = "file-check-frequency", value_parser = parse_duration)]
-    pub file_check_frequency: Option<Duration>,
-    /// How often every pod is resynced with the runtime regardless of events. Default 10s.
-    #[arg(long = "sync-frequency", value_parser = parse_duration)]
-    pub sync_frequency: Option<Duration>,
-    /// First delay of the crash-loop back-off. Default 10s.
-    #[arg(long = "crash-loop-backoff-initial", value_parser = parse_duration)]
-    pub crash_loop_backoff_initial: Option<Duration>,
-    /// Longest delay of the crash-loop back-off. Default 5m.
-    #[arg(long = "crash-loop-backoff-max", value_parser = parse_duration)]
-    pub crash_loop_backoff_max: Option<Duration>,
-    /// kubeconfig of the cluster to join; without it nodelet runs standalone (static pods only).
-    /// With --bootstrap-kubeconfig it need not exist: nodelet writes it after its TLS bootstrap.
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
-    /// kubeconfig with bootstrap credentials (a bootstrap token): used when --kubeconfig is
-    /// missing or its client certificate expired, to get the node's certificate through a
-    /// CertificateSigningRequest.
-    #[arg(long = "bootstrap-kubeconfig")]
-    pub bootstrap_kubeconfig: Option<PathBuf>,
-    /// Where the node's certificates issued by the cluster are kept (kubelet-client-current.pem,
-    /// kubelet-server-current.pem) and the self-signed serving pair. Default <root-dir>/pki.
-    #[arg(long = "cert-dir")]
-    pub cert_dir: Option<PathBuf>,
-    /// Renew the client certificate through the cluster before it expires. Default true.
-    #[arg(long = "rotate-certificates", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool)]
-    pub rotate_certificates: Option<bool>,
-    /// Get the secure port's serving certificate from the cluster (a kubelet-serving CSR)
-    /// and renew it (KubeletConfiguration serverTLSBootstrap). Default false.
-    #[arg(long = "rotate-server-certificates", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool)]
-    pub rotate_server_certificates: Option<bool>,
-    /// The Node's spec.providerID (cloud or machine-management ID), set at registration.
-    #[arg(long = "provider-id")]
-    pub provider_id: Option<String>,
-    /// Port of the local health endpoint (/healthz), 0 disables it. Default 10248.
-    #[arg(long = "healthz-port")]
-    pub healthz_port: Option<u16>,
-    /// Address the health endpoint listens on. Default 127.0.0.1.
-    #[arg(long = "healthz-bind-address")]
-    pub healthz_bind_address: Option<IpAddr>,
-    /// kubeconfig the Service proxy watches Services and EndpointSlices with (kube-proxy's
-    /// identity, system:kube-proxy); default: the node's --kubeconfig.
-    #[arg(long = "proxy-kubeconfig")]
-    pub proxy_kubeconfig: Option<PathBuf>,
-    /// Extra labels for the Node, key=value,...
-    #[arg(long = "node-labels", value_delimiter = ',')]
-    pub node_labels: Option<Vec<String>>,
-    /// Taints the Node is registered with, key=value:Effect,...
-    #[arg(long = "register-with-taints", value_delimiter = ',')]
-    pub register_with_taints: Option<Vec<String>>,
-    /// Pods this node accepts. Default 110.
-    #[arg(long = "max-pods")]
-    pub max_pods: Option<u32>,
-    /// Resources held back for the system, cpu=100m,memory=256Mi.
-    #[arg(long = "system-reserved", value_delimiter = ',')]
-    pub system_reserved: Option<Vec<String>>,
-    /// Resources held back for Kubernetes daemons, cpu=100m,memory=256Mi.
-    #[arg(long = "kube-reserved", value_delimiter = ',')]
-    pub kube_reserved: Option<Vec<String>>,
-    /// Lease duration in seconds. Default 40 (renewed every quarter of it).
-    #[arg(long = "node-lease-duration-seconds")]
-    pub node_lease_duration_seconds: Option<u32>,
-    /// How often the node status is computed (and patched if changed). Default 10s.
-    #[arg(long = "node-status-update-frequency", value_parser = parse_duration)]
-    pub node_status_update_frequency: Option<Duration>,
-    /// Longest time between two node status patches. Default 5m.
-    #[arg(long = "node-status-report-frequency", value_parser = parse_duration)]
-    pub node_status_report_frequency: Option<Duration>,
-    /// The secure port advertised in the Node's daemonEndpoints. Default 10250.
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// Run only the Service proxy (for a node that keeps another kubelet); needs --kubeconfig.
-    #[arg(long = "proxy-only", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool)]
-    pub proxy_only: Option<bool>,
-    /// Do not run the Service proxy.
-    #[arg(long = "disable-proxy", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool)]
-    pub disable_proxy: Option<bool>,
-    /// The nftables table the proxy owns (family ip). Default nodelet.
-    #[arg(long = "proxy-table")]
-    pub proxy_table: Option<String>,
-    /// Serving certificate of the secure port (default: self-signed, kept in <root-dir>/pki).
-    #[arg(long = "tls-cert-file")]
-    pub tls_cert_file: Option<PathBuf>,
-    #[arg(long = "tls-private-key-file")]
-    pub tls_private_key_file: Option<PathBuf>,
-    /// CA whose client certificates authenticate requests to the secure port.
-    #[arg(long = "client-ca-file")]
-    pub client_ca_file: Option<PathBuf>,
-    /// Let unauthenticated requests in as system:anonymous. Default false.
-    #[arg(long = "anonymous-auth", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool)]
-    pub anonymous_auth: Option<bool>,
-    /// Check bearer tokens with the TokenReview API. Default false.
-    #[arg(long = "authentication-token-webhook", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool)]
-    pub authentication_token_webhook: Option<bool>,
-    /// AlwaysAllow or Webhook (SubjectAccessReview). Default AlwaysAllow.
-    #[arg(long = "authorization-mode")]
-    pub authorization_mode: Option<String>,
-    /// Unsafe sysctls (or `prefix*` patterns) pods may set beside the safe set, comma-separated: kernel.msg*,net.core.somaxconn.
-    #[arg(long = "allowed-unsafe-sysctls", value_delimiter = ',')]
-    pub allowed_unsafe_sysctls: Option<Vec<String>>,
-    /// RuntimeDefault seccomp for containers whose pod names no profile (else Unconfined). Default false.
-    #[arg(long = "seccomp-default", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool)]
-    pub seccomp_default: Option<bool>,
-    /// A container's log file is rotated when it grows past this size, e.g. 10Mi. Default 10Mi.
-    #[arg(long = "container-log-max-size")]
-    pub container_log_max_size: Option<String>,
-    /// Log files kept per container, the current one included (at least 2). Default 5.
-    #[arg(long = "container-log-max-files")]
-    pub container_log_max_files: Option<u32>,
-    /// Image GC runs when the image file system is at least this full (percent). Default 85.
-    #[arg(long = "image-gc-high-threshold")]
-    pub image_gc_high_threshold: Option<u8>,
-    /// Image GC frees space until the image file system is at most this full (percent). Default 80.
-    #[arg(long = "image-gc-low-threshold")]
-    pub image_gc_low_threshold: Option<u8>,
-    /// An unused image younger than this is never removed. Default 2m.
-    #[arg(long = "minimum-image-gc-age", alias = "image-minimum-gc-age", value_parser = parse_duration)]
-    pub minimum_image_gc_age: Option<Duration>,
-    /// A dead container younger than this is never removed. Default 0.
-    #[arg(long = "minimum-container-ttl-duration", value_parser = parse_duration)]
-    pub minimum_container_ttl_duration: Option<Duration>,
-    /// Dead instances kept per container of a pod (the newest instance aside). Default 1.
-    #[arg(long = "maximum-dead-containers-per-container")]
-    pub maximum_dead_containers_per_container: Option<u32>,
-    /// Dead containers kept on the node in all; -1 for no limit. Default -1.
-    #[arg(long = "maximum-dead-containers", allow_hyphen_values = true)]
-    pub maximum_dead_containers: Option<i64>,
-    /// Hard eviction thresholds, signal<value,...: memory.available<100Mi,nodefs.available<10%.
-    /// Default memory.available<100Mi,nodefs.available<10%,nodefs.inodesFree<5%,imagefs.available<15%.
-    #[arg(long = "eviction-hard", value_delimiter = ',')]
-    pub eviction_hard: Option<Vec<String>>,
-    /// Soft eviction thresholds, signal<value,...; each needs a grace period.
-    #[arg(long = "eviction-soft", value_delimiter = ',')]
-    pub eviction_soft: Option<Vec<String>>,
-    /// Grace periods of the soft thresholds, signal=duration,...: memory.available=1m30s.
-    #[arg(long = "eviction-soft-grace-period", value_delimiter = ',')]
-    pub eviction_soft_grace_period: Option<Vec<String>>,
-    /// Minimum reclaims, signal=quantity or percent,...: a met threshold stays met until this
-    /// much more is available, such as nodefs.available=500Mi. Default none.
-    #[arg(long = "eviction-minimum-reclaim", value_delimiter = ',')]
-    pub eviction_minimum_reclaim: Option<Vec<String>>,
-    /// How long a pressure condition stays after its threshold was last met. Default 5m.
-    #[arg(long = "eviction-pressure-transition-period", value_parser = parse_duration)]
-    pub eviction_pressure_transition_period: Option<Duration>,
-    /// Longest grace (seconds) a pod evicted for a soft threshold gets. Default 0.
-    #[arg(long = "eviction-max-pod-grace-period")]
-    pub eviction_max_pod_grace_period: Option<u32>,
-}
-
-/// The config file's keys, in KubeletConfiguration's spelling where one exists.
-#[derive(Debug, Deserialize, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct FileConfig {
-    pub api_version: Option<String>,
-    pub kind: Option<String>,
-    pub hostname_override: Option<String>,
-    pub static_pod_path: Option<PathBuf>,
-    pub read_only_port: Option<u16>,
-    pub address: Option<IpAddr>,
-    pub container_runtime_endpoint: Option<String>,
-    pub pod_infra_container_image: Option<String>,
-    pub root_dir: Option<PathBuf>,
-    pub pod_logs_dir: Option<PathBuf>,
-    pub cgroup_root: Option<String>,
-    #[serde(rename = "podCIDR")]
-    pub pod_cidr: Option<String>,
-    #[serde(rename = "nodeIP")]
-    pub node_ip: Option<IpAddr>,
-    #[serde(rename = "clusterDNS")]
-    pub cluster_dns: Option<Vec<IpAddr>>,
-    pub cluster_domain: Option<String>,
-    pub cni_conf_dir: Option<PathBuf>,
-    pub cni_bin_dir: Option<PathBuf>,
-    pub cni_plugin: Option<PathBuf>,
-    pub cni_bridge: Option<String>,
-    #[serde(default, with = "humantime_serde_opt")]
-    pub file_check_frequency: Option<Duration>,
-    #[serde(default, with = "humantime_serde_opt")]
-    pub sync_frequency: Option<Duration>,
-    pub crash_loop_back_off: Option<CrashLoopBackOff>,
-    pub kubeconfig: Option<PathBuf>,
-    pub bootstrap_kubeconfig: Option<PathBuf>,
-    pub cert_dir: Option<PathBuf>,
-    pub rotate_certificates: Option<bool>,
-    #[serde(rename = "serverTLSBootstrap")]
-    pub server_tls_bootstrap: Option<bool>,
-    #[serde(rename = "providerID")]
-    pub provider_id: Option<String>,
-    pub healthz_port: Option<u16>,
-    pub healthz_bind_address: Option<IpAddr>,
-    pub proxy_kubeconfig: Option<PathBuf>,
-    pub node_labels: Option<BTreeMap<String, String>>,
-    pub register_with_taints: Option<Vec<Taint>>,
-    pub max_pods: Option<u32>,
-    pub system_reserved: Option<BTreeMap<String, String>>,
-    pub kube_reserved: Option<BTreeMap<String, String>>,
-    pub node_lease_duration_seconds: Option<u32>,
-    #[serde(default, with = "humantime_serde_opt")]
-    pub node_status_update_frequency: Option<Duration>,
-    #[serde(default, with = "humantime_serde_opt")]
-    pub node_status_report_frequency: Option<Duration>,
-    pub port: Option<u16>,
-    pub proxy_only: Option<bool>,
-    pub disable_proxy: Option<bool>,
-    pub proxy_table: Option<String>,
-    pub tls_cert_file: Option<PathBuf>,
-    pub tls_private_key_file: Option<PathBuf>,
-    pub client_ca_file: Option<PathBuf>,
-    pub anonymous_auth: Option<bool>,
-    pub authentication_token_webhook: Option<bool>,
-    pub authorization_mode: Option<String>,
-    pub allowed_unsafe_sysctls: Option<Vec<String>>,
-    pub seccomp_default: Option<bool>,
-    pub container_log_max_size: Option<String>,
-    pub container_log_max_files: Option<u32>,
-    #[serde(rename = "imageGCHighThresholdPercent")]
-    pub image_gc_high_threshold_percent: Option<u8>,
-    #[serde(rename = "imageGCLowThresholdPercent")]
-    pub image_gc_low_threshold_percent: Option<u8>,
-    #[serde(default, rename = "imageMinimumGCAge", with = "humantime_serde_opt")]
-    pub image_minimum_gc_age: Option<Duration>,
-    pub eviction_hard: Option<BTreeMap<String, String>>,
-    pub eviction_soft: Option<BTreeMap<String, String>>,
-    pub eviction_soft_grace_period: Option<BTreeMap<String, String>>,
-    pub eviction_minimum_reclaim: Option<BTreeMap<String, String>>,
-    #[serde(default, with = "humantime_serde_opt")]
-    pub eviction_pressure_transition_period: Option<Duration>,
-    pub eviction_max_pod_grace_period: Option<u32>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CrashLoopBackOff {
-    #[serde(default, with = "humantime_serde_opt")]
-    pub initial_period: Option<Duration>,
-    #[serde(default, with = "humantime_serde_opt")]
-    pub max_container_restart_period: Option<Duration>,
-}
-
-/// Durations in the file are written as "10s", "250ms", "5m".
-mod humantime_serde_opt {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let text: Option<String> = Option::deserialize(d)?;
-        text.map(|t| super::parse_duration(&t).map_err(serde::de::Error::custom)).transpose()
-    }
-}
-
-/// A boolean flag's value as the kubelet's flags (Go's strconv.ParseBool) take it: a bare
-/// `--flag` is true (clap's default_missing_value), `--flag=false` turns it off.
-pub fn parse_bool(text: &str) -> Result<bool, String> {
-    match text {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(format!("{text:?} is not a boolean (true or false)")),
-    }
-}
-
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| format!("{text:?} is not a duration like 250ms, 10s or 5m: {e}"))
-}
 
 /// The settled configuration nodelet runs with.
 #[derive(Debug, Clone)]
@@ -402,15 +79,48 @@ pub struct Config {
     pub image_gc: crate::gc::images::Policy,
     pub container_gc: crate::gc::containers::Policy,
     pub eviction: crate::eviction::Settings,
+    /// The resolv.conf pods inherit; None: none (`resolvConf: ""`).
+    pub resolv_conf: Option<PathBuf>,
+    /// How long the secure port keeps TokenReview and SubjectAccessReview answers.
+    pub auth_cache: crate::secure::auth::CacheTtls,
+    /// Fields of the config file nodelet does not act on that it sets to other than the default.
+    pub ignored_fields: Vec<String>,
+    /// Keys of the config file that are no KubeletConfiguration field (typos).
+    pub unknown_fields: Vec<String>,
+}
+
+/// The cgroup driver (KubeletConfiguration cgroupDriver, --cgroup-driver).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
+impl CgroupDriver {
+    pub fn parse(text: &str) -> Result<CgroupDriver, String> {
+        match text {
+            "cgroupfs" => Ok(CgroupDriver::Cgroupfs),
+            "systemd" => Ok(CgroupDriver::Systemd),
+            other => Err(format!("{other:?} is not cgroupfs or systemd")),
+        }
+    }
 }
 
 impl Config {
     pub fn from_flags(flags: Flags) -> anyhow::Result<Config> {
-        let file = match &flags.config {
-            Some(path) => load_file(path)?,
-            None => FileConfig::default(),
+        let loaded = match &flags.config {
+            Some(path) => file::load(path)?,
+            None => file::Loaded::default(),
         };
-        let eviction = eviction_settings(&flags, &file)?;
+        let in_file = |e: String| match &flags.config {
+            Some(path) if !e.starts_with("--") => anyhow::anyhow!("--config {}: {e}", path.display()),
+            _ => anyhow::anyhow!(e),
+        };
+        let file = loaded.config;
+        check_cgroup_driver(flags.cgroup_driver.as_deref(), file.cgroup_driver).map_err(in_file)?;
+        let eviction = maps::eviction_settings(&flags, &file).map_err(in_file)?;
+        let reserved = maps::reserved(&flags, &file).map_err(in_file)?;
+        let auth = AuthSettings::new(&flags, &file)?;
         let backoff = file.crash_loop_back_off.unwrap_or_default();
         let node_name = match flags.hostname_override.or(file.hostname_override) {
             Some(name) => name,
@@ -424,7 +134,7 @@ impl Config {
             pod_manifest_path: flags.pod_manifest_path.or(file.static_pod_path),
             read_only_port: flags.read_only_port.or(file.read_only_port).unwrap_or(10255),
             address: flags.address.or(file.address).unwrap_or(IpAddr::from([0, 0, 0, 0])),
-            runtime_socket: parse_endpoint(&endpoint)?,
+            runtime_socket: parse_endpoint(&endpoint).map_err(|e| anyhow::anyhow!("--container-runtime-endpoint: {e}"))?,
             pod_infra_container_image: flags
                 .pod_infra_container_image
                 .or(file.pod_infra_container_image)
@@ -457,10 +167,10 @@ impl Config {
                 flags.healthz_bind_address.or(file.healthz_bind_address).unwrap_or(IpAddr::from([127, 0, 0, 1])),
                 flags.healthz_port.or(file.healthz_port).unwrap_or(10248),
             ),
-            verbosity: flags.verbosity.unwrap_or(0),
+            verbosity: flags.verbosity.or(file.logging.and_then(|l| l.verbosity).map(|v| v.min(u8::MAX.into()) as u8)).unwrap_or(0),
             proxy_kubeconfig: flags.proxy_kubeconfig.or(file.proxy_kubeconfig),
             node_labels: match flags.node_labels {
-                Some(list) => parse_pairs("--node-labels", &list)?,
+                Some(list) => maps::parse_pairs("--node-labels", &list).map_err(anyhow::Error::msg)?,
                 None => file.node_labels.unwrap_or_default(),
             },
             taints: match flags.register_with_taints {
@@ -472,21 +182,7 @@ impl Config {
                 None => file.register_with_taints.unwrap_or_default(),
             },
             max_pods: flags.max_pods.or(file.max_pods).unwrap_or(110),
-            reserved: {
-                let system = match flags.system_reserved {
-                    Some(l) => parse_pairs("--system-reserved", &l)?,
-                    None => file.system_reserved.unwrap_or_default(),
-                };
-                let kube = match flags.kube_reserved {
-                    Some(l) => parse_pairs("--kube-reserved", &l)?,
-                    None => file.kube_reserved.unwrap_or_default(),
-                };
-                let (a, b) = (reserved("--system-reserved", &system)?, reserved("--kube-reserved", &kube)?);
-                let sum = |x: i64, y: i64, what: &str| {
-                    x.checked_add(y).ok_or_else(|| anyhow::anyhow!("--system-reserved plus --kube-reserved: {what} does not fit in 64 bits"))
-                };
-                (sum(a.0, b.0, "cpu")?, sum(a.1, b.1, "memory")?)
-            },
+            reserved,
             lease_duration: Duration::from_secs(flags.node_lease_duration_seconds.or(file.node_lease_duration_seconds).unwrap_or(40).into()),
             node_status_update_frequency: flags.node_status_update_frequency.or(file.node_status_update_frequency).unwrap_or(Duration::from_secs(10)),
             node_status_report_frequency: flags.node_status_report_frequency.or(file.node_status_report_frequency).unwrap_or(Duration::from_secs(300)),
@@ -496,14 +192,11 @@ impl Config {
             proxy_table: flags.proxy_table.or(file.proxy_table).unwrap_or_else(|| "nodelet".into()),
             tls_cert_file: flags.tls_cert_file.or(file.tls_cert_file),
             tls_private_key_file: flags.tls_private_key_file.or(file.tls_private_key_file),
-            client_ca_file: flags.client_ca_file.or(file.client_ca_file),
-            anonymous_auth: flags.anonymous_auth.or(file.anonymous_auth).unwrap_or(false),
-            authentication_token_webhook: flags.authentication_token_webhook.or(file.authentication_token_webhook).unwrap_or(false),
-            authorization_webhook: match flags.authorization_mode.or(file.authorization_mode).as_deref() {
-                None | Some("AlwaysAllow") => false,
-                Some("Webhook") => true,
-                Some(other) => bail!("--authorization-mode: {other:?} is not AlwaysAllow or Webhook"),
-            },
+            client_ca_file: auth.client_ca_file,
+            anonymous_auth: auth.anonymous,
+            authentication_token_webhook: auth.token_webhook,
+            authorization_webhook: auth.authorization_webhook,
+            auth_cache: auth.cache,
             allowed_unsafe_sysctls: flags
                 .allowed_unsafe_sysctls
                 .or(file.allowed_unsafe_sysctls)
@@ -513,11 +206,7 @@ impl Config {
                 .collect(),
             seccomp_default: flags.seccomp_default.or(file.seccomp_default).unwrap_or(false),
             container_log_max_size: match flags.container_log_max_size.or(file.container_log_max_size) {
-                Some(text) => crate::pods::quantity::bytes(&text)
-                    .ok()
-                    .filter(|b| *b > 0)
-                    .map(|b| b as u64)
-                    .ok_or_else(|| anyhow::anyhow!("--container-log-max-size: {text:?} is not a positive size such as 10Mi"))?,
+                Some(text) => parse_log_size(&text).map_err(|e| anyhow::anyhow!("--container-log-max-size: {e}"))?,
                 None => 10 << 20,
             },
             container_log_max_files: flags.container_log_max_files.or(file.container_log_max_files).unwrap_or(5),
@@ -525,6 +214,7 @@ impl Config {
                 high_threshold_percent: flags.image_gc_high_threshold.or(file.image_gc_high_threshold_percent).unwrap_or(85),
                 low_threshold_percent: flags.image_gc_low_threshold.or(file.image_gc_low_threshold_percent).unwrap_or(80),
                 min_age: flags.minimum_image_gc_age.or(file.image_minimum_gc_age).unwrap_or(Duration::from_secs(120)),
+                max_age: flags.image_maximum_gc_age.or(file.image_maximum_gc_age).unwrap_or(Duration::ZERO),
             },
             container_gc: crate::gc::containers::Policy {
                 min_age: flags.minimum_container_ttl_duration.unwrap_or(Duration::ZERO),
@@ -532,6 +222,13 @@ impl Config {
                 max_containers: flags.maximum_dead_containers.unwrap_or(-1),
             },
             eviction,
+            resolv_conf: match flags.resolv_conf.or(file.resolv_conf) {
+                Some(path) if path.as_os_str().is_empty() => None,
+                Some(path) => Some(path),
+                None => Some("/etc/resolv.conf".into()),
+            },
+            ignored_fields: loaded.ignored,
+            unknown_fields: loaded.unknown,
         };
         config.validate()?;
         Ok(config)
@@ -569,11 +266,10 @@ impl Config {
         if self.lease_duration.is_zero() {
             bail!("--node-lease-duration-seconds: must be greater than zero");
         }
-        // With bootstrap credentials, --kubeconfig is where the node's own will be written.
+        // With bootstrap credentials, --kubeconfig is where the node's own will be written; the
+        // bootstrap file itself is read only when needed (kubeadm removes it after the join).
         let node_kubeconfig = if self.bootstrap_kubeconfig.is_some() { &None } else { &self.kubeconfig };
-        for (option, path) in
-            [("--kubeconfig", node_kubeconfig), ("--bootstrap-kubeconfig", &self.bootstrap_kubeconfig), ("--proxy-kubeconfig", &self.proxy_kubeconfig)]
-        {
+        for (option, path) in [("--kubeconfig", node_kubeconfig), ("--proxy-kubeconfig", &self.proxy_kubeconfig)] {
             if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
                 bail!("{option}: {} is not a file", path.display());
             }
@@ -592,6 +288,10 @@ impl Config {
                 self.image_gc.high_threshold_percent
             );
         }
+        let (min_age, max_age) = (self.image_gc.min_age, self.image_gc.max_age);
+        if !max_age.is_zero() && max_age <= min_age {
+            bail!("--image-maximum-gc-age: {max_age:?} must be longer than --image-minimum-gc-age {min_age:?}");
+        }
         if self.bootstrap_kubeconfig.is_some() && self.kubeconfig.is_none() {
             bail!("--bootstrap-kubeconfig: needs --kubeconfig, the path where the node's own kubeconfig is written after the bootstrap");
         }
@@ -607,76 +307,107 @@ impl Config {
     }
 }
 
-/// The eviction thresholds and periods from the flags, else the file (a flag's map replaces the
-/// file's), else the kubelet's defaults.
-fn eviction_settings(flags: &Flags, file: &FileConfig) -> anyhow::Result<crate::eviction::Settings> {
-    use crate::eviction::thresholds::{parse_pairs, parse_reclaims, parse_statements, thresholds, Settings, FILE_NAMES, FLAG_NAMES};
-    let err = |e: String| anyhow::anyhow!(e);
-    let from_flag =
-        [flags.eviction_hard.is_some(), flags.eviction_soft.is_some(), flags.eviction_soft_grace_period.is_some(), flags.eviction_minimum_reclaim.is_some()];
-    let names = [0, 1, 2, 3].map(|i| if from_flag[i] { FLAG_NAMES[i] } else { FILE_NAMES[i] });
-    let hard = match &flags.eviction_hard {
-        Some(items) => Some(parse_statements("--eviction-hard", items).map_err(err)?),
-        None => file.eviction_hard.clone(),
+/// The secure port's authentication and authorization: flags, else the file's nested
+/// `authentication`/`authorization` (else its flat keys, nodelet's older spelling).
+struct AuthSettings {
+    client_ca_file: Option<PathBuf>,
+    anonymous: bool,
+    token_webhook: bool,
+    authorization_webhook: bool,
+    cache: crate::secure::auth::CacheTtls,
+}
+
+impl AuthSettings {
+    fn new(flags: &Flags, file: &file::KubeletConfiguration) -> anyhow::Result<AuthSettings> {
+        let authn = file.authentication.as_ref();
+        let authz = file.authorization.as_ref();
+        let authn_webhook = authn.and_then(|a| a.webhook.as_ref());
+        let authz_webhook = authz.and_then(|a| a.webhook.as_ref());
+        let defaults = crate::secure::auth::CacheTtls::default();
+        let authorization_webhook = match &flags.authorization_mode {
+            Some(mode) => parse_authorization_mode(mode).map_err(|e| anyhow::anyhow!("--authorization-mode: {e}"))?,
+            None => authz.and_then(|a| a.mode).or(file.authorization_mode).unwrap_or(false),
+        };
+        Ok(AuthSettings {
+            client_ca_file: flags
+                .client_ca_file
+                .clone()
+                .or_else(|| authn.and_then(|a| a.x509.as_ref()?.client_ca_file.clone()))
+                .or(file.client_ca_file.clone()),
+            anonymous: flags.anonymous_auth.or(authn.and_then(|a| a.anonymous.as_ref()?.enabled)).or(file.anonymous_auth).unwrap_or(false),
+            token_webhook: flags.authentication_token_webhook.or(authn_webhook.and_then(|w| w.enabled)).or(file.authentication_token_webhook).unwrap_or(false),
+            authorization_webhook,
+            cache: crate::secure::auth::CacheTtls {
+                authenticated: flags.authentication_token_webhook_cache_ttl.or(authn_webhook.and_then(|w| w.cache_ttl)).unwrap_or(defaults.authenticated),
+                authorized: flags
+                    .authorization_webhook_cache_authorized_ttl
+                    .or(authz_webhook.and_then(|w| w.cache_authorized_ttl))
+                    .unwrap_or(defaults.authorized),
+                unauthorized: flags
+                    .authorization_webhook_cache_unauthorized_ttl
+                    .or(authz_webhook.and_then(|w| w.cache_unauthorized_ttl))
+                    .unwrap_or(defaults.unauthorized),
+            },
+        })
+    }
+}
+
+/// AlwaysAllow (false) or Webhook (true).
+fn parse_authorization_mode(text: &str) -> Result<bool, String> {
+    match text {
+        "AlwaysAllow" => Ok(false),
+        "Webhook" => Ok(true),
+        other => Err(format!("{other:?} is not AlwaysAllow or Webhook")),
+    }
+}
+
+/// nodelet drives pod cgroups through cgroupfs only, for now: systemd (kubeadm's default) is
+/// refused, naming where it came from.
+fn check_cgroup_driver(flag: Option<&str>, file: Option<CgroupDriver>) -> Result<(), String> {
+    let (source, driver) = match flag {
+        Some(text) => ("--cgroup-driver", CgroupDriver::parse(text).map_err(|e| format!("--cgroup-driver: {e}"))?),
+        None => ("cgroupDriver", file.unwrap_or(CgroupDriver::Cgroupfs)),
     };
-    let soft = match &flags.eviction_soft {
-        Some(items) => parse_statements("--eviction-soft", items).map_err(err)?,
-        None => file.eviction_soft.clone().unwrap_or_default(),
-    };
-    let soft_grace = match &flags.eviction_soft_grace_period {
-        Some(items) => parse_pairs("--eviction-soft-grace-period", items).map_err(err)?,
-        None => file.eviction_soft_grace_period.clone().unwrap_or_default(),
-    };
-    let min_reclaim = match &flags.eviction_minimum_reclaim {
-        Some(items) => parse_reclaims("--eviction-minimum-reclaim", items).map_err(err)?,
-        None => file.eviction_minimum_reclaim.clone().unwrap_or_default(),
-    };
-    Ok(crate::eviction::Settings {
-        thresholds: thresholds(&Settings { hard, soft, soft_grace, min_reclaim, names }).map_err(err)?,
-        pressure_transition: flags
-            .eviction_pressure_transition_period
-            .or(file.eviction_pressure_transition_period)
-            .unwrap_or(crate::eviction::thresholds::DEFAULT_PRESSURE_TRANSITION),
-        max_pod_grace: Duration::from_secs(flags.eviction_max_pod_grace_period.or(file.eviction_max_pod_grace_period).unwrap_or(0).into()),
+    match driver {
+        CgroupDriver::Cgroupfs => Ok(()),
+        CgroupDriver::Systemd => Err(format!(
+            "{source}: \"systemd\" is not supported yet: nodelet manages pod cgroups with the cgroupfs driver; \
+             set cgroupDriver: cgroupfs (or pass --cgroup-driver=cgroupfs) and run containerd with cgroupfs (SystemdCgroup = false)"
+        )),
+    }
+}
+
+/// A container log size such as 10Mi, in bytes.
+fn parse_log_size(text: &str) -> Result<u64, String> {
+    crate::pods::quantity::bytes(text).ok().filter(|b| *b > 0).map(|b| b as u64).ok_or_else(|| format!("{text:?} is not a positive size such as 10Mi"))
+}
+
+/// The path of a CRI endpoint `unix:///path`.
+fn parse_endpoint(endpoint: &str) -> Result<PathBuf, String> {
+    match endpoint.strip_prefix("unix://") {
+        Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
+        _ => Err(format!("{endpoint:?} must be a unix socket such as unix:///run/containerd/containerd.sock")),
+    }
+}
+
+/// The host resolv.conf pods inherit (`resolv_conf`; None: none). A file that cannot be read
+/// is a warning, and pods get an empty one, as the kubelet does.
+pub fn host_resolv_conf(resolv_conf: Option<&std::path::Path>) -> String {
+    let Some(path) = resolv_conf else { return String::new() };
+    std::fs::read_to_string(path).unwrap_or_else(|e| {
+        tracing::warn!("resolvConf: reading {}: {e}; pods get an empty host resolv.conf", path.display());
+        String::new()
     })
 }
 
-/// `key=value` items as a map; an item without `=` is an error naming the option.
-fn parse_pairs(option: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    items
-        .iter()
-        .filter(|i| !i.is_empty())
-        .map(|item| match item.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => bail!("{option}: {item:?} is not key=value"),
-        })
-        .collect()
-}
-
-/// cpu and memory of a reservation, as (millicores, bytes).
-fn reserved(option: &str, map: &BTreeMap<String, String>) -> anyhow::Result<(i64, i64)> {
-    let mut out = (0, 0);
-    for (key, value) in map {
-        match key.as_str() {
-            "cpu" => out.0 = crate::pods::quantity::cpu_millis(value).map_err(|e| anyhow::anyhow!("{option}: cpu: {e}"))?,
-            "memory" => out.1 = crate::pods::quantity::bytes(value).map_err(|e| anyhow::anyhow!("{option}: memory: {e}"))?,
-            "ephemeral-storage" | "pid" => {}
-            other => bail!("{option}: unknown resource {other:?} (cpu, memory, ephemeral-storage, pid)"),
-        }
+/// Logs, once at start, the file's fields nodelet ignores and its unknown keys.
+pub fn warn_about_file(config: &Config) {
+    if !config.ignored_fields.is_empty() {
+        tracing::warn!("config file fields nodelet does not implement (ignored): {}", config.ignored_fields.join(", "));
     }
-    Ok(out)
-}
-
-fn load_file(path: &std::path::Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("--config: reading {}", path.display()))?;
-    let file: FileConfig = serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))?;
-    if let Some(kind) = file.kind.as_deref().filter(|k| *k != "KubeletConfiguration") {
-        bail!("--config {}: kind {kind:?} should be KubeletConfiguration", path.display());
+    if !config.unknown_fields.is_empty() {
+        tracing::warn!("config file: unknown field(s), not in KubeletConfiguration (ignored): {}", config.unknown_fields.join(", "));
     }
-    if let Some(version) = file.api_version.as_deref().filter(|v| !v.starts_with("kubelet.config.k8s.io/")) {
-        bail!("--config {}: apiVersion {version:?} should be kubelet.config.k8s.io/v1beta1", path.display());
-    }
-    Ok(file)
 }
 
 /// The default --root-dir: the kubelet's (/var/lib/kubelet, where kubeadm puts its files and
@@ -686,13 +417,6 @@ pub fn default_root_dir(argv0: Option<&std::ffi::OsStr>) -> PathBuf {
     match argv0.and_then(|a| std::path::Path::new(a).file_name()) {
         Some(name) if name == "kubelet" => "/var/lib/kubelet".into(),
         _ => "/var/lib/nodelet".into(),
-    }
-}
-
-fn parse_endpoint(endpoint: &str) -> anyhow::Result<PathBuf> {
-    match endpoint.strip_prefix("unix://") {
-        Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
-        _ => bail!("--container-runtime-endpoint: {endpoint:?} must be a unix socket such as unix:///run/containerd/containerd.sock"),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Unit tests of `config`.
 
 use super::*;
+use clap::Parser;
 
 fn flags(args: &[&str]) -> Flags {
     let mut all = vec!["nodelet", "--hostname-override", "node-a", "--cni-plugin", "/bin/true"];
@@ -116,11 +117,11 @@ fn log_rotation_and_gc_settings_follow_the_kubelet() {
     let path = dir.path().join("c.yaml");
     std::fs::write(
         &path,
-        "containerLogMaxSize: 1Mi\ncontainerLogMaxFiles: 3\nimageGCHighThresholdPercent: 70\nimageGCLowThresholdPercent: 60\nimageMinimumGCAge: 5m\n",
+        "containerLogMaxSize: 1Mi\ncontainerLogMaxFiles: 3\nimageGCHighThresholdPercent: 70\nimageGCLowThresholdPercent: 60\nimageMinimumGCAge: 5m\nimageMaximumGCAge: 168h\n",
     )
     .unwrap();
     let c = Config::from_flags(flags(&["--config", path.to_str().unwrap(), "--image-gc-low-threshold", "50", "--maximum-dead-containers", "-1"])).unwrap();
-    assert_eq!((c.container_log_max_size, c.container_log_max_files), (1 << 20, 3));
+    assert_eq!((c.container_log_max_size, c.container_log_max_files, c.image_gc.max_age), (1 << 20, 3, Duration::from_secs(168 * 3600)));
     assert_eq!((c.image_gc.high_threshold_percent, c.image_gc.low_threshold_percent, c.image_gc.min_age), (70, 50, Duration::from_secs(300)));
     let c = Config::from_flags(flags(&["--container-log-max-size", "2Ki", "--image-minimum-gc-age", "1s", "--maximum-dead-containers-per-container", "2"]))
         .unwrap();
@@ -130,19 +131,11 @@ fn log_rotation_and_gc_settings_follow_the_kubelet() {
         (vec!["--container-log-max-files", "1"], "--container-log-max-files"),
         (vec!["--image-gc-high-threshold", "101"], "--image-gc-high-threshold"),
         (vec!["--image-gc-high-threshold", "50", "--image-gc-low-threshold", "50"], "--image-gc-low-threshold"),
+        (vec!["--image-maximum-gc-age", "1m"], "--image-maximum-gc-age: 60s must be longer than --image-minimum-gc-age 120s"),
     ] {
         let err = Config::from_flags(flags(&args)).unwrap_err().to_string();
         assert!(err.contains(option), "{args:?}: {err}");
     }
-}
-
-#[test]
-fn unknown_file_keys_are_named() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.yaml");
-    std::fs::write(&path, "readOnlyPrt: 1\n").unwrap();
-    let err = Config::from_flags(flags(&["--config", path.to_str().unwrap()])).unwrap_err().to_string();
-    assert!(err.contains("readOnlyPrt"), "{err}");
 }
 
 #[test]
@@ -180,7 +173,7 @@ fn eviction_thresholds_from_flags_and_file() {
     assert_eq!((c.eviction.pressure_transition, c.eviction.max_pod_grace), (Duration::from_secs(60), Duration::from_secs(5)));
     std::fs::write(&path, "evictionHard: {memory.free: 1Gi}\n").unwrap();
     let err = Config::from_flags(flags(&["--config", path.to_str().unwrap()])).unwrap_err().to_string();
-    assert!(err.contains("evictionHard: memory.free<1Gi") && err.contains("unsupported eviction signal"), "{err}");
+    assert!(err.contains(&format!("--config {}: evictionHard: memory.free: \"1Gi\": unsupported eviction signal", path.display())), "{err}");
     for (args, option) in [
         (vec!["--eviction-hard", "memory.available=1Gi"], "--eviction-hard"),
         (vec!["--eviction-hard", "nodefs.available<200%"], "--eviction-hard: nodefs.available<200%"),
@@ -227,9 +220,168 @@ fn the_packaged_config_files_commented_keys_are_all_known() {
     // uncommented, the examples must still be keys nodelet reads, with values it takes.
     let text = std::fs::read_to_string(packaged_config()).unwrap();
     let examples: String = text.lines().filter(|l| !l.starts_with("# ") && *l != "#").map(|l| format!("{}\n", l.strip_prefix('#').unwrap_or(l))).collect();
-    let file: FileConfig = serde_yaml::from_str(&examples).unwrap_or_else(|e| panic!("{e}\n{examples}"));
+    let file: file::KubeletConfiguration = serde_yaml::from_str(&examples).unwrap_or_else(|e| panic!("{e}\n{examples}"));
     assert_eq!(file.static_pod_path, Some(PathBuf::from("/etc/nodelet/manifests")));
     assert_eq!(file.max_pods, Some(110));
     assert!(file.register_with_taints.is_some_and(|t| t.len() == 1));
+    // and none is a key nodelet would warn about (unknown, or not implemented)
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, examples.replace("/etc/nodelet/manifests", dir.path().to_str().unwrap())).unwrap();
+    let c = Config::from_flags(flags(&["--config", path.to_str().unwrap()])).unwrap_or_else(|e| panic!("{e:#}\n{examples}"));
+    assert_eq!((c.unknown_fields.as_slice(), c.ignored_fields.as_slice()), (&[][..], &[][..]), "{examples}");
     assert!(examples.lines().filter(|l| !l.starts_with(' ') && !l.starts_with('-') && l.contains(':')).count() > 30, "{examples}");
+}
+
+/// A config file in a directory of its own, with a manifest directory beside it.
+struct File {
+    dir: tempfile::TempDir,
+}
+
+impl File {
+    fn new(text: &str) -> File {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.yaml"), text).unwrap();
+        std::fs::create_dir(dir.path().join("manifests")).unwrap();
+        File { dir }
+    }
+
+    /// The file's configuration with `args` besides; the static pod path is the test's own.
+    fn config(&self, args: &[&str]) -> anyhow::Result<Config> {
+        let (path, manifests) = (self.dir.path().join("config.yaml"), self.dir.path().join("manifests"));
+        let mut all = vec!["--config", path.to_str().unwrap(), "--pod-manifest-path", manifests.to_str().unwrap()];
+        all.extend_from_slice(args);
+        Config::from_flags(flags(&all))
+    }
+}
+
+#[test]
+fn kubeadms_cluster_file_runs_with_the_defaults_where_it_writes_zero() {
+    let c = File::new(include_str!("config/testdata/kubeadm-cluster-config.yaml")).config(&[]).unwrap();
+    assert!(c.authorization_webhook && c.authentication_token_webhook && !c.anonymous_auth);
+    assert_eq!(c.client_ca_file.as_deref(), Some(std::path::Path::new("/etc/kubernetes/pki/ca.crt")));
+    assert_eq!(c.auth_cache, crate::secure::auth::CacheTtls::default());
+    assert_eq!(
+        (c.sync_frequency, c.file_check_frequency, c.node_status_update_frequency),
+        (Duration::from_secs(10), Duration::from_millis(250), Duration::from_secs(10))
+    );
+    assert_eq!(
+        (c.eviction.pressure_transition, c.image_gc.min_age, c.backoff_max),
+        (Duration::from_secs(300), Duration::from_secs(120), Duration::from_secs(300))
+    );
+    assert_eq!(c.runtime_socket, PathBuf::from("/run/containerd/containerd.sock"));
+    assert_eq!((c.healthz.port(), c.read_only_port, c.port), (10248, 10255, 10250));
+    assert_eq!(c.resolv_conf.as_deref(), Some(std::path::Path::new("/etc/resolv.conf")));
+    assert!(c.ignored_fields.is_empty() && c.unknown_fields.is_empty(), "{:?} {:?}", c.ignored_fields, c.unknown_fields);
+}
+
+#[test]
+fn the_systemd_driver_is_refused_by_name_until_nodelet_drives_it() {
+    let file = File::new(include_str!("config/testdata/kubeadm-dryrun-config.yaml"));
+    let err = file.config(&[]).unwrap_err().to_string();
+    assert!(err.starts_with("--config ") && err.contains("config.yaml: cgroupDriver: \"systemd\" is not supported yet"), "{err}");
+    assert!(err.contains("cgroupfs"), "{err}");
+    let c = file.config(&["--cgroup-driver", "cgroupfs"]).unwrap();
+    assert_eq!(c.resolv_conf.as_deref(), Some(std::path::Path::new("/run/systemd/resolve/resolv.conf")));
+    assert_eq!(c.runtime_socket, PathBuf::from("/var/run/containerd/containerd.sock"));
+    let err = Config::from_flags(flags(&["--cgroup-driver", "systemd"])).unwrap_err().to_string();
+    assert!(err.starts_with("--cgroup-driver: \"systemd\" is not supported yet"), "{err}");
+    let err = Config::from_flags(flags(&["--cgroup-driver", "cgroups"])).unwrap_err().to_string();
+    assert_eq!(err, "--cgroup-driver: \"cgroups\" is not cgroupfs or systemd");
+}
+
+#[test]
+fn kinds_file_turns_disk_eviction_off() {
+    let c = File::new(include_str!("config/testdata/kind-config.yaml")).config(&["--cgroup-driver=cgroupfs"]).unwrap();
+    assert!(c.eviction.thresholds.is_empty(), "{:?}", c.eviction.thresholds);
+    assert_eq!((c.address, c.healthz.ip()), ("::".parse().unwrap(), "::".parse().unwrap()));
+    assert_eq!((c.cgroup_root.as_str(), c.image_gc.high_threshold_percent), ("/kubelet", 100));
+    assert!(c.ignored_fields.is_empty());
+    // mergeDefaultEvictionSettings keeps the defaults of the signals not given.
+    let c = File::new("evictionHard: {nodefs.available: 0%, memory.available: 1Gi}\nmergeDefaultEvictionSettings: true\n").config(&[]).unwrap();
+    let t: Vec<String> = c.eviction.thresholds.iter().map(|t| format!("{}<{}", t.signal, t.value)).collect();
+    assert_eq!(t, ["imagefs.available<15%", "memory.available<1Gi", "nodefs.inodesFree<5%"]);
+}
+
+#[test]
+fn zero_means_the_default_but_a_zero_port_is_off() {
+    let file = File::new(
+        "syncFrequency: 0s\nnodeStatusUpdateFrequency: 0s\nnodeLeaseDurationSeconds: 0\nmaxPods: 0\nport: 0\nreadOnlyPort: 0\nhealthzPort: 0\n\
+         authentication: {webhook: {cacheTTL: 0s}}\nauthorization: {webhook: {cacheAuthorizedTTL: 0s, cacheUnauthorizedTTL: 0s}}\n\
+         crashLoopBackOff: {maxContainerRestartPeriod: 0s}\nimageMinimumGCAge: 0s\nevictionPressureTransitionPeriod: 0s\n",
+    );
+    let c = file.config(&[]).unwrap();
+    assert_eq!(
+        (c.sync_frequency, c.node_status_update_frequency, c.lease_duration),
+        (Duration::from_secs(10), Duration::from_secs(10), Duration::from_secs(40))
+    );
+    assert_eq!((c.max_pods, c.port, c.read_only_port, c.healthz.port()), (110, 10250, 0, 0));
+    assert_eq!(c.auth_cache, crate::secure::auth::CacheTtls::default());
+    assert_eq!(
+        (c.backoff_max, c.image_gc.min_age, c.eviction.pressure_transition),
+        (Duration::from_secs(300), Duration::from_secs(120), Duration::from_secs(300))
+    );
+}
+
+#[test]
+fn the_auth_caches_take_the_configured_ttls_and_flags_win() {
+    let file = File::new("authentication: {webhook: {cacheTTL: 10s}}\nauthorization: {webhook: {cacheAuthorizedTTL: 1m, cacheUnauthorizedTTL: 1s}}\n");
+    let c = file.config(&[]).unwrap();
+    let ttls = |c: &Config| (c.auth_cache.authenticated, c.auth_cache.authorized, c.auth_cache.unauthorized);
+    assert_eq!(ttls(&c), (Duration::from_secs(10), Duration::from_secs(60), Duration::from_secs(1)));
+    let c = file.config(&["--authentication-token-webhook-cache-ttl=3s", "--authorization-webhook-cache-unauthorized-ttl=0s"]).unwrap();
+    assert_eq!(ttls(&c), (Duration::from_secs(3), Duration::from_secs(60), Duration::ZERO));
+}
+
+#[test]
+fn flags_override_the_nested_file_keys() {
+    let file = File::new(
+        "authentication: {anonymous: {enabled: true}, webhook: {enabled: true}, x509: {clientCAFile: /file/ca.crt}}\n\
+         authorization: {mode: Webhook}\nlogging: {verbosity: 4}\ncgroupDriver: cgroupfs\nresolvConf: /file/resolv.conf\n",
+    );
+    let c = file.config(&[]).unwrap();
+    assert!(c.anonymous_auth && c.authentication_token_webhook && c.authorization_webhook);
+    assert_eq!((c.client_ca_file.as_deref(), c.verbosity), (Some(std::path::Path::new("/file/ca.crt")), 4));
+    let c = file
+        .config(&[
+            "--anonymous-auth=false",
+            "--authentication-token-webhook=false",
+            "--authorization-mode=AlwaysAllow",
+            "--client-ca-file=/flag/ca.crt",
+            "-v",
+            "2",
+            "--resolv-conf=",
+        ])
+        .unwrap();
+    assert!(!c.anonymous_auth && !c.authentication_token_webhook && !c.authorization_webhook);
+    assert_eq!((c.client_ca_file.as_deref(), c.verbosity, c.resolv_conf), (Some(std::path::Path::new("/flag/ca.crt")), 2, None));
+    // The flat keys nodelet read before still work; the nested ones win over them.
+    let c = File::new("anonymousAuth: true\nauthorizationMode: Webhook\nclientCAFile: /flat/ca.crt\nauthentication: {x509: {clientCAFile: /nested/ca.crt}}\n")
+        .config(&[])
+        .unwrap();
+    assert!(c.anonymous_auth && c.authorization_webhook);
+    assert_eq!(c.client_ca_file.as_deref(), Some(std::path::Path::new("/nested/ca.crt")));
+}
+
+#[test]
+fn unimplemented_and_unknown_fields_are_listed_not_refused() {
+    let c = File::new("cpuManagerPolicy: static\ncpuManagerReconcilePeriod: 0s\nreadOnlyPrt: 1\nserializeImagePulls: false\n").config(&[]).unwrap();
+    assert_eq!((c.ignored_fields, c.unknown_fields), (vec!["cpuManagerPolicy".to_string()], vec!["readOnlyPrt".to_string()]));
+}
+
+#[test]
+fn a_wrong_file_value_stops_nodelet_naming_the_file_the_field_and_the_value() {
+    let cases = [
+        ("evictionHard: {memory.available: lots}", "evictionHard: memory.available: \"lots\" is not a quantity or percentage"),
+        ("authorization: {mode: Sometimes}", "authorization.mode: \"Sometimes\" is not AlwaysAllow or Webhook"),
+        ("systemReserved: {cpu: lots}", "systemReserved: cpu: "),
+        ("kubeReserved: {gpu: '1'}", "kubeReserved: unknown resource \"gpu\""),
+        ("imageGCHighThresholdPercent: 300", "imageGCHighThresholdPercent: invalid value"),
+    ];
+    for (text, want) in cases {
+        let file = File::new(text);
+        let err = file.config(&[]).unwrap_err().to_string();
+        let prefix = format!("--config {}: ", file.dir.path().join("config.yaml").display());
+        assert!(err.starts_with(&prefix) && err.contains(want), "{text}: {err}");
+    }
 }

@@ -47,10 +47,16 @@ pub fn configz(config: &Config) -> Value {
         "tlsPrivateKeyFile": path(&config.tls_private_key_file),
         "authentication": {
             "x509": {"clientCAFile": path(&config.client_ca_file)},
-            "webhook": {"enabled": config.authentication_token_webhook},
+            "webhook": {"enabled": config.authentication_token_webhook, "cacheTTL": go_duration(config.auth_cache.authenticated)},
             "anonymous": {"enabled": config.anonymous_auth},
         },
-        "authorization": {"mode": if config.authorization_webhook { "Webhook" } else { "AlwaysAllow" }},
+        "authorization": {
+            "mode": if config.authorization_webhook { "Webhook" } else { "AlwaysAllow" },
+            "webhook": {
+                "cacheAuthorizedTTL": go_duration(config.auth_cache.authorized),
+                "cacheUnauthorizedTTL": go_duration(config.auth_cache.unauthorized),
+            },
+        },
         "clusterDomain": config.cluster_domain,
         "clusterDNS": config.cluster_dns.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
         "nodeStatusUpdateFrequency": go_duration(config.node_status_update_frequency),
@@ -86,6 +92,13 @@ pub fn configz(config: &Config) -> Value {
     if let Some(obj) = c.as_object_mut() {
         // Unset options are left out, as Go's omitempty does.
         obj.retain(|_, v| !v.is_null());
+        obj.insert("imageMinimumGCAge".into(), go_duration(config.image_gc.min_age).into());
+        obj.insert("imageMaximumGCAge".into(), go_duration(config.image_gc.max_age).into());
+        obj.insert("resolvConf".into(), config.resolv_conf.as_ref().map_or(String::new(), |p| p.display().to_string()).into());
+        obj.insert("logging".into(), json!({"verbosity": config.verbosity}));
+        // What the config file set that nodelet does not act on, and its keys of no field.
+        obj.insert("nodeletIgnored".into(), json!(config.ignored_fields));
+        obj.insert("nodeletUnknownFields".into(), json!(config.unknown_fields));
         let (cpu, memory) = config.reserved;
         if cpu > 0 || memory > 0 {
             let mut reserved = Map::new();
@@ -166,6 +179,21 @@ mod tests {
         assert_eq!(c["evictionHard"], json!({"memory.available": "100Mi", "nodefs.available": "10%", "nodefs.inodesFree": "5%", "imagefs.available": "15%"}));
         assert!(c.get("evictionSoft").is_none(), "{c:#}");
         assert_eq!((&c["evictionPressureTransitionPeriod"], &c["evictionMaxPodGracePeriod"]), (&json!("5m0s"), &json!(0)));
+        assert_eq!(c["authentication"]["webhook"]["cacheTTL"], "2m0s");
+        assert_eq!(c["authorization"]["webhook"], json!({"cacheAuthorizedTTL": "5m0s", "cacheUnauthorizedTTL": "30s"}));
+        assert_eq!((&c["resolvConf"], &c["nodeletIgnored"], &c["nodeletUnknownFields"]), (&json!("/etc/resolv.conf"), &json!([]), &json!([])));
+    }
+
+    #[test]
+    fn fields_the_file_sets_that_nodelet_ignores_are_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "cpuManagerPolicy: static\nresolvConf: \"\"\nreadOnlyPrt: 1\n").unwrap();
+        let flags =
+            Flags::try_parse_from(["nodelet", "--hostname-override", "node-a", "--cni-plugin", "/bin/true", "--config", path.to_str().unwrap()]).unwrap();
+        let body = configz(&Config::from_flags(flags).unwrap());
+        let c = &body["kubeletconfig"];
+        assert_eq!((&c["nodeletIgnored"], &c["nodeletUnknownFields"], &c["resolvConf"]), (&json!(["cpuManagerPolicy"]), &json!(["readOnlyPrt"]), &json!("")));
     }
 
     #[test]

@@ -41,6 +41,7 @@ fn main() -> std::process::ExitCode {
         _ => "trace",
     };
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into())).init();
+    nodelet::config::warn_about_file(&config);
     nodelet::heap::configure();
     let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
     match runtime.block_on(run(config)) {
@@ -64,7 +65,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         pod_data_root: config.root_dir.join("pods"),
         cluster_dns: config.cluster_dns.iter().map(|ip| ip.to_string()).collect(),
         cluster_domain: config.cluster_domain.clone(),
-        host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        host_resolv_conf: nodelet::config::host_resolv_conf(config.resolv_conf.as_deref()),
         host_ip,
         memory_capacity: facts.machine.memory_capacity as i64,
         allocatable: nodelet::podinfo::downward::Allocatable::from_capacity(
@@ -138,6 +139,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             } else {
                 nodelet::secure::AuthorizationMode::AlwaysAllow
             },
+            cache_ttls: config.auth_cache,
             pod_logs_dir: config.pod_logs_dir.clone(),
             cri: Some(cri.clone()),
         };

@@ -113,8 +113,12 @@ fn dead_containers_beyond_the_limit_and_log_and_pod_folders_of_gone_pods_are_rem
 /// Image GC with thresholds the disk is over (high 1%, low 0%) removes the unused image it may
 /// remove and tells that it could not free enough. Every other image on the runtime is on the
 /// keep list (as the sandbox image is in nodelet), since other tests and nodes share them.
+/// The image GC tests one at a time: each keeps every image but its own, as listed when it starts.
+static IMAGE_GC: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn image_gc_over_the_threshold_removes_an_unused_image_and_tells_it_fell_short() {
+    let _alone = IMAGE_GC.lock().unwrap_or_else(|e| e.into_inner());
     common::require_runtime();
     let image = TestImage::build();
     let name = image.name.clone();
@@ -122,7 +126,7 @@ fn image_gc_over_the_threshold_removes_an_unused_image_and_tells_it_fell_short()
         let id = cri.pull_image(&name, None, None).await.unwrap();
         let id = cri.image_id(&id).await.unwrap().unwrap_or(id);
         let kept: Vec<String> = cri.list_images().await.unwrap().into_iter().map(|i| i.id).filter(|i| *i != id).collect();
-        let policy = nodelet::gc::images::Policy { high_threshold_percent: 1, low_threshold_percent: 0, min_age: Duration::ZERO };
+        let policy = nodelet::gc::images::Policy { high_threshold_percent: 1, low_threshold_percent: 0, min_age: Duration::ZERO, max_age: Duration::ZERO };
         let gc = nodelet::gc::images::ImageGc::new(cri.clone(), policy, kept.clone(), nodelet::events::Recorder::log_only(), "t-imagegc".into());
         let outcome = gc.collect().await.unwrap();
         let still_there: Vec<String> = cri.list_images().await.unwrap().into_iter().map(|i| i.id).collect();
@@ -135,4 +139,28 @@ fn image_gc_over_the_threshold_removes_an_unused_image_and_tells_it_fell_short()
     for k in &kept {
         assert!(still_there.contains(k), "kept image {k} was removed");
     }
+}
+
+/// Image GC with a maximum age (imageMaximumGCAge) removes an unused image once the collector
+/// has run that long, however empty the disk (high threshold 100%).
+#[test]
+fn image_gc_removes_an_image_unused_for_longer_than_the_maximum_age() {
+    let _alone = IMAGE_GC.lock().unwrap_or_else(|e| e.into_inner());
+    common::require_runtime();
+    let image = TestImage::build();
+    let name = image.name.clone();
+    let (outcome, id, present_after) = on_runtime(move |cri| async move {
+        let id = cri.pull_image(&name, None, None).await.unwrap();
+        let id = cri.image_id(&id).await.unwrap().unwrap_or(id);
+        let kept: Vec<String> = cri.list_images().await.unwrap().into_iter().map(|i| i.id).filter(|i| *i != id).collect();
+        let policy =
+            nodelet::gc::images::Policy { high_threshold_percent: 100, low_threshold_percent: 99, min_age: Duration::ZERO, max_age: Duration::from_secs(1) };
+        let gc = nodelet::gc::images::ImageGc::new(cri.clone(), policy, kept, nodelet::events::Recorder::log_only(), "t-imagegc-age".into());
+        assert!(gc.collect().await.unwrap().removed.is_empty(), "nothing goes before the collector has run for the maximum age");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let outcome = gc.collect().await.unwrap();
+        (outcome, id, cri.image_status(&name).await.unwrap().is_some())
+    });
+    assert_eq!(outcome.removed, vec![id], "{outcome:?}");
+    assert!(!present_after, "{} is still on the runtime", image.name);
 }

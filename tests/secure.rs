@@ -118,6 +118,7 @@ async fn start() -> Fixture {
         anonymous: false,
         authentication_webhook: false,
         authorization_mode: AuthorizationMode::AlwaysAllow,
+        cache_ttls: Default::default(),
         pod_logs_dir: logs_dir,
         cri: None,
     };
@@ -313,53 +314,69 @@ async fn review_apiserver() -> (kube::Client, Arc<std::sync::atomic::AtomicUsize
     (kube::Client::try_from(config).unwrap(), calls)
 }
 
+/// A secure port that asks `api` (TokenReview, SubjectAccessReview), anonymous allowed.
+struct WebhookPort {
+    _dir: tempfile::TempDir,
+    addr: SocketAddr,
+    server_ca: CertificateDer<'static>,
+}
+
+impl WebhookPort {
+    async fn start(api: kube::Client, cache_ttls: nodelet::secure::auth::CacheTtls) -> WebhookPort {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = SecureSettings {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            node_name: "node-secure".into(),
+            node_ips: vec![],
+            cert_dir: dir.path().join("pki"),
+            tls_cert_file: None,
+            tls_key_file: None,
+            client_ca_file: None,
+            anonymous: true,
+            authentication_webhook: true,
+            authorization_mode: AuthorizationMode::Webhook,
+            cache_ttls,
+            pod_logs_dir: dir.path().join("logs"),
+            cri: None,
+        };
+        let state = ReadOnly::new(Arc::new(Health::new(Duration::from_secs(3600))), PodStore::default());
+        let server = nodelet::secure::bind(settings, state, Some(api)).await.expect("bind");
+        let addr = server.local_addr();
+        tokio::spawn(server.run());
+        let server_ca = CertificateDer::from_pem_file(dir.path().join("pki/nodelet.crt")).unwrap();
+        WebhookPort { _dir: dir, addr, server_ca }
+    }
+
+    /// GET `path` with the bearer `token`, if any: (status, body).
+    async fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let (addr, server_ca) = (self.addr, self.server_ca.clone());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(server_ca).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(ServerName::try_from("127.0.0.1").unwrap(), tcp).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(conn);
+        let mut req = hyper::Request::get(path).header("host", "127.0.0.1");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = sender.send_request(req.body(Body::new()).unwrap()).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
 #[tokio::test]
 async fn tokens_and_webhook_authorization() {
     let (api, calls) = review_apiserver().await;
-    let dir = tempfile::tempdir().unwrap();
-    let settings = SecureSettings {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        node_name: "node-secure".into(),
-        node_ips: vec![],
-        cert_dir: dir.path().join("pki"),
-        tls_cert_file: None,
-        tls_key_file: None,
-        client_ca_file: None,
-        anonymous: true,
-        authentication_webhook: true,
-        authorization_mode: AuthorizationMode::Webhook,
-        pod_logs_dir: dir.path().join("logs"),
-        cri: None,
-    };
-    let state = ReadOnly::new(Arc::new(Health::new(Duration::from_secs(3600))), PodStore::default());
-    let server = nodelet::secure::bind(settings, state, Some(api)).await.expect("bind");
-    let addr = server.local_addr();
-    tokio::spawn(server.run());
-    let server_ca = CertificateDer::from_pem_file(dir.path().join("pki/nodelet.crt")).unwrap();
-    let get = |path: &'static str, token: Option<&'static str>| {
-        let server_ca = server_ca.clone();
-        async move {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(server_ca).unwrap();
-            let config = rustls::ClientConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(ServerName::try_from("127.0.0.1").unwrap(), tcp).await.unwrap();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
-            tokio::spawn(conn);
-            let mut req = hyper::Request::get(path).header("host", "127.0.0.1");
-            if let Some(t) = token {
-                req = req.header("authorization", format!("Bearer {t}"));
-            }
-            let resp = sender.send_request(req.body(Body::new()).unwrap()).await.unwrap();
-            let status = resp.status().as_u16();
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
-            (status, String::from_utf8_lossy(&body).into_owned())
-        }
-    };
+    let port = WebhookPort::start(api, Default::default()).await;
+    let get = |path, token| port.get(path, token);
     assert_eq!(get("/healthz", Some("good")).await, (200, "ok".to_string()));
     let (status, body) = get("/pods", Some("good")).await;
     assert_eq!(status, 403);
@@ -375,4 +392,26 @@ async fn tokens_and_webhook_authorization() {
     assert_eq!(get("/pods", Some("good")).await.0, 403);
     assert_eq!(get("/healthz", Some("bad")).await.0, 401);
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), before);
+}
+
+#[tokio::test]
+async fn webhook_answers_are_kept_for_the_configured_ttls() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (api, calls) = review_apiserver().await;
+    let short = Duration::from_secs(2);
+    let ttls = nodelet::secure::auth::CacheTtls { authenticated: short, authorized: short, unauthorized: Duration::from_secs(3600) };
+    let port = WebhookPort::start(api, ttls).await;
+    // bob: one TokenReview and one SubjectAccessReview for /healthz (allowed), one for /pods
+    // (denied: asked for two subresources).
+    assert_eq!(port.get("/healthz", Some("good")).await.0, 200);
+    assert_eq!(port.get("/pods", Some("good")).await.0, 403);
+    let first = calls.load(SeqCst);
+    assert_eq!(port.get("/healthz", Some("good")).await.0, 200);
+    assert_eq!(calls.load(SeqCst), first, "answered from the caches");
+    tokio::time::sleep(short + Duration::from_millis(500)).await;
+    // The token and the "allowed" are asked again; the "denied" is still kept.
+    assert_eq!(port.get("/healthz", Some("good")).await.0, 200);
+    assert_eq!(calls.load(SeqCst), first + 2);
+    assert_eq!(port.get("/pods", Some("good")).await.0, 403);
+    assert_eq!(calls.load(SeqCst), first + 2);
 }

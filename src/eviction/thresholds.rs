@@ -164,25 +164,41 @@ fn parse_list(option: &str, items: &[String], separator: char, form: &str) -> Re
     Ok(map)
 }
 
-/// One `signal: value` entry; None for 0% and 100%, which the kubelet takes as "no threshold".
+/// An entry as its source writes it, for errors: `--eviction-hard: memory.available<1Gi` for a
+/// flag, `evictionHard: memory.available: "1Gi"` for a file key.
+fn entry(option: &str, signal: &str, separator: char, value: &str) -> String {
+    if option.starts_with("--") {
+        format!("{option}: {signal}{separator}{value}")
+    } else {
+        format!("{option}: {signal}: {value:?}")
+    }
+}
+
+/// One `signal: value` entry; None for 0% and 100%, which the kubelet takes as "no threshold"
+/// (its parseThresholdStatement), also for a signal nodelet does not observe.
 fn parse_one(option: &str, signal: &str, value: &str) -> Result<Option<(Signal, Value)>, String> {
-    let entry = format!("{option}: {signal}<{value}");
-    let signal = Signal::parse(signal).ok_or_else(|| format!("{entry}: unsupported eviction signal {signal:?} (one of {})", signal_names()))?;
+    let entry = entry(option, signal, '<', value);
     if let Some(number) = value.strip_suffix('%') {
-        if value == "0%" || value == "100%" {
-            return Ok(None);
-        }
-        let percent: f64 = number.trim().parse().map_err(|_| format!("{entry}: {value:?} is not a percentage"))?;
+        let percent: f64 = number.trim().parse().map_err(|_| format!("{entry} is not a percentage"))?;
         if !(0.0..=100.0).contains(&percent) {
             return Err(format!("{entry}: the percentage must be between 0% and 100%"));
         }
-        return Ok((percent > 0.0 && percent < 100.0).then_some((signal, Value::Percent(percent / 100.0))));
+        if percent == 0.0 || percent == 100.0 {
+            return Ok(None);
+        }
+        let signal = parse_signal(&entry, signal)?;
+        return Ok(Some((signal, Value::Percent(percent / 100.0))));
     }
-    let amount = crate::pods::quantity::bytes(value).map_err(|e| format!("{entry}: {e}"))?;
+    let signal = parse_signal(&entry, signal)?;
+    let amount = crate::pods::quantity::bytes(value).map_err(|e| format!("{entry} is not a quantity or percentage ({e})"))?;
     if amount <= 0 {
         return Err(format!("{entry}: the threshold must be positive"));
     }
     Ok(Some((signal, Value::Quantity { amount: amount as u64, text: value.to_string() })))
+}
+
+fn parse_signal(entry: &str, signal: &str) -> Result<Signal, String> {
+    Signal::parse(signal).ok_or_else(|| format!("{entry}: unsupported eviction signal {signal:?} (one of {})", signal_names()))
 }
 
 fn signal_names() -> String {
@@ -222,22 +238,23 @@ pub fn thresholds(settings: &Settings) -> Result<Vec<Threshold>, String> {
     }
     let mut graces = BTreeMap::new();
     for (signal, text) in &settings.soft_grace {
-        let entry = format!("{}: {signal}={text}", settings.names[2]);
-        let parsed = Signal::parse(signal).ok_or_else(|| format!("{entry}: unsupported eviction signal {signal:?} (one of {})", signal_names()))?;
+        let entry = entry(settings.names[2], signal, '=', text);
+        let parsed = parse_signal(&entry, signal)?;
         let grace = crate::config::parse_duration(text).map_err(|e| format!("{entry}: {e}"))?;
         graces.insert(parsed, grace);
     }
     for (name, text) in &settings.soft {
         if let Some((signal, value)) = parse_one(settings.names[1], name, text)? {
             let [_, soft, grace, _] = settings.names;
-            let grace = graces.get(&signal).copied().ok_or_else(|| format!("{soft}: {name}<{text}: no grace period given for it in {grace}"))?;
+            let soft = entry(soft, name, '<', text);
+            let grace = graces.get(&signal).copied().ok_or_else(|| format!("{soft}: no grace period given for it in {grace}"))?;
             out.push(Threshold { signal, value, grace: Some(grace), min_reclaim: None });
         }
     }
     // A signal's minimum reclaim applies to each of its thresholds, hard and soft.
     for (name, text) in &settings.min_reclaim {
-        let entry = format!("{}: {name}={text}", settings.names[3]);
-        let signal = Signal::parse(name).ok_or_else(|| format!("{entry}: unsupported eviction signal {name:?} (one of {})", signal_names()))?;
+        let entry = entry(settings.names[3], name, '=', text);
+        let signal = parse_signal(&entry, name)?;
         let reclaim = parse_reclaim(text).map_err(|e| format!("{entry}: {e}"))?;
         for threshold in out.iter_mut().filter(|t| t.signal == signal) {
             threshold.min_reclaim = reclaim.clone();
@@ -321,6 +338,24 @@ mod tests {
     fn zero_and_hundred_percent_mean_no_threshold() {
         let t = thresholds(&Settings { hard: Some(map(&[("nodefs.available", "0%"), ("imagefs.available", "100%")])), ..Default::default() }).unwrap();
         assert!(t.is_empty());
+        // As kind writes it: the signals given at 0% are off, the defaults not given are gone.
+        let kind = map(&[("nodefs.available", "0%"), ("nodefs.inodesFree", "0%"), ("imagefs.available", "0%")]);
+        assert!(thresholds(&Settings { hard: Some(kind), names: FILE_NAMES, ..Default::default() }).unwrap().is_empty());
+        // Soft ones too, with no grace period needed, also 0.0% and 100.0%, and for a signal
+        // nodelet does not observe (the kubelet's pid.available).
+        let soft = Settings { hard: Some(BTreeMap::new()), soft: map(&[("memory.available", "0.0%"), ("pid.available", "100%")]), ..Default::default() };
+        assert!(thresholds(&soft).unwrap().is_empty());
+        assert_eq!(thresholds(&Settings { hard: Some(map(&[("memory.available", "0.5%")])), ..Default::default() }).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_file_key_entry_is_named_as_the_file_writes_it() {
+        let hard = |k: &str, v: &str| thresholds(&Settings { hard: Some(map(&[(k, v)])), names: FILE_NAMES, ..Default::default() }).unwrap_err();
+        let err = hard("memory.available", "lots");
+        assert!(err.starts_with("evictionHard: memory.available: \"lots\" is not a quantity or percentage"), "{err}");
+        assert!(hard("memory.free", "1Gi").starts_with("evictionHard: memory.free: \"1Gi\": unsupported eviction signal"));
+        let soft = Settings { soft: map(&[("memory.available", "1Gi")]), names: FILE_NAMES, ..Default::default() };
+        assert_eq!(thresholds(&soft).unwrap_err(), "evictionSoft: memory.available: \"1Gi\": no grace period given for it in evictionSoftGracePeriod");
     }
 
     #[test]

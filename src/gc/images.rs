@@ -3,8 +3,9 @@
 //! recently used first, until it is at most `low_threshold_percent` full. An image is unused
 //! when no container on the runtime (running or not, of any pod) was made from it. Images
 //! younger than `min_age` (since nodelet first saw them), pinned images and the sandbox image
-//! stay. Use and first sight are tracked in memory; images present when nodelet starts count
-//! as seen long ago, as in the kubelet.
+//! stay. With a maximum age (imageMaximumGCAge), an unused image not used for longer goes
+//! whatever the disk's fill. Use and first sight are tracked in memory; images present when
+//! nodelet starts count as seen long ago, as in the kubelet.
 
 use crate::events::{Kind, Recorder};
 use crate::runtime::{Cri, CriError};
@@ -13,17 +14,19 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-/// The kubelet's ImageGCPolicy (defaults 85 / 80 / 2m).
+/// The kubelet's ImageGCPolicy (defaults 85 / 80 / 2m / off).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     pub high_threshold_percent: u8,
     pub low_threshold_percent: u8,
     pub min_age: Duration,
+    /// An image unused for longer goes whatever the disk's fill (imageMaximumGCAge); zero: never.
+    pub max_age: Duration,
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { high_threshold_percent: 85, low_threshold_percent: 80, min_age: Duration::from_secs(120) }
+        Policy { high_threshold_percent: 85, low_threshold_percent: 80, min_age: Duration::from_secs(120), max_age: Duration::ZERO }
     }
 }
 
@@ -115,6 +118,14 @@ pub fn choose(
     (chosen, freed)
 }
 
+/// The unused, unpinned images last used (never used: first seen) more than `max_age` ago: the
+/// kubelet's freeOldImages (imageMaximumGCAge). Images present when nodelet started count as
+/// seen long ago, so they go once nodelet has run for `max_age` (see `ImageGc::collect`).
+pub fn unused_longer_than(records: &HashMap<String, Record>, images: &[Image], in_use: &HashSet<String>, max_age: Duration, now: SystemTime) -> Vec<String> {
+    let old = |r: &Record| now.duration_since(r.last_used.unwrap_or(r.first_detected)).unwrap_or_default() > max_age;
+    images.iter().filter(|i| !i.pinned && !is_used(i, in_use) && records.get(&i.id).is_some_and(old)).map(|i| i.id.clone()).collect()
+}
+
 /// The kubelet's FreeDiskSpaceFailed message.
 pub fn not_enough_message(to_free: u64, freed: u64) -> String {
     format!("Failed to garbage collect required amount of images. Attempted to free {to_free} bytes, but only found {freed} bytes eligible to free.")
@@ -141,11 +152,12 @@ pub struct ImageGc {
     pub events: Recorder,
     pub node_name: String,
     records: tokio::sync::Mutex<(HashMap<String, Record>, bool)>,
+    started: std::time::Instant,
 }
 
 impl ImageGc {
     pub fn new(cri: Cri, policy: Policy, keep: Vec<String>, events: Recorder, node_name: String) -> ImageGc {
-        ImageGc { cri, policy, keep, events, node_name, records: tokio::sync::Mutex::new((HashMap::new(), false)) }
+        ImageGc { cri, policy, keep, events, node_name, records: tokio::sync::Mutex::new((HashMap::new(), false)), started: std::time::Instant::now() }
     }
 
     /// Tracks images from the start and collects every `PERIOD`; a failure twice in a row is
@@ -206,17 +218,33 @@ impl ImageGc {
         Ok((images, in_use))
     }
 
-    /// One pass with the image file system measured now: at the high threshold, frees down to
-    /// the low one, and says so with a FreeDiskSpaceFailed event when it cannot.
+    /// One pass: images unused for longer than the maximum age go; then, with the image file
+    /// system measured now, at the high threshold, frees down to the low one, and says so with a
+    /// FreeDiskSpaceFailed event when it cannot.
     pub async fn collect(&self) -> Result<Outcome, CriError> {
+        let (mut images, in_use) = self.detect().await?;
+        let (aged, aged_error) = self.remove_aged(&images, &in_use).await;
+        images.retain(|i| !aged.removed.contains(&i.id));
         let (capacity, available) = self.image_fs().await?;
-        let (images, in_use) = self.detect().await?;
-        let Some(to_free) = amount_to_free(capacity, available, &self.policy) else { return Ok(Outcome::default()) };
-        let (outcome, error) = self.remove_chosen(&images, &in_use, to_free).await;
+        let Some(to_free) = amount_to_free(capacity, available, &self.policy) else { return aged_error.map_or(Ok(aged), Err) };
+        let (mut outcome, error) = self.remove_chosen(&images, &in_use, to_free).await;
         if outcome.freed < to_free {
             self.events.record_node(&self.node_name, Kind::Warning, "FreeDiskSpaceFailed", not_enough_message(to_free, outcome.freed));
         }
-        error.map_or(Ok(outcome), Err)
+        outcome.freed += aged.freed;
+        outcome.removed.splice(0..0, aged.removed);
+        error.or(aged_error).map_or(Ok(outcome), Err)
+    }
+
+    /// Removes the images unused for longer than the maximum age, once nodelet has run that
+    /// long (as the kubelet waits, so that images it found at start are not taken at once).
+    async fn remove_aged(&self, images: &[Image], in_use: &HashSet<String>) -> (Outcome, Option<CriError>) {
+        let max_age = self.policy.max_age;
+        if max_age.is_zero() || self.started.elapsed() <= max_age {
+            return (Outcome::default(), None);
+        }
+        let aged = unused_longer_than(&self.records.lock().await.0, images, in_use, max_age, SystemTime::now());
+        self.remove(images, aged, 0).await
     }
 
     /// Every unused image old enough to go, however full the file system: the eviction
@@ -235,6 +263,11 @@ impl ImageGc {
             let guard = self.records.lock().await;
             choose(&guard.0, images, in_use, &self.policy, SystemTime::now(), to_free)
         };
+        self.remove(images, chosen, to_free).await
+    }
+
+    /// Removes the images `chosen` (of `images`), as one pass that had `to_free` bytes to free.
+    async fn remove(&self, images: &[Image], chosen: Vec<String>, to_free: u64) -> (Outcome, Option<CriError>) {
         let mut outcome = Outcome { to_free, ..Default::default() };
         let mut first_error = None;
         for id in chosen {
@@ -324,6 +357,19 @@ mod tests {
         assert_eq!(choose(&records, &images, &HashSet::new(), &p, at(200), 35), (vec!["c".to_string(), "a".to_string()], 40));
         assert_eq!(choose(&records, &images, &HashSet::new(), &p, at(200), 30), (vec!["c".to_string()], 30));
         assert_eq!(choose(&records, &images, &HashSet::new(), &p, at(200), 1000).1, 60);
+    }
+
+    #[test]
+    fn images_unused_for_longer_than_the_maximum_age_go() {
+        let mut records = HashMap::new();
+        let images = [img("a", 10), img("b", 20), img("c", 30), Image { pinned: true, ..img("pause", 5) }];
+        // a and pause were there at start; b is used at 100; c first seen at 100, never used.
+        detect(&mut records, &[img("a", 10), Image { pinned: true, ..img("pause", 5) }], &HashSet::new(), at(0), true);
+        detect(&mut records, &images, &HashSet::from(["b".to_string()]), at(100), false);
+        let max = Duration::from_secs(60);
+        assert_eq!(unused_longer_than(&records, &images, &HashSet::new(), max, at(150)), ["a"]);
+        assert_eq!(unused_longer_than(&records, &images, &HashSet::new(), max, at(161)), ["a", "b", "c"]);
+        assert_eq!(unused_longer_than(&records, &images, &HashSet::from(["reg/b:1".to_string()]), max, at(161)), ["a", "c"]);
     }
 
     #[test]

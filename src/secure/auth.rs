@@ -16,6 +16,21 @@ pub const AUTHENTICATION_TTL: Duration = Duration::from_secs(120);
 pub const AUTHORIZED_TTL: Duration = Duration::from_secs(300);
 pub const UNAUTHORIZED_TTL: Duration = Duration::from_secs(30);
 
+/// How long answers are kept: KubeletConfiguration's authentication.webhook.cacheTTL and
+/// authorization.webhook.cacheAuthorizedTTL / cacheUnauthorizedTTL (defaults 2m, 5m, 30s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheTtls {
+    pub authenticated: Duration,
+    pub authorized: Duration,
+    pub unauthorized: Duration,
+}
+
+impl Default for CacheTtls {
+    fn default() -> Self {
+        CacheTtls { authenticated: AUTHENTICATION_TTL, authorized: AUTHORIZED_TTL, unauthorized: UNAUTHORIZED_TTL }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct User {
     pub name: String,
@@ -114,13 +129,14 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> Cache<K, V> {
 pub struct Authenticator {
     anonymous: bool,
     token_reviews: Option<kube::Client>,
+    ttl: Duration,
     /// sha256 of the token -> the user it names (None: not authenticated).
     cache: Cache<[u8; 32], Option<User>>,
 }
 
 impl Authenticator {
-    pub fn new(anonymous: bool, token_reviews: Option<kube::Client>) -> Self {
-        Authenticator { anonymous, token_reviews, cache: Cache::new() }
+    pub fn new(anonymous: bool, token_reviews: Option<kube::Client>, ttl: Duration) -> Self {
+        Authenticator { anonymous, token_reviews, ttl, cache: Cache::new() }
     }
 
     /// The request's user, or None for 401. `certificate` is the verified client certificate's
@@ -156,7 +172,7 @@ impl Authenticator {
                 return None; // not cached: the next request asks again
             }
         };
-        self.cache.put(key, answer.clone(), AUTHENTICATION_TTL);
+        self.cache.put(key, answer.clone(), self.ttl);
         answer
     }
 }
@@ -164,15 +180,16 @@ impl Authenticator {
 pub struct Authorizer {
     mode: AuthorizationMode,
     client: Option<kube::Client>,
+    ttls: CacheTtls,
     cache: Cache<(User, String, &'static str, String), bool>,
 }
 
 impl Authorizer {
-    pub fn new(mode: AuthorizationMode, client: Option<kube::Client>) -> anyhow::Result<Self> {
+    pub fn new(mode: AuthorizationMode, client: Option<kube::Client>, ttls: CacheTtls) -> anyhow::Result<Self> {
         if mode == AuthorizationMode::Webhook && client.is_none() {
             anyhow::bail!("--authorization-mode=Webhook needs an apiserver (--kubeconfig) to send SubjectAccessReviews to");
         }
-        Ok(Authorizer { mode, client, cache: Cache::new() })
+        Ok(Authorizer { mode, client, ttls, cache: Cache::new() })
     }
 
     /// Whether the user may: allowed when any of the attributes' subresources is allowed.
@@ -189,7 +206,7 @@ impl Authorizer {
                 Some(a) => a,
                 None => {
                     let allowed = review_access(client, user, attrs, sub).await?;
-                    self.cache.put(key, allowed, if allowed { AUTHORIZED_TTL } else { UNAUTHORIZED_TTL });
+                    self.cache.put(key, allowed, if allowed { self.ttls.authorized } else { self.ttls.unauthorized });
                     allowed
                 }
             };
@@ -235,12 +252,12 @@ mod tests {
     #[tokio::test]
     async fn certificate_then_anonymous() {
         let cert_user = User::from_certificate("alice".into(), vec!["devs".into()]);
-        let a = Authenticator::new(false, None);
+        let a = Authenticator::new(false, None, AUTHENTICATION_TTL);
         assert_eq!(a.authenticate(Some(&cert_user), None).await.unwrap().groups, ["devs", "system:authenticated"]);
         assert_eq!(a.authenticate(None, None).await, None);
         // Without token webhook authentication a token means nothing: anonymous or 401.
         assert_eq!(a.authenticate(None, Some("Bearer abc")).await, None);
-        let a = Authenticator::new(true, None);
+        let a = Authenticator::new(true, None, AUTHENTICATION_TTL);
         assert_eq!(a.authenticate(None, Some("Bearer abc")).await.unwrap().name, "system:anonymous");
         assert_eq!(a.authenticate(None, None).await.unwrap().groups, ["system:unauthenticated"]);
     }
@@ -285,9 +302,9 @@ mod tests {
 
     #[tokio::test]
     async fn always_allow_allows() {
-        let z = Authorizer::new(AuthorizationMode::AlwaysAllow, None).unwrap();
+        let z = Authorizer::new(AuthorizationMode::AlwaysAllow, None, CacheTtls::default()).unwrap();
         let attrs = super::super::attributes::request_attributes("POST", "/exec/a/b/c", "n");
         assert!(z.authorize(&User::anonymous(), &attrs).await.unwrap());
-        assert!(Authorizer::new(AuthorizationMode::Webhook, None).is_err());
+        assert!(Authorizer::new(AuthorizationMode::Webhook, None, CacheTtls::default()).is_err());
     }
 }

@@ -51,6 +51,8 @@ pub struct SecureSettings {
     pub anonymous: bool,
     pub authentication_webhook: bool,
     pub authorization_mode: AuthorizationMode,
+    /// How long webhook answers are kept.
+    pub cache_ttls: auth::CacheTtls,
     pub pod_logs_dir: PathBuf,
     /// The runtime exec, attach and port-forward go to; None serves them 503.
     pub cri: Option<crate::runtime::Cri>,
@@ -70,6 +72,7 @@ impl SecureSettings {
             anonymous: false,
             authentication_webhook: false,
             authorization_mode: AuthorizationMode::AlwaysAllow,
+            cache_ttls: auth::CacheTtls::default(),
             pod_logs_dir: root.join("logs"),
             cri: None,
         }
@@ -168,8 +171,8 @@ pub fn router(settings: &SecureSettings, state: ReadOnly, api: Option<kube::Clie
     };
     let sec = Arc::new(Security {
         node_name: settings.node_name.clone(),
-        authenticator: Authenticator::new(settings.anonymous, token_client),
-        authorizer: Authorizer::new(settings.authorization_mode, api)?,
+        authenticator: Authenticator::new(settings.anonymous, token_client, settings.cache_ttls.authenticated),
+        authorizer: Authorizer::new(settings.authorization_mode, api, settings.cache_ttls)?,
     });
     let logs = Arc::new(logs::LogsContext { pods: state.pods.clone(), pod_logs_dir: settings.pod_logs_dir.clone() });
     let streams = Arc::new(stream::StreamContext { pods: state.pods.clone(), cri: settings.cri.clone() });

@@ -88,7 +88,7 @@ impl Drop for WorkerFiles {
         if let Err(e) = nodelet::volumes::mounts::unmount_under(self.root.path()) {
             eprintln!("unmounting under {}: {e}", self.root.path().display());
         }
-        let _ = Command::new("umount").arg(self.root.path()).status();
+        let _ = Command::new("umount").arg(self.root.path()).stderr(Stdio::null()).status();
         for at in &self.made {
             let _ = std::fs::remove_dir(at);
         }
@@ -170,7 +170,7 @@ impl KubeletUnit {
                 loop {
                     std::thread::sleep(Duration::from_millis(100));
                     let mut guard = running.lock().unwrap();
-                    let exited = guard.as_mut().map_or(true, |c| c.try_wait().ok().flatten().is_some());
+                    let exited = guard.as_mut().is_none_or(|c| c.try_wait().ok().flatten().is_some());
                     if exited || stop.load(Ordering::SeqCst) {
                         *guard = None;
                         break;
@@ -323,7 +323,7 @@ fn kubeadm_join_makes_nodelet_the_worker_s_kubelet() {
     // bootstrap file; nodelet starts with its own kubeconfig and adopts the pod.
     unit.kill();
     eventually("the unit started again", Duration::from_secs(20), || unit.starts() >= 2);
-    eventually("the node Ready after the restart", Duration::from_secs(60), || unit.log().matches("registered the node").count() >= 2 && ready(&rt));
+    eventually("the node Ready after the restart", Duration::from_secs(60), || unit.log().contains("took over the existing node") && ready(&rt));
     assert_eq!(container_id(&rt), first, "the running container is adopted, not made again");
     rt.block_on(pods.delete(&pod_name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })).unwrap();
 }

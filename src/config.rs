@@ -127,7 +127,8 @@ impl Config {
             None => nix::unistd::gethostname().context("reading the host name")?.to_string_lossy().into_owned(),
         }
         .to_lowercase();
-        let root_dir: PathBuf = flags.root_dir.or(file.root_dir).unwrap_or_else(|| default_root_dir(std::env::args_os().next().as_deref()));
+        let as_kubelet = runs_as_kubelet(std::env::args_os().next().as_deref());
+        let root_dir: PathBuf = flags.root_dir.or(file.root_dir).unwrap_or_else(|| default_root_dir(as_kubelet));
         let endpoint = flags.container_runtime_endpoint.or(file.container_runtime_endpoint).unwrap_or_else(|| "unix:///run/containerd/containerd.sock".into());
         let config = Config {
             node_name,
@@ -188,7 +189,8 @@ impl Config {
             node_status_report_frequency: flags.node_status_report_frequency.or(file.node_status_report_frequency).unwrap_or(Duration::from_secs(300)),
             port: flags.port.or(file.port).unwrap_or(10250),
             proxy_only: flags.proxy_only.or(file.proxy_only).unwrap_or(false),
-            proxy_enabled: !flags.disable_proxy.or(file.disable_proxy).unwrap_or(false),
+            // As the kubelet (kubeadm clusters run kube-proxy), the Service proxy is asked for.
+            proxy_enabled: !flags.disable_proxy.or(file.disable_proxy).unwrap_or(as_kubelet),
             proxy_table: flags.proxy_table.or(file.proxy_table).unwrap_or_else(|| "nodelet".into()),
             tls_cert_file: flags.tls_cert_file.or(file.tls_cert_file),
             tls_private_key_file: flags.tls_private_key_file.or(file.tls_private_key_file),
@@ -410,14 +412,16 @@ pub fn warn_about_file(config: &Config) {
     }
 }
 
+/// Whether nodelet runs as the kubelet: invoked as `kubelet` (argv[0]'s file name, as the
+/// nodelet-kubelet package installs it for kubeadm).
+pub fn runs_as_kubelet(argv0: Option<&std::ffi::OsStr>) -> bool {
+    argv0.and_then(|a| std::path::Path::new(a).file_name()).is_some_and(|name| name == "kubelet")
+}
+
 /// The default --root-dir: the kubelet's (/var/lib/kubelet, where kubeadm puts its files and
-/// which `kubeadm reset` cleans) when nodelet runs as the kubelet, invoked as `kubelet` (argv[0]'s
-/// file name, as the nodelet-kubelet package's unit starts it); else nodelet's own.
-pub fn default_root_dir(argv0: Option<&std::ffi::OsStr>) -> PathBuf {
-    match argv0.and_then(|a| std::path::Path::new(a).file_name()) {
-        Some(name) if name == "kubelet" => "/var/lib/kubelet".into(),
-        _ => "/var/lib/nodelet".into(),
-    }
+/// which `kubeadm reset` cleans) when nodelet runs as the kubelet; else nodelet's own.
+pub fn default_root_dir(as_kubelet: bool) -> PathBuf {
+    if as_kubelet { "/var/lib/kubelet".into() } else { "/var/lib/nodelet".into() }
 }
 
 /// An IPv4 CIDR as (network address, prefix length).

@@ -195,7 +195,7 @@ fn run_as_kubelet_the_root_dir_is_the_kubelets() {
         (Some("/usr/bin/kubelet-old"), "/var/lib/nodelet"),
         (None, "/var/lib/nodelet"),
     ] {
-        assert_eq!(default_root_dir(argv0.map(OsStr::new)), PathBuf::from(root), "{argv0:?}");
+        assert_eq!(default_root_dir(runs_as_kubelet(argv0.map(OsStr::new))), PathBuf::from(root), "{argv0:?}");
     }
     // This test binary is not called kubelet: nodelet's own default.
     assert_eq!(Config::from_flags(flags(&[])).unwrap().root_dir, PathBuf::from("/var/lib/nodelet"));

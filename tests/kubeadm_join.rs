@@ -242,7 +242,7 @@ fn kubeadm_join_makes_nodelet_the_worker_s_kubelet() {
     std::os::unix::fs::symlink(common::nodelet_binary(), bin.join("kubelet")).unwrap();
     let root = worker.root.path();
     let extra_args = format!(
-        "--root-dir={} --pod-logs-dir={} --node-ip=127.0.0.1 --disable-proxy --cni-plugin={}",
+        "--root-dir={} --pod-logs-dir={} --node-ip=127.0.0.1 --cni-plugin={}",
         root.join("nodelet").display(),
         root.join("pod-logs").display(),
         common::cni_plugin_binary().display()

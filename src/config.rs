@@ -30,6 +30,11 @@ pub struct Config {
     pub root_dir: PathBuf,
     pub pod_logs_dir: PathBuf,
     pub cgroup_root: String,
+    pub cgroup_driver: CgroupDriver,
+    /// podPidsLimit (--pod-max-pids): each pod cgroup's pids.max; None for no limit.
+    pub pod_pids_limit: Option<i64>,
+    /// enforceNodeAllocatable has "pods": kubepods is limited to the node's allocatable.
+    pub enforce_pods_allocatable: bool,
     pub pod_cidr: String,
     pub node_ip: Option<IpAddr>,
     pub cluster_dns: Vec<IpAddr>,
@@ -90,21 +95,7 @@ pub struct Config {
 }
 
 /// The cgroup driver (KubeletConfiguration cgroupDriver, --cgroup-driver).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CgroupDriver {
-    Cgroupfs,
-    Systemd,
-}
-
-impl CgroupDriver {
-    pub fn parse(text: &str) -> Result<CgroupDriver, String> {
-        match text {
-            "cgroupfs" => Ok(CgroupDriver::Cgroupfs),
-            "systemd" => Ok(CgroupDriver::Systemd),
-            other => Err(format!("{other:?} is not cgroupfs or systemd")),
-        }
-    }
-}
+pub use crate::cgroups::Driver as CgroupDriver;
 
 impl Config {
     pub fn from_flags(flags: Flags) -> anyhow::Result<Config> {
@@ -117,7 +108,12 @@ impl Config {
             _ => anyhow::anyhow!(e),
         };
         let file = loaded.config;
-        check_cgroup_driver(flags.cgroup_driver.as_deref(), file.cgroup_driver).map_err(in_file)?;
+        let cgroup_driver = match flags.cgroup_driver.as_deref() {
+            Some(text) => CgroupDriver::parse(text).map_err(|e| anyhow::anyhow!("--cgroup-driver: {e}"))?,
+            None => file.cgroup_driver.unwrap_or(CgroupDriver::Cgroupfs),
+        };
+        let enforce = flags.enforce_node_allocatable.clone().or(file.enforce_node_allocatable.clone());
+        let enforce_pods_allocatable = enforce_pods(enforce.as_deref(), flags.enforce_node_allocatable.is_some()).map_err(in_file)?;
         let eviction = maps::eviction_settings(&flags, &file).map_err(in_file)?;
         let reserved = maps::reserved(&flags, &file).map_err(in_file)?;
         let auth = AuthSettings::new(&flags, &file)?;
@@ -142,7 +138,10 @@ impl Config {
                 .unwrap_or_else(|| "localhost:5000/nodelet/pause:1".into()),
             root_dir: root_dir.clone(),
             pod_logs_dir: flags.pod_logs_dir.or(file.pod_logs_dir).unwrap_or_else(|| "/var/log/pods".into()),
-            cgroup_root: flags.cgroup_root.or(file.cgroup_root).unwrap_or_else(|| "/nodelet".into()),
+            cgroup_root: flags.cgroup_root.or(file.cgroup_root).unwrap_or_else(|| "/".into()),
+            cgroup_driver,
+            pod_pids_limit: flags.pod_max_pids.or(file.pod_pids_limit).filter(|p| *p > 0),
+            enforce_pods_allocatable,
             pod_cidr: flags.pod_cidr.or(file.pod_cidr).unwrap_or_else(|| "10.88.0.0/16".into()),
             node_ip: flags.node_ip.or(file.node_ip),
             cluster_dns: flags.cluster_dns.or(file.cluster_dns).unwrap_or_default(),
@@ -242,7 +241,7 @@ impl Config {
         }
         parse_cidr(&self.pod_cidr).map_err(|e| anyhow::anyhow!("--pod-cidr: {e}"))?;
         if !self.cgroup_root.starts_with('/') {
-            bail!("--cgroup-root: {:?} must be an absolute cgroup path such as /nodelet", self.cgroup_root);
+            bail!("--cgroup-root: {:?} must be an absolute cgroup path such as / or /kubelet", self.cgroup_root);
         }
         if self.cni_bridge.is_empty() || self.cni_bridge.len() > 15 {
             bail!("--cni-bridge: {:?} must be an interface name of 1 to 15 characters", self.cni_bridge);
@@ -363,20 +362,20 @@ fn parse_authorization_mode(text: &str) -> Result<bool, String> {
     }
 }
 
-/// nodelet drives pod cgroups through cgroupfs only, for now: systemd (kubeadm's default) is
-/// refused, naming where it came from.
-fn check_cgroup_driver(flag: Option<&str>, file: Option<CgroupDriver>) -> Result<(), String> {
-    let (source, driver) = match flag {
-        Some(text) => ("--cgroup-driver", CgroupDriver::parse(text).map_err(|e| format!("--cgroup-driver: {e}"))?),
-        None => ("cgroupDriver", file.unwrap_or(CgroupDriver::Cgroupfs)),
-    };
-    match driver {
-        CgroupDriver::Cgroupfs => Ok(()),
-        CgroupDriver::Systemd => Err(format!(
-            "{source}: \"systemd\" is not supported yet: nodelet manages pod cgroups with the cgroupfs driver; \
-             set cgroupDriver: cgroupfs (or pass --cgroup-driver=cgroupfs) and run containerd with cgroupfs (SystemdCgroup = false)"
-        )),
+/// Whether enforceNodeAllocatable (--enforce-node-allocatable) asks for "pods" (the default).
+/// nodelet has no system- or kube-reserved cgroups to enforce on: those are refused.
+fn enforce_pods(values: Option<&[String]>, from_flag: bool) -> Result<bool, String> {
+    let name = if from_flag { "--enforce-node-allocatable" } else { "enforceNodeAllocatable" };
+    let Some(values) = values else { return Ok(true) };
+    let mut pods = false;
+    for value in values.iter().filter(|v| !v.is_empty()) {
+        match value.as_str() {
+            "pods" => pods = true,
+            "none" => {}
+            other => return Err(format!("{name}: {other:?} is not supported: nodelet enforces node allocatable on pods only (\"pods\" or \"none\")")),
+        }
     }
+    Ok(pods)
 }
 
 /// A container log size such as 10Mi, in bytes.
@@ -421,7 +420,11 @@ pub fn runs_as_kubelet(argv0: Option<&std::ffi::OsStr>) -> bool {
 /// The default --root-dir: the kubelet's (/var/lib/kubelet, where kubeadm puts its files and
 /// which `kubeadm reset` cleans) when nodelet runs as the kubelet; else nodelet's own.
 pub fn default_root_dir(as_kubelet: bool) -> PathBuf {
-    if as_kubelet { "/var/lib/kubelet".into() } else { "/var/lib/nodelet".into() }
+    if as_kubelet {
+        "/var/lib/kubelet".into()
+    } else {
+        "/var/lib/nodelet".into()
+    }
 }
 
 /// An IPv4 CIDR as (network address, prefix length).

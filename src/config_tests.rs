@@ -276,18 +276,29 @@ fn kubeadms_cluster_file_runs_with_the_defaults_where_it_writes_zero() {
 }
 
 #[test]
-fn the_systemd_driver_is_refused_by_name_until_nodelet_drives_it() {
+fn kubeadms_defaults_take_the_systemd_driver_and_a_flag_overrides_it() {
     let file = File::new(include_str!("config/testdata/kubeadm-dryrun-config.yaml"));
-    let err = file.config(&[]).unwrap_err().to_string();
-    assert!(err.starts_with("--config ") && err.contains("config.yaml: cgroupDriver: \"systemd\" is not supported yet"), "{err}");
-    assert!(err.contains("cgroupfs"), "{err}");
-    let c = file.config(&["--cgroup-driver", "cgroupfs"]).unwrap();
+    let c = file.config(&[]).unwrap();
+    assert_eq!((c.cgroup_driver, c.cgroup_root.as_str()), (CgroupDriver::Systemd, "/"));
     assert_eq!(c.resolv_conf.as_deref(), Some(std::path::Path::new("/run/systemd/resolve/resolv.conf")));
     assert_eq!(c.runtime_socket, PathBuf::from("/var/run/containerd/containerd.sock"));
-    let err = Config::from_flags(flags(&["--cgroup-driver", "systemd"])).unwrap_err().to_string();
-    assert!(err.starts_with("--cgroup-driver: \"systemd\" is not supported yet"), "{err}");
+    assert_eq!(file.config(&["--cgroup-driver", "cgroupfs"]).unwrap().cgroup_driver, CgroupDriver::Cgroupfs);
+    assert_eq!(Config::from_flags(flags(&[])).unwrap().cgroup_driver, CgroupDriver::Cgroupfs);
     let err = Config::from_flags(flags(&["--cgroup-driver", "cgroups"])).unwrap_err().to_string();
     assert_eq!(err, "--cgroup-driver: \"cgroups\" is not cgroupfs or systemd");
+}
+
+#[test]
+fn pod_pids_and_node_allocatable_enforcement() {
+    let c = Config::from_flags(flags(&[])).unwrap();
+    assert_eq!((c.pod_pids_limit, c.enforce_pods_allocatable), (None, true));
+    let c = Config::from_flags(flags(&["--pod-max-pids", "100", "--enforce-node-allocatable", "none"])).unwrap();
+    assert_eq!((c.pod_pids_limit, c.enforce_pods_allocatable), (Some(100), false));
+    assert_eq!(Config::from_flags(flags(&["--pod-max-pids", "-1"])).unwrap().pod_pids_limit, None);
+    let c = File::new("podPidsLimit: 64\nenforceNodeAllocatable: [pods]\n").config(&[]).unwrap();
+    assert_eq!((c.pod_pids_limit, c.enforce_pods_allocatable, c.ignored_fields.is_empty()), (Some(64), true, true));
+    let err = File::new("enforceNodeAllocatable: [pods, system-reserved]\n").config(&[]).unwrap_err().to_string();
+    assert!(err.contains("enforceNodeAllocatable: \"system-reserved\" is not supported"), "{err}");
 }
 
 #[test]

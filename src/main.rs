@@ -60,7 +60,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let host_ip = config.node_ip.or_else(nodeip::default_route_ipv4).map(|ip| ip.to_string());
     let ctx = Arc::new(NodeContext {
         node_name: config.node_name.clone(),
-        cgroup_root: config.cgroup_root.clone(),
+        cgroups: nodelet::cgroups::Layout::new(config.cgroup_driver, &config.cgroup_root),
+        pod_pids_limit: config.pod_pids_limit,
         pod_log_root: config.pod_logs_dir.clone(),
         pod_data_root: config.root_dir.join("pods"),
         cluster_dns: config.cluster_dns.iter().map(|ip| ip.to_string()).collect(),
@@ -79,6 +80,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         seccomp_default: config.seccomp_default,
     });
     std::fs::create_dir_all(&ctx.pod_data_root)?;
+    // A cgroup setup nodelet cannot drive stops it before it serves anything.
+    let cgroups = match config.proxy_only {
+        false => Some(pod_cgroups(&config, &facts).await?),
+        true => None,
+    };
 
     let health = Arc::new(Health::new(Duration::from_secs(30).max(config.file_check_frequency * 10)));
     if !config.proxy_only {
@@ -193,6 +199,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     let pressure = eviction.pressure();
     tokio::spawn(eviction.run());
+    if let Some(cgroups) = &cgroups {
+        tokio::spawn(nodelet::pods::qos_cgroups::keep_burstable_shares(cgroups.clone(), store.clone(), Duration::from_secs(10)));
+    }
     let deps = WorkerDeps {
         events,
         api: client.clone(),
@@ -209,6 +218,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         backoff_max: config.backoff_max,
         resync: config.sync_frequency,
         network: network_gate,
+        cgroups: cgroups.clone().expect("pods' cgroups unless the proxy runs alone"),
     };
     let api_pods = client.as_ref().map(|client| join_cluster(client.clone(), &config, &deps, health.clone(), pressure.clone()));
     let admission = nodelet::pods::admission::AdmissionConfig {
@@ -228,12 +238,46 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let source = config.pod_manifest_path.clone().map(|dir| ManifestDir::new(dir, config.node_name.clone()));
     tokio::select! {
         _ = manager.run(source, api_pods, config.file_check_frequency, health) => Ok(()),
+        mismatch = check_cgroup_driver(cri, config.cgroup_driver) => Err(mismatch),
         _ = shutdown_signal() => {
             // Like the kubelet, leaving does not stop the pods: a restarted nodelet adopts them.
             tracing::info!("nodelet stopping; pods keep running");
             Ok(())
         }
     }
+}
+
+/// The cgroup driver checked against the runtime's once it answers: a mismatch would fail every
+/// pod with runc's words, so it stops nodelet with both settings named. Never returns otherwise.
+async fn check_cgroup_driver(cri: runtime::Cri, ours: nodelet::cgroups::Driver) -> anyhow::Error {
+    let runtime_driver = nodelet::retry::until_ok("asking the runtime for its cgroup driver", || cri.cgroup_driver()).await;
+    match runtime_driver {
+        Some(driver) if driver != ours => {
+            return anyhow::anyhow!(
+                "cgroupDriver (--cgroup-driver) is {:?} but the container runtime uses the {:?} driver \
+                 (containerd: SystemdCgroup = {} in its runc options): set both to the same driver",
+                ours.as_str(),
+                driver.as_str(),
+                driver == nodelet::cgroups::Driver::Systemd
+            )
+        }
+        Some(_) => tracing::info!(driver = ours.as_str(), "the container runtime uses the same cgroup driver"),
+        None => tracing::warn!("the container runtime does not say which cgroup driver it uses; nodelet uses {:?}", ours.as_str()),
+    }
+    std::future::pending().await
+}
+
+/// Pods' cgroups: the driver, and kubepods with its QoS levels made before any pod goes in them.
+async fn pod_cgroups(config: &Config, facts: &machine::HostFacts) -> anyhow::Result<Arc<dyn nodelet::cgroups::PodCgroups>> {
+    use anyhow::Context;
+    let cgroups = nodelet::cgroups::Manager::new(config.cgroup_driver, &config.cgroup_root).await.context("cgroupDriver")?;
+    let allocatable = nodelet::pods::qos_cgroups::Allocatable {
+        cpu_millis: (i64::from(facts.machine.num_cores) * 1000 - config.reserved.0).max(0),
+        memory: (facts.machine.memory_capacity as i64 - config.reserved.1).max(0),
+        enforce: config.enforce_pods_allocatable,
+    };
+    nodelet::pods::qos_cgroups::setup(&cgroups, allocatable).await.context("making the kubepods cgroups")?;
+    Ok(Arc::new(cgroups))
 }
 
 /// The node's credentials: its --kubeconfig, or a TLS bootstrap with --bootstrap-kubeconfig;

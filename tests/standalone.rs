@@ -226,12 +226,12 @@ spec:
     let log: String = std::fs::read_to_string(&log_path).unwrap().lines().map(|l| l.splitn(4, ' ').nth(3).unwrap_or("").to_string() + "\n").collect();
     assert_eq!(log, format!("one\ntwo\ngreeting=hello world pod={}\n", node.pod_name("init")));
 
-    // The limits reach the container's cgroup (cgroup v1, cgroupfs driver, under nodelet's hierarchy).
+    // The limits reach the container's cgroup (cgroup v1, cgroupfs driver, the kubelet's layout).
     let id = pod["status"]["containerStatuses"][0]["containerID"].as_str().unwrap().trim_start_matches("containerd://");
-    let cgroup = format!("/sys/fs/cgroup/memory/nodelet/pod{uid}/{id}/memory.limit_in_bytes");
-    assert_eq!(std::fs::read_to_string(&cgroup).unwrap().trim(), (48u64 << 20).to_string(), "{cgroup}");
-    let quota = format!("/sys/fs/cgroup/cpu/nodelet/pod{uid}/{id}/cpu.cfs_quota_us");
-    assert_eq!(std::fs::read_to_string(&quota).unwrap().trim(), "25000", "{quota}");
+    let cgroup = common::pod_cgroup_dir("memory", uid).unwrap().join(id).join("memory.limit_in_bytes");
+    assert_eq!(std::fs::read_to_string(&cgroup).unwrap().trim(), (48u64 << 20).to_string(), "{}", cgroup.display());
+    let quota = common::pod_cgroup_dir("cpu", uid).unwrap().join(id).join("cpu.cfs_quota_us");
+    assert_eq!(std::fs::read_to_string(&quota).unwrap().trim(), "25000", "{}", quota.display());
 }
 
 /// A sidecar (an init container with `restartPolicy: Always`) starts before the next init

@@ -24,7 +24,7 @@ use Accepts::{Any, Only, ZeroOr};
 const ZERO: Accepts = ZeroOr(&[]);
 
 /// Every field of the schema nodelet does not implement (dotted paths for nested ones), with
-/// the kubelet's default. nodelet's own behaviour where it matters: no QoS cgroup level
+/// the kubelet's default. nodelet's own behaviour where it matters: QoS cgroup levels always
 /// (cgroupsPerQOS), parallel image pulls (serializeImagePulls), no swap check (failSwapOn),
 /// cgroup v1 and v2 alike (failCgroupV1), no images in the Node status (nodeStatusMaxImages).
 pub const NOT_IMPLEMENTED: &[(&str, Accepts)] = &[
@@ -62,7 +62,6 @@ pub const NOT_IMPLEMENTED: &[(&str, Accepts)] = &[
     ("qosReserved", ZERO),
     ("runtimeRequestTimeout", ZeroOr(&["2m"])),
     ("hairpinMode", ZeroOr(&["promiscuous-bridge"])),
-    ("podPidsLimit", ZeroOr(&["-1"])),
     ("runOnce", ZERO),
     ("cpuCFSQuota", Only(&["true"])),
     ("cpuCFSQuotaPeriod", ZeroOr(&["100ms"])),
@@ -89,7 +88,6 @@ pub const NOT_IMPLEMENTED: &[(&str, Accepts)] = &[
     ("showHiddenMetricsForVersion", ZERO),
     ("systemReservedCgroup", ZERO),
     ("kubeReservedCgroup", ZERO),
-    ("enforceNodeAllocatable", ZeroOr(&["[pods]"])),
     ("volumePluginDir", ZeroOr(&["/usr/libexec/kubernetes/kubelet-plugins/volume/exec/"])),
     ("kernelMemcgNotification", ZERO),
     ("logging.format", ZeroOr(&["text"])),

@@ -71,6 +71,10 @@ pub struct KubeletConfiguration {
     pub cgroup_root: Option<String>,
     #[serde(default, deserialize_with = "checked::cgroup_driver")]
     pub cgroup_driver: Option<super::CgroupDriver>,
+    /// 0 (absent): the default, no limit.
+    #[serde(default, deserialize_with = "zero::number")]
+    pub pod_pids_limit: Option<i64>,
+    pub enforce_node_allocatable: Option<Vec<String>>,
     #[serde(default, deserialize_with = "zero::number")]
     pub max_pods: Option<u32>,
     #[serde(default, rename = "podCIDR", deserialize_with = "checked::pod_cidr")]
@@ -349,7 +353,7 @@ mod checked {
     }
 
     pub fn cgroup_root<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-        with(d, |t| if t.starts_with('/') { Ok(t.to_string()) } else { Err(format!("{t:?} must be an absolute cgroup path such as /nodelet")) })
+        with(d, |t| if t.starts_with('/') { Ok(t.to_string()) } else { Err(format!("{t:?} must be an absolute cgroup path such as / or /kubelet")) })
     }
 
     pub fn cgroup_driver<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CgroupDriver>, D::Error> {

@@ -44,12 +44,19 @@ pub struct Flags {
     /// Where pod log directories go. Default /var/log/pods.
     #[arg(long = "pod-logs-dir")]
     pub pod_logs_dir: Option<PathBuf>,
-    /// Parent cgroup of all pods (cgroupfs driver). Default /nodelet.
+    /// The cgroup pods' kubepods level goes under (kind uses /kubelet). Default /.
     #[arg(long = "cgroup-root")]
     pub cgroup_root: Option<String>,
-    /// cgroupfs (the only one nodelet drives for now) or systemd. Default cgroupfs.
+    /// cgroupfs or systemd: must be containerd's (its runc SystemdCgroup). Default cgroupfs.
     #[arg(long = "cgroup-driver")]
     pub cgroup_driver: Option<String>,
+    /// The most processes a pod may run (its pod cgroup's pids.max); -1 for no limit. Default -1.
+    #[arg(long = "pod-max-pids", allow_hyphen_values = true)]
+    pub pod_max_pids: Option<i64>,
+    /// Where node allocatable is enforced: "pods" (kubepods gets the allocatable cpu and
+    /// memory as its limits) or "none". Default pods.
+    #[arg(long = "enforce-node-allocatable", value_delimiter = ',')]
+    pub enforce_node_allocatable: Option<Vec<String>>,
     /// The resolv.conf pods inherit (without cluster DNS, or in dnsPolicy Default); "" gives
     /// them none. Default /etc/resolv.conf.
     #[arg(long = "resolv-conf", value_parser = path_or_empty)]

@@ -14,8 +14,10 @@ use std::path::PathBuf;
 #[derive(Debug, Clone)]
 pub struct NodeContext {
     pub node_name: String,
-    /// cgroupfs parent of every pod's cgroup, e.g. "/nodelet".
-    pub cgroup_root: String,
+    /// Where pods' cgroups are (the kubelet's layout under the cgroup root, for the driver).
+    pub cgroups: crate::cgroups::Layout,
+    /// podPidsLimit: the most processes a pod may run; None for no limit.
+    pub pod_pids_limit: Option<i64>,
     /// Where pod log directories go: /var/log/pods.
     pub pod_log_root: PathBuf,
     /// Where nodelet keeps per-pod data such as emptyDir volumes.

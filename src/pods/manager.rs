@@ -239,10 +239,13 @@ impl Manager {
         // Any sandbox of any node sharing the hierarchy keeps its pod's cgroup.
         let all_sandboxes = self.deps.cri.list_sandboxes(HashMap::new()).await.unwrap_or_default();
         let with_sandbox: HashSet<&String> = all_sandboxes.iter().filter_map(|s| s.labels.get(labels::POD_UID)).collect();
-        for uid in crate::cgroups::pod_cgroup_uids(&self.deps.ctx.cgroup_root) {
+        for (qos, uid) in self.deps.cgroups.pod_uids() {
             let busy = known.contains(&uid) || with_sandbox.contains(&uid) || self.handles.get(&uid).is_some_and(WorkerHandle::could_be_running);
             if !busy {
-                crate::cgroups::remove_pod_cgroup(&format!("{}/pod{uid}", self.deps.ctx.cgroup_root.trim_end_matches('/')));
+                let name = self.deps.cgroups.layout().pod(qos, &uid);
+                if let Err(e) = self.deps.cgroups.remove(&name).await {
+                    tracing::debug!(pod_uid = %uid, error = %e, "empty pod cgroup not removed");
+                }
             }
         }
         for sandbox in sandboxes {
@@ -255,6 +258,7 @@ impl Manager {
             let grace = sandbox_grace(&sandbox.annotations);
             let cri = self.deps.cri.clone();
             let ctx = self.deps.ctx.clone();
+            let cgroups = self.deps.cgroups.clone();
             tokio::spawn(async move {
                 match worker::remove_orphan(&cri, &sandbox.id, grace).await {
                     Ok(()) => {
@@ -262,7 +266,7 @@ impl Manager {
                         pod.metadata.name = Some(meta.name);
                         pod.metadata.namespace = Some(meta.namespace);
                         pod.metadata.uid = Some(meta.uid);
-                        worker::remove_pod_leftovers(&ctx, &pod).await;
+                        worker::remove_pod_leftovers(&ctx, cgroups.as_ref(), &pod).await;
                     }
                     Err(e) => tracing::warn!(sandbox = %sandbox.id, error = %e, "could not remove orphaned sandbox"),
                 }
@@ -318,7 +322,8 @@ mod tests {
     fn manager(store: PodStore) -> Manager {
         let ctx = NodeContext {
             node_name: "n1".into(),
-            cgroup_root: "/nodelet".into(),
+            cgroups: crate::cgroups::Layout::new(crate::cgroups::Driver::Cgroupfs, "/"),
+            pod_pids_limit: None,
             pod_log_root: "/nonexistent/logs".into(),
             pod_data_root: "/nonexistent/pods".into(),
             cluster_dns: vec![],
@@ -347,6 +352,7 @@ mod tests {
             objects: None,
             events: crate::events::Recorder::log_only(),
             network: crate::pod_network::NetworkGate::always_ready(),
+            cgroups: std::sync::Arc::new(crate::cgroups::Recording::new()),
         };
         Manager::new(deps, None, AdmissionConfig::default())
     }

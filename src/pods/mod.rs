@@ -11,6 +11,7 @@ pub mod manager;
 pub mod manifest;
 pub mod plan;
 pub mod pull_secrets;
+pub mod qos_cgroups;
 pub mod quantity;
 pub mod reasons;
 pub mod security;

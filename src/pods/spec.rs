@@ -25,9 +25,85 @@ pub fn log_directory(ctx: &NodeContext, pod: &Pod) -> PathBuf {
     ctx.pod_log_root.join(format!("{}_{}_{}", pod_namespace(pod), pod_name(pod), pod_uid(pod)))
 }
 
-/// The pod's cgroup under nodelet's own hierarchy, relative to each cgroupfs controller mount.
-pub fn pod_cgroup(ctx: &NodeContext, pod: &Pod) -> String {
-    format!("{}/pod{}", ctx.cgroup_root.trim_end_matches('/'), pod_uid(pod))
+/// The pod's cgroup: under its QoS level of kubepods, as the kubelet lays them out.
+pub fn pod_cgroup(ctx: &NodeContext, pod: &Pod) -> crate::cgroups::CgroupName {
+    ctx.cgroups.pod(super::status::qos(&spec(pod)), pod_uid(pod))
+}
+
+/// The pod's cgroup as the runtime's cgroup_parent and under a cgroupfs mount takes it.
+pub fn pod_cgroup_path(ctx: &NodeContext, pod: &Pod) -> String {
+    ctx.cgroups.path(&pod_cgroup(ctx, pod))
+}
+
+/// A pod's cpu and memory in total, as its cgroup is sized from them: requests and limits are
+/// the sum over its containers, or the largest init container's if more; `*_limited` says
+/// whether every container has the limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PodAmounts {
+    pub cpu_request_millis: i64,
+    pub cpu_limit_millis: i64,
+    pub cpu_limited: bool,
+    pub memory_limit: i64,
+    pub memory_limited: bool,
+}
+
+pub fn pod_amounts(pod: &Pod) -> Result<PodAmounts, String> {
+    let spec = spec(pod);
+    let amount = |c: &Container, kind: &str, resource: &str| -> Result<Option<i64>, String> {
+        let res = c.resources.clone().unwrap_or_default();
+        let limits = res.limits.unwrap_or_default();
+        let map = if kind == "limits" { limits } else { res.requests.unwrap_or_default() };
+        // a request not given is the limit's
+        let value = map.get(resource).or_else(|| if kind == "requests" { limits_of(c, resource) } else { None });
+        value
+            .map(|q| if resource == "cpu" { quantity::cpu_millis(&q.0) } else { quantity::bytes(&q.0) })
+            .transpose()
+            .map_err(|e| format!("container {:?} resources.{kind}.{resource}: {e}", c.name))
+    };
+    let total = |kind: &str, resource: &str| -> Result<(i64, bool), String> {
+        let (mut sum, mut all) = (0i64, true);
+        for c in &spec.containers {
+            match amount(c, kind, resource)? {
+                Some(v) => sum = sum.saturating_add(v),
+                None => all = false,
+            }
+        }
+        let mut init_max = 0i64;
+        for c in spec.init_containers.iter().flatten() {
+            init_max = init_max.max(amount(c, kind, resource)?.unwrap_or(0));
+        }
+        Ok((sum.max(init_max), all))
+    };
+    let (cpu_request_millis, _) = total("requests", "cpu")?;
+    let (cpu_limit_millis, cpu_limited) = total("limits", "cpu")?;
+    let (memory_limit, memory_limited) = total("limits", "memory")?;
+    Ok(PodAmounts { cpu_request_millis, cpu_limit_millis, cpu_limited, memory_limit, memory_limited })
+}
+
+/// The pod's cgroup settings, as the kubelet's ResourceConfigForPod: cpu shares from the pod's
+/// cpu request; the CFS quota and memory limit from its limits when every container has one
+/// (always for Guaranteed); the minimum shares and nothing else for BestEffort; `pids_limit`
+/// (podPidsLimit) when positive.
+pub fn pod_resources(pod: &Pod, pids_limit: Option<i64>) -> Result<crate::cgroups::ResourceConfig, String> {
+    use crate::cgroups::{resources, Qos, ResourceConfig};
+    let pids_limit = pids_limit.filter(|p| *p > 0);
+    let qos = super::status::qos(&spec(pod));
+    if qos == Qos::BestEffort {
+        return Ok(ResourceConfig { cpu_shares: Some(resources::MIN_SHARES), pids_limit, ..Default::default() });
+    }
+    let a = pod_amounts(pod)?;
+    let guaranteed = qos == Qos::Guaranteed;
+    Ok(ResourceConfig {
+        cpu_shares: Some(resources::millis_to_shares(a.cpu_request_millis)),
+        cpu_quota_us: (guaranteed || a.cpu_limited).then(|| resources::millis_to_quota(a.cpu_limit_millis)),
+        memory_limit: (guaranteed || a.memory_limited).then_some(a.memory_limit),
+        pids_limit,
+    })
+}
+
+/// A container's limit of `resource`, which is its request when it sets none.
+fn limits_of<'a>(c: &'a Container, resource: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::api::resource::Quantity> {
+    c.resources.as_ref()?.limits.as_ref()?.get(resource)
 }
 
 fn spec(pod: &Pod) -> PodSpec {
@@ -62,7 +138,7 @@ pub fn sandbox_config(ctx: &NodeContext, pod: &Pod, attempt: u32) -> cri::PodSan
         labels: sandbox_labels,
         annotations: sandbox_annotations(pod),
         linux: Some(cri::LinuxPodSandboxConfig {
-            cgroup_parent: pod_cgroup(ctx, pod),
+            cgroup_parent: pod_cgroup_path(ctx, pod),
             security_context: Some(cri::LinuxSandboxSecurityContext {
                 namespace_options: Some(namespace_options(&spec)),
                 run_as_user: security.run_as_user.map(|value| cri::Int64Value { value }),

@@ -6,7 +6,8 @@ use crate::pods::manifest::parse_static_pod;
 fn ctx() -> NodeContext {
     NodeContext {
         node_name: "n1".into(),
-        cgroup_root: "/nodelet".into(),
+        cgroups: crate::cgroups::Layout::new(crate::cgroups::Driver::Cgroupfs, "/"),
+        pod_pids_limit: None,
         pod_log_root: "/var/log/pods".into(),
         pod_data_root: "/var/lib/nodelet/pods".into(),
         cluster_dns: vec![],
@@ -35,7 +36,7 @@ fn sandbox_carries_identity_logs_cgroup_and_dns() {
     assert_eq!(cfg.log_directory, format!("/var/log/pods/ns_p-n1_{}", meta.uid));
     assert_eq!(cfg.labels["app"], "web");
     assert_eq!(cfg.labels[labels::MANAGED_BY_NODE], "n1");
-    assert_eq!(cfg.linux.unwrap().cgroup_parent, format!("/nodelet/pod{}", meta.uid));
+    assert_eq!(cfg.linux.unwrap().cgroup_parent, format!("/kubepods/besteffort/pod{}", meta.uid));
     assert_eq!(cfg.dns_config.unwrap().servers, vec!["127.0.0.53"]);
     assert_eq!(cfg.port_mappings[0].host_port, 8080);
 }

@@ -168,6 +168,13 @@ fn condition(kind: &str, ok: bool, reason: Option<&str>, at: SystemTime) -> PodC
 
 /// The QoS class the apiserver derives from requests and limits.
 pub fn qos_class(spec: &k8s_openapi::api::core::v1::PodSpec) -> &'static str {
+    qos(spec).as_str()
+}
+
+/// The pod's QoS class: Guaranteed when every container's cpu and memory limits are set and
+/// its requests equal them, BestEffort when none sets any, else Burstable.
+pub fn qos(spec: &k8s_openapi::api::core::v1::PodSpec) -> crate::cgroups::Qos {
+    use crate::cgroups::Qos;
     let all = spec.init_containers.iter().flatten().chain(spec.containers.iter());
     let (mut any_set, mut guaranteed) = (false, true);
     for c in all {
@@ -182,9 +189,9 @@ pub fn qos_class(spec: &k8s_openapi::api::core::v1::PodSpec) -> &'static str {
         }
     }
     match (any_set, guaranteed) {
-        (false, _) => "BestEffort",
-        (true, true) => "Guaranteed",
-        (true, false) => "Burstable",
+        (false, _) => Qos::BestEffort,
+        (true, true) => Qos::Guaranteed,
+        (true, false) => Qos::Burstable,
     }
 }
 

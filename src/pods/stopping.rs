@@ -103,12 +103,12 @@ pub async fn release_volumes(ctx: &NodeContext, pod: &Pod) {
 }
 
 /// Deletes the pod's log and data directories (unmounting what is mounted under them first,
-/// never following a symlink or crossing into another file system) and its (now empty) cgroups.
-pub async fn remove_pod_leftovers(ctx: &NodeContext, pod: &Pod) {
+/// never following a symlink or crossing into another file system) and its (now empty) cgroup.
+pub async fn remove_pod_leftovers(ctx: &NodeContext, cgroups: &dyn crate::cgroups::PodCgroups, pod: &Pod) {
     for dir in [spec::log_directory(ctx, pod), spec::pod_data_dir(ctx, pod)] {
         remove_dir(pod, dir).await;
     }
-    crate::cgroups::remove_pod_cgroup(&spec::pod_cgroup(ctx, pod));
+    crate::cgroups::remove_pod(cgroups, spec::pod_uid(pod)).await;
 }
 
 /// Removes one of the pod's directories (unmounting first, on a blocking thread); a failure is logged.

@@ -70,6 +70,8 @@ pub struct WorkerDeps {
     pub events: crate::events::Recorder,
     /// Closed while the pod network is not ready (no pod CIDR yet, the runtime reloading).
     pub network: crate::pod_network::NetworkGate,
+    /// Pods' cgroups, made and sized before their sandboxes.
+    pub cgroups: Arc<dyn crate::cgroups::PodCgroups>,
 }
 
 /// Why one sync of a pod did not get through; the worker retries it with a growing delay.
@@ -339,7 +341,7 @@ impl Worker {
 
     /// Terminated: removes what is left on disk and the pod's status, then tells who waits.
     async fn terminated(self) {
-        remove_pod_leftovers(&self.deps.ctx, &self.pod).await;
+        remove_pod_leftovers(&self.deps.ctx, self.deps.cgroups.as_ref(), &self.pod).await;
         self.deps.store.remove(&self.uid());
         tracing::info!(pod = %self.pod_ref(), "pod stopped and removed");
         for done in self.done {

@@ -17,11 +17,26 @@ impl Worker {
         }
         // The pod's volumes (its secrets among them) are no business of other local users.
         crate::volumes::private_dir(&spec::pod_data_dir(ctx, &self.pod)).await.map_err(|cause| self.files_error(cause))?;
+        self.ensure_pod_cgroup().await?;
         let handler = self.runtime_handler().await.map_err(|cause| self.sandbox_failed(cause))?;
         let started = std::time::Instant::now();
         let id = self.deps.runtime.run_sandbox(config, &handler).await.map_err(|e| self.sandbox_failed(e.to_string()))?;
         tracing::info!(pod = %self.pod_ref(), sandbox = %id, attempt, elapsed = ?started.elapsed(), "sandbox ready");
         Ok(())
+    }
+
+    /// The pod's cgroup, made and sized from its resources before its sandbox goes in, as the
+    /// kubelet's pod container manager does; a failure is a FailedCreatePodContainer event.
+    async fn ensure_pod_cgroup(&self) -> Result<(), SyncError> {
+        let ctx = &self.deps.ctx;
+        let resources = spec::pod_resources(&self.pod, ctx.pod_pids_limit).map_err(|cause| self.pod_cgroup_failed(cause))?;
+        let name = spec::pod_cgroup(ctx, &self.pod);
+        self.deps.cgroups.ensure(&name, &resources).await.map_err(|e| self.pod_cgroup_failed(e.to_string()))
+    }
+
+    fn pod_cgroup_failed(&self, cause: String) -> SyncError {
+        self.event(None, Warning, "FailedCreatePodContainer", format!("unable to ensure pod container exists: {cause}"));
+        SyncError::Sandbox { pod: self.pod_ref(), cause: format!("pod cgroup: {cause}") }
     }
 
     /// The runtime handler of the pod's RuntimeClass; empty (the runtime's default) without one.

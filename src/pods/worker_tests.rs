@@ -18,7 +18,8 @@ fn harness() -> Harness {
     let ctx = NodeContext {
         node_name: NODE.into(),
         // No such cgroup exists: removing the pod's cgroup finds nothing to do.
-        cgroup_root: "/nodelet-worker-unit-test".into(),
+        cgroups: crate::cgroups::Layout::new(crate::cgroups::Driver::Cgroupfs, "/"),
+        pod_pids_limit: None,
         pod_log_root: dir.path().join("logs"),
         pod_data_root: dir.path().join("pods"),
         cluster_dns: vec![],
@@ -44,6 +45,7 @@ fn harness() -> Harness {
         api: None,
         events: crate::events::Recorder::log_only(),
         network: crate::pod_network::NetworkGate::always_ready(),
+        cgroups: std::sync::Arc::new(crate::cgroups::Recording::new()),
         objects: None,
     };
     Harness { fake, deps, _dir: dir }

@@ -82,6 +82,17 @@ fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
 
 /// Every CRI call goes through here: a failure becomes an error naming the call and the object,
 /// and the call's latency and failure are recorded for /metrics.
+/// The cgroup driver in containerd's CRI config (its verbose status' `config`): that of its
+/// default runtime's `SystemdCgroup` option (false when absent: cgroupfs).
+pub fn driver_in_containerd_config(config: &str) -> Option<crate::cgroups::Driver> {
+    let config: serde_json::Value = serde_json::from_str(config).ok()?;
+    let containerd = config.get("containerd")?;
+    let runtime = containerd.get("defaultRuntimeName")?.as_str()?;
+    let options = containerd.get("runtimes")?.get(runtime)?.get("options");
+    let systemd = options.and_then(|o| o.get("SystemdCgroup")).and_then(|v| v.as_bool()).unwrap_or(false);
+    Some(if systemd { crate::cgroups::Driver::Systemd } else { crate::cgroups::Driver::Cgroupfs })
+}
+
 async fn call<T>(
     call: &'static str,
     target: impl Into<String>,
@@ -130,6 +141,26 @@ impl Cri {
         let problems =
             conditions.into_iter().filter(|c| !c.status).map(|c| format!("{} is false: {} {}", c.r#type, c.reason, c.message).trim().to_string()).collect();
         Ok(RuntimeReadiness { problems, network_ready })
+    }
+
+    /// The cgroup driver the runtime creates containers' cgroups with: CRI RuntimeConfig where
+    /// the runtime serves it (containerd 2), else containerd's CRI config in its verbose status
+    /// (the default runtime's SystemdCgroup option); None when neither tells.
+    pub async fn cgroup_driver(&self) -> CriResult<Option<crate::cgroups::Driver>> {
+        let req = request(cri::RuntimeConfigRequest {}, Duration::from_secs(5));
+        match call("RuntimeConfig", "runtime", self.runtime.clone().runtime_config(req)).await {
+            Ok(answer) => {
+                let driver = answer.linux.map(|l| l.cgroup_driver);
+                return Ok(
+                    driver.map(|d| if d == cri::CgroupDriver::Systemd as i32 { crate::cgroups::Driver::Systemd } else { crate::cgroups::Driver::Cgroupfs })
+                );
+            }
+            Err(e) if e.code == tonic::Code::Unimplemented => {}
+            Err(e) => return Err(e),
+        }
+        let req = request(cri::StatusRequest { verbose: true }, Duration::from_secs(5));
+        let status = call("Status", "runtime", self.runtime.clone().status(req)).await?;
+        Ok(status.info.get("config").and_then(|config| driver_in_containerd_config(config)))
     }
 
     /// The CNI configuration the runtime has loaded, as its verbose status shows it (containerd:

@@ -1,25 +1,8 @@
-//! cgroup v1 accounting files (cgroupfs driver): cpuacct.usage and the memory controller's
-//! usage and memory.stat. Parsing is pure; `read` gathers one cgroup's figures from the mounts.
+//! cgroup v1 accounting files: cpuacct.usage and the memory controller's usage and
+//! memory.stat. Parsing is pure; `read` gathers one cgroup's figures from the mounts.
 
+use super::cgroup::{CgroupUsage, MemoryUsage};
 use std::path::Path;
-
-/// One cgroup's figures at one moment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CgroupUsage {
-    /// cpuacct.usage: CPU time used, in nanoseconds.
-    pub cpu_nanos: Option<u64>,
-    pub memory: Option<MemoryUsage>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MemoryUsage {
-    pub usage_bytes: u64,
-    /// usage less inactive file pages, which the kernel can drop first (as cAdvisor computes it).
-    pub working_set_bytes: u64,
-    pub rss_bytes: u64,
-    pub page_faults: u64,
-    pub major_page_faults: u64,
-}
 
 /// The figures of memory.stat nodelet reads; the `total_` ones include the descendants.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -74,14 +57,6 @@ pub fn read(mount: &Path, relative: &str) -> CgroupUsage {
     CgroupUsage { cpu_nanos, memory }
 }
 
-/// A process in the cgroup `relative` or one of its children (a pod's container), to look at
-/// the pod's network namespace through.
-pub fn any_process(mount: &Path, relative: &str) -> Option<u32> {
-    let dir = mount.join("memory").join(relative.trim_start_matches('/'));
-    let first_pid = |dir: &Path| std::fs::read_to_string(dir.join("cgroup.procs")).ok()?.lines().find_map(|l| l.trim().parse().ok());
-    first_pid(&dir).or_else(|| std::fs::read_dir(&dir).ok()?.flatten().filter(|e| e.path().is_dir()).find_map(|e| first_pid(&e.path())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,7 +99,7 @@ mod tests {
         let usage = read(dir.path(), "/nodelet/podu1");
         assert_eq!(usage.cpu_nanos, Some(1500));
         assert_eq!(usage.memory.unwrap().working_set_bytes, 3072);
-        assert_eq!(any_process(dir.path(), "/nodelet/podu1"), Some(4242));
+        assert_eq!(super::super::cgroup::any_process(&dir.path().join("memory").join("nodelet/podu1")), Some(4242));
         assert_eq!(read(dir.path(), "/nodelet/gone"), CgroupUsage::default());
     }
 }

@@ -6,7 +6,9 @@
 //! Pure parts: `cgroupv1` and `procfs` parsing, `rate` (nanocores from two samples),
 //! `summary` (the JSON shape), `resource` (the metrics text), `usage_cache` (which trees to walk). Effectful: `disk` and `Collector`.
 
+pub mod cgroup;
 pub mod cgroupv1;
+pub mod cgroupv2;
 pub mod disk;
 pub mod procfs;
 pub mod rate;
@@ -20,7 +22,7 @@ use crate::pods::spec::{self, NodeContext};
 use crate::pods::store::PodStore;
 use crate::runtime::labels;
 use crate::runtime::Cri;
-use cgroupv1::CgroupUsage;
+use cgroup::CgroupUsage;
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::Pod;
 use rate::{CpuRates, CpuSample};
@@ -37,8 +39,8 @@ pub struct Collector {
     pub ctx: Arc<NodeContext>,
     /// nodelet's --root-dir: the node's file system figures are that of its file system.
     pub root_dir: PathBuf,
-    /// The cgroupfs mount (/sys/fs/cgroup) and procfs (/proc).
-    pub cgroup_mount: PathBuf,
+    /// The cgroup mount (/sys/fs/cgroup, v1 or v2) and procfs (/proc).
+    pub cgroups: cgroup::Reader,
     pub proc_root: PathBuf,
     rates: CpuRates,
     /// Volume and log directory usage, measured in the background.
@@ -73,7 +75,11 @@ impl Collector {
             pods,
             ctx,
             root_dir,
-            cgroup_mount: "/sys/fs/cgroup".into(),
+            cgroups: cgroup::Reader {
+                mount: crate::cgroups::MOUNT.into(),
+                version: crate::cgroups::detect_version(crate::cgroups::MOUNT.as_ref()),
+                proc_root: "/proc".into(),
+            },
             proc_root: "/proc".into(),
             rates: CpuRates::default(),
             trees: Arc::new(usage_cache::UsageCache::new(usage_cache::MAX_AGE)),
@@ -188,7 +194,7 @@ impl Collector {
 
     /// cpu and memory of a cgroup; `capacity` (the node's memory) gives availableBytes.
     fn cgroup(&self, relative: &str, capacity: Option<u64>, at: SystemTime, time: &str, seen: &mut HashSet<String>) -> (Option<CpuStats>, Option<MemoryStats>) {
-        let usage = cgroupv1::read(&self.cgroup_mount, relative);
+        let usage = self.cgroups.read(relative);
         seen.insert(relative.to_string());
         let cpu = usage.cpu_nanos.map(|nanos| CpuStats {
             time: time.to_string(),
@@ -226,13 +232,14 @@ impl Collector {
         image_fs: Option<&FsStats>,
         seen: &mut HashSet<String>,
     ) -> (PodStats, bool) {
-        let pod_cgroup = spec::pod_cgroup(&self.ctx, pod);
+        let pod_cgroup_name = spec::pod_cgroup(&self.ctx, pod);
+        let pod_cgroup = self.ctx.cgroups.path(&pod_cgroup_name);
         let (cpu, memory) = self.cgroup(&pod_cgroup, None, at, time, seen);
         let mut complete = cpu.is_some() && memory.is_some();
         let log_dir = spec::log_directory(&self.ctx, pod);
         let mut containers = Vec::new();
         for (name, id, started) in running_containers(pod) {
-            let (cpu, memory) = self.cgroup(&format!("{pod_cgroup}/{id}"), None, at, time, seen);
+            let (cpu, memory) = self.cgroup(&self.ctx.cgroups.container_path(&pod_cgroup_name, &id), None, at, time, seen);
             complete &= cpu.is_some() && memory.is_some();
             let rootfs = runtime.writable_layers.get(&id).map(|(used, inodes)| FsStats {
                 time: time.to_string(),
@@ -247,7 +254,8 @@ impl Collector {
         let network = if host_network {
             None
         } else {
-            cgroupv1::any_process(&self.cgroup_mount, &pod_cgroup)
+            self.cgroups
+                .any_process(&pod_cgroup)
                 .and_then(|pid| std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("net/dev")).ok())
                 .and_then(|text| network_stats(procfs::parse_net_dev(&text), Some("eth0"), time))
         };

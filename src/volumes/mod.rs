@@ -329,7 +329,8 @@ mod tests {
     fn ctx(root: &std::path::Path) -> NodeContext {
         NodeContext {
             node_name: "n1".into(),
-            cgroup_root: "/nodelet".into(),
+            cgroups: crate::cgroups::Layout::new(crate::cgroups::Driver::Cgroupfs, "/"),
+            pod_pids_limit: None,
             pod_log_root: root.join("logs"),
             pod_data_root: root.join("pods"),
             cluster_dns: vec![],

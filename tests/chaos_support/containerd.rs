@@ -21,11 +21,20 @@ pub struct PrivateContainerd {
 impl PrivateContainerd {
     /// Starts containerd with its root under `root_parent`; returns once its CRI answers.
     pub fn start(test: &str, root_parent: &Path) -> PrivateContainerd {
+        PrivateContainerd::start_with(test, root_parent, &[])
+    }
+
+    /// As `start`, with lines of the config replaced (`from`, `to`), such as its runc options.
+    pub fn start_with(test: &str, root_parent: &Path, changes: &[(&str, &str)]) -> PrivateContainerd {
         let state = tempfile::Builder::new().prefix(&format!("nodelet-{test}-containerd-")).tempdir_in("/run").expect("a state directory under /run");
         let root = root_parent.join("containerd");
         let socket = state.path().join("containerd.sock");
         let template = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/env/containerd-config.toml")).unwrap();
-        let config = moved(&template, &root, state.path(), &socket);
+        let mut config = moved(&template, &root, state.path(), &socket);
+        for (from, to) in changes {
+            assert!(config.contains(from), "integration/env/containerd-config.toml has no {from:?} to change");
+            config = config.replace(from, to);
+        }
         let config_file = state.path().join("config.toml");
         std::fs::write(&config_file, config).unwrap();
         let log = std::fs::File::create(state.path().join("containerd.log")).unwrap();

@@ -159,7 +159,8 @@ spec:
 fn node_context() -> NodeContext {
     NodeContext {
         node_name: "chaos".into(),
-        cgroup_root: "/nodelet".into(),
+        cgroups: nodelet::cgroups::Layout::new(nodelet::cgroups::Driver::Cgroupfs, "/"),
+        pod_pids_limit: None,
         pod_log_root: "/var/log/pods".into(),
         pod_data_root: "/var/lib/nodelet/pods".into(),
         cluster_dns: vec!["10.96.0.10".into()],

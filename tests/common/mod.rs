@@ -264,7 +264,7 @@ pub fn remove_sandboxes_of(socket: &Path, node: &str) {
                 match cri.remove_sandbox(&sandbox.id).await {
                     Ok(()) => {
                         if let Some(uid) = sandbox.labels.get(labels::POD_UID) {
-                            nodelet::cgroups::remove_pod_cgroup(&format!("/nodelet/pod{uid}"));
+                            remove_pod_cgroup(uid);
                         }
                     }
                     Err(e) if attempt == 3 => eprintln!("node {name}: removing sandbox {}: {e}", sandbox.id),
@@ -292,6 +292,31 @@ impl Drop for Node {
             eprintln!("unmounting under {}: {e}", self.dir.path().display());
         }
     }
+}
+
+/// The host's cgroups as test nodes lay them out: the cgroupfs driver under the root "/".
+pub fn host_cgroups() -> nodelet::cgroups::fs::Cgroupfs {
+    let mount = PathBuf::from(nodelet::cgroups::MOUNT);
+    let version = nodelet::cgroups::detect_version(&mount);
+    nodelet::cgroups::fs::Cgroupfs { mount, version, layout: nodelet::cgroups::Layout::new(nodelet::cgroups::Driver::Cgroupfs, "/") }
+}
+
+/// Removes pod `uid`'s (empty) cgroup, whatever its QoS level.
+pub fn remove_pod_cgroup(uid: &str) {
+    let cgroups = host_cgroups();
+    for qos in nodelet::cgroups::Qos::ALL {
+        let _ = cgroups.remove(&cgroups.layout.pod(qos, uid));
+    }
+}
+
+/// The directory of pod `uid`'s cgroup in `controller`'s hierarchy (cgroup v1), whatever its QoS
+/// level; None when it has none.
+pub fn pod_cgroup_dir(controller: &str, uid: &str) -> Option<PathBuf> {
+    let cgroups = host_cgroups();
+    nodelet::cgroups::Qos::ALL
+        .iter()
+        .map(|qos| cgroups.mount.join(controller).join(cgroups.layout.path(&cgroups.layout.pod(*qos, uid)).trim_start_matches('/')))
+        .find(|dir| dir.is_dir())
 }
 
 /// Runs CRI calls on a runtime of their own: usable from tests and from Drop alike.

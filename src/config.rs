@@ -76,6 +76,18 @@ pub struct Flags {
     /// Bridge that nodelet-cni creates. Default nodelet0.
     #[arg(long = "cni-bridge")]
     pub cni_bridge: Option<String>,
+    /// The whole cluster's pod network (kube-proxy's clusterCIDR), e.g. 10.244.0.0/16: traffic
+    /// from pods to it keeps the pods' addresses (other nodes' pods are reached through the
+    /// routes nodelet keeps); traffic leaving it is masqueraded. Default: none (all traffic
+    /// leaving this node's pod CIDR is masqueraded).
+    #[arg(long = "cluster-cidr")]
+    pub cluster_cidr: Option<String>,
+    /// Who sets up the pod network: `nodelet` (its own CNI plugin, config, bridge and routes to
+    /// the other nodes' pod CIDRs) or `external` (a CNI the cluster brings, such as flannel,
+    /// Calico or Cilium: nodelet writes and installs nothing, and pods wait for the runtime's
+    /// NetworkReady). Default nodelet.
+    #[arg(long = "network-plugin")]
+    pub network_plugin: Option<String>,
     /// How often the static pod directory is checked, e.g. 250ms. Default 250ms.
     #[arg(long = "file-check-frequency", value_parser = parse_duration)]
     pub file_check_frequency: Option<Duration>,
@@ -226,6 +238,15 @@ pub struct Flags {
     pub eviction_max_pod_grace_period: Option<u32>,
 }
 
+/// Who sets up the pod network (`--network-plugin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkPlugin {
+    /// nodelet's own: nodelet-cni, its config, the bridge, routes to the other nodes' pod CIDRs.
+    Nodelet,
+    /// A CNI the cluster brings: nodelet leaves the CNI config and plugins alone.
+    External,
+}
+
 /// The config file's keys, in KubeletConfiguration's spelling where one exists.
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -252,6 +273,9 @@ pub struct FileConfig {
     pub cni_bin_dir: Option<PathBuf>,
     pub cni_plugin: Option<PathBuf>,
     pub cni_bridge: Option<String>,
+    #[serde(rename = "clusterCIDR")]
+    pub cluster_cidr: Option<String>,
+    pub network_plugin: Option<String>,
     #[serde(default, with = "humantime_serde_opt")]
     pub file_check_frequency: Option<Duration>,
     #[serde(default, with = "humantime_serde_opt")]
@@ -361,6 +385,9 @@ pub struct Config {
     pub cni_bin_dir: PathBuf,
     pub cni_plugin: PathBuf,
     pub cni_bridge: String,
+    /// The cluster's pod network (--cluster-cidr), kept unmasqueraded.
+    pub cluster_cidr: Option<String>,
+    pub network_plugin: NetworkPlugin,
     pub file_check_frequency: Duration,
     pub sync_frequency: Duration,
     pub backoff_initial: Duration,
@@ -443,6 +470,12 @@ impl Config {
                 None => std::env::current_exe().context("locating the nodelet executable")?.with_file_name("nodelet-cni"),
             },
             cni_bridge: flags.cni_bridge.or(file.cni_bridge).unwrap_or_else(|| "nodelet0".into()),
+            cluster_cidr: flags.cluster_cidr.or(file.cluster_cidr).filter(|c| !c.is_empty()),
+            network_plugin: match flags.network_plugin.or(file.network_plugin).as_deref() {
+                None | Some("nodelet") => NetworkPlugin::Nodelet,
+                Some("external") => NetworkPlugin::External,
+                Some(other) => bail!("--network-plugin: {other:?} is not nodelet or external"),
+            },
             file_check_frequency: flags.file_check_frequency.or(file.file_check_frequency).unwrap_or(Duration::from_millis(250)),
             sync_frequency: flags.sync_frequency.or(file.sync_frequency).unwrap_or(Duration::from_secs(10)),
             backoff_initial: flags.crash_loop_backoff_initial.or(backoff.initial_period).unwrap_or(Duration::from_secs(10)),
@@ -542,6 +575,12 @@ impl Config {
             bail!("--hostname-override: {:?} is not a valid node name (a DNS subdomain)", self.node_name);
         }
         parse_cidr(&self.pod_cidr).map_err(|e| anyhow::anyhow!("--pod-cidr: {e}"))?;
+        if let Some(cidr) = &self.cluster_cidr {
+            let (addr, prefix) = parse_cidr(cidr).map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
+            if u32::from(addr) & !(u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0)) != u32::from(addr) {
+                bail!("--cluster-cidr: {cidr:?} has host bits set (write the network address, such as 10.244.0.0/16)");
+            }
+        }
         if !self.cgroup_root.starts_with('/') {
             bail!("--cgroup-root: {:?} must be an absolute cgroup path such as /nodelet", self.cgroup_root);
         }

@@ -75,6 +75,11 @@ pub fn configz(config: &Config) -> Value {
         "cniConfDir": config.cni_conf_dir.display().to_string(),
         "cniBinDir": config.cni_bin_dir.display().to_string(),
         "cniBridge": config.cni_bridge,
+        "clusterCIDR": config.cluster_cidr,
+        "networkPlugin": match config.network_plugin {
+            crate::config::NetworkPlugin::Nodelet => "nodelet",
+            crate::config::NetworkPlugin::External => "external",
+        },
         "kubeconfig": path(&config.kubeconfig),
         "proxyKubeconfig": path(&config.proxy_kubeconfig),
         "proxyOnly": config.proxy_only,

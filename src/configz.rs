@@ -75,11 +75,6 @@ pub fn configz(config: &Config) -> Value {
         "cniConfDir": config.cni_conf_dir.display().to_string(),
         "cniBinDir": config.cni_bin_dir.display().to_string(),
         "cniBridge": config.cni_bridge,
-        "clusterCIDR": config.cluster_cidr,
-        "networkPlugin": match config.network_plugin {
-            crate::config::NetworkPlugin::Nodelet => "nodelet",
-            crate::config::NetworkPlugin::External => "external",
-        },
         "kubeconfig": path(&config.kubeconfig),
         "proxyKubeconfig": path(&config.proxy_kubeconfig),
         "proxyOnly": config.proxy_only,
@@ -89,6 +84,12 @@ pub fn configz(config: &Config) -> Value {
         "seccompDefault": config.seccomp_default,
     });
     if let Some(obj) = c.as_object_mut() {
+        obj.insert("clusterCIDR".into(), config.cluster_cidr.clone().into());
+        let plugin = match config.network_plugin {
+            crate::config::NetworkPlugin::Nodelet => "nodelet",
+            crate::config::NetworkPlugin::External => "external",
+        };
+        obj.insert("networkPlugin".into(), plugin.into());
         // Unset options are left out, as Go's omitempty does.
         obj.retain(|_, v| !v.is_null());
         let (cpu, memory) = config.reserved;

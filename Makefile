@@ -10,7 +10,7 @@ CLUSTER := integration/cluster
 # The admin kubeconfig of the local control plane (make cluster, make test).
 CLUSTER_KUBECONFIG := $(or $(CLUSTER_DIR),/var/lib/nodelet-cluster)/admin.kubeconfig
 
-.PHONY: setup build run cluster cluster-down conformance test e2e chaos bench install deb clean-env fmt lint
+.PHONY: setup build run cluster cluster-down conformance test e2e e2e-multinode chaos bench install deb clean-env fmt lint
 
 setup:
 	bash $(ENV)/setup.sh
@@ -23,11 +23,16 @@ run: setup build
 
 # A one-node real cluster on this machine: the control plane on loopback and the release
 # nodelet as its node (named after this host). Leaves it running; ends with KUBECONFIG=<admin>.
+# NODES=3: three nodes, each a network namespace with its own containerd and nodelet, joined by
+# a bridge (10.254.0.0/24; the apiserver listens on 10.254.0.1): integration/cluster/nodes-up.sh.
+NODES ?= 1
 cluster: setup build
-	bash $(CLUSTER)/node-up.sh
+	@if [ "$(NODES)" -gt 1 ]; then NODES=$(NODES) bash $(CLUSTER)/nodes-up.sh; else bash $(CLUSTER)/node-up.sh; fi
 
-# Removes the node's pods, stops nodelet and the control plane, and removes their state.
+# Removes the nodes' pods, stops the nodes (namespaces, containerds, nodelets, mounts, the
+# bridge, the registry relay) and the control plane, and removes their state.
 cluster-down:
+	NODES_CONTROL_PLANE=keep bash $(CLUSTER)/nodes-down.sh
 	bash $(CLUSTER)/node-down.sh
 
 # The upstream [NodeConformance] specs (e2e.test and ginkgo from KUBE_TEST_BIN, default the

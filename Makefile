@@ -1,4 +1,4 @@
-# The verbs: make setup | build | run | cluster | cluster-down | conformance | test | e2e | chaos | bench | install | deb | clean-env | fmt | lint
+# The verbs: make setup | build | run | cluster | cluster-down | conformance | test | e2e | e2e-multinode | chaos | bench | install | deb | clean-env | fmt | lint
 # setup, run and test start containerd and a registry on loopback (root needed); cluster, test,
 # e2e and chaos also a real control plane (integration/cluster/up.sh, upstream binaries from KUBE_BIN).
 # chaos (tests/chaos.rs, not part of make test) restarts containerd and kills nodelet: see its target.
@@ -65,6 +65,12 @@ else
 	bash $(CLUSTER)/up.sh
 	$(CARGO) test --test e2e
 endif
+
+# The multi-node cases alone (tests/multinode.rs, also part of make test: about 2 minutes): three
+# nodes in network namespaces on a control plane of their own, and a node with an external CNI.
+e2e-multinode: setup
+	$(CARGO) build --workspace --exclude nodelet-pause
+	$(CARGO) test --test multinode -- --nocapture
 
 # The fault suite (tests/chaos.rs, issue 13): SIGKILLs nodelet under pod churn, restarts the
 # containerd the env scripts started, stops a private kube-apiserver while containers crash, and

@@ -170,7 +170,7 @@ impl KubeletUnit {
                 loop {
                     std::thread::sleep(Duration::from_millis(100));
                     let mut guard = running.lock().unwrap();
-                    let exited = guard.as_mut().map_or(true, |c| c.try_wait().ok().flatten().is_some());
+                    let exited = guard.as_mut().is_none_or(|c| c.try_wait().ok().flatten().is_some());
                     if exited || stop.load(Ordering::SeqCst) {
                         *guard = None;
                         break;

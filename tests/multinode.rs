@@ -44,7 +44,13 @@ const WHO_AM_I_SERVER: &str = "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho
 fn seen_by_server(cluster: &Cluster, addr: &str) -> String {
     let script = format!("for i in 1 2 3 4 5 6 7 8 9 10; do printf 'GET /cgi-bin/ip HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {addr} && exit 0; sleep 1; done; exit 1");
     let out = cluster.kubectl(&["exec", "cli", "--", "sh", "-c", &script]);
-    assert!(out.status.success(), "no answer from {addr}: {}{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr), cluster.logs());
+    assert!(
+        out.status.success(),
+        "no answer from {addr}: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        cluster.logs()
+    );
     String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string()
 }
 
@@ -98,12 +104,7 @@ fn containers_of(cluster: &Cluster, i: usize, pod: &str) -> usize {
 fn three_nodes_route_pods_to_each_other_and_outlive_a_lost_node() {
     let started = Instant::now();
     // A silent node is NotReady after 16 s (the default is 40 s), its Lease renewed every 2 s.
-    let settings = Settings {
-        nodes: 3,
-        nodelet_args: &["--node-lease-duration-seconds=8"],
-        node_monitor_grace_period: Some("16s"),
-        ..Default::default()
-    };
+    let settings = Settings { nodes: 3, nodelet_args: &["--node-lease-duration-seconds=8"], node_monitor_grace_period: Some("16s"), ..Default::default() };
     let mut cluster = Cluster::start(0, settings);
     eprintln!("multinode: 3 nodes Ready in {:?}", started.elapsed());
 
@@ -168,11 +169,13 @@ fn three_nodes_route_pods_to_each_other_and_outlive_a_lost_node() {
         }
     }));
     let running_web = |cluster: &Cluster| {
-        cluster.pods("app=web").into_iter().find(|p| {
-            p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null() && p["status"]["containerStatuses"][0]["ready"] == true
-        })
+        cluster
+            .pods("app=web")
+            .into_iter()
+            .find(|p| p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null() && p["status"]["containerStatuses"][0]["ready"] == true)
     };
-    let first = eventually_value("web Running", Duration::from_secs(90), || running_web(&cluster)).unwrap_or_else(|| panic!("web not Running\n{}", cluster.logs()));
+    let first =
+        eventually_value("web Running", Duration::from_secs(90), || running_web(&cluster)).unwrap_or_else(|| panic!("web not Running\n{}", cluster.logs()));
     let (first_name, first_node) = (first["metadata"]["name"].as_str().unwrap().to_string(), first["spec"]["nodeName"].as_str().unwrap().to_string());
     let lost = (1..=3).find(|i| cluster.node_name(*i) == first_node).unwrap();
     cluster.apply(&pod("bare", &first_node, "exec sleep 3600"));
@@ -181,8 +184,9 @@ fn three_nodes_route_pods_to_each_other_and_outlive_a_lost_node() {
     cluster.stop_nodelet(lost);
     wait_for("the stopped node to be NotReady", Duration::from_secs(60), || cluster.ready(lost) == "Unknown");
     eprintln!("multinode: node {lost} NotReady {:?} after its nodelet stopped", t.elapsed());
-    let moved = eventually_value("web Running elsewhere", Duration::from_secs(90), || running_web(&cluster).filter(|p| p["spec"]["nodeName"] != first_node.as_str()))
-        .unwrap_or_else(|| panic!("web did not come back on another node: {:#?}", cluster.pods("app=web")));
+    let moved =
+        eventually_value("web Running elsewhere", Duration::from_secs(90), || running_web(&cluster).filter(|p| p["spec"]["nodeName"] != first_node.as_str()))
+            .unwrap_or_else(|| panic!("web did not come back on another node: {:#?}", cluster.pods("app=web")));
     eprintln!("multinode: web Running on {} {:?} after node {lost} stopped", moved["spec"]["nodeName"], t.elapsed());
     // Deleted while its node is away: gone from the API at once.
     cluster.kubectl_ok(&["delete", "pod", "bare", "--grace-period=0", "--force"]);

@@ -95,7 +95,13 @@ impl Cluster {
 
     fn run_ok(&self, name: &str, extra: &[(&str, &str)]) {
         let out = self.run(name, extra);
-        assert!(out.status.success(), "{name} {extra:?} failed ({}):\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{name} {extra:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn admin_kubeconfig(&self) -> PathBuf {

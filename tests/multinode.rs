@@ -100,6 +100,20 @@ fn containers_of(cluster: &Cluster, i: usize, pod: &str) -> usize {
     })
 }
 
+/// Sets a Node's InternalIP (its status, as its kubelet would).
+fn set_node_address(cluster: &Cluster, node: &str, ip: &str) {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Api, Patch, PatchParams};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let kubeconfig = kube::config::Kubeconfig::read_from(cluster.admin_kubeconfig()).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+        let nodes: Api<Node> = Api::all(kube::Client::try_from(config).unwrap());
+        let patch = json!({"status": {"addresses": [{"type": "InternalIP", "address": ip}]}});
+        nodes.patch_status(node, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    });
+}
+
 #[test]
 fn three_nodes_route_pods_to_each_other_and_outlive_a_lost_node() {
     let started = Instant::now();
@@ -199,6 +213,22 @@ fn three_nodes_route_pods_to_each_other_and_outlive_a_lost_node() {
     wait_for("the evicted web pod removed", Duration::from_secs(60), || cluster.get("pod", &first_name).is_none());
     assert_eq!(containers_of(&cluster, lost, &first_name), 0, "the evicted pod's containers are gone from the returned node");
     eprintln!("multinode: returned node {lost} cleaned up in {:?}", t.elapsed());
+
+    // A node on another L2 segment gets no route: said once per node, in the log and as an event.
+    let far = format!("{}-far", cluster.prefix);
+    cluster.apply(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": far}, "spec": {"podCIDR": "10.244.250.0/24"}}));
+    set_node_address(&cluster, &far, "192.0.2.7");
+    let events = || {
+        let out = cluster.kubectl_ok(&["get", "events", "-n", "default", "--field-selector", "reason=NodeNotDirectlyReachable", "-o", "json"]);
+        let items = serde_json::from_str::<Value>(&out).unwrap()["items"].as_array().cloned().unwrap_or_default();
+        items.iter().filter(|e| e["message"].as_str().unwrap_or_default().contains(&far)).count()
+    };
+    wait_for("a NodeNotDirectlyReachable event from each node", Duration::from_secs(30), || events() == 3);
+    for i in 1..=3 {
+        assert!(!cluster.node_routes(i).iter().any(|r| r.starts_with("10.244.250.0/24")), "node {i} routes to the far node");
+        assert_eq!(cluster.log(i).matches("192.0.2.7 is on no subnet").count(), 1, "node {i} says it once");
+    }
+    cluster.kubectl_ok(&["delete", "node", &far]);
 
     // A Node that goes takes its route with it on the others.
     let gone = if lost == 3 { 2 } else { 3 };

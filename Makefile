@@ -1,4 +1,4 @@
-# The verbs: make setup | build | run | cluster | cluster-down | conformance | test | e2e | chaos | bench | install | deb | clean-env | fmt | lint
+# The verbs: make setup | build | run | cluster | cluster-down | conformance | test | e2e | e2e-multinode | chaos | bench | install | deb | clean-env | fmt | lint
 # setup, run and test start containerd and a registry on loopback (root needed); cluster, test,
 # e2e and chaos also a real control plane (integration/cluster/up.sh, upstream binaries from KUBE_BIN).
 # chaos (tests/chaos.rs, not part of make test) restarts containerd and kills nodelet: see its target.
@@ -10,7 +10,7 @@ CLUSTER := integration/cluster
 # The admin kubeconfig of the local control plane (make cluster, make test).
 CLUSTER_KUBECONFIG := $(or $(CLUSTER_DIR),/var/lib/nodelet-cluster)/admin.kubeconfig
 
-.PHONY: setup build run cluster cluster-down conformance test e2e chaos bench install deb clean-env fmt lint
+.PHONY: setup build run cluster cluster-down conformance test e2e e2e-multinode chaos bench install deb clean-env fmt lint
 
 setup:
 	bash $(ENV)/setup.sh
@@ -23,11 +23,16 @@ run: setup build
 
 # A one-node real cluster on this machine: the control plane on loopback and the release
 # nodelet as its node (named after this host). Leaves it running; ends with KUBECONFIG=<admin>.
+# NODES=3: three nodes, each a network namespace with its own containerd and nodelet, joined by
+# a bridge (10.254.0.0/24; the apiserver listens on 10.254.0.1): integration/cluster/nodes-up.sh.
+NODES ?= 1
 cluster: setup build
-	bash $(CLUSTER)/node-up.sh
+	@if [ "$(NODES)" -gt 1 ]; then NODES=$(NODES) bash $(CLUSTER)/nodes-up.sh; else bash $(CLUSTER)/node-up.sh; fi
 
-# Removes the node's pods, stops nodelet and the control plane, and removes their state.
+# Removes the nodes' pods, stops the nodes (namespaces, containerds, nodelets, mounts, the
+# bridge, the registry relay) and the control plane, and removes their state.
 cluster-down:
+	NODES_CONTROL_PLANE=keep bash $(CLUSTER)/nodes-down.sh
 	bash $(CLUSTER)/node-down.sh
 
 # The upstream [NodeConformance] specs (e2e.test and ginkgo from KUBE_TEST_BIN, default the
@@ -60,6 +65,12 @@ else
 	bash $(CLUSTER)/up.sh
 	$(CARGO) test --test e2e
 endif
+
+# The multi-node cases alone (tests/multinode.rs, also part of make test: about 2 minutes): three
+# nodes in network namespaces on a control plane of their own, and a node with an external CNI.
+e2e-multinode: setup
+	$(CARGO) build --workspace --exclude nodelet-pause
+	$(CARGO) test --test multinode -- --nocapture
 
 # The fault suite (tests/chaos.rs, issue 13): SIGKILLs nodelet under pod churn, restarts the
 # containerd the env scripts started, stops a private kube-apiserver while containers crash, and

@@ -43,6 +43,9 @@ pub struct Config {
     pub cni_bin_dir: PathBuf,
     pub cni_plugin: PathBuf,
     pub cni_bridge: String,
+    /// The cluster's pod network (--cluster-cidr), kept unmasqueraded.
+    pub cluster_cidr: Option<String>,
+    pub network_plugin: NetworkPlugin,
     pub file_check_frequency: Duration,
     pub sync_frequency: Duration,
     pub backoff_initial: Duration,
@@ -92,6 +95,15 @@ pub struct Config {
     pub ignored_fields: Vec<String>,
     /// Keys of the config file that are no KubeletConfiguration field (typos).
     pub unknown_fields: Vec<String>,
+}
+
+/// Who sets up the pod network (`--network-plugin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkPlugin {
+    /// nodelet's own: nodelet-cni, its config, the bridge, routes to the other nodes' pod CIDRs.
+    Nodelet,
+    /// A CNI the cluster brings: nodelet leaves the CNI config and plugins alone.
+    External,
 }
 
 /// The cgroup driver (KubeletConfiguration cgroupDriver, --cgroup-driver).
@@ -153,6 +165,12 @@ impl Config {
                 None => std::env::current_exe().context("locating the nodelet executable")?.with_file_name("nodelet-cni"),
             },
             cni_bridge: flags.cni_bridge.or(file.cni_bridge).unwrap_or_else(|| "nodelet0".into()),
+            cluster_cidr: flags.cluster_cidr.or(file.cluster_cidr).filter(|c| !c.is_empty()),
+            network_plugin: match flags.network_plugin.or(file.network_plugin).as_deref() {
+                None | Some("nodelet") => NetworkPlugin::Nodelet,
+                Some("external") => NetworkPlugin::External,
+                Some(other) => bail!("--network-plugin: {other:?} is not nodelet or external"),
+            },
             file_check_frequency: flags.file_check_frequency.or(file.file_check_frequency).unwrap_or(Duration::from_millis(250)),
             sync_frequency: flags.sync_frequency.or(file.sync_frequency).unwrap_or(Duration::from_secs(10)),
             backoff_initial: flags.crash_loop_backoff_initial.or(backoff.initial_period).unwrap_or(Duration::from_secs(10)),
@@ -240,6 +258,12 @@ impl Config {
             bail!("--hostname-override: {:?} is not a valid node name (a DNS subdomain)", self.node_name);
         }
         parse_cidr(&self.pod_cidr).map_err(|e| anyhow::anyhow!("--pod-cidr: {e}"))?;
+        if let Some(cidr) = &self.cluster_cidr {
+            let (addr, prefix) = parse_cidr(cidr).map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
+            if u32::from(addr) & !(u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0)) != u32::from(addr) {
+                bail!("--cluster-cidr: {cidr:?} has host bits set (write the network address, such as 10.244.0.0/16)");
+            }
+        }
         if !self.cgroup_root.starts_with('/') {
             bail!("--cgroup-root: {:?} must be an absolute cgroup path such as / or /kubelet", self.cgroup_root);
         }

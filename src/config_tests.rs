@@ -20,6 +20,19 @@ fn defaults_follow_the_kubelet() {
 }
 
 #[test]
+fn the_pod_network_settings_come_from_flags_or_the_file() {
+    let c = Config::from_flags(flags(&[])).unwrap();
+    assert_eq!((c.cluster_cidr.as_deref(), c.network_plugin), (None, NetworkPlugin::Nodelet));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, "kind: KubeletConfiguration\nclusterCIDR: 10.244.0.0/16\nnetworkPlugin: external\n").unwrap();
+    let c = Config::from_flags(flags(&["--config", path.to_str().unwrap()])).unwrap();
+    assert_eq!((c.cluster_cidr.as_deref(), c.network_plugin), (Some("10.244.0.0/16"), NetworkPlugin::External));
+    let c = Config::from_flags(flags(&["--config", path.to_str().unwrap(), "--network-plugin", "nodelet", "--cluster-cidr", "10.8.0.0/14"])).unwrap();
+    assert_eq!((c.cluster_cidr.as_deref(), c.network_plugin), (Some("10.8.0.0/14"), NetworkPlugin::Nodelet));
+}
+
+#[test]
 fn the_file_is_read_and_flags_override_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.yaml");
@@ -50,6 +63,9 @@ fn errors_name_the_option() {
         (vec!["--proxy-only"], "--proxy-only"),
         (vec!["--authorization-mode", "Sometimes"], "--authorization-mode"),
         (vec!["--proxy-table", "bad name"], "--proxy-table"),
+        (vec!["--cluster-cidr", "10.244.0.0"], "--cluster-cidr"),
+        (vec!["--cluster-cidr", "10.244.1.0/16"], "--cluster-cidr"),
+        (vec!["--network-plugin", "flannel"], "--network-plugin"),
         (vec!["--allowed-unsafe-sysctls", "kernel.msg*,vm.swappiness"], "--allowed-unsafe-sysctls"),
     ];
     for (args, option) in cases {

@@ -90,6 +90,12 @@ pub fn configz(config: &Config) -> Value {
         "seccompDefault": config.seccomp_default,
     });
     if let Some(obj) = c.as_object_mut() {
+        obj.insert("clusterCIDR".into(), config.cluster_cidr.clone().into());
+        let plugin = match config.network_plugin {
+            crate::config::NetworkPlugin::Nodelet => "nodelet",
+            crate::config::NetworkPlugin::External => "external",
+        };
+        obj.insert("networkPlugin".into(), plugin.into());
         // Unset options are left out, as Go's omitempty does.
         obj.retain(|_, v| !v.is_null());
         obj.insert("imageMinimumGCAge".into(), go_duration(config.image_gc.min_age).into());

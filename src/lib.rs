@@ -16,6 +16,7 @@ pub mod machine;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod node_routes;
 pub mod nodeip;
 pub mod objects;
 pub mod pod_network;

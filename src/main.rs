@@ -1,7 +1,7 @@
 //! nodelet: a Kubernetes node agent. This file only wires the parts together.
 
 use clap::Parser;
-use nodelet::config::{Config, Flags};
+use nodelet::config::{Config, Flags, NetworkPlugin};
 use nodelet::health::{self, Health};
 use nodelet::pod_network::PodNetwork;
 use nodelet::pods::manager::Manager;
@@ -117,16 +117,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(client) => nodelet::events::Recorder::to_apiserver(client.clone(), config.node_name.clone()),
         None => nodelet::events::Recorder::log_only(),
     };
-    let proxiers = match (config.proxy_enabled, &client) {
-        (true, Some(client)) => {
-            // The proxy lists Services and EndpointSlices of every namespace: with its own identity
-            // (kube-proxy's) when given one, as a node's credentials may not do that.
-            let proxy_client = match &config.proxy_kubeconfig {
-                Some(path) => kube_client("--proxy-kubeconfig", path).await?,
-                None => client.clone(),
-            };
-            start_proxy(proxy_client, &config, health.clone())?
-        }
+    // The proxy lists Services and EndpointSlices of every namespace, the routes between nodes
+    // the Nodes: with kube-proxy's identity when given one, as a node's credentials may not.
+    let cluster_client = match (&config.proxy_kubeconfig, &client) {
+        (Some(path), Some(_)) => Some(kube_client("--proxy-kubeconfig", path).await?),
+        (_, client) => client.clone(),
+    };
+    let proxiers = match (config.proxy_enabled, &cluster_client) {
+        (true, Some(proxy_client)) => start_proxy(proxy_client.clone(), &config, health.clone())?,
         _ => Vec::new(),
     };
     if config.port != 0 && !config.proxy_only {
@@ -166,18 +164,33 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
 
-    let install = network::CniInstall {
-        conf_dir: config.cni_conf_dir.clone(),
-        bin_dir: config.cni_bin_dir.clone(),
-        plugin_source: config.cni_plugin.clone(),
-        bridge: config.cni_bridge.clone(),
-        pod_cidr: config.pod_cidr.clone(),
-    };
     // the IPv4 proxy's masquerade rules name the pod CIDR, so they follow it
     let v4_proxiers = proxiers.into_iter().filter(|p| p.config().family == nodelet::proxy::model::Family::V4).collect();
-    let (pod_network, network_gate) = PodNetwork::new(install, cri.clone(), v4_proxiers, client.is_some());
     let assigned_cidrs = client.as_ref().map(|client| node::pod_cidr::assigned_pod_cidrs(client.clone(), &config.node_name));
-    tokio::spawn(pod_network.run(assigned_cidrs));
+    let network_gate = match config.network_plugin {
+        NetworkPlugin::Nodelet => {
+            let install = network::CniInstall {
+                conf_dir: config.cni_conf_dir.clone(),
+                bin_dir: config.cni_bin_dir.clone(),
+                plugin_source: config.cni_plugin.clone(),
+                bridge: config.cni_bridge.clone(),
+                pod_cidr: config.pod_cidr.clone(),
+                cluster_cidr: config.cluster_cidr.clone(),
+                mtu: nodelet::node_routes::table::uplink_mtu(config.node_ip).await,
+            };
+            let (pod_network, gate) = PodNetwork::new(install, cri.clone(), v4_proxiers, client.is_some());
+            tokio::spawn(pod_network.run(assigned_cidrs));
+            gate
+        }
+        NetworkPlugin::External => {
+            let (runtime_network, gate) = nodelet::pod_network::RuntimeNetwork::new(cri.clone(), v4_proxiers);
+            tokio::spawn(runtime_network.run(assigned_cidrs));
+            gate
+        }
+    };
+    if let Some(cluster_client) = &cluster_client {
+        keep_node_routes(&config, cluster_client.clone(), events.clone());
+    }
 
     tokio::spawn(health::watch_runtime(cri.clone(), health.clone(), Duration::from_secs(5)));
     tokio::spawn(prepull_sandbox_image(cri.clone(), config.pod_infra_container_image.clone()));
@@ -374,6 +387,25 @@ fn join_cluster(
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(nodelet::pods::api_source::watch_node_pods(client, config.node_name.clone(), tx));
     rx
+}
+
+/// The routes to the other nodes' pod CIDRs (host-gw): kept with nodelet's own pod network,
+/// and removed (nodelet's own only) when another CNI provides it.
+fn keep_node_routes(config: &Config, client: kube::Client, events: nodelet::events::Recorder) {
+    use nodelet::node_routes::{table::Netlink, NodeRoutes, ROUTE_PROTOCOL};
+    let table = match Netlink::open(ROUTE_PROTOCOL) {
+        Ok(table) => table,
+        Err(e) => return tracing::error!("opening a netlink socket for the routes between nodes: {e}; no routes to other nodes' pods"),
+    };
+    let mut routes = NodeRoutes::new(config.node_name.clone(), table, events);
+    match config.network_plugin {
+        NetworkPlugin::Nodelet => {
+            tokio::spawn(routes.run(client));
+        }
+        NetworkPlugin::External => {
+            tokio::spawn(async move { routes.remove_all().await });
+        }
+    }
 }
 
 /// The Service proxy: a table of its own per address family (`ip6` only where the node has

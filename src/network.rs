@@ -14,21 +14,42 @@ pub struct CniInstall {
     pub plugin_source: PathBuf,
     pub bridge: String,
     pub pod_cidr: String,
+    /// The cluster's pod network (--cluster-cidr): pods' traffic to it is not masqueraded.
+    pub cluster_cidr: Option<String>,
+    /// The pods' interface MTU: the node's uplink's (host-gw adds no header).
+    pub mtu: Option<u32>,
 }
 
-/// The conflist containerd hands to the plugin (CNI spec 1.0.0).
-pub fn conflist(bridge: &str, pod_cidr: &str) -> String {
+/// The conflist containerd hands to the plugin (CNI spec 1.0.0). The cluster CIDR is named only
+/// when it contains the pod CIDR (the plugin refuses one that does not).
+pub fn conflist(bridge: &str, pod_cidr: &str, cluster_cidr: Option<&str>, mtu: Option<u32>) -> String {
+    let mut plugin = serde_json::json!({
+        "type": PLUGIN_NAME,
+        "bridge": bridge,
+        "subnet": pod_cidr,
+        "ipMasq": true,
+    });
+    if let Some(cluster) = cluster_cidr.filter(|c| contains(c, pod_cidr)) {
+        plugin["clusterCIDR"] = cluster.into();
+    }
+    if let Some(mtu) = mtu {
+        plugin["mtu"] = mtu.into();
+    }
     let doc = serde_json::json!({
         "cniVersion": "1.0.0",
         "name": NETWORK_NAME,
-        "plugins": [{
-            "type": PLUGIN_NAME,
-            "bridge": bridge,
-            "subnet": pod_cidr,
-            "ipMasq": true,
-        }],
+        "plugins": [plugin],
     });
     serde_json::to_string_pretty(&doc).expect("static JSON") + "\n"
+}
+
+/// Whether CIDR `outer` contains CIDR `inner` (both IPv4; false when either does not parse).
+pub fn contains(outer: &str, inner: &str) -> bool {
+    use crate::node_routes::plan::Cidr;
+    match (outer.parse::<Cidr>(), inner.parse::<Cidr>()) {
+        (Ok(o), Ok(i)) => o.prefix <= i.prefix && o.contains(i.addr),
+        _ => false,
+    }
 }
 
 impl CniInstall {
@@ -44,7 +65,7 @@ impl CniInstall {
     }
 
     pub fn conflist(&self) -> String {
-        conflist(&self.bridge, &self.pod_cidr)
+        conflist(&self.bridge, &self.pod_cidr, self.cluster_cidr.as_deref(), self.mtu)
     }
 
     /// True when the network config on disk is the one nodelet writes.
@@ -100,11 +121,23 @@ mod tests {
 
     #[test]
     fn conflist_names_the_plugin_bridge_and_subnet() {
-        let doc: serde_json::Value = serde_json::from_str(&conflist("nodelet0", "10.88.0.0/16")).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&conflist("nodelet0", "10.88.0.0/16", None, None)).unwrap();
         assert_eq!(doc["cniVersion"], "1.0.0");
         assert_eq!(doc["plugins"][0]["type"], PLUGIN_NAME);
         assert_eq!(doc["plugins"][0]["bridge"], "nodelet0");
         assert_eq!(doc["plugins"][0]["subnet"], "10.88.0.0/16");
+        assert!(doc["plugins"][0].get("clusterCIDR").is_none() && doc["plugins"][0].get("mtu").is_none());
+    }
+
+    #[test]
+    fn conflist_names_the_cluster_cidr_that_holds_the_subnet_and_the_mtu() {
+        let doc: serde_json::Value = serde_json::from_str(&conflist("b", "10.244.3.0/24", Some("10.244.0.0/16"), Some(1450))).unwrap();
+        assert_eq!(doc["plugins"][0]["clusterCIDR"], "10.244.0.0/16");
+        assert_eq!(doc["plugins"][0]["mtu"], 1450);
+        // Waiting for the node's CIDR, the default --pod-cidr is outside the cluster's.
+        let doc: serde_json::Value = serde_json::from_str(&conflist("b", "10.88.0.0/16", Some("10.244.0.0/16"), None)).unwrap();
+        assert!(doc["plugins"][0].get("clusterCIDR").is_none());
+        assert!(contains("10.244.0.0/16", "10.244.3.0/24") && !contains("10.244.3.0/24", "10.244.0.0/16") && !contains("x", "10.0.0.0/8"));
     }
 
     #[test]
@@ -118,6 +151,8 @@ mod tests {
             plugin_source: plugin,
             bridge: "b0".into(),
             pod_cidr: "10.1.0.0/24".into(),
+            cluster_cidr: None,
+            mtu: None,
         };
         install.install().unwrap();
         install.install().unwrap();

@@ -13,6 +13,10 @@
 //! ```
 //! Beside that, a runtime that reports NetworkReady=false while nodelet's config is in place
 //! (containerd can miss a file event) gets the config written again, so it reloads it.
+//!
+//! With `--network-plugin=external` the pod network is a CNI the cluster brings (flannel,
+//! Calico, Cilium): `RuntimeNetwork` writes and installs nothing, and the gate follows the
+//! runtime's NetworkReady condition, as the kubelet's does.
 
 use crate::network::CniInstall;
 use crate::proxy::Proxier;
@@ -129,6 +133,9 @@ impl PodNetwork {
             return;
         }
         tracing::info!(pod_cidr = %cidr, previous = %self.install.pod_cidr, "using the pod CIDR the cluster assigned");
+        if let Some(cluster) = self.install.cluster_cidr.as_deref().filter(|c| !crate::network::contains(c, &cidr)) {
+            tracing::warn!(pod_cidr = %cidr, cluster_cidr = %cluster, "the node's pod CIDR is not inside --cluster-cidr: its pods' traffic to other nodes' pods is masqueraded");
+        }
         self.state.send_replace(NetworkState::NotReady(format!("switching the pod network to {cidr}")));
         self.install.pod_cidr = cidr;
         if let Err(e) = self.install.install() {
@@ -178,9 +185,82 @@ impl PodNetwork {
     }
 }
 
+/// The gate of a pod network another CNI provides: open while the runtime reports
+/// NetworkReady, closed with the runtime's own words otherwise (or when it does not answer).
+pub fn runtime_network_state(readiness: Result<&crate::runtime::RuntimeReadiness, String>) -> NetworkState {
+    match readiness {
+        Ok(r) if r.network_ready => NetworkState::Ready,
+        Ok(r) => {
+            let why = r.problems.iter().find(|p| p.starts_with("NetworkReady")).cloned().unwrap_or_else(|| "NetworkReady is false".into());
+            NetworkState::NotReady(format!("the container runtime's network is not ready: {why}"))
+        }
+        Err(e) => NetworkState::NotReady(format!("the container runtime does not answer: {e}")),
+    }
+}
+
+/// A pod network nodelet does not set up (`--network-plugin=external`): the gate follows the
+/// runtime's NetworkReady, the proxy the node's pod CIDR.
+pub struct RuntimeNetwork {
+    cri: Cri,
+    state: watch::Sender<NetworkState>,
+    proxiers: Vec<Arc<Proxier>>,
+}
+
+impl RuntimeNetwork {
+    pub fn new(cri: Cri, proxiers: Vec<Arc<Proxier>>) -> (RuntimeNetwork, NetworkGate) {
+        let (state, rx) = watch::channel(NetworkState::NotReady("waiting for the container runtime's network (NetworkReady)".into()));
+        (RuntimeNetwork { cri, state, proxiers }, NetworkGate(rx))
+    }
+
+    /// Follows the runtime's NetworkReady and the assigned pod CIDRs (None: standalone), forever.
+    pub async fn run(self, assigned: Option<impl Stream<Item = Option<String>> + Unpin>) {
+        tracing::info!("the pod network is the runtime's CNI (--network-plugin=external): nodelet writes no CNI config and installs no plugin");
+        let mut assigned = assigned;
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                Some(cidr) = async { match assigned.as_mut() { Some(s) => s.next().await, None => std::future::pending().await } } => {
+                    for proxier in self.proxiers.iter().filter(|_| cidr.is_some()) {
+                        if let Err(e) = proxier.set_pod_cidr(cidr.as_deref().unwrap_or_default()).await {
+                            tracing::error!("the proxy cannot follow the pod CIDR: {e:#}");
+                        }
+                    }
+                }
+                _ = check.tick() => {
+                    let readiness = self.cri.readiness().await.map_err(|e| e.to_string());
+                    let state = runtime_network_state(readiness.as_ref().map_err(Clone::clone));
+                    if *self.state.borrow() != state {
+                        match &state {
+                            NetworkState::Ready => tracing::info!("the container runtime's network is ready"),
+                            NetworkState::NotReady(why) => tracing::warn!("{why}"),
+                        }
+                        self.state.send_replace(state);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_external_network_is_ready_when_the_runtime_says_so() {
+        use crate::runtime::RuntimeReadiness;
+        let ready = RuntimeReadiness { problems: vec![], network_ready: true };
+        assert_eq!(runtime_network_state(Ok(&ready)), NetworkState::Ready);
+        let not = RuntimeReadiness {
+            problems: vec!["NetworkReady is false: NetworkPluginNotReady Network plugin returns error: cni plugin not initialized".into()],
+            network_ready: false,
+        };
+        match runtime_network_state(Ok(&not)) {
+            NetworkState::NotReady(why) => assert!(why.contains("cni plugin not initialized"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(runtime_network_state(Err("connection refused".into())), NetworkState::NotReady(w) if w.contains("connection refused")));
+    }
 
     #[test]
     fn the_config_is_rewritten_only_when_the_runtime_misses_it_and_not_too_often() {

@@ -33,7 +33,7 @@ pub fn add(args: &Args, conf: &NetConf) -> Result<AddResult> {
     let ns_file = netns::open(ns_path).map_err(|e| setup(format!("opening netns {}", ns_path.display()), e))?;
     enable_forwarding()?;
     if conf.ip_masq {
-        masq::ensure(&conf.masq_table, conf.subnet, &conf.data_dir)?;
+        masq::ensure(&conf.masq_table, masq::Masquerade { subnet: conf.subnet, kept: conf.cluster_cidr }, &conf.data_dir)?;
     }
     let ip = Store::lock(&conf.data_dir, &conf.name)?.allocate(&args.container_id, &args.ifname, conf.subnet, conf.gateway)?;
     let host_veth = names::host_veth(&args.container_id, &args.ifname);

@@ -32,6 +32,8 @@ struct RawConf {
     ip_masq: Option<bool>,
     #[serde(default)]
     masq_table: Option<String>,
+    #[serde(default, rename = "clusterCIDR")]
+    cluster_cidr: Option<String>,
 }
 
 /// Validated configuration.
@@ -46,6 +48,9 @@ pub struct NetConf {
     pub mtu: Option<u32>,
     pub ip_masq: bool,
     pub masq_table: String,
+    /// The whole cluster's pod network: traffic to it keeps the pod's address (other nodes'
+    /// pods are reached through routes); None: only the subnet itself is left unmasqueraded.
+    pub cluster_cidr: Option<Subnet>,
 }
 
 /// Best-effort read of cniVersion, so even a config we reject gets its
@@ -113,6 +118,16 @@ fn validate(raw: RawConf) -> Result<NetConf> {
     }
     let masq_table = raw.masq_table.unwrap_or_else(|| DEFAULT_MASQ_TABLE.to_owned());
     check_nft_identifier(&masq_table).map_err(|why| invalid("masqTable", why))?;
+    let cluster_cidr = match raw.cluster_cidr {
+        None => None,
+        Some(text) => {
+            let cluster: Subnet = text.parse().map_err(|why| invalid("clusterCIDR", why))?;
+            if cluster.prefix() > subnet.prefix() || !cluster.contains(subnet.network()) {
+                return Err(invalid("clusterCIDR", format!("{cluster} does not contain subnet {subnet}")));
+            }
+            Some(cluster)
+        }
+    };
     let data_dir = raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     if !data_dir.is_absolute() {
         return Err(invalid("dataDir", "must be an absolute path"));
@@ -128,6 +143,7 @@ fn validate(raw: RawConf) -> Result<NetConf> {
         mtu: raw.mtu,
         ip_masq: raw.ip_masq.unwrap_or(true),
         masq_table,
+        cluster_cidr,
     })
 }
 
@@ -173,6 +189,18 @@ mod tests {
         assert!(c.ip_masq);
         assert_eq!(c.masq_table, "nodelet-cni");
         assert_eq!(c.mtu, None);
+        assert_eq!(c.cluster_cidr, None);
+    }
+
+    #[test]
+    fn the_cluster_cidr_must_contain_the_subnet() {
+        let c = parse_str(r#"{"cniVersion":"1.0.0","name":"n","subnet":"10.244.3.0/24","clusterCIDR":"10.244.0.0/16"}"#).unwrap();
+        assert_eq!(c.cluster_cidr, Some("10.244.0.0/16".parse().unwrap()));
+        for cluster in ["10.245.0.0/16", "10.244.3.0/25", "10.244.0.1/16", "x"] {
+            let e = err(&format!(r#"{{"cniVersion":"1.0.0","name":"n","subnet":"10.244.3.0/24","clusterCIDR":"{cluster}"}}"#));
+            assert_eq!(e.code, code::INVALID_CONFIG, "{cluster}: {e}");
+            assert!(e.msg.contains("clusterCIDR"), "{cluster}: {e}");
+        }
     }
 
     #[test]

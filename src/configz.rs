@@ -63,7 +63,7 @@ pub fn configz(config: &Config) -> Value {
         "nodeStatusReportFrequency": go_duration(config.node_status_report_frequency),
         "nodeLeaseDurationSeconds": config.lease_duration.as_secs(),
         "cgroupRoot": config.cgroup_root,
-        "cgroupDriver": "cgroupfs",
+        "cgroupDriver": config.cgroup_driver.as_str(),
         "maxPods": config.max_pods,
         "podCIDR": config.pod_cidr,
         "containerRuntimeEndpoint": format!("unix://{}", config.runtime_socket.display()),
@@ -98,6 +98,8 @@ pub fn configz(config: &Config) -> Value {
         obj.insert("networkPlugin".into(), plugin.into());
         // Unset options are left out, as Go's omitempty does.
         obj.retain(|_, v| !v.is_null());
+        obj.insert("podPidsLimit".into(), config.pod_pids_limit.unwrap_or(-1).into());
+        obj.insert("enforceNodeAllocatable".into(), json!([if config.enforce_pods_allocatable { "pods" } else { "none" }]));
         obj.insert("imageMinimumGCAge".into(), go_duration(config.image_gc.min_age).into());
         obj.insert("imageMaximumGCAge".into(), go_duration(config.image_gc.max_age).into());
         obj.insert("resolvConf".into(), config.resolv_conf.as_ref().map_or(String::new(), |p| p.display().to_string()).into());

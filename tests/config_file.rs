@@ -50,13 +50,14 @@ fn kubeadms_config_file_joins_the_node_and_names_what_nodelet_ignores_once() {
     let log = e2e.node.log();
     let warnings: Vec<&str> = log.lines().filter(|l| l.contains("does not implement")).collect();
     assert_eq!(warnings.len(), 1, "{log}");
-    assert!(warnings[0].contains("WARN") && warnings[0].ends_with("(ignored): shutdownGracePeriod, cpuManagerPolicy, podPidsLimit"), "{}", warnings[0]);
+    assert!(warnings[0].contains("WARN") && warnings[0].ends_with("(ignored): shutdownGracePeriod, cpuManagerPolicy"), "{}", warnings[0]);
     assert!(!log.contains("unknown field"), "{log}");
     let (code, body) = http_get(e2e.node.port, "/configz");
     assert_eq!(code, 200, "{body}");
     let configz: serde_json::Value = serde_json::from_str(&body).unwrap();
     let c = &configz["kubeletconfig"];
-    assert_eq!(c["nodeletIgnored"], serde_json::json!(["shutdownGracePeriod", "cpuManagerPolicy", "podPidsLimit"]));
+    assert_eq!(c["nodeletIgnored"], serde_json::json!(["shutdownGracePeriod", "cpuManagerPolicy"]));
+    assert_eq!((&c["podPidsLimit"], &c["cgroupDriver"]), (&serde_json::json!(4096), &serde_json::json!("cgroupfs")));
     // kubeadm's zero values are the kubelet's defaults; its nested authorization is in force.
     assert_eq!((&c["syncFrequency"], &c["nodeStatusUpdateFrequency"]), (&serde_json::json!("10s"), &serde_json::json!("10s")));
     assert_eq!(c["authorization"], serde_json::json!({"mode": "Webhook", "webhook": {"cacheAuthorizedTTL": "5m0s", "cacheUnauthorizedTTL": "30s"}}));

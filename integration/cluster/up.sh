@@ -8,6 +8,10 @@
 #                 (6443 2379 2380 10257 10259): other ones for a second, private control plane
 #   CLUSTER_SIGNING_DURATION  life of the certificates the controller-manager signs (nodes'
 #                 client and serving certificates; default 8760h): short to test their renewal
+#   APISERVER_EXTRA_SANS  more subject alternative names of the apiserver's serving certificate
+#                 (kubeadm's --apiserver-cert-extra-sans), as IP:a.b.c.d or DNS:name, comma-separated:
+#                 an address nodes reach it at other than 127.0.0.1 (the VM tests' 10.0.2.100).
+#                 Taken when the certificate is made, so with a new CLUSTER_DIR
 #   KUBE_BIN      folder of kube-apiserver, kube-controller-manager, kube-scheduler (default:
 #                 ../shared/kube/bin/*.xz beside the repo, unpacked into /var/lib/nodelet-kube-bin)
 # Writes $CLUSTER_DIR/admin.kubeconfig (system:masters) and kube-proxy.kubeconfig
@@ -37,7 +41,7 @@ if [[ ! -s $PKI/ca.crt || ! -s $PKI/ca.key ]]; then
         -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
         -out "$PKI/ca.crt" 2>/dev/null
 fi
-cert "$PKI/apiserver" kube-apiserver "" "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" serverAuth
+cert "$PKI/apiserver" kube-apiserver "" "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local${APISERVER_EXTRA_SANS:+,$APISERVER_EXTRA_SANS}" serverAuth
 cert "$PKI/apiserver-kubelet-client" kube-apiserver-kubelet-client system:masters
 cert "$PKI/admin" admin system:masters
 cert "$PKI/controller-manager" system:kube-controller-manager

@@ -50,9 +50,16 @@ echo "== dpkg -i $DEB ($((size / 1024 / 1024)) MiB) took $((($(date +%s%N) - t0)
 dpkg-query -W -f='${Package} ${Version} ${Status}\n' nodelet
 systemctl is-enabled nodelet
 
-# The join: a bootstrap token's kubeconfig, the node's own written by nodelet after its CSR.
+# The join: a bootstrap token's kubeconfig, the node's own written by nodelet after its CSR;
+# the Service proxy as kube-proxy (a node may not list EndpointSlices); the secure port
+# authenticates the apiserver's client certificate against the cluster CA and asks the
+# apiserver whether a caller may (as kubeadm's KubeletConfiguration sets it up).
 install -m 0600 "$share/bootstrap-kubelet.conf" /etc/nodelet/bootstrap-kubelet.conf
+install -m 0600 "$share/kube-proxy.conf" /etc/nodelet/kube-proxy.conf
+install -D -m 0644 "$share/ca.crt" /etc/nodelet/pki/ca.crt
 args="--bootstrap-kubeconfig=/etc/nodelet/bootstrap-kubelet.conf --kubeconfig=/etc/nodelet/kubelet.conf"
+args+=" --proxy-kubeconfig=/etc/nodelet/kube-proxy.conf"
+args+=" --client-ca-file=/etc/nodelet/pki/ca.crt --authentication-token-webhook --authorization-mode=Webhook"
 args+=" --hostname-override=$NODE_NAME --node-ip=127.0.0.1 --port=$NODE_PORT"
 args+=" --pod-infra-container-image=$SANDBOX_IMAGE"
 [[ $CGROUP_DRIVER == systemd ]] && args+=" --cgroup-driver=systemd"

@@ -29,6 +29,8 @@ const REGISTRY_PORT: u16 = 5000;
 const SANDBOX_IMAGE: &str = "localhost:5000/nodelet/pause:1";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 const POD_TIMEOUT: Duration = Duration::from_secs(240);
+/// A container's main loop that ends on SIGTERM.
+const SLEEP_FOREVER: &str = "trap 'exit 0' TERM; while true; do sleep 1; done";
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -459,10 +461,12 @@ fn nodelet_as_a_debian_package_on_a_systemd_cgroup_v2_guest() {
     if ready {
         let sa = wait_for(Duration::from_secs(60), || cluster.get(&["serviceaccount", "default"]).ok_or("no ServiceAccount default yet".to_string()));
         assert!(sa.is_ok(), "the default ServiceAccount: {sa:?}");
-        cluster.create_pod("plain", "echo hello from the vm; exec sleep 100000", json!({}));
+        // They end on SIGTERM: a shell as a container's PID 1 ignores it otherwise, and the
+        // guest's shutdown would wait 90 s for them before its SIGKILL.
+        cluster.create_pod("plain", &format!("echo hello from the vm; {SLEEP_FOREVER}"), json!({}));
         cluster.create_pod(
             "burstable",
-            "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo counted; exec sleep 100000",
+            &format!("i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo counted; {SLEEP_FOREVER}"),
             json!({"requests": {"cpu": "100m", "memory": "32Mi"}, "limits": {"cpu": "200m", "memory": "64Mi"}}),
         );
         cluster.create_pod("oom", "echo filling; tail /dev/zero", json!({"requests": {"memory": "32Mi"}, "limits": {"memory": "32Mi"}}));

@@ -35,6 +35,7 @@ done
 
 args=()
 for dir in "${QEMU_DATA_DIRS[@]}"; do args+=(-L "$dir"); done
+# shellcheck disable=SC2054 # commas separate QEMU's sub-options
 args+=(
     -name nodelet-vm -accel "${VM_ACCEL:-tcg,thread=multi}" -cpu "${VM_CPU:-max}"
     -smp "${VM_SMP:-2}" -m "${VM_MEM:-2048}"

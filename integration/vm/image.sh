@@ -27,6 +27,7 @@ GUEST_PACKAGES=(
 
 # The host's mirror of the suite: the apt source that serves bookworm's main component.
 host_mirror() {
+    # shellcheck disable=SC2016 # apt's own $(...) placeholders
     apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(COMPONENT)' 2>/dev/null \
         | awk -v s="$SUITE" '$2 == s && $3 == "main" { print $1; exit }'
 }
@@ -54,7 +55,7 @@ work=$VM_DIR/build.tmp
 # A build killed midway may have left debootstrap's mounts in its root.
 unmount_below() {
     local mnt
-    for mnt in $(awk -v root="$1" 'index($2, root "/") == 1 { print $2 }' /proc/mounts | sort -r); do
+    awk -v root="$1" 'index($2, root "/") == 1 { print $2 }' /proc/mounts | sort -r | while read -r mnt; do
         umount -l "$mnt" 2>/dev/null || true
     done
 }
@@ -103,6 +104,7 @@ mkfs.ext4 -q -F -L nodelet-vm -d "$rootfs" "$work/out/rootfs.img" || die "mkfs.e
 {
     echo "built $(date -Is) in $((SECONDS - start)) s from $MIRROR"
     echo "kernel $(basename "$kernel")"
+    # shellcheck disable=SC2016 # dpkg-query's own ${...} fields
     chroot "$rootfs" dpkg-query -W -f='${Package} ${Version}\n' "${GUEST_PACKAGES[@]}"
 } >"$work/out/.done.tmp"
 rm -rf "$image"

@@ -50,8 +50,8 @@ apt_install_missing $libs
 
 bin=$tmp/root/usr/bin/qemu-system-x86_64
 tcg=$tmp/root${QEMU_MODULE_DIR#"$QEMU_ROOT"}/accel-tcg-x86_64.so
-missing=$(ldd "$bin" "$tcg" | grep 'not found' || true)
-[[ -z $missing ]] || die "$bin or $tcg still misses libraries:"$'\n'"$missing"
+unresolved=$(ldd "$bin" "$tcg" | grep 'not found' || true)
+[[ -z $unresolved ]] || die "$bin or $tcg still misses libraries:"$'\n'"$unresolved"
 version=$("$bin" --version | head -n1)
 {
     echo "$version"

@@ -84,7 +84,8 @@ impl Settings {
 }
 
 /// A guest under QEMU (integration/vm/boot.sh), stopped by its pid when dropped; its run folder
-/// (the 9p share, the console log) goes with it, the logs copied to /var/log/nodelet-env first.
+/// (the 9p share, the console log) goes with it; a failed test keeps the logs in
+/// /var/log/nodelet-env/vm-<pid>/.
 struct Guest {
     qemu: Child,
     /// boot.sh with its settings, to start QEMU again.

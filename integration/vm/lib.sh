@@ -4,6 +4,9 @@
 # shellcheck source-path=SCRIPTDIR source=../env/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../env/lib.sh"
 
+# Messages go to stderr: qemu.sh and image.sh print their result on stdout for $(...).
+log() { printf '[%s] %s\n' "$(basename "$0" .sh)" "$*" >&2; }
+
 VM_SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VM_DIR=${VM_DIR:-/var/lib/nodelet-vm}
 QEMU_ROOT=$VM_DIR/qemu/root

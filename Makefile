@@ -1,4 +1,4 @@
-# The verbs: make setup | build | run | cluster | cluster-down | conformance | test | e2e | e2e-multinode | chaos | bench | install | deb | clean-env | fmt | lint
+# The verbs: make setup | build | run | cluster | cluster-down | conformance | test | e2e | e2e-multinode | chaos | vm-test | vm-clean | bench | install | deb | clean-env | fmt | lint
 # setup, run and test start containerd and a registry on loopback (root needed); cluster, test,
 # e2e and chaos also a real control plane (integration/cluster/up.sh, upstream binaries from KUBE_BIN).
 # chaos (tests/chaos.rs, not part of make test) restarts containerd and kills nodelet: see its target.
@@ -10,7 +10,7 @@ CLUSTER := integration/cluster
 # The admin kubeconfig of the local control plane (make cluster, make test).
 CLUSTER_KUBECONFIG := $(or $(CLUSTER_DIR),/var/lib/nodelet-cluster)/admin.kubeconfig
 
-.PHONY: setup build run cluster cluster-down conformance test e2e e2e-multinode chaos bench install deb clean-env fmt lint
+.PHONY: setup build run cluster cluster-down conformance test e2e e2e-multinode chaos vm-test vm-clean bench install deb clean-env fmt lint
 
 setup:
 	bash $(ENV)/setup.sh
@@ -81,6 +81,19 @@ chaos: setup
 	$(CARGO) build --workspace --exclude nodelet-pause
 	bash $(CLUSTER)/up.sh
 	$(CARGO) test --test chaos -- --ignored --test-threads=1 --nocapture
+
+# nodelet where operators run it (tests/vm.rs, integration/vm/): a Debian 12 guest under QEMU
+# (systemd, cgroup v2, containerd with SystemdCgroup = true) installs this tree's .deb with
+# dpkg -i and joins a control plane of its own on this machine; checks the node, pod cgroups
+# and limits, OOM kills, stats, logs/exec, a service restart, a reboot and the purge. QEMU and
+# the guest image are built once and cached in /var/lib/nodelet-vm (make vm-clean removes
+# them). Settings: VM_PROFILE (debug; release packages make deb's binaries), VM_CGROUP_DRIVER
+# (systemd; cgroupfs), VM_ACCEL (tcg,thread=multi).
+vm-test: setup
+	bash integration/vm/vm-test.sh
+
+vm-clean:
+	rm -rf $(or $(VM_DIR),/var/lib/nodelet-vm)
 
 bench:
 	@if [ -f $(ENV)/bench.sh ]; then bash $(ENV)/bench.sh; \

@@ -14,6 +14,10 @@
 #                 another address is restarted on this one
 #   NODE_MONITOR_GRACE_PERIOD  kube-controller-manager's --node-monitor-grace-period (its
 #                 default when unset): how long a silent node stays Ready
+#   APISERVER_EXTRA_SANS  more subject alternative names of the apiserver's serving certificate
+#                 (kubeadm's --apiserver-cert-extra-sans), as IP:a.b.c.d or DNS:name, comma-separated:
+#                 an address nodes reach it at other than 127.0.0.1 (the VM tests' 10.0.2.100).
+#                 Taken when the certificate is made, so with a new CLUSTER_DIR
 #   KUBE_BIN      folder of kube-apiserver, kube-controller-manager, kube-scheduler (default:
 #                 ../shared/kube/bin/*.xz beside the repo, unpacked into /var/lib/nodelet-kube-bin)
 # Writes $CLUSTER_DIR/admin.kubeconfig (system:masters) and kube-proxy.kubeconfig
@@ -45,6 +49,7 @@ if [[ ! -s $PKI/ca.crt || ! -s $PKI/ca.key ]]; then
 fi
 apiserver_sans="IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 [[ $APISERVER_ADDRESS == 127.0.0.1 ]] || apiserver_sans+=",IP:$APISERVER_ADDRESS"
+apiserver_sans+=${APISERVER_EXTRA_SANS:+,$APISERVER_EXTRA_SANS}
 # A certificate made for other addresses is made again (and the running apiserver restarted below).
 if [[ -s $PKI/apiserver.crt && "$(cat "$PKI/apiserver.sans" 2>/dev/null)" != "$apiserver_sans" ]]; then
     log "the apiserver's serving certificate does not name $APISERVER_ADDRESS: making it again"

@@ -140,6 +140,9 @@ async fn patch_status(client: &kube::Client, pod: &Pod, uid: &str, status: &PodS
 
 /// The status as a strategic merge patch. Conditions merge by type, so a field a condition no
 /// longer has (the reason of a condition that became True) is sent as null to be removed.
+/// podIPs and hostIPs merge by ip: a new sandbox's address (after a reboot, or a sandbox made
+/// again) would be added beside the old one, which the apiserver refuses (`may specify no more
+/// than one IP for each IP family`); they are sent whole with the `$patch: replace` directive.
 fn status_patch(status: &PodStatus) -> serde_json::Value {
     let mut value = serde_json::to_value(status).unwrap_or_default();
     if let Some(conditions) = value.get_mut("conditions").and_then(|c| c.as_array_mut()) {
@@ -147,6 +150,11 @@ fn status_patch(status: &PodStatus) -> serde_json::Value {
             for field in ["reason", "message"] {
                 condition.entry(field).or_insert(serde_json::Value::Null);
             }
+        }
+    }
+    for list in ["podIPs", "hostIPs"] {
+        if let Some(ips) = value.get_mut(list).and_then(|l| l.as_array_mut()) {
+            ips.push(serde_json::json!({ "$patch": "replace" }));
         }
     }
     value
@@ -231,6 +239,17 @@ mod tests {
         assert_eq!(patch["conditions"][0]["reason"], serde_json::Value::Null);
         assert!(patch["conditions"][0].as_object().unwrap().contains_key("reason"));
         assert_eq!(patch["conditions"][0]["status"], "True");
+    }
+
+    #[test]
+    fn pod_and_host_ips_replace_the_old_lists() {
+        use k8s_openapi::api::core::v1::{HostIP, PodIP};
+        let status =
+            PodStatus { pod_ips: Some(vec![PodIP { ip: "10.244.0.7".into() }]), host_ips: Some(vec![HostIP { ip: "192.0.2.1".into() }]), ..Default::default() };
+        let patch = status_patch(&status);
+        assert_eq!(patch["podIPs"], serde_json::json!([{"ip": "10.244.0.7"}, {"$patch": "replace"}]));
+        assert_eq!(patch["hostIPs"], serde_json::json!([{"ip": "192.0.2.1"}, {"$patch": "replace"}]));
+        assert!(status_patch(&PodStatus::default()).get("podIPs").is_none(), "no list, no directive");
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct Config {
     pub cni_bridge: String,
     /// The cluster's pod network (--cluster-cidr), kept unmasqueraded.
     pub cluster_cidr: Option<String>,
+    /// nodelet-cni's address claims (--cni-data-dir); None: the plugin's default.
+    pub cni_data_dir: Option<PathBuf>,
     pub network_plugin: NetworkPlugin,
     pub file_check_frequency: Duration,
     pub sync_frequency: Duration,
@@ -166,6 +168,7 @@ impl Config {
             },
             cni_bridge: flags.cni_bridge.or(file.cni_bridge).unwrap_or_else(|| "nodelet0".into()),
             cluster_cidr: flags.cluster_cidr.or(file.cluster_cidr).filter(|c| !c.is_empty()),
+            cni_data_dir: flags.cni_data_dir.or(file.cni_data_dir),
             network_plugin: match flags.network_plugin.or(file.network_plugin).as_deref() {
                 None | Some("nodelet") => NetworkPlugin::Nodelet,
                 Some("external") => NetworkPlugin::External,

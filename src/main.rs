@@ -177,6 +177,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 pod_cidr: config.pod_cidr.clone(),
                 cluster_cidr: config.cluster_cidr.clone(),
                 mtu: nodelet::node_routes::table::uplink_mtu(config.node_ip).await,
+                data_dir: config.cni_data_dir.clone(),
             };
             let (pod_network, gate) = PodNetwork::new(install, cri.clone(), v4_proxiers, client.is_some());
             tokio::spawn(pod_network.run(assigned_cidrs));

@@ -18,22 +18,27 @@ pub struct CniInstall {
     pub cluster_cidr: Option<String>,
     /// The pods' interface MTU: the node's uplink's (host-gw adds no header).
     pub mtu: Option<u32>,
+    /// Where the plugin keeps its address claims (--cni-data-dir); None: the plugin's default.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// The conflist containerd hands to the plugin (CNI spec 1.0.0). The cluster CIDR is named only
 /// when it contains the pod CIDR (the plugin refuses one that does not).
-pub fn conflist(bridge: &str, pod_cidr: &str, cluster_cidr: Option<&str>, mtu: Option<u32>) -> String {
+fn conflist(install: &CniInstall) -> String {
     let mut plugin = serde_json::json!({
         "type": PLUGIN_NAME,
-        "bridge": bridge,
-        "subnet": pod_cidr,
+        "bridge": install.bridge,
+        "subnet": install.pod_cidr,
         "ipMasq": true,
     });
-    if let Some(cluster) = cluster_cidr.filter(|c| contains(c, pod_cidr)) {
+    if let Some(cluster) = install.cluster_cidr.as_deref().filter(|c| contains(c, &install.pod_cidr)) {
         plugin["clusterCIDR"] = cluster.into();
     }
-    if let Some(mtu) = mtu {
+    if let Some(mtu) = install.mtu {
         plugin["mtu"] = mtu.into();
+    }
+    if let Some(dir) = &install.data_dir {
+        plugin["dataDir"] = dir.display().to_string().into();
     }
     let doc = serde_json::json!({
         "cniVersion": "1.0.0",
@@ -65,7 +70,7 @@ impl CniInstall {
     }
 
     pub fn conflist(&self) -> String {
-        conflist(&self.bridge, &self.pod_cidr, self.cluster_cidr.as_deref(), self.mtu)
+        conflist(self)
     }
 
     /// True when the network config on disk is the one nodelet writes.
@@ -119,9 +124,22 @@ fn remove_abandoned_temporaries(dir: &Path, prefix: &str) {
 mod tests {
     use super::*;
 
+    fn install(pod_cidr: &str, cluster_cidr: Option<&str>, mtu: Option<u32>) -> CniInstall {
+        CniInstall {
+            conf_dir: "/c".into(),
+            bin_dir: "/b".into(),
+            plugin_source: "/p".into(),
+            bridge: "nodelet0".into(),
+            pod_cidr: pod_cidr.into(),
+            cluster_cidr: cluster_cidr.map(String::from),
+            mtu,
+            data_dir: None,
+        }
+    }
+
     #[test]
     fn conflist_names_the_plugin_bridge_and_subnet() {
-        let doc: serde_json::Value = serde_json::from_str(&conflist("nodelet0", "10.88.0.0/16", None, None)).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&install("10.88.0.0/16", None, None).conflist()).unwrap();
         assert_eq!(doc["cniVersion"], "1.0.0");
         assert_eq!(doc["plugins"][0]["type"], PLUGIN_NAME);
         assert_eq!(doc["plugins"][0]["bridge"], "nodelet0");
@@ -131,11 +149,11 @@ mod tests {
 
     #[test]
     fn conflist_names_the_cluster_cidr_that_holds_the_subnet_and_the_mtu() {
-        let doc: serde_json::Value = serde_json::from_str(&conflist("b", "10.244.3.0/24", Some("10.244.0.0/16"), Some(1450))).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&install("10.244.3.0/24", Some("10.244.0.0/16"), Some(1450)).conflist()).unwrap();
         assert_eq!(doc["plugins"][0]["clusterCIDR"], "10.244.0.0/16");
         assert_eq!(doc["plugins"][0]["mtu"], 1450);
         // Waiting for the node's CIDR, the default --pod-cidr is outside the cluster's.
-        let doc: serde_json::Value = serde_json::from_str(&conflist("b", "10.88.0.0/16", Some("10.244.0.0/16"), None)).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&install("10.88.0.0/16", Some("10.244.0.0/16"), None).conflist()).unwrap();
         assert!(doc["plugins"][0].get("clusterCIDR").is_none());
         assert!(contains("10.244.0.0/16", "10.244.3.0/24") && !contains("10.244.3.0/24", "10.244.0.0/16") && !contains("x", "10.0.0.0/8"));
     }
@@ -153,11 +171,13 @@ mod tests {
             pod_cidr: "10.1.0.0/24".into(),
             cluster_cidr: None,
             mtu: None,
+            data_dir: Some(dir.path().join("claims")),
         };
         install.install().unwrap();
         install.install().unwrap();
         assert_eq!(std::fs::read(dir.path().join("bin").join(PLUGIN_NAME)).unwrap(), b"binary");
-        assert!(std::fs::read_to_string(dir.path().join("net.d").join(CONFLIST_NAME)).unwrap().contains("10.1.0.0/24"));
+        let written = std::fs::read_to_string(dir.path().join("net.d").join(CONFLIST_NAME)).unwrap();
+        assert!(written.contains("10.1.0.0/24") && written.contains(dir.path().join("claims").to_str().unwrap()), "{written}");
         assert_eq!(std::fs::read_dir(dir.path().join("net.d")).unwrap().count(), 1, "no temporary file left");
     }
 }

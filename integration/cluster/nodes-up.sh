@@ -159,7 +159,7 @@ start_nodelet() {
         --node-ip "$(node_ip "$i")" --cluster-cidr "$CLUSTER_CIDR" \
         --root-dir "$dir/nodelet" --pod-logs-dir "$dir/pod-logs" \
         --container-runtime-endpoint "unix://$(node_socket "$i")" \
-        --cni-conf-dir "$dir/cni/net.d" --cni-bin-dir "$dir/cni/bin" --cni-plugin "$CNI_PLUGIN" \
+        --cni-conf-dir "$dir/cni/net.d" --cni-bin-dir "$dir/cni/bin" --cni-plugin "$CNI_PLUGIN" --cni-data-dir "$dir/cni/claims" \
         ${NODELET_ARGS:-} {lock}>&-
 }
 

@@ -116,6 +116,7 @@ pub struct KubeletConfiguration {
     pub cni_bin_dir: Option<PathBuf>,
     pub cni_plugin: Option<PathBuf>,
     pub cni_bridge: Option<String>,
+    pub cni_data_dir: Option<PathBuf>,
     #[serde(rename = "clusterCIDR")]
     pub cluster_cidr: Option<String>,
     pub network_plugin: Option<String>,

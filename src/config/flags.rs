@@ -85,6 +85,10 @@ pub struct Flags {
     /// Bridge that nodelet-cni creates. Default nodelet0.
     #[arg(long = "cni-bridge")]
     pub cni_bridge: Option<String>,
+    /// Where nodelet-cni keeps its address claims. Default: the plugin's (/var/lib/nodelet/cni).
+    /// Nodes sharing a machine's file system (the multi-node test cluster) need one each.
+    #[arg(long = "cni-data-dir")]
+    pub cni_data_dir: Option<PathBuf>,
     /// The whole cluster's pod network (kube-proxy's clusterCIDR), e.g. 10.244.0.0/16: traffic
     /// from pods to it keeps the pods' addresses (other nodes' pods are reached through the
     /// routes nodelet keeps); traffic leaving it is masqueraded. Default: none (all traffic

@@ -89,6 +89,8 @@ package() {
         echo "Maintainer: $MAINTAINER"
         echo "Installed-Size: $(du -sk --exclude=DEBIAN "$root" | cut -f1)"
         echo "Depends: $depends"
+        # the systemd cgroup driver talks to systemd on the system bus
+        echo "Recommends: dbus"
         printf '%s' "$fields"
         echo "Section: admin"
         echo "Priority: optional"

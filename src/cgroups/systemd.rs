@@ -1,8 +1,8 @@
 //! The systemd driver: pods' cgroups are systemd slices, made and changed through systemd's
 //! D-Bus API (StartTransientUnit, SetUnitProperties, StopUnit) as runc's systemd driver and the
 //! kubelet make them, so systemd knows them and containerd (SystemdCgroup = true) can put its
-//! container scopes in them. nodelet talks to systemd on its private socket, as systemctl does
-//! as root, else on the system bus.
+//! container scopes in them. nodelet talks to systemd on the system bus (systemd's private
+//! socket sends replies whose sender is a well-known name, which zbus refuses).
 
 use super::layout::{CgroupName, Layout, Qos};
 use super::resources::{ResourceConfig, UnitValue, Version};
@@ -10,15 +10,12 @@ use super::CgroupError;
 use std::path::PathBuf;
 use zbus::zvariant::Value;
 
-const PRIVATE_SOCKET: &str = "/run/systemd/private";
 const PATH: &str = "/org/freedesktop/systemd1";
 const MANAGER: &str = "org.freedesktop.systemd1.Manager";
 
 #[derive(Debug, Clone)]
 pub struct Systemd {
     conn: zbus::Connection,
-    /// Whether the connection is systemd's private socket (no bus: no destination).
-    direct: bool,
     pub mount: PathBuf,
     pub version: Version,
     pub layout: Layout,
@@ -35,23 +32,18 @@ fn value(v: UnitValue) -> Value<'static> {
 
 impl Systemd {
     pub async fn connect(mount: PathBuf, version: Version, layout: Layout) -> Result<Systemd, CgroupError> {
-        let failed = |source: zbus::Error| CgroupError::Systemd {
-            what: format!("connecting to systemd (the systemd driver needs systemd as the init system, on {PRIVATE_SOCKET} or the system bus)"),
+        let conn = zbus::Connection::system().await.map_err(|source| CgroupError::Systemd {
+            what: "connecting to systemd on the system bus (the systemd driver needs systemd as the init system, and dbus)".into(),
             source: Box::new(source),
-        };
-        let (conn, direct) = match tokio::net::UnixStream::connect(PRIVATE_SOCKET).await {
-            Ok(stream) => (zbus::connection::Builder::unix_stream(stream).p2p().build().await.map_err(failed)?, true),
-            Err(_) => (zbus::Connection::system().await.map_err(failed)?, false),
-        };
-        Ok(Systemd { conn, direct, mount, version, layout })
+        })?;
+        Ok(Systemd { conn, mount, version, layout })
     }
 
     async fn call<B>(&self, method: &'static str, body: &B) -> Result<(), zbus::Error>
     where
         B: serde::Serialize + zbus::zvariant::DynamicType,
     {
-        let destination = (!self.direct).then_some("org.freedesktop.systemd1");
-        self.conn.call_method(destination, PATH, Some(MANAGER), method, body).await.map(|_| ())
+        self.conn.call_method(Some("org.freedesktop.systemd1"), PATH, Some(MANAGER), method, body).await.map(|_| ())
     }
 
     /// Starts the cgroup's slice with `resources`, or sets them on the slice already there.
